@@ -1,0 +1,119 @@
+package rules
+
+import (
+	"strconv"
+	"strings"
+)
+
+// lineIndex maps key paths such as "timezone", "rule[2]" or "rule[2].until"
+// to the line where they are written. The TOML decoder keeps positions to
+// itself (and shares one position between all elements of an array of
+// tables), so semantic errors find their line here. Keys it cannot place
+// (inline tables, dotted keys) are reported by key path instead.
+type lineIndex map[string]int
+
+func indexLines(src string) lineIndex {
+	idx := lineIndex{}
+	counts := map[string]int{}
+	prefix := ""
+	depth := 0        // open [ or { of a multi-line value
+	inMulti := ""     // closing delimiter of an open multi-line string
+	for n, line := range strings.Split(src, "\n") {
+		lineNo := n + 1
+		if inMulti != "" {
+			if i := strings.Index(line, inMulti); i >= 0 {
+				line = line[i+len(inMulti):]
+				inMulti = ""
+			} else {
+				continue
+			}
+		} else if depth == 0 {
+			t := strings.TrimSpace(line)
+			switch {
+			case strings.HasPrefix(t, "[["):
+				name := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(stripComment(t[2:])), "]]"))
+				prefix = name + "[" + strconv.Itoa(counts[name]) + "]"
+				counts[name]++
+				idx.set(prefix, lineNo)
+				continue
+			case strings.HasPrefix(t, "["):
+				prefix = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(stripComment(t[1:])), "]"))
+				idx.set(prefix, lineNo)
+				continue
+			}
+			if key, _, ok := strings.Cut(t, "="); ok && t != "" && t[0] != '#' {
+				key = strings.Trim(strings.TrimSpace(key), `"'`)
+				if prefix != "" {
+					key = prefix + "." + key
+				}
+				idx.set(key, lineNo)
+				_, line, _ = strings.Cut(line, "=")
+			}
+		}
+		// Track brackets and strings of the value so that the lines of a
+		// multi-line array are not read as keys.
+		for i := 0; i < len(line); i++ {
+			switch c := line[i]; c {
+			case '#':
+				i = len(line)
+			case '[', '{':
+				depth++
+			case ']', '}':
+				if depth > 0 {
+					depth--
+				}
+			case '"', '\'':
+				delim := string(c)
+				if strings.HasPrefix(line[i:], strings.Repeat(delim, 3)) {
+					delim = strings.Repeat(delim, 3)
+				}
+				end := strings.Index(line[i+len(delim):], delim)
+				for c == '"' && end > 0 && line[i+len(delim)+end-1] == '\\' {
+					next := strings.Index(line[i+len(delim)+end+1:], delim)
+					if next < 0 {
+						end = -1
+						break
+					}
+					end += next + 1
+				}
+				if end < 0 {
+					if len(delim) == 3 {
+						inMulti = delim
+					}
+					i = len(line)
+					break
+				}
+				i += len(delim) + end + len(delim) - 1
+			}
+		}
+	}
+	return idx
+}
+
+func (idx lineIndex) set(key string, line int) {
+	if _, ok := idx[key]; !ok {
+		idx[key] = line
+	}
+}
+
+// line returns the line of key, or of the nearest enclosing table, or 0.
+func (idx lineIndex) line(key string) int {
+	for key != "" {
+		if l, ok := idx[key]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(key, ".")
+		if i < 0 {
+			return 0
+		}
+		key = key[:i]
+	}
+	return 0
+}
+
+func stripComment(s string) string {
+	if i := strings.IndexByte(s, '#'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

@@ -1,0 +1,635 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Problem is one finding about a configuration file.
+type Problem struct {
+	File    string
+	Line    int    // 0 when no line is known
+	Key     string // key path such as "rule[2].until", used when Line is 0
+	Message string
+	Warning bool
+}
+
+func (p Problem) String() string {
+	msg := p.Message
+	if p.Warning {
+		msg = "warning: " + msg
+	}
+	switch {
+	case p.Line > 0:
+		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, msg)
+	case p.Key != "":
+		return fmt.Sprintf("%s: %s: %s", p.File, p.Key, msg)
+	}
+	return fmt.Sprintf("%s: %s", p.File, msg)
+}
+
+// ConfigError is returned by Load for a configuration with errors. Every
+// problem found is listed, not only the first.
+type ConfigError struct{ Problems []Problem }
+
+func (e *ConfigError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Source reads configuration files. Names are slash-separated; relative
+// catalog names in a policy are resolved against the policy's directory.
+type Source interface {
+	ReadFile(name string) ([]byte, error)
+}
+
+// Dir reads files from the operating system, names as given.
+type Dir struct{}
+
+// ReadFile implements Source.
+func (Dir) ReadFile(name string) ([]byte, error) { return os.ReadFile(filepath.FromSlash(name)) }
+
+// FS reads files from an fs.FS (such as the embedded default policy).
+type FS struct{ FS fs.FS }
+
+// ReadFile implements Source.
+func (f FS) ReadFile(name string) ([]byte, error) { return fs.ReadFile(f.FS, path.Clean(name)) }
+
+// BuiltinPrefix marks a catalog path in a policy file that is read from the
+// built-in catalogs, e.g. "builtin:catalog/kaspersky.toml".
+const BuiltinPrefix = "builtin:"
+
+// Options configure Load.
+type Options struct {
+	// Builtin serves catalog paths that start with BuiltinPrefix. Nil
+	// means such paths are an error.
+	Builtin Source
+}
+
+// Load reads, validates and compiles the policy in file and the catalogs it
+// names. Errors are a *ConfigError; warnings (for example a rule that can
+// never match) are returned with a valid policy.
+func Load(src Source, file string, opts Options) (*Policy, []Problem, error) {
+	l := &loader{src: src, opts: opts}
+	p := l.load(file)
+	var errs, warns []Problem
+	for _, pr := range l.problems {
+		if pr.Warning {
+			warns = append(warns, pr)
+		} else {
+			errs = append(errs, pr)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, warns, &ConfigError{Problems: errs}
+	}
+	return p, warns, nil
+}
+
+type loader struct {
+	src      Source
+	opts     Options
+	problems []Problem
+}
+
+type fileCtx struct {
+	l     *loader
+	name  string
+	lines lineIndex
+}
+
+func (f *fileCtx) errorf(key, format string, args ...any) {
+	f.l.problems = append(f.l.problems, Problem{File: f.name, Line: f.lines.line(key), Key: key, Message: fmt.Sprintf(format, args...)})
+}
+
+func (f *fileCtx) warnf(key, format string, args ...any) {
+	f.l.problems = append(f.l.problems, Problem{File: f.name, Line: f.lines.line(key), Key: key, Message: fmt.Sprintf(format, args...), Warning: true})
+}
+
+// policyFile is the TOML form of a policy.
+type policyFile struct {
+	Name          string     `toml:"name"`
+	Description   string     `toml:"description"`
+	Timezone      string     `toml:"timezone"`
+	Mode          string     `toml:"mode"`
+	DefaultAction string     `toml:"default_action"`
+	Catalogs      []string   `toml:"catalogs"`
+	Rules         []ruleFile `toml:"rule"`
+}
+
+type ruleFile struct {
+	Name       string   `toml:"name"`
+	Reason     string   `toml:"reason"`
+	Vendor     string   `toml:"vendor"`
+	Categories []string `toml:"categories"`
+	Hosts      []string `toml:"hosts"`
+	Action     string   `toml:"action"`
+	From       any      `toml:"from"`
+	Until      any      `toml:"until"`
+}
+
+// catalogFile is the TOML form of a vendor catalog.
+type catalogFile struct {
+	Vendor      string      `toml:"vendor"`
+	Version     string      `toml:"version"`
+	Description string      `toml:"description"`
+	Categories  []string    `toml:"categories"`
+	Fallback    string      `toml:"fallback"`
+	Domains     []string    `toml:"domains"`
+	Entries     []entryFile `toml:"entry"`
+}
+
+type entryFile struct {
+	Category string   `toml:"category"`
+	Hosts    []string `toml:"hosts"`
+	Ports    []string `toml:"ports"`
+	Paths    []string `toml:"paths"`
+}
+
+// decode parses one TOML file into v, reporting syntax errors with their
+// line and unknown keys (typos) by line or key path.
+func (l *loader) decode(name string, v any) (*fileCtx, bool) {
+	var data []byte
+	var err error
+	if strings.HasPrefix(name, BuiltinPrefix) {
+		if l.opts.Builtin == nil {
+			err = errors.New("no built-in catalogs in this context")
+		} else {
+			data, err = l.opts.Builtin.ReadFile(strings.TrimPrefix(name, BuiltinPrefix))
+		}
+	} else {
+		data, err = l.src.ReadFile(name)
+	}
+	f := &fileCtx{l: l, name: name, lines: lineIndex{}}
+	if err != nil {
+		l.problems = append(l.problems, Problem{File: name, Message: fmt.Sprintf("cannot read: %v", unwrapPathError(err))})
+		return f, false
+	}
+	f.lines = indexLines(string(data))
+	md, err := toml.Decode(string(data), v)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			l.problems = append(l.problems, Problem{File: name, Line: pe.Position.Line, Message: pe.Message})
+		} else {
+			l.problems = append(l.problems, typeProblem(name, err))
+		}
+		return f, false
+	}
+	for _, k := range md.Undecoded() {
+		f.errorf(keyPath(k, f.lines), "unknown key %q", k[len(k)-1])
+	}
+	return f, true
+}
+
+// keyPath turns a TOML key into our key path, numbering array-of-table
+// elements in order of appearance ("rule.nmae" in the third [[rule]] becomes
+// "rule[2].nmae"). The decoder does not say which element a key was in, so
+// the element is found by the line index: the last element whose header
+// precedes the first line the key appears on.
+func keyPath(k toml.Key, lines lineIndex) string {
+	if len(k) < 2 {
+		return strings.Join(k, ".")
+	}
+	table, rest := k[0], strings.Join(k[1:], ".")
+	if _, isArray := lines[table+"[0]"]; !isArray {
+		return strings.Join(k, ".")
+	}
+	// Find the element that holds this key name, first not yet claimed.
+	best := ""
+	for i := 0; ; i++ {
+		elem := table + "[" + strconv.Itoa(i) + "]"
+		if _, ok := lines[elem]; !ok {
+			break
+		}
+		if _, ok := lines[elem+"."+rest]; ok {
+			best = elem + "." + rest
+			break
+		}
+	}
+	if best == "" {
+		return strings.Join(k, ".")
+	}
+	return best
+}
+
+var typeErrLine = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// typeProblem turns a decoder type error ("incompatible types") into a
+// positioned problem.
+func typeProblem(name string, err error) Problem {
+	if m := typeErrLine.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return Problem{File: name, Line: n, Message: fmt.Sprintf("%s: %s", m[2], m[3])}
+	}
+	return Problem{File: name, Message: strings.TrimPrefix(err.Error(), "toml: ")}
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (l *loader) load(file string) *Policy {
+	var pf policyFile
+	f, ok := l.decode(file, &pf)
+	if !ok {
+		return nil
+	}
+	p := &Policy{Name: pf.Name, File: file, Classes: []Class{{NoVendor, NoVendor}}, catalog: newHostMatcher()}
+	if p.Name == "" {
+		p.Name = strings.TrimSuffix(path.Base(file), path.Ext(file))
+	}
+
+	tz := pf.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil || tz == "Local" {
+		f.errorf("timezone", "unknown timezone %q: want an IANA name such as \"America/New_York\" or \"UTC\"", pf.Timezone)
+		loc = time.UTC
+	}
+	p.Location = loc
+
+	switch pf.Mode {
+	case "", "enforce":
+		p.Mode = Enforce
+	case "report":
+		p.Mode = Report
+	default:
+		f.errorf("mode", "unknown mode %q: want \"enforce\" or \"report\"", pf.Mode)
+	}
+	p.DefaultAction = Allow
+	if pf.DefaultAction != "" {
+		a, ok := ParseAction(pf.DefaultAction)
+		if !ok {
+			f.errorf("default_action", "unknown action %q: want allow, log or block", pf.DefaultAction)
+		}
+		p.DefaultAction = a
+	}
+
+	// Catalogs.
+	vendors := map[string][]string{} // vendor → categories
+	domainOwner := map[string]string{}
+	for i, c := range pf.Catalogs {
+		name := c
+		if !strings.HasPrefix(c, BuiltinPrefix) && !path.IsAbs(c) {
+			name = path.Join(path.Dir(file), c)
+		}
+		info, ok := l.loadCatalog(p, name, vendors, domainOwner)
+		if !ok {
+			if len(l.problems) == 0 {
+				f.errorf("catalogs", "catalog %d (%q) could not be loaded", i+1, c)
+			}
+			continue
+		}
+		p.Catalogs = append(p.Catalogs, info)
+	}
+
+	// Rules.
+	seen := map[string]int{}
+	transitions := map[int64]bool{}
+	for i, rf := range pf.Rules {
+		key := fmt.Sprintf("rule[%d]", i)
+		r := &Rule{Name: rf.Name, Reason: rf.Reason, Line: f.lines.line(key), from: math.MinInt64, until: math.MaxInt64}
+		switch {
+		case rf.Name == "":
+			f.errorf(key, "rule %d has no name", i+1)
+		case rf.Name == DefaultRule || rf.Name == NoVendor:
+			f.errorf(key+".name", "rule name %q is reserved", rf.Name)
+		default:
+			if prev, dup := seen[rf.Name]; dup {
+				f.errorf(key+".name", "duplicate rule name %q (first used at line %d)", rf.Name, prev)
+			}
+			seen[rf.Name] = r.Line
+		}
+		a, ok := ParseAction(rf.Action)
+		switch {
+		case rf.Action == "":
+			f.errorf(key, "rule %q has no action: want allow, log or block", rf.Name)
+		case !ok:
+			f.errorf(key+".action", "unknown action %q: want allow, log or block", rf.Action)
+		}
+		r.Action = a
+
+		r.classes = make([]bool, 0)
+		if rf.Vendor != "" {
+			cats, known := vendors[rf.Vendor]
+			if !known {
+				f.errorf(key+".vendor", "unknown vendor %q%s", rf.Vendor, knownList(" (known: %s)", sortedKeys(vendors)))
+			}
+			r.vendor = rf.Vendor
+			if len(rf.Categories) == 0 {
+				r.categories = cats
+			}
+			for _, c := range rf.Categories {
+				if known && !contains(cats, c) {
+					f.errorf(key+".categories", "unknown category %q for vendor %q (known: %s)", c, rf.Vendor, strings.Join(cats, ", "))
+					continue
+				}
+				r.categories = append(r.categories, c)
+			}
+		} else if len(rf.Categories) > 0 {
+			f.errorf(key+".categories", "categories need a vendor: add vendor = \"...\"")
+		}
+		for j, h := range rf.Hosts {
+			hp, err := parseHostPattern(h)
+			if err != nil {
+				f.errorf(key+".hosts", "%v", err)
+				continue
+			}
+			if r.hosts == nil {
+				r.hosts = newHostMatcher()
+			}
+			if !r.hosts.add(hp, target{}) {
+				f.errorf(key+".hosts", "host pattern %q listed twice (entry %d)", h, j+1)
+			}
+			r.hostList = append(r.hostList, hp)
+		}
+		r.all = rf.Vendor == "" && len(rf.Hosts) == 0
+
+		from, okF := f.instant(key+".from", rf.From, loc)
+		until, okU := f.instant(key+".until", rf.Until, loc)
+		if okF && !from.IsZero() {
+			r.From, r.from = from, from.UnixNano()
+		}
+		if okU && !until.IsZero() {
+			r.Until, r.until = until, until.UnixNano()
+		}
+		if !r.From.IsZero() && !r.Until.IsZero() && !r.Until.After(r.From) {
+			f.errorf(key+".until", "until (%s) is not after from (%s)", r.Until.Format(time.RFC3339), r.From.Format(time.RFC3339))
+		}
+		if !r.From.IsZero() {
+			transitions[r.from] = true
+		}
+		if !r.Until.IsZero() {
+			transitions[r.until] = true
+		}
+		p.Rules = append(p.Rules, r)
+	}
+
+	// Resolve each rule's class set now that every catalog is known.
+	for _, r := range p.Rules {
+		r.classes = make([]bool, len(p.Classes))
+		for c, cl := range p.Classes {
+			r.classes[c] = r.vendor != "" && cl.Vendor == r.vendor && contains(r.categories, cl.Category)
+		}
+	}
+	for t := range transitions {
+		p.transitions = append(p.transitions, t)
+	}
+	sort.Slice(p.transitions, func(i, j int) bool { return p.transitions[i] < p.transitions[j] })
+
+	l.checkShadowed(f, p)
+	return p
+}
+
+// instant converts a TOML date-time value. Offset date-times are absolute;
+// local date-times and dates are wall-clock times in the policy's timezone.
+// Strings in RFC 3339 form are accepted as well.
+func (f *fileCtx) instant(key string, v any, loc *time.Location) (time.Time, bool) {
+	switch t := v.(type) {
+	case nil:
+		return time.Time{}, true
+	case time.Time:
+		switch t.Location().String() {
+		case "datetime-local", "date-local":
+			return time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), loc), true
+		case "time-local":
+			f.errorf(key, "a time of day without a date is not an instant: write a date-time such as 2024-09-29T00:00:00")
+			return time.Time{}, false
+		}
+		return t, true
+	case string:
+		if ts, err := time.Parse(time.RFC3339, t); err == nil {
+			return ts, true
+		}
+		if ts, err := time.ParseInLocation("2006-01-02T15:04:05", t, loc); err == nil {
+			return ts, true
+		}
+		f.errorf(key, "invalid date-time %q: want a TOML date-time such as 2024-09-29T00:00:00 (policy timezone) or 2024-09-29T00:00:00-04:00", t)
+	default:
+		f.errorf(key, "invalid date-time of type %T: want a TOML date-time such as 2024-09-29T00:00:00", v)
+	}
+	return time.Time{}, false
+}
+
+func (l *loader) loadCatalog(p *Policy, name string, vendors map[string][]string, domainOwner map[string]string) (CatalogInfo, bool) {
+	var cf catalogFile
+	f, ok := l.decode(name, &cf)
+	if !ok {
+		return CatalogInfo{}, false
+	}
+	before := len(l.problems)
+	switch {
+	case cf.Vendor == "":
+		f.errorf("vendor", "catalog has no vendor name")
+		return CatalogInfo{}, false
+	case cf.Vendor == NoVendor:
+		f.errorf("vendor", "vendor name %q is reserved", cf.Vendor)
+	case vendors[cf.Vendor] != nil:
+		f.errorf("vendor", "vendor %q is defined by two catalogs", cf.Vendor)
+		return CatalogInfo{}, false
+	}
+	if len(cf.Categories) == 0 {
+		f.errorf("categories", "catalog declares no categories")
+	}
+	classOf := map[string]int32{}
+	for _, c := range cf.Categories {
+		if err := checkLabelChars(c); err != nil || c == "" || c == NoVendor {
+			f.errorf("categories", "invalid category name %q", c)
+			continue
+		}
+		if _, dup := classOf[c]; dup {
+			f.errorf("categories", "category %q listed twice", c)
+			continue
+		}
+		classOf[c] = int32(len(p.Classes))
+		p.Classes = append(p.Classes, Class{Vendor: cf.Vendor, Category: c})
+	}
+	vendors[cf.Vendor] = append([]string(nil), cf.Categories...)
+
+	if len(cf.Domains) > 0 {
+		fc, ok := classOf[cf.Fallback]
+		if !ok {
+			f.errorf("fallback", "fallback category %q is not one of the catalog's categories", cf.Fallback)
+		}
+		for _, d := range cf.Domains {
+			dp, err := parseDomain(d)
+			if err != nil {
+				f.errorf("domains", "%v", err)
+				continue
+			}
+			if owner, dup := domainOwner[d]; dup {
+				f.errorf("domains", "domain %q already belongs to vendor %q", d, owner)
+				continue
+			}
+			domainOwner[d] = cf.Vendor
+			p.catalog.add(dp, target{class: fc})
+		}
+	}
+
+	for i, e := range cf.Entries {
+		key := fmt.Sprintf("entry[%d]", i)
+		cl, ok := classOf[e.Category]
+		if !ok {
+			f.errorf(key+".category", "unknown category %q (declared: %s)", e.Category, strings.Join(cf.Categories, ", "))
+			continue
+		}
+		if len(e.Hosts) == 0 {
+			f.errorf(key, "entry has no hosts")
+		}
+		ports := []portRange{{}}
+		if len(e.Ports) > 0 {
+			ports = ports[:0]
+			for _, s := range e.Ports {
+				pr, err := parsePortRange(s)
+				if err != nil {
+					f.errorf(key+".ports", "%v", err)
+					continue
+				}
+				ports = append(ports, pr)
+			}
+		}
+		paths := []string{""}
+		if len(e.Paths) > 0 {
+			paths = paths[:0]
+			for _, s := range e.Paths {
+				if !strings.HasPrefix(s, "/") || strings.ContainsAny(s, "?# ") {
+					f.errorf(key+".paths", "path prefix %q: want an absolute path such as \"/bases/\", without query", s)
+					continue
+				}
+				paths = append(paths, s)
+			}
+		}
+		for _, h := range e.Hosts {
+			hp, err := parseHostPattern(h)
+			if err != nil {
+				f.errorf(key+".hosts", "%v", err)
+				continue
+			}
+			for _, pr := range ports {
+				for _, pa := range paths {
+					if !p.catalog.add(hp, target{class: cl, ports: pr, path: pa}) {
+						f.errorf(key+".hosts", "host pattern %q is already in the catalog with the same ports and paths", h)
+					}
+				}
+			}
+		}
+	}
+	if len(l.problems) > before && hasErrors(l.problems[before:]) {
+		return CatalogInfo{}, false
+	}
+	return CatalogInfo{Vendor: cf.Vendor, Version: cf.Version, Description: cf.Description, File: name, Categories: vendors[cf.Vendor]}, true
+}
+
+// checkShadowed warns about rules that can never decide anything because an
+// earlier rule's window and selector both contain theirs.
+func (l *loader) checkShadowed(f *fileCtx, p *Policy) {
+	for j, rj := range p.Rules {
+		for i := 0; i < j; i++ {
+			ri := p.Rules[i]
+			if ri.from <= rj.from && ri.until >= rj.until && covers(p, ri, rj) {
+				f.warnf(fmt.Sprintf("rule[%d]", j), "rule %q can never match: rule %q (line %d) always matches first", rj.Name, ri.Name, ri.Line)
+				break
+			}
+		}
+	}
+}
+
+// covers reports whether every request that b selects is also selected by a.
+func covers(p *Policy, a, b *Rule) bool {
+	if a.all {
+		return true
+	}
+	if b.all {
+		return false
+	}
+	for c := range p.Classes {
+		if b.classes[c] && !a.classes[c] {
+			return false
+		}
+	}
+	for _, hp := range b.hostList {
+		if !coversHost(p, a, hp) {
+			return false
+		}
+	}
+	return true
+}
+
+func coversHost(p *Policy, a *Rule, hp hostPattern) bool {
+	switch hp.kind {
+	case kindExact:
+		host := []byte(hp.key)
+		if a.hosts != nil && a.hosts.match(host, 0, "") != nil {
+			return true
+		}
+		// The host may be classified on some ports only; it is covered
+		// only if it lands in a selected class whatever the port.
+		if t := p.catalog.match(host, 0, ""); t != nil && t.ports.any() && t.path == "" {
+			return a.classes[t.class]
+		}
+		return false
+	case kindSuffix:
+		for _, ap := range a.hostList {
+			if ap.kind == kindSuffix && (ap.key == hp.key || strings.HasSuffix(hp.key, "."+ap.key)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasErrors(ps []Problem) bool {
+	for _, p := range ps {
+		if !p.Warning {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func knownList(format string, names []string) string {
+	if len(names) == 0 {
+		return " (no catalog defines a vendor)"
+	}
+	return fmt.Sprintf(format, strings.Join(names, ", "))
+}

@@ -1,0 +1,338 @@
+package rules
+
+import (
+	"math"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Action is what the proxy does with a request.
+type Action uint8
+
+const (
+	// Allow forwards the request.
+	Allow Action = iota
+	// Log forwards the request and flags its decision record.
+	Log
+	// Block answers 403 and never contacts the upstream.
+	Block
+)
+
+func (a Action) String() string {
+	switch a {
+	case Allow:
+		return "allow"
+	case Log:
+		return "log"
+	case Block:
+		return "block"
+	}
+	return "invalid"
+}
+
+// ParseAction parses "allow", "log" or "block".
+func ParseAction(s string) (Action, bool) {
+	for _, a := range AllActions() {
+		if a.String() == s {
+			return a, true
+		}
+	}
+	return 0, false
+}
+
+// AllActions returns every action, least strict first.
+func AllActions() []Action { return []Action{Allow, Log, Block} }
+
+// NoVendor is the vendor and category reported for traffic that matches no
+// catalog entry, and DefaultRule the rule name reported when no rule matched.
+const (
+	NoVendor    = "none"
+	DefaultRule = "default"
+)
+
+// Class is one vendor/category pair. Class 0 of every policy is the
+// none/none class of unclassified traffic.
+type Class struct {
+	Vendor   string
+	Category string
+}
+
+// Request is what a decision is made about.
+type Request struct {
+	// Host is the host name or IP literal as the client sent it: any case,
+	// optionally with a trailing dot or IPv6 brackets, Unicode or punycode.
+	Host string
+	// Port is the destination port; 0 means unknown.
+	Port int
+	// Path is the URL path of a plain-HTTP request, "" for a tunnel.
+	Path string
+	// Client is the client's address; the zero value means unknown.
+	Client netip.Addr
+	// Time is the instant the decision is made for.
+	Time time.Time
+}
+
+// Decision is the policy's answer for one request.
+type Decision struct {
+	Class    int // index into Policy.Classes
+	Vendor   string
+	Category string
+	// Pattern is the catalog pattern that classified the host ("" if none).
+	Pattern string
+	// Rule is the index of the deciding rule in Policy.Rules, -1 for the
+	// default action; RuleName is its name, or "default".
+	Rule     int
+	RuleName string
+	// Action is the action in force. In report mode a block is reported here
+	// as Log and Reported is set.
+	Action   Action
+	Reported bool
+}
+
+// Rule is one compiled policy rule.
+type Rule struct {
+	Name   string
+	Action Action
+	// From and Until bound the half-open window [From, Until); a zero value
+	// means unbounded on that side.
+	From, Until time.Time
+	Reason      string
+	// Line is the rule's line in its file, for messages; 0 if unknown.
+	Line int
+
+	from, until int64 // UnixNano, with math.MinInt64/MaxInt64 for unbounded
+	all         bool  // no selector: matches everything
+	classes     []bool
+	hosts       *hostMatcher
+	hostList    []hostPattern
+	vendor      string
+	categories  []string
+}
+
+// Vendor returns the vendor the rule selects, or "".
+func (r *Rule) Vendor() string { return r.vendor }
+
+// Categories returns the categories the rule selects (all of the vendor's if
+// it names a vendor without categories).
+func (r *Rule) Categories() []string { return r.categories }
+
+// Hosts returns the host patterns the rule selects, as written.
+func (r *Rule) Hosts() []string {
+	out := make([]string, len(r.hostList))
+	for i, p := range r.hostList {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func (r *Rule) active(t int64) bool { return t >= r.from && t < r.until }
+
+func (r *Rule) selects(class int, host []byte, port int) bool {
+	if r.all || r.classes[class] {
+		return true
+	}
+	return r.hosts != nil && host != nil && r.hosts.match(host, port, "") != nil
+}
+
+// Mode is enforce or report.
+type Mode uint8
+
+const (
+	// Enforce applies actions as written.
+	Enforce Mode = iota
+	// Report turns every block into log: a dry run before enforcing.
+	Report
+)
+
+func (m Mode) String() string {
+	if m == Report {
+		return "report"
+	}
+	return "enforce"
+}
+
+// CatalogInfo describes one loaded catalog.
+type CatalogInfo struct {
+	Vendor      string
+	Version     string
+	Description string
+	File        string
+	Categories  []string
+}
+
+// Policy is a compiled, immutable policy: catalogs, rules and the timeline.
+// It is safe for concurrent use.
+type Policy struct {
+	Name          string
+	File          string
+	Location      *time.Location
+	Mode          Mode
+	DefaultAction Action
+	Classes       []Class
+	Catalogs      []CatalogInfo
+	Rules         []*Rule
+
+	catalog     *hostMatcher
+	transitions []int64 // sorted, unique instants where some rule window opens or closes
+}
+
+// Decide returns the decision for req. It reads no clock: req.Time is the
+// instant decided for. It does not allocate for ASCII host names.
+func (p *Policy) Decide(req Request) Decision {
+	var buf hostBuf
+	host, ok := canonicalHost(&buf, req.Host)
+	if !ok {
+		host = nil
+	}
+	class, pattern := p.classify(host, req.Port, req.Path)
+	return p.decideAt(class, pattern, host, req.Port, req.Time.UnixNano())
+}
+
+func (p *Policy) classify(host []byte, port int, path string) (int, string) {
+	if host == nil {
+		return 0, ""
+	}
+	if t := p.catalog.match(host, port, path); t != nil {
+		return int(t.class), t.pattern
+	}
+	return 0, ""
+}
+
+func (p *Policy) decideAt(class int, pattern string, host []byte, port int, t int64) Decision {
+	d := Decision{
+		Class:    class,
+		Vendor:   p.Classes[class].Vendor,
+		Category: p.Classes[class].Category,
+		Pattern:  pattern,
+		Rule:     -1,
+		RuleName: DefaultRule,
+		Action:   p.DefaultAction,
+	}
+	for i, r := range p.Rules {
+		if r.active(t) && r.selects(class, host, port) {
+			d.Rule, d.RuleName, d.Action = i, r.Name, r.Action
+			break
+		}
+	}
+	if p.Mode == Report && d.Action == Block {
+		d.Action, d.Reported = Log, true
+	}
+	return d
+}
+
+// Change is a point on the timeline where an answer changes.
+type Change struct {
+	At       time.Time
+	Rule     int
+	RuleName string
+	Action   Action
+}
+
+// Explanation is a decision with its place on the timeline.
+type Explanation struct {
+	Decision
+	// Since is when the current answer took effect (zero: it always held).
+	Since time.Time
+	// Next is the next change of the answer, nil if it never changes again.
+	Next *Change
+}
+
+// Explain decides req and also reports since when the answer has held and
+// when it next changes.
+func (p *Policy) Explain(req Request) Explanation {
+	var buf hostBuf
+	host, ok := canonicalHost(&buf, req.Host)
+	if !ok {
+		host = nil
+	}
+	class, pattern := p.classify(host, req.Port, req.Path)
+	now := req.Time.UnixNano()
+	d := p.decideAt(class, pattern, host, req.Port, now)
+	e := Explanation{Decision: d}
+	same := func(o Decision) bool { return o.Rule == d.Rule && o.Action == d.Action }
+	// Walk back over the transitions: the answer took effect at the latest one
+	// where the answer just before it was different.
+	i := sort.Search(len(p.transitions), func(i int) bool { return p.transitions[i] > now })
+	for j := i - 1; j >= 0; j-- {
+		if !same(p.decideAt(class, pattern, host, req.Port, p.transitions[j]-1)) {
+			e.Since = p.timeOf(p.transitions[j])
+			break
+		}
+	}
+	for _, t := range p.transitions[i:] {
+		if o := p.decideAt(class, pattern, host, req.Port, t); !same(o) {
+			e.Next = &Change{At: p.timeOf(t), Rule: o.Rule, RuleName: o.RuleName, Action: o.Action}
+			break
+		}
+	}
+	return e
+}
+
+// NextTransition returns the first instant after t at which any rule window
+// opens or closes, and false if there is none. Schedulers wake up then.
+func (p *Policy) NextTransition(t time.Time) (time.Time, bool) {
+	n := t.UnixNano()
+	i := sort.Search(len(p.transitions), func(i int) bool { return p.transitions[i] > n })
+	if i == len(p.transitions) {
+		return time.Time{}, false
+	}
+	return p.timeOf(p.transitions[i]), true
+}
+
+func (p *Policy) timeOf(ns int64) time.Time { return time.Unix(0, ns).In(p.Location) }
+
+// Segment is one window of a class timeline in which the answer holds.
+type Segment struct {
+	From, Until time.Time // zero: unbounded
+	Rule        int
+	RuleName    string
+	Action      Action
+}
+
+// ClassTimeline returns, for a class, the windows of the answer that category
+// rules give (rules selecting explicit hosts are not included: they depend on
+// the host). Adjacent windows with the same answer are merged.
+func (p *Policy) ClassTimeline(class int) []Segment {
+	var segs []Segment
+	at := func(t int64) Decision { return p.decideAt(class, "", nil, 0, t) }
+	d := at(math.MinInt64)
+	cur := Segment{Rule: d.Rule, RuleName: d.RuleName, Action: d.Action}
+	for _, t := range p.transitions {
+		o := at(t)
+		if o.Rule == cur.Rule && o.Action == cur.Action {
+			continue
+		}
+		cur.Until = p.timeOf(t)
+		segs = append(segs, cur)
+		cur = Segment{From: p.timeOf(t), Rule: o.Rule, RuleName: o.RuleName, Action: o.Action}
+	}
+	return append(segs, cur)
+}
+
+// ClassState is the answer for one class at an instant, for metrics.
+type ClassState struct {
+	Class  Class
+	Action Action
+	// Next is when the class's answer next changes; zero if never.
+	Next time.Time
+}
+
+// ClassStates returns the answer in force at t for every vendor class
+// (class 0, unclassified traffic, is included as none/none).
+func (p *Policy) ClassStates(t time.Time) []ClassState {
+	out := make([]ClassState, len(p.Classes))
+	now := t.UnixNano()
+	i := sort.Search(len(p.transitions), func(i int) bool { return p.transitions[i] > now })
+	for c := range p.Classes {
+		d := p.decideAt(c, "", nil, 0, now)
+		out[c] = ClassState{Class: p.Classes[c], Action: d.Action}
+		for _, tr := range p.transitions[i:] {
+			if o := p.decideAt(c, "", nil, 0, tr); o.Rule != d.Rule || o.Action != d.Action {
+				out[c].Next = p.timeOf(tr)
+				break
+			}
+		}
+	}
+	return out
+}
