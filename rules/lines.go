@@ -16,8 +16,8 @@ func indexLines(src string) lineIndex {
 	idx := lineIndex{}
 	counts := map[string]int{}
 	prefix := ""
-	depth := 0        // open [ or { of a multi-line value
-	inMulti := ""     // closing delimiter of an open multi-line string
+	depth := 0    // open [ or { of a multi-line value
+	inMulti := "" // closing delimiter of an open multi-line string
 	for n, line := range strings.Split(src, "\n") {
 		lineNo := n + 1
 		if inMulti != "" {
