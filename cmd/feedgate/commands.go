@@ -1,0 +1,296 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/feedgate/feedgate/configs"
+	"github.com/feedgate/feedgate/rules"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise the module version is used.
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+const usage = `usage:
+  feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...]
+  feedgate check [-config FILE]
+  feedgate explain [-config FILE] [-at TIME] [-json] TARGET ...
+  feedgate version
+
+Without -config, feedgate uses its built-in policy (the US 2024 Kaspersky timeline).
+`
+
+// run is main without the process: it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runProxy(args, stdout, stderr, nil)
+	case "check":
+		return runCheck(args, stdout, stderr)
+	case "explain":
+		return runExplain(args, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "feedgate %s (%s)\n", buildVersion(), runtime.Version())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "feedgate: unknown command %q\n%s", cmd, usage)
+	return 2
+}
+
+// loadPolicy loads the policy in file, or the built-in one when file is "".
+func loadPolicy(file string) (*rules.Policy, []rules.Problem, error) {
+	builtin := rules.FS{FS: configs.Files()}
+	if file == "" {
+		p, warnings, err := rules.Load(builtin, configs.DefaultPolicy, rules.Options{Builtin: builtin})
+		if p != nil {
+			p.File = "built-in " + p.File
+		}
+		return p, warnings, err
+	}
+	return rules.Load(rules.Dir{}, file, rules.Options{Builtin: builtin})
+}
+
+// printProblems writes problems one per line and reports whether any is an
+// error.
+func printProblems(w io.Writer, problems []rules.Problem, err error) {
+	for _, p := range problems {
+		fmt.Fprintln(w, p.String())
+	}
+	var ce *rules.ConfigError
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			fmt.Fprintln(w, p.String())
+		}
+	} else if err != nil {
+		fmt.Fprintln(w, err)
+	}
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("feedgate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("check", stderr)
+	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "feedgate check: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	p, warnings, err := loadPolicy(*config)
+	printProblems(stderr, warnings, err)
+	if err != nil {
+		return 1
+	}
+	printTimeline(stdout, p)
+	return 0
+}
+
+func fmtTime(t time.Time, loc *time.Location) string {
+	return t.In(loc).Format(time.RFC3339)
+}
+
+// printTimeline prints, for each vendor and category, the action in force in
+// each dated window.
+func printTimeline(w io.Writer, p *rules.Policy) {
+	fmt.Fprintf(w, "policy %q (%s): OK\n", p.Name, p.File)
+	fmt.Fprintf(w, "timezone %s, mode %s, default action %s\n", p.Location, p.Mode, p.DefaultAction)
+	for _, c := range p.Catalogs {
+		fmt.Fprintf(w, "catalog %s version %s (%s)\n", c.Vendor, c.Version, c.File)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for c, cl := range p.Classes {
+		if c == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "\n%s/%s\n", cl.Vendor, cl.Category)
+		for _, seg := range p.ClassTimeline(c) {
+			fmt.Fprintf(tw, "  %s\t%s\trule %s\n", window(seg.From, seg.Until, p.Location), seg.Action, seg.RuleName)
+		}
+	}
+	tw.Flush()
+	var hostRules []*rules.Rule
+	for _, r := range p.Rules {
+		if len(r.Hosts()) > 0 {
+			hostRules = append(hostRules, r)
+		}
+	}
+	if len(hostRules) > 0 {
+		fmt.Fprintf(w, "\nhost rules (apply to the hosts named, before later rules):\n")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, r := range hostRules {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Name, window(r.From, r.Until, p.Location), r.Action, strings.Join(r.Hosts(), ", "))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "\nother traffic (vendor none): %s\n", p.DefaultAction)
+}
+
+func window(from, until time.Time, loc *time.Location) string {
+	switch {
+	case from.IsZero() && until.IsZero():
+		return "always"
+	case from.IsZero():
+		return "before " + fmtTime(until, loc)
+	case until.IsZero():
+		return "from " + fmtTime(from, loc)
+	}
+	return fmtTime(from, loc) + " to " + fmtTime(until, loc)
+}
+
+// explainJSON is one line of explain -json output.
+type explainJSON struct {
+	Target     string  `json:"target"`
+	Host       string  `json:"host"`
+	Port       int     `json:"port"`
+	Path       string  `json:"path,omitempty"`
+	At         string  `json:"at"`
+	Policy     string  `json:"policy"`
+	Vendor     string  `json:"vendor"`
+	Category   string  `json:"category"`
+	Pattern    string  `json:"pattern"`
+	Rule       string  `json:"rule"`
+	Action     string  `json:"action"`
+	ReportOnly bool    `json:"report_only"`
+	Reason     string  `json:"reason"`
+	Since      *string `json:"since"`
+	NextChange *string `json:"next_change"`
+	NextAction *string `json:"next_action"`
+	NextRule   *string `json:"next_rule"`
+}
+
+func runExplain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("explain", stderr)
+	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
+	at := fs.String("at", "", "explain at this `TIME` (RFC 3339; default: now)")
+	asJSON := fs.Bool("json", false, "print one JSON object per target per line")
+	// Flags may come before or after the targets.
+	var targets []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		targets = append(targets, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(targets) == 0 {
+		fmt.Fprintln(stderr, "feedgate explain: name at least one TARGET (host, host:port or URL)")
+		return 2
+	}
+	p, warnings, err := loadPolicy(*config)
+	if err != nil {
+		printProblems(stderr, warnings, err)
+		return 1
+	}
+	now := time.Now()
+	if *at != "" {
+		if now, err = rules.ParseInstant(*at, p.Location); err != nil {
+			fmt.Fprintf(stderr, "feedgate explain: -at: %v\n", err)
+			return 2
+		}
+	}
+	status := 0
+	enc := json.NewEncoder(stdout)
+	for _, s := range targets {
+		t, err := rules.ParseTarget(s)
+		if err != nil {
+			fmt.Fprintf(stderr, "feedgate explain: %v\n", err)
+			status = 1
+			continue
+		}
+		e := p.Explain(rules.Request{Host: t.Host, Port: t.Port, Path: t.Path, Time: now})
+		reason := ""
+		if e.Rule >= 0 {
+			reason = p.Rules[e.Rule].Reason
+		}
+		if *asJSON {
+			out := explainJSON{
+				Target: s, Host: t.Host, Port: t.Port, Path: t.Path, At: fmtTime(now, p.Location), Policy: p.Name,
+				Vendor: e.Vendor, Category: e.Category, Pattern: e.Pattern, Rule: e.RuleName,
+				Action: e.Action.String(), ReportOnly: e.Reported, Reason: reason,
+			}
+			if !e.Since.IsZero() {
+				s := fmtTime(e.Since, p.Location)
+				out.Since = &s
+			}
+			if e.Next != nil {
+				at, action, rule := fmtTime(e.Next.At, p.Location), e.Next.Action.String(), e.Next.RuleName
+				out.NextChange, out.NextAction, out.NextRule = &at, &action, &rule
+			}
+			if err := enc.Encode(out); err != nil {
+				fmt.Fprintf(stderr, "feedgate explain: %v\n", err)
+				return 1
+			}
+			continue
+		}
+		printExplanation(stdout, p, t, now, e, reason)
+	}
+	return status
+}
+
+func printExplanation(w io.Writer, p *rules.Policy, t rules.Target, now time.Time, e rules.Explanation, reason string) {
+	where := fmt.Sprintf("port %d", t.Port)
+	if t.Path != "" {
+		where += ", path " + t.Path
+	}
+	fmt.Fprintf(w, "%s (%s) at %s\n", t.Input, where, fmtTime(now, p.Location))
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	fmt.Fprintf(tw, "  vendor:\t%s\n", e.Vendor)
+	cat := e.Category
+	if e.Pattern != "" {
+		cat += " (catalog pattern " + e.Pattern + ")"
+	}
+	fmt.Fprintf(tw, "  category:\t%s\n", cat)
+	fmt.Fprintf(tw, "  rule:\t%s\n", e.RuleName)
+	if reason != "" {
+		fmt.Fprintf(tw, "  reason:\t%s\n", reason)
+	}
+	action := e.Action.String()
+	if e.Reported {
+		action += " (block, reported only: mode is report)"
+	}
+	if !e.Since.IsZero() {
+		action += " since " + fmtTime(e.Since, p.Location)
+	}
+	fmt.Fprintf(tw, "  action:\t%s\n", action)
+	if e.Next != nil {
+		fmt.Fprintf(tw, "  next change:\t%s: %s (rule %s)\n", fmtTime(e.Next.At, p.Location), e.Next.Action, e.Next.RuleName)
+	} else {
+		fmt.Fprintf(tw, "  next change:\tnone\n")
+	}
+	tw.Flush()
+}

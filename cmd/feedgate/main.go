@@ -1,0 +1,19 @@
+// Command feedgate is an update-feed enforcement proxy: a forward HTTP(S)
+// proxy that recognises a vendor's update, licensing, cloud and web
+// endpoints and allows, logs or blocks each request by dated rules.
+//
+// Usage:
+//
+//	feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...]
+//	feedgate check [-config FILE]
+//	feedgate explain [-config FILE] [-at TIME] [-json] TARGET ...
+//	feedgate version
+package main
+
+import (
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}

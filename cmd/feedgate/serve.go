@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/rules"
+)
+
+// offsetClock is the policy clock of -at: it starts at a chosen instant and
+// advances in real time.
+type offsetClock struct{ offset time.Duration }
+
+func (c offsetClock) Now() time.Time { return time.Now().Add(c.offset) }
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// shutdownGrace bounds how long in-flight requests and tunnels may take to
+// finish after SIGTERM or SIGINT.
+const shutdownGrace = 10 * time.Second
+
+func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) int {
+	fs := newFlagSet("run", stderr)
+	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
+	listen := fs.String("listen", "127.0.0.1:3128", "proxy listen `ADDR`")
+	admin := fs.String("admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
+	at := fs.String("at", "", "start the policy clock at `TIME` (RFC 3339); it then advances in real time")
+	var resolves multiFlag
+	fs.Var(&resolves, "resolve", "dial `HOST:PORT:ADDR` instead of resolving HOST for PORT (repeatable; ADDR is IP or IP:PORT)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "feedgate run: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	errLog := slog.New(slog.NewJSONHandler(stderr, nil))
+	decisions := slog.New(slog.NewJSONHandler(stdout, nil))
+
+	p, warnings, err := loadPolicy(*config)
+	printProblems(stderr, warnings, err)
+	if err != nil {
+		return 1
+	}
+	overrides := proxy.Overrides{}
+	for _, r := range resolves {
+		if err := overrides.ParseResolve(r); err != nil {
+			fmt.Fprintf(stderr, "feedgate run: %v\n", err)
+			return 2
+		}
+	}
+	var clock proxy.Clock = offsetClock{}
+	if *at != "" {
+		t, err := rules.ParseInstant(*at, p.Location)
+		if err != nil {
+			fmt.Fprintf(stderr, "feedgate run: -at: %v\n", err)
+			return 2
+		}
+		clock = offsetClock{offset: time.Until(t)}
+	}
+
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
+	srv, err := proxy.New(proxy.Options{
+		Policy: p, Metrics: m, DecisionLog: decisions, ErrorLog: errLog, Clock: clock,
+		Dialer: &proxy.Dialer{Overrides: overrides},
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate run: %v\n", err)
+		return 1
+	}
+
+	pl, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate run: proxy listener: %v\n", err)
+		return 1
+	}
+	al, err := net.Listen("tcp", *admin)
+	if err != nil {
+		pl.Close()
+		fmt.Fprintf(stderr, "feedgate run: admin listener: %v\n", err)
+		return 1
+	}
+	var ready atomic.Bool
+	proxyHTTP := srv.HTTPServer()
+	adminHTTP := &http.Server{Handler: adminMux(reg, &ready), ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- proxyHTTP.Serve(pl) }()
+	go func() { errc <- adminHTTP.Serve(al) }()
+	ready.Store(true)
+	errLog.Info("feedgate started",
+		"version", buildVersion(), "proxy", pl.Addr().String(), "admin", al.Addr().String(),
+		"policy", p.Name, "file", p.File, "mode", p.Mode.String(), "policy_time", clock.Now().In(p.Location).Format(time.RFC3339))
+
+	if stop == nil {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(sig)
+		stop = sig
+	}
+	status := 0
+	select {
+	case s := <-stop:
+		errLog.Info("shutting down", "signal", s.String())
+	case err := <-errc:
+		errLog.Error("listener failed", "error", err)
+		status = 1
+	}
+	ready.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	// Stop accepting and let plain requests finish, then close tunnels
+	// (their records are written as they close), then the admin listener.
+	if err := proxyHTTP.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errLog.Warn("proxy shutdown", "error", err)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		errLog.Warn("tunnel shutdown", "error", err)
+	}
+	_ = adminHTTP.Shutdown(ctx)
+	errLog.Info("stopped")
+	return status
+}
+
+func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return mux
+}

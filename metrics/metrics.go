@@ -1,0 +1,273 @@
+// Package metrics defines every Prometheus metric feedgate exports. All
+// collectors live on a registry passed in by the caller; label values come
+// only from closed sets (policy names and fixed enums), never from client
+// addresses or host names.
+//
+// The request path does no label lookups: ForPolicy resolves the label
+// children of a policy once, and the proxy then only does atomic adds.
+package metrics
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+const namespace = "feedgate"
+
+// Connection kinds, the values of the "kind" label.
+const (
+	KindHTTP    = "http"
+	KindConnect = "connect"
+)
+
+// Upstream error reasons, the values of the "reason" label of
+// feedgate_upstream_errors_total.
+const (
+	ReasonDNS     = "dns"
+	ReasonRefused = "refused"
+	ReasonTimeout = "timeout"
+	ReasonReset   = "reset"
+	ReasonOther   = "other"
+)
+
+// UpstreamReasons lists every upstream error reason.
+func UpstreamReasons() []string {
+	return []string{ReasonDNS, ReasonRefused, ReasonTimeout, ReasonReset, ReasonOther}
+}
+
+// Transfer directions, the values of the "direction" label.
+const (
+	DirSent     = "sent"     // client to upstream
+	DirReceived = "received" // upstream to client
+)
+
+// durationBuckets span quick plain-HTTP requests and tunnels that stay open
+// for an hour.
+var durationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}
+
+// Options configure New.
+type Options struct {
+	// Version is reported by feedgate_build_info.
+	Version string
+	// Now is the policy clock for the policy gauges; nil means time.Now.
+	Now func() time.Time
+	// NoRuntimeCollectors leaves out the Go and process collectors (for
+	// tests that compare the whole exposition).
+	NoRuntimeCollectors bool
+}
+
+// Metrics holds feedgate's collectors.
+type Metrics struct {
+	requests       *prometheus.CounterVec
+	transferred    *prometheus.CounterVec
+	upstreamErrors map[string]prometheus.Counter
+
+	// ActiveHTTP and ActiveConnect count connections in flight.
+	ActiveHTTP, ActiveConnect prometheus.Gauge
+	// DurationHTTP and DurationConnect observe request and tunnel durations.
+	DurationHTTP, DurationConnect prometheus.Observer
+
+	policy *policyCollector
+}
+
+// New creates every collector and registers it on reg.
+func New(reg prometheus.Registerer, opts Options) *Metrics {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "requests_total",
+			Help: "Requests decided, by vendor, category, action taken and deciding rule (\"default\" when no rule matched).",
+		}, []string{"vendor", "category", "action", "rule"}),
+		transferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "transferred_bytes_total",
+			Help: "Bytes relayed, by vendor, category and direction (sent: client to upstream; received: upstream to client).",
+		}, []string{"vendor", "category", "direction"}),
+		upstreamErrors: map[string]prometheus.Counter{},
+	}
+	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "active_connections",
+		Help: "Requests and tunnels in flight, by kind (http or connect).",
+	}, []string{"kind"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "request_duration_seconds",
+		Help:    "Time from request to the end of the response (http) or to the close of the tunnel (connect).",
+		Buckets: durationBuckets,
+	}, []string{"kind"})
+	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "upstream_errors_total",
+		Help: "Failures to reach or read from the upstream, by reason (dns, refused, timeout, reset, other).",
+	}, []string{"reason"})
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help: "Always 1; labels carry the feedgate version and the Go version it was built with.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(opts.Version, runtime.Version()).Set(1)
+
+	m.ActiveHTTP = active.WithLabelValues(KindHTTP)
+	m.ActiveConnect = active.WithLabelValues(KindConnect)
+	m.DurationHTTP = duration.WithLabelValues(KindHTTP)
+	m.DurationConnect = duration.WithLabelValues(KindConnect)
+	for _, r := range UpstreamReasons() {
+		m.upstreamErrors[r] = upstream.WithLabelValues(r)
+	}
+	m.policy = &policyCollector{
+		now: opts.Now,
+		action: prometheus.NewDesc(namespace+"_policy_action",
+			"1 for the action in force now for each vendor and category, 0 for the others.",
+			[]string{"vendor", "category", "action"}, nil),
+		next: prometheus.NewDesc(namespace+"_policy_next_change_timestamp_seconds",
+			"Unix time at which the action for this vendor and category next changes; absent if it never changes again.",
+			[]string{"vendor", "category"}, nil),
+	}
+
+	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, build, m.policy)
+	if !opts.NoRuntimeCollectors {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return m
+}
+
+// UpstreamError counts one upstream failure; an unknown reason counts as
+// "other".
+func (m *Metrics) UpstreamError(reason string) {
+	c, ok := m.upstreamErrors[reason]
+	if !ok {
+		c = m.upstreamErrors[ReasonOther]
+	}
+	c.Inc()
+}
+
+// PolicyCounters are the label children of one policy, resolved once so that
+// counting a request is an index and an atomic add.
+type PolicyCounters struct {
+	m        *Metrics
+	p        *rules.Policy
+	nRules   int
+	requests []atomic.Pointer[prometheus.Counter] // [class][rule+1][action]
+	sent     []prometheus.Counter                 // [class]
+	received []prometheus.Counter                 // [class]
+	mu       sync.Mutex
+}
+
+// ForPolicy resolves the counters of policy p and makes p the policy whose
+// actions the policy gauges report. Series that a rule can produce start at
+// zero, so that rate() and increase() see their first request.
+func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
+	nActions := len(rules.AllActions())
+	pc := &PolicyCounters{
+		m: m, p: p, nRules: len(p.Rules),
+		requests: make([]atomic.Pointer[prometheus.Counter], len(p.Classes)*(len(p.Rules)+1)*nActions),
+		sent:     make([]prometheus.Counter, len(p.Classes)),
+		received: make([]prometheus.Counter, len(p.Classes)),
+	}
+	effective := func(a rules.Action) rules.Action {
+		if p.Mode == rules.Report && a == rules.Block {
+			return rules.Log
+		}
+		return a
+	}
+	for c, cl := range p.Classes {
+		pc.sent[c] = m.transferred.WithLabelValues(cl.Vendor, cl.Category, DirSent)
+		pc.received[c] = m.transferred.WithLabelValues(cl.Vendor, cl.Category, DirReceived)
+		pc.counter(c, -1, effective(p.DefaultAction))
+		for i, r := range p.Rules {
+			if len(r.Hosts()) == 0 && r.Vendor() == "" || contains(r.Categories(), cl.Category) && r.Vendor() == cl.Vendor {
+				pc.counter(c, i, effective(r.Action))
+			}
+		}
+	}
+	m.policy.current.Store(p)
+	return pc
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (pc *PolicyCounters) counter(class, rule int, a rules.Action) prometheus.Counter {
+	i := (class*(pc.nRules+1)+rule+1)*len(rules.AllActions()) + int(a)
+	if c := pc.requests[i].Load(); c != nil {
+		return *c
+	}
+	// First request of a combination no rule predicted (a host rule
+	// matching an unexpected class): create the child once.
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if c := pc.requests[i].Load(); c != nil {
+		return *c
+	}
+	name := rules.DefaultRule
+	if rule >= 0 {
+		name = pc.p.Rules[rule].Name
+	}
+	cl := pc.p.Classes[class]
+	c := pc.m.requests.WithLabelValues(cl.Vendor, cl.Category, a.String(), name)
+	pc.requests[i].Store(&c)
+	return c
+}
+
+// Request counts one decided request.
+func (pc *PolicyCounters) Request(d rules.Decision) {
+	pc.counter(d.Class, d.Rule, d.Action).Inc()
+}
+
+// Sent counts n bytes from the client to the upstream for class.
+func (pc *PolicyCounters) Sent(class int, n int64) {
+	if n > 0 {
+		pc.sent[class].Add(float64(n))
+	}
+}
+
+// Received counts n bytes from the upstream to the client for class.
+func (pc *PolicyCounters) Received(class int, n int64) {
+	if n > 0 {
+		pc.received[class].Add(float64(n))
+	}
+}
+
+// policyCollector reports the action in force and the next change for every
+// class of the current policy, computed at scrape time from the policy clock,
+// so the gauges flip at the exact cut-off without any timer.
+type policyCollector struct {
+	now          func() time.Time
+	current      atomic.Pointer[rules.Policy]
+	action, next *prometheus.Desc
+}
+
+func (c *policyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.action
+	ch <- c.next
+}
+
+func (c *policyCollector) Collect(ch chan<- prometheus.Metric) {
+	p := c.current.Load()
+	if p == nil {
+		return
+	}
+	for _, st := range p.ClassStates(c.now()) {
+		for _, a := range rules.AllActions() {
+			v := 0.0
+			if a == st.Action {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.action, prometheus.GaugeValue, v, st.Class.Vendor, st.Class.Category, a.String())
+		}
+		if !st.Next.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.next, prometheus.GaugeValue, float64(st.Next.UnixNano())/1e9, st.Class.Vendor, st.Class.Category)
+		}
+	}
+}

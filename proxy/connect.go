@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/rules"
+)
+
+const (
+	established10 = "HTTP/1.0 200 Connection established\r\n\r\n"
+	established11 = "HTTP/1.1 200 Connection established\r\n\r\n"
+)
+
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := s.state.Load()
+	host, portStr, err := net.SplitHostPort(r.Host)
+	port, perr := strconv.Atoi(portStr)
+	if err != nil || host == "" || perr != nil || port <= 0 || port > 65535 {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: CONNECT needs a target of the form host:port\n", http.StatusBadRequest)
+		return
+	}
+	rec := &record{kind: metrics.KindConnect, client: clientAddr(r), method: r.Method, host: host, port: port}
+	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Client: rec.client, Time: s.clock.Now()})
+	st.counters.Request(rec.decision)
+
+	if rec.decision.Action == rules.Block {
+		rec.status = http.StatusForbidden
+		b := st.blocks[rec.decision.Rule+1][rec.decision.Class]
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			// Not hijackable (HTTP/2): an ordinary response does.
+			w.Header().Set("X-Feedgate-Rule", b.rule)
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write(b.body)
+		} else {
+			// One write, so that clients that read the status line and
+			// close see the whole reply.
+			_, _ = conn.Write(b.connect)
+			_ = conn.Close()
+		}
+		s.finish(st, rec, start)
+		return
+	}
+
+	s.m.ActiveConnect.Inc()
+	defer s.m.ActiveConnect.Dec()
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.DialTimeout)
+	up, err := s.dialer.DialContext(ctx, "tcp", net.JoinHostPort(host, portStr))
+	cancel()
+	if err != nil {
+		reason := upstreamReason(err)
+		s.m.UpstreamError(reason)
+		s.errLog.Debug("upstream error", "host", r.Host, "reason", reason, "error", err)
+		rec.status, rec.upstreamErr = upstreamStatus(reason), reason
+		w.Header().Set("Connection", "close")
+		w.Header().Set("X-Feedgate-Error", reason)
+		http.Error(w, "feedgate: "+upstreamMessage(reason)+" ("+r.Host+")\n", rec.status)
+		s.finish(st, rec, start)
+		s.m.DurationConnect.Observe(time.Since(start).Seconds())
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		_ = up.Close()
+		http.Error(w, "feedgate: CONNECT is not supported on this connection\n", http.StatusHTTPVersionNotSupported)
+		return
+	}
+	rec.status = http.StatusOK
+	reply := established11
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		reply = established10
+	}
+	t := &tunnel{client: conn, upstream: up}
+	s.tunnels.add(t)
+	defer s.tunnels.remove(t)
+	if _, err := io.WriteString(conn, reply); err != nil {
+		t.close()
+	} else if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes the client pipelined behind the CONNECT headers (often
+		// the TLS ClientHello) are already in the server's buffer.
+		b, _ := brw.Reader.Peek(n)
+		if m, err := up.Write(b); err != nil {
+			t.close()
+		} else {
+			t.sent.Add(int64(m))
+			st.counters.Sent(rec.decision.Class, int64(m))
+		}
+	}
+	t.run(st.counters, rec.decision.Class)
+	rec.sent, rec.received = t.sent.Load(), t.received.Load()
+	s.finish(st, rec, start)
+	s.m.DurationConnect.Observe(time.Since(start).Seconds())
+}
+
+// tunnel relays bytes between a hijacked client connection and an upstream.
+type tunnel struct {
+	client, upstream net.Conn
+	sent, received   atomic.Int64
+	closeOnce        sync.Once
+}
+
+func (t *tunnel) close() {
+	t.closeOnce.Do(func() {
+		_ = t.client.Close()
+		_ = t.upstream.Close()
+	})
+}
+
+// run copies both directions until both are done, passing half-closes on.
+func (t *tunnel) run(pc *metrics.PolicyCounters, class int) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t.pipe(t.client, t.upstream, func(n int64) { t.received.Add(n); pc.Received(class, n) })
+	}()
+	t.pipe(t.upstream, t.client, func(n int64) { t.sent.Add(n); pc.Sent(class, n) })
+	<-done
+	t.close()
+}
+
+// chunk bounds one splice so that byte counters move at least every MiB
+// while the copy stays on the kernel's zero-copy path: io.Copy hands the
+// LimitedReader to (*net.TCPConn).ReadFrom, which splices from a TCP source
+// wrapped in an io.LimitedReader.
+const chunk = 1 << 20
+
+// pipe copies src to dst. At a clean end of src it half-closes dst so the
+// other direction can finish; on an error it closes both.
+func (t *tunnel) pipe(dst, src net.Conn, count func(int64)) {
+	lr := &io.LimitedReader{R: src}
+	for {
+		lr.N = chunk
+		n, err := io.Copy(dst, lr)
+		if n > 0 {
+			count(n)
+		}
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				t.close()
+			}
+			return
+		}
+		if lr.N > 0 { // src reached EOF before the chunk was full
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+				if cw.CloseWrite() == nil {
+					return
+				}
+			}
+			t.close()
+			return
+		}
+	}
+}

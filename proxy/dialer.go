@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Resolver looks up the addresses of a host. *net.Resolver implements it;
+// tests inject one that answers from a table, so that no DNS query leaves the
+// machine.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Overrides maps "host:port" to the address to dial instead, like curl's
+// --resolve. Keys are lower case without a trailing dot.
+type Overrides map[string]netip.AddrPort
+
+// ParseResolve parses one -resolve value, "HOST:PORT:ADDR", where ADDR is an
+// IP (the port is kept) or IP:PORT; IPv6 addresses go in brackets.
+func (o Overrides) ParseResolve(s string) error {
+	host, rest, ok1 := strings.Cut(s, ":")
+	portStr, addr, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 || host == "" {
+		return fmt.Errorf("-resolve %q: want HOST:PORT:ADDR, e.g. dnl-01.geo.kaspersky.com:80:127.0.0.1", s)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return fmt.Errorf("-resolve %q: invalid port %q", s, portStr)
+	}
+	var ap netip.AddrPort
+	if a, err := netip.ParseAddr(strings.Trim(addr, "[]")); err == nil {
+		ap = netip.AddrPortFrom(a, uint16(port))
+	} else if ap, err = netip.ParseAddrPort(addr); err != nil {
+		return fmt.Errorf("-resolve %q: ADDR %q is not an IP or IP:PORT", s, addr)
+	}
+	o[overrideKey(host, int(port))] = ap
+	return nil
+}
+
+func overrideKey(host string, port int) string {
+	return strings.ToLower(strings.TrimSuffix(host, ".")) + ":" + strconv.Itoa(port)
+}
+
+// Dialer is the one dialer for plain HTTP and CONNECT: it applies -resolve
+// overrides, resolves names with the injected resolver, and dials with a
+// timeout.
+type Dialer struct {
+	// Overrides are dialed instead of resolving their host.
+	Overrides Overrides
+	// Resolver resolves other names; nil means net.DefaultResolver.
+	Resolver Resolver
+	// Timeout bounds one dial; zero means 10 seconds.
+	Timeout time.Duration
+}
+
+// DialContext dials addr ("host:port") over TCP.
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %q: invalid port: %w", addr, err)
+	}
+	timeout := d.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	nd := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+
+	if ap, ok := d.Overrides[overrideKey(host, port)]; ok {
+		return nd.DialContext(ctx, network, ap.String())
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else {
+		r := d.Resolver
+		if r == nil {
+			r = net.DefaultResolver
+		}
+		addrs, err = r.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			var dnsErr *net.DNSError
+			if !errors.As(err, &dnsErr) {
+				err = &net.DNSError{Err: err.Error(), Name: host, IsNotFound: true}
+			}
+			return nil, fmt.Errorf("resolve %s: %w", host, err)
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("resolve %s: %w", host, &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true})
+		}
+	}
+	// Dial the addresses we resolved (never the name again, so what was
+	// resolved is what is dialed), first success wins.
+	var firstErr error
+	for _, a := range addrs {
+		c, err := nd.DialContext(ctx, network, netip.AddrPortFrom(a.Unmap(), uint16(port)).String())
+		if err == nil {
+			return c, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, firstErr
+}

@@ -1,0 +1,411 @@
+// Package proxy is feedgate's forward proxy: everything that touches sockets.
+//
+// A front handler owns every request. It decides with the current policy
+// before anything goes upstream; blocked requests get a pre-rendered 403.
+// Plain-HTTP requests that pass are forwarded by goproxy with a transport we
+// configure; CONNECT is handled here (hijack, dial, one-write replies and a
+// counted splice loop), because goproxy's tunnel path drops pipelined bytes,
+// answers a reject with a bare EOF and offers no byte counts without losing
+// half-close and zero-copy.
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/rules"
+)
+
+// Clock is the policy clock. Decisions are made for Clock.Now(), which may
+// run ahead of or behind the system clock (feedgate run -at).
+type Clock interface {
+	Now() time.Time
+}
+
+// ContextDialer dials upstream connections for both plain HTTP and CONNECT.
+type ContextDialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Options configure a Server. Zero values mean the documented defaults.
+type Options struct {
+	// Policy is the policy to enforce; required.
+	Policy *rules.Policy
+	// Metrics receives counters; required.
+	Metrics *metrics.Metrics
+	// DecisionLog receives one record per request; nil discards them.
+	DecisionLog *slog.Logger
+	// ErrorLog receives operational messages; nil discards them.
+	ErrorLog *slog.Logger
+	// Clock is the policy clock; nil means the system clock.
+	Clock Clock
+	// Dialer dials upstreams; nil means a Dialer with the system resolver.
+	Dialer ContextDialer
+	// RootCAs verify upstream TLS for absolute https:// requests; nil means
+	// the system roots.
+	RootCAs *x509.CertPool
+	// DialTimeout bounds connecting to an upstream (default 10s).
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds waiting for an upstream's response
+	// headers on plain HTTP (default 60s).
+	ResponseHeaderTimeout time.Duration
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// state is everything derived from one policy; a reload swaps it whole.
+type state struct {
+	policy   *rules.Policy
+	counters *metrics.PolicyCounters
+	blocks   [][]*blockResponse // [rule+1][class]
+}
+
+// Server is the proxy. It is an http.Handler for the proxy listener.
+type Server struct {
+	opts    Options
+	clock   Clock
+	dialer  ContextDialer
+	log     *slog.Logger
+	errLog  *slog.Logger
+	m       *metrics.Metrics
+	gp      *goproxy.ProxyHttpServer
+	state   atomic.Pointer[state]
+	tunnels tunnelSet
+}
+
+// New builds a Server.
+func New(opts Options) (*Server, error) {
+	if opts.Policy == nil || opts.Metrics == nil {
+		return nil, errors.New("proxy: Options.Policy and Options.Metrics are required")
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	if opts.ResponseHeaderTimeout == 0 {
+		opts.ResponseHeaderTimeout = 60 * time.Second
+	}
+	discard := slog.New(slog.DiscardHandler)
+	s := &Server{opts: opts, clock: opts.Clock, dialer: opts.Dialer, log: opts.DecisionLog, errLog: opts.ErrorLog, m: opts.Metrics}
+	if s.clock == nil {
+		s.clock = systemClock{}
+	}
+	if s.dialer == nil {
+		s.dialer = &Dialer{Timeout: opts.DialTimeout}
+	}
+	if s.log == nil {
+		s.log = discard
+	}
+	if s.errLog == nil {
+		s.errLog = discard
+	}
+	s.gp = s.newGoproxy()
+	s.SetPolicy(opts.Policy)
+	return s, nil
+}
+
+// SetPolicy makes p the enforced policy. Requests in flight finish under the
+// policy they started with.
+func (s *Server) SetPolicy(p *rules.Policy) {
+	st := &state{policy: p, counters: s.m.ForPolicy(p), blocks: renderBlocks(p)}
+	s.state.Store(st)
+}
+
+// Policy returns the enforced policy.
+func (s *Server) Policy() *rules.Policy { return s.state.Load().policy }
+
+func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
+	gp := goproxy.NewProxyHttpServer()
+	// Nothing comes from the environment: no HTTP(S)_PROXY for CONNECT or
+	// for the transport. Upstream TLS is verified.
+	gp.ConnectDial = nil
+	gp.ConnectDialWithReq = nil
+	gp.Tr = &http.Transport{
+		Proxy:                 nil,
+		DialContext:           s.dialer.DialContext,
+		TLSClientConfig:       tlsConfig(s.opts.RootCAs),
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: s.opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		// The client negotiates compression with the origin end to end.
+		DisableCompression: true,
+	}
+	gp.KeepAcceptEncoding = true
+	gp.Verbose = false
+	gp.Logger = log.New(slogWriter{s.errLog}, "", 0)
+	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT\n", http.StatusBadRequest)
+	})
+	gp.OnResponse().DoFunc(s.onResponse)
+	return gp
+}
+
+// slogWriter routes goproxy's own log lines to the operational log at debug
+// level: they are per-connection noise, not decisions.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("goproxy", "message", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+type recordKey struct{}
+
+// onResponse replaces goproxy's error reply (a 500 whose body is the raw
+// error) with a 502/504 that names only the failure class.
+func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+	if resp != nil || ctx.Error == nil {
+		return resp
+	}
+	reason := upstreamReason(ctx.Error)
+	s.m.UpstreamError(reason)
+	if rec, ok := ctx.Req.Context().Value(recordKey{}).(*record); ok {
+		rec.upstreamErr = reason
+	}
+	s.errLog.Debug("upstream error", "host", ctx.Req.URL.Host, "reason", reason, "error", ctx.Error)
+	return errorResponse(ctx.Req, reason)
+}
+
+func errorResponse(req *http.Request, reason string) *http.Response {
+	status := upstreamStatus(reason)
+	body := "feedgate: " + upstreamMessage(reason) + " (" + req.URL.Host + ")\n"
+	resp := goproxy.NewResponse(req, goproxy.ContentTypeText, status, body)
+	resp.Header.Set("X-Feedgate-Error", reason)
+	return resp
+}
+
+// ServeHTTP implements http.Handler for the proxy listener.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		s.serveConnect(w, r)
+		return
+	}
+	if !r.URL.IsAbs() || r.URL.Host == "" {
+		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT\n", http.StatusBadRequest)
+		return
+	}
+	if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
+		http.Error(w, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme)+"\n", http.StatusBadRequest)
+		return
+	}
+	s.serveHTTP(w, r)
+}
+
+func clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := s.state.Load()
+	host := r.URL.Hostname()
+	port := 80
+	if r.URL.Scheme == "https" {
+		port = 443
+	}
+	if ps := r.URL.Port(); ps != "" {
+		p, err := strconv.Atoi(ps)
+		if err != nil || p <= 0 || p > 65535 {
+			http.Error(w, "feedgate: invalid port in request URL\n", http.StatusBadRequest)
+			return
+		}
+		port = p
+	}
+	rec := &record{kind: metrics.KindHTTP, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
+	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: r.URL.Path, Client: rec.client, Time: s.clock.Now()})
+	st.counters.Request(rec.decision)
+
+	if rec.decision.Action == rules.Block {
+		b := st.blocks[rec.decision.Rule+1][rec.decision.Class]
+		h := w.Header()
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Set("Content-Length", strconv.Itoa(len(b.body)))
+		h.Set("X-Feedgate-Rule", b.rule)
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write(b.body)
+		rec.status = http.StatusForbidden
+		s.finish(st, rec, start)
+		return
+	}
+
+	s.m.ActiveHTTP.Inc()
+	defer s.m.ActiveHTTP.Dec()
+	removeHopHeaders(r.Header)
+	addVia(r.Header, r)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{rc: r.Body, n: &rec.sent}
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), recordKey{}, rec)))
+	rec.status, rec.received = cw.status, cw.n
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	st.counters.Sent(rec.decision.Class, rec.sent)
+	st.counters.Received(rec.decision.Class, rec.received)
+	s.finish(st, rec, start)
+	s.m.DurationHTTP.Observe(time.Since(start).Seconds())
+}
+
+// hopHeaders are removed before forwarding (RFC 9110 section 7.6.1), with
+// the proxy-specific ones clients send to us.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" && !strings.EqualFold(name, "upgrade") {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		if name == "Connection" || name == "Upgrade" {
+			// Keep a websocket upgrade intact: net/http's transport
+			// needs both to switch protocols.
+			if strings.EqualFold(h.Get("Upgrade"), "websocket") {
+				continue
+			}
+		}
+		h.Del(name)
+	}
+}
+
+func addVia(h http.Header, r *http.Request) {
+	h.Add("Via", strconv.Itoa(r.ProtoMajor)+"."+strconv.Itoa(r.ProtoMinor)+" feedgate")
+}
+
+// countingWriter records the status and counts body bytes written to the
+// client. It unwraps for http.ResponseController and hijacks for websocket
+// upgrades.
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 || code == http.StatusSwitchingProtocols {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *countingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type countingBody struct {
+	rc io.ReadCloser
+	n  *int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	*b.n += int64(n)
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.rc.Close() }
+
+// HTTPServer returns an http.Server for the proxy listener with timeouts
+// suited to a forward proxy: bounded header reads and idle keep-alive, but no
+// read or write deadline, which would cut long downloads.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
+	}
+}
+
+// Shutdown closes the tunnels that are still open, so that their records are
+// written, and waits for them up to ctx's deadline. Call it after
+// http.Server.Shutdown, which does not see hijacked connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.tunnels.closeAll(ctx)
+}
+
+// tunnelSet tracks open tunnels for shutdown.
+type tunnelSet struct {
+	mu   sync.Mutex
+	open map[*tunnel]struct{}
+	wg   sync.WaitGroup
+}
+
+func (ts *tunnelSet) add(t *tunnel) {
+	ts.mu.Lock()
+	if ts.open == nil {
+		ts.open = map[*tunnel]struct{}{}
+	}
+	ts.open[t] = struct{}{}
+	ts.wg.Add(1)
+	ts.mu.Unlock()
+}
+
+func (ts *tunnelSet) remove(t *tunnel) {
+	ts.mu.Lock()
+	delete(ts.open, t)
+	ts.mu.Unlock()
+	ts.wg.Done()
+}
+
+func (ts *tunnelSet) closeAll(ctx context.Context) error {
+	ts.mu.Lock()
+	for t := range ts.open {
+		t.close()
+	}
+	ts.mu.Unlock()
+	done := make(chan struct{})
+	go func() { ts.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("proxy: tunnels still closing: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// record is one request's decision record: what was asked, what the policy
+// said, and what happened.
+type record struct {
+	kind        string
+	client      netip.Addr
+	method      string
+	host        string
+	port        int
+	path        string
+	decision    rules.Decision
+	status      int
+	sent        int64 // client to upstream
+	received    int64 // upstream to client
+	upstreamErr string
+}
+
+// finish writes the decision record. A flagged (log) decision is written at
+// warning level so that it stands out in any log pipeline.
+func (s *Server) finish(st *state, rec *record, start time.Time) {
+	level := slog.LevelInfo
+	if rec.decision.Action == rules.Log {
+		level = slog.LevelWarn
+	}
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 20)
+	attrs = append(attrs,
+		slog.String("kind", rec.kind),
+		slog.String("client", clientString(rec.client)),
+		slog.String("method", rec.method),
+		slog.String("host", rec.host),
+		slog.Int("port", rec.port),
+	)
+	if rec.kind == "http" {
+		attrs = append(attrs, slog.String("path", rec.path))
+	}
+	attrs = append(attrs,
+		slog.String("vendor", rec.decision.Vendor),
+		slog.String("category", rec.decision.Category),
+		slog.String("rule", rec.decision.RuleName),
+		slog.String("action", rec.decision.Action.String()),
+		slog.Bool("flagged", rec.decision.Action == rules.Log),
+	)
+	if rec.decision.Reported {
+		attrs = append(attrs, slog.Bool("report_only", true))
+	}
+	attrs = append(attrs,
+		slog.Int("status", rec.status),
+		slog.Int64("bytes_sent", rec.sent),
+		slog.Int64("bytes_received", rec.received),
+		slog.Float64("duration_seconds", time.Since(start).Seconds()),
+		slog.String("policy", st.policy.Name),
+	)
+	if rec.upstreamErr != "" {
+		attrs = append(attrs, slog.String("error", rec.upstreamErr))
+	}
+	s.log.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+func clientString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
