@@ -183,8 +183,7 @@ func checkName(s string) error {
 }
 
 func checkLabelChars(label string) error {
-	for i := 0; i < len(label); i++ {
-		c := label[i]
+	for _, c := range label {
 		switch {
 		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
 		case 'A' <= c && c <= 'Z':

@@ -191,8 +191,9 @@ func (l *loader) decode(name string, v any) (*fileCtx, bool) {
 		}
 		return f, false
 	}
+	claimed := map[string]bool{}
 	for _, k := range md.Undecoded() {
-		f.errorf(keyPath(k, f.lines), "unknown key %q", k[len(k)-1])
+		f.errorf(keyPath(k, f.lines, claimed), "unknown key %q", k[len(k)-1])
 	}
 	return f, true
 }
@@ -200,9 +201,9 @@ func (l *loader) decode(name string, v any) (*fileCtx, bool) {
 // keyPath turns a TOML key into our key path, numbering array-of-table
 // elements in order of appearance ("rule.nmae" in the third [[rule]] becomes
 // "rule[2].nmae"). The decoder does not say which element a key was in, so
-// the element is found by the line index: the last element whose header
-// precedes the first line the key appears on.
-func keyPath(k toml.Key, lines lineIndex) string {
+// the element is found by the line index: the first element that has the
+// key and was not claimed by an earlier report of the same key.
+func keyPath(k toml.Key, lines lineIndex, claimed map[string]bool) string {
 	if len(k) < 2 {
 		return strings.Join(k, ".")
 	}
@@ -210,15 +211,15 @@ func keyPath(k toml.Key, lines lineIndex) string {
 	if _, isArray := lines[table+"[0]"]; !isArray {
 		return strings.Join(k, ".")
 	}
-	// Find the element that holds this key name, first not yet claimed.
 	best := ""
 	for i := 0; ; i++ {
 		elem := table + "[" + strconv.Itoa(i) + "]"
 		if _, ok := lines[elem]; !ok {
 			break
 		}
-		if _, ok := lines[elem+"."+rest]; ok {
+		if _, ok := lines[elem+"."+rest]; ok && !claimed[elem+"."+rest] {
 			best = elem + "." + rest
+			claimed[best] = true
 			break
 		}
 	}
@@ -316,11 +317,15 @@ func (l *loader) load(file string) *Policy {
 			f.errorf(key, "rule %d has no name", i+1)
 		case rf.Name == DefaultRule || rf.Name == NoVendor:
 			f.errorf(key+".name", "rule name %q is reserved", rf.Name)
+		case !validName(rf.Name):
+			// Names travel in a response header and as a metric label.
+			f.errorf(key+".name", "rule name %q: use letters, digits, '.', '_' and '-'", rf.Name)
 		default:
 			if prev, dup := seen[rf.Name]; dup {
 				f.errorf(key+".name", "duplicate rule name %q (first used at line %d)", rf.Name, prev)
+			} else {
+				seen[rf.Name] = r.Line
 			}
-			seen[rf.Name] = r.Line
 		}
 		a, ok := ParseAction(rf.Action)
 		switch {
@@ -365,7 +370,7 @@ func (l *loader) load(file string) *Policy {
 			}
 			r.hostList = append(r.hostList, hp)
 		}
-		r.all = rf.Vendor == "" && len(rf.Hosts) == 0
+		r.all = rf.Vendor == "" && len(rf.Hosts) == 0 && len(rf.Categories) == 0
 
 		from, okF := f.instant(key+".from", rf.From, loc)
 		until, okU := f.instant(key+".until", rf.Until, loc)
@@ -399,7 +404,11 @@ func (l *loader) load(file string) *Policy {
 	}
 	sort.Slice(p.transitions, func(i, j int) bool { return p.transitions[i] < p.transitions[j] })
 
-	l.checkShadowed(f, p)
+	// Shadowing is judged on what the rules select, which is only known
+	// for a valid policy.
+	if !hasErrors(l.problems) {
+		l.checkShadowed(f, p)
+	}
 	return p
 }
 
@@ -598,6 +607,16 @@ func coversHost(p *Policy, a *Rule, hp hostPattern) bool {
 		}
 	}
 	return false
+}
+
+func validName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func hasErrors(ps []Problem) bool {

@@ -54,6 +54,14 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		fmt.Fprintf(stderr, "feedgate run: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	// Catch signals before anything is announced, so that a SIGTERM sent
+	// right after "feedgate started" still shuts down gracefully.
+	if stop == nil {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(sig)
+		stop = sig
+	}
 	errLog := slog.New(slog.NewJSONHandler(stderr, nil))
 	decisions := slog.New(slog.NewJSONHandler(stdout, nil))
 
@@ -113,12 +121,6 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		"version", buildVersion(), "proxy", pl.Addr().String(), "admin", al.Addr().String(),
 		"policy", p.Name, "file", p.File, "mode", p.Mode.String(), "policy_time", clock.Now().In(p.Location).Format(time.RFC3339))
 
-	if stop == nil {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(sig)
-		stop = sig
-	}
 	status := 0
 	select {
 	case s := <-stop:
