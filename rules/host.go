@@ -26,9 +26,7 @@ func canonicalHost(buf *hostBuf, host string) ([]byte, bool) {
 	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
 		host = host[1 : len(host)-1]
 	}
-	if strings.HasSuffix(host, ".") {
-		host = host[:len(host)-1]
-	}
+	host = strings.TrimSuffix(host, ".")
 	if host == "" {
 		return nil, false
 	}
