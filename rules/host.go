@@ -39,7 +39,9 @@ func canonicalHost(buf *hostBuf, host string) ([]byte, bool) {
 			if err != nil {
 				return nil, false
 			}
-			host = a
+			// A final ideographic full stop becomes a trailing dot
+			// only now.
+			host = strings.TrimSuffix(a, ".")
 			break
 		}
 	}

@@ -21,8 +21,8 @@ func indexLines(src string) lineIndex {
 	for n, line := range strings.Split(src, "\n") {
 		lineNo := n + 1
 		if inMulti != "" {
-			if i := strings.Index(line, inMulti); i >= 0 {
-				line = line[i+len(inMulti):]
+			if i := closeString(line, inMulti); i >= 0 {
+				line = line[i:]
 				inMulti = ""
 			} else {
 				continue
@@ -67,15 +67,7 @@ func indexLines(src string) lineIndex {
 				if strings.HasPrefix(line[i:], strings.Repeat(delim, 3)) {
 					delim = strings.Repeat(delim, 3)
 				}
-				end := strings.Index(line[i+len(delim):], delim)
-				for c == '"' && end > 0 && line[i+len(delim)+end-1] == '\\' {
-					next := strings.Index(line[i+len(delim)+end+1:], delim)
-					if next < 0 {
-						end = -1
-						break
-					}
-					end += next + 1
-				}
+				end := closeString(line[i+len(delim):], delim)
 				if end < 0 {
 					if len(delim) == 3 {
 						inMulti = delim
@@ -83,11 +75,28 @@ func indexLines(src string) lineIndex {
 					i = len(line)
 					break
 				}
-				i += len(delim) + end + len(delim) - 1
+				i += len(delim) + end - 1
 			}
 		}
 	}
 	return idx
+}
+
+// closeString returns the index just past the delimiter that closes a
+// string whose body starts at s, or -1 if it does not close on this line.
+// Basic strings (double quotes) honour backslash escapes; literal strings
+// (single quotes) have none.
+func closeString(s, delim string) int {
+	for i := 0; i < len(s); i++ {
+		if delim[0] == '"' && s[i] == '\\' {
+			i++
+			continue
+		}
+		if strings.HasPrefix(s[i:], delim) {
+			return i + len(delim)
+		}
+	}
+	return -1
 }
 
 func (idx lineIndex) set(key string, line int) {

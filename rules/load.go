@@ -422,7 +422,16 @@ func (f *fileCtx) instant(key string, v any, loc *time.Location) (time.Time, boo
 	case time.Time:
 		switch t.Location().String() {
 		case "datetime-local", "date-local":
-			return time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), loc), true
+			lt := time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), loc)
+			if lt.Hour() != t.Hour() || lt.Minute() != t.Minute() || lt.Day() != t.Day() {
+				// time.Date moves a wall-clock time that a DST change
+				// skips to an unspecified side of the gap; refuse it
+				// rather than guess.
+				f.errorf(key, "%s does not exist in %s (the clocks skip it at a daylight-saving change): write an offset date-time or another time",
+					t.Format("2006-01-02T15:04:05"), loc)
+				return time.Time{}, false
+			}
+			return lt, true
 		case "time-local":
 			f.errorf(key, "a time of day without a date is not an instant: write a date-time such as 2024-09-29T00:00:00")
 			return time.Time{}, false
@@ -593,10 +602,10 @@ func coversHost(p *Policy, a *Rule, hp hostPattern) bool {
 		if a.hosts != nil && a.hosts.match(host, 0, "") != nil {
 			return true
 		}
-		// The host may be classified on some ports only; it is covered
-		// only if it lands in a selected class whatever the port.
-		if t := p.catalog.match(host, 0, ""); t != nil && t.ports.any() && t.path == "" {
-			return a.classes[t.class]
+		// The host is covered by a's categories only if it lands in a
+		// selected class whatever the port and path.
+		if c, ok := p.catalog.uniformClass(host); ok {
+			return a.classes[c]
 		}
 		return false
 	case kindSuffix:

@@ -152,6 +152,48 @@ func (m *hostMatcher) match(host []byte, port int, path string) *target {
 	return nil
 }
 
+// uniformClass reports the class host lands in if that class does not
+// depend on the port or path; ok is false if it may (or the host is not in
+// the catalog). It is for load-time checks, not the request path.
+func (m *hostMatcher) uniformClass(host []byte) (class int32, ok bool) {
+	var levels [][]target
+	levels = append(levels, m.exact[string(host)])
+	if dot := indexByte(host, '.'); dot > 0 {
+		label := host[:dot]
+		for _, g := range m.label[string(host[dot+1:])] {
+			if len(label) > len(g.prefix)+len(g.suffix) && hasPrefix(label, g.prefix) && hasSuffix(label, g.suffix) {
+				levels = append(levels, g.targets)
+			}
+		}
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' {
+			levels = append(levels, m.suffix[string(host[i+1:])])
+		}
+	}
+	levels = append(levels, m.domain[string(host)])
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' {
+			levels = append(levels, m.domain[string(host[i+1:])])
+		}
+	}
+	// Walk in precedence order: the first level with an unrefined target
+	// decides, unless a refined target before it could pick another class.
+	found := int32(-1)
+	for _, list := range levels {
+		for _, t := range list {
+			if found >= 0 && t.class != found {
+				return 0, false
+			}
+			found = t.class
+			if t.ports.any() && t.path == "" {
+				return found, true
+			}
+		}
+	}
+	return 0, false
+}
+
 func indexByte(b []byte, c byte) int {
 	for i := range b {
 		if b[i] == c {
