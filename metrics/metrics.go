@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,22 +181,13 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 		pc.received[c] = m.transferred.WithLabelValues(cl.Vendor, cl.Category, DirReceived)
 		pc.counter(c, -1, effective(p.DefaultAction))
 		for i, r := range p.Rules {
-			if len(r.Hosts()) == 0 && r.Vendor() == "" || contains(r.Categories(), cl.Category) && r.Vendor() == cl.Vendor {
+			if len(r.Hosts()) == 0 && r.Vendor() == "" || slices.Contains(r.Categories(), cl.Category) && r.Vendor() == cl.Vendor {
 				pc.counter(c, i, effective(r.Action))
 			}
 		}
 	}
 	m.policy.current.Store(p)
 	return pc
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (pc *PolicyCounters) counter(class, rule int, a rules.Action) prometheus.Counter {

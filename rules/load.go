@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -347,7 +348,7 @@ func (l *loader) load(file string) *Policy {
 				r.categories = cats
 			}
 			for _, c := range rf.Categories {
-				if known && !contains(cats, c) {
+				if known && !slices.Contains(cats, c) {
 					f.errorf(key+".categories", "unknown category %q for vendor %q (known: %s)", c, rf.Vendor, strings.Join(cats, ", "))
 					continue
 				}
@@ -396,7 +397,7 @@ func (l *loader) load(file string) *Policy {
 	for _, r := range p.Rules {
 		r.classes = make([]bool, len(p.Classes))
 		for c, cl := range p.Classes {
-			r.classes[c] = r.vendor != "" && cl.Vendor == r.vendor && contains(r.categories, cl.Category)
+			r.classes[c] = r.vendor != "" && cl.Vendor == r.vendor && slices.Contains(r.categories, cl.Category)
 		}
 	}
 	for t := range transitions {
@@ -631,15 +632,6 @@ func validName(s string) bool {
 func hasErrors(ps []Problem) bool {
 	for _, p := range ps {
 		if !p.Warning {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
 			return true
 		}
 	}

@@ -181,22 +181,22 @@ type Policy struct {
 // instant decided for. It does not allocate for ASCII host names.
 func (p *Policy) Decide(req Request) Decision {
 	var buf hostBuf
-	host, ok := canonicalHost(&buf, req.Host)
-	if !ok {
-		host = nil
-	}
-	class, pattern := p.classify(host, req.Port, req.Path)
+	host, class, pattern := p.classify(&buf, req)
 	return p.decideAt(class, pattern, host, req.Port, req.Time.UnixNano())
 }
 
-func (p *Policy) classify(host []byte, port int, path string) (int, string) {
-	if host == nil {
-		return 0, ""
+// classify canonicalises req's host into buf and finds its catalog class.
+// host is nil for a name that cannot be valid.
+func (p *Policy) classify(buf *hostBuf, req Request) (host []byte, class int, pattern string) {
+	host, ok := canonicalHost(buf, req.Host)
+	if !ok {
+		return nil, 0, ""
 	}
+	port, path := req.Port, req.Path
 	if t := p.catalog.match(host, port, path); t != nil {
-		return int(t.class), t.pattern
+		return host, int(t.class), t.pattern
 	}
-	return 0, ""
+	return host, 0, ""
 }
 
 func (p *Policy) decideAt(class int, pattern string, host []byte, port int, t int64) Decision {
@@ -242,11 +242,7 @@ type Explanation struct {
 // when it next changes.
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
-	host, ok := canonicalHost(&buf, req.Host)
-	if !ok {
-		host = nil
-	}
-	class, pattern := p.classify(host, req.Port, req.Path)
+	host, class, pattern := p.classify(&buf, req)
 	now := req.Time.UnixNano()
 	d := p.decideAt(class, pattern, host, req.Port, now)
 	e := Explanation{Decision: d}
