@@ -27,7 +27,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	port, perr := strconv.Atoi(portStr)
 	if err != nil || host == "" || perr != nil || port <= 0 || port > 65535 {
 		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: CONNECT needs a target of the form host:port\n", http.StatusBadRequest)
+		http.Error(w, "feedgate: CONNECT needs a target of the form host:port", http.StatusBadRequest)
 		return
 	}
 	rec := &record{kind: metrics.KindConnect, client: clientAddr(r), method: r.Method, host: host, port: port}
@@ -43,13 +43,14 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Feedgate-Rule", b.rule)
 			w.WriteHeader(http.StatusForbidden)
 			_, _ = w.Write(b.body)
-		} else {
-			// One write, so that clients that read the status line and
-			// close see the whole reply.
-			_, _ = conn.Write(b.connect)
-			_ = conn.Close()
+			s.finish(st, rec, start)
+			return
 		}
+		// One write, so that clients that read the status line and close
+		// see the whole reply.
+		_, _ = conn.Write(b.connect)
 		s.finish(st, rec, start)
+		lingerClose(conn)
 		return
 	}
 
@@ -65,15 +66,14 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		rec.status, rec.upstreamErr = upstreamStatus(reason), reason
 		w.Header().Set("Connection", "close")
 		w.Header().Set("X-Feedgate-Error", reason)
-		http.Error(w, "feedgate: "+upstreamMessage(reason)+" ("+r.Host+")\n", rec.status)
+		http.Error(w, "feedgate: "+upstreamMessage(reason)+" ("+r.Host+")", rec.status)
 		s.finish(st, rec, start)
-		s.m.DurationConnect.Observe(time.Since(start).Seconds())
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		_ = up.Close()
-		http.Error(w, "feedgate: CONNECT is not supported on this connection\n", http.StatusHTTPVersionNotSupported)
+		http.Error(w, "feedgate: CONNECT is not supported on this connection", http.StatusHTTPVersionNotSupported)
 		return
 	}
 	rec.status = http.StatusOK
@@ -100,7 +100,6 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	t.run(st.counters, rec.decision.Class)
 	rec.sent, rec.received = t.sent.Load(), t.received.Load()
 	s.finish(st, rec, start)
-	s.m.DurationConnect.Observe(time.Since(start).Seconds())
 }
 
 // tunnel relays bytes between a hijacked client connection and an upstream.
@@ -162,3 +161,21 @@ func (t *tunnel) pipe(dst, src net.Conn, count func(int64)) {
 		}
 	}
 }
+
+// lingerClose closes a connection whose client may still be sending (a
+// ClientHello pipelined behind a refused CONNECT). Closing with unread
+// bytes makes the kernel send a reset, which can destroy the 403 before
+// the client reads it; so half-close first and drain briefly.
+func lingerClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+		_ = tc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		_, _ = io.CopyN(io.Discard, tc, lingerMaxBytes)
+	}
+	_ = c.Close()
+}
+
+const (
+	lingerTimeout  = 2 * time.Second
+	lingerMaxBytes = 256 << 10
+)

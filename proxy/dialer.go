@@ -74,7 +74,11 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	nd := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	// One deadline covers resolving and connecting: a resolver that hangs
+	// is as much a timeout as a SYN that is never answered.
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nd := net.Dialer{KeepAlive: 30 * time.Second}
 
 	if ap, ok := d.Overrides[overrideKey(host, port)]; ok {
 		return nd.DialContext(ctx, network, ap.String())
@@ -90,7 +94,12 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		addrs, err = r.LookupNetIP(ctx, "ip", host)
 		if err != nil {
 			var dnsErr *net.DNSError
-			if !errors.As(err, &dnsErr) {
+			if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+				err = fmt.Errorf("%w: %v", cerr, err)
+			} else if !errors.As(err, &dnsErr) && cerr == nil {
+				// Keep the failure classifiable as DNS whatever
+				// resolver produced it; a timed-out lookup stays a
+				// timeout.
 				err = &net.DNSError{Err: err.Error(), Name: host, IsNotFound: true}
 			}
 			return nil, fmt.Errorf("resolve %s: %w", host, err)

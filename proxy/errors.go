@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"syscall"
@@ -23,7 +24,9 @@ func upstreamReason(err error) string {
 	case errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &netErr) && netErr.Timeout():
 		return metrics.ReasonTimeout
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		// The upstream closed before the body it announced was complete.
+		errors.Is(err, io.ErrUnexpectedEOF):
 		return metrics.ReasonReset
 	}
 	return metrics.ReasonOther

@@ -138,9 +138,15 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	// for the transport. Upstream TLS is verified.
 	gp.ConnectDial = nil
 	gp.ConnectDialWithReq = nil
-	gp.Tr = &http.Transport{
-		Proxy:                 nil,
-		DialContext:           s.dialer.DialContext,
+	tr := &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			// Bound resolving and connecting for plain HTTP as for
+			// CONNECT, whatever dialer was injected.
+			ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+			defer cancel()
+			return s.dialer.DialContext(ctx, network, addr)
+		},
 		TLSClientConfig:       tlsConfig(s.opts.RootCAs),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: s.opts.ResponseHeaderTimeout,
@@ -151,11 +157,21 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		// The client negotiates compression with the origin end to end.
 		DisableCompression: true,
 	}
+	gp.Tr = tr
+	// Every upstream round trip goes through upstream(), which watches the
+	// response body for failures after the headers arrived.
+	rt := goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+		return s.upstream(tr, req)
+	})
+	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+		ctx.RoundTripper = rt
+		return req, nil
+	})
 	gp.KeepAcceptEncoding = true
 	gp.Verbose = false
 	gp.Logger = log.New(slogWriter{s.errLog}, "", 0)
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT\n", http.StatusBadRequest)
+		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT", http.StatusBadRequest)
 	})
 	gp.OnResponse().DoFunc(s.onResponse)
 	return gp
@@ -172,15 +188,83 @@ func (w slogWriter) Write(p []byte) (int, error) {
 
 type recordKey struct{}
 
+// upstream performs one round trip and wraps the response body so that a
+// failure while it is read (an upstream reset mid-body) is counted and
+// recorded, and so that the bytes of an upgraded (websocket) connection are
+// counted.
+func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response, error) {
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	rec, ok := req.Context().Value(recordKey{}).(*record)
+	if !ok {
+		return resp, nil
+	}
+	if rwc, isRW := resp.Body.(io.ReadWriteCloser); isRW && resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &upgradedBody{ReadWriteCloser: rwc, rec: rec}
+	} else {
+		resp.Body = &watchedBody{rc: resp.Body, rec: rec, s: s}
+	}
+	return resp, nil
+}
+
+// watchedBody reports a response body that fails before its end.
+type watchedBody struct {
+	rc  io.ReadCloser
+	rec *record
+	s   *Server
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && b.rec.upstreamErr == "" {
+		reason := upstreamReason(err)
+		b.rec.upstreamErr = reason
+		b.s.m.UpstreamError(reason)
+	}
+	return n, err
+}
+
+func (b *watchedBody) Close() error { return b.rc.Close() }
+
+// upgradedBody counts the bytes of a switched-protocols connection; goproxy
+// copies both directions through it.
+type upgradedBody struct {
+	io.ReadWriteCloser
+	rec *record
+}
+
+func (b *upgradedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadWriteCloser.Read(p)
+	b.rec.upgradedReceived.Add(int64(n))
+	return n, err
+}
+
+func (b *upgradedBody) Write(p []byte) (int, error) {
+	n, err := b.ReadWriteCloser.Write(p)
+	b.rec.upgradedSent.Add(int64(n))
+	return n, err
+}
+
 // onResponse replaces goproxy's error reply (a 500 whose body is the raw
 // error) with a 502/504 that names only the failure class.
 func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
 	if resp != nil || ctx.Error == nil {
 		return resp
 	}
+	rec, _ := ctx.Req.Context().Value(recordKey{}).(*record)
+	if ctx.Req.Context().Err() != nil && errors.Is(ctx.Error, context.Canceled) {
+		// The client went away before the upstream answered: not an
+		// upstream failure. 499 is the usual log status for it.
+		if rec != nil {
+			rec.clientGone = true
+		}
+		return errorResponse(ctx.Req, metrics.ReasonOther)
+	}
 	reason := upstreamReason(ctx.Error)
 	s.m.UpstreamError(reason)
-	if rec, ok := ctx.Req.Context().Value(recordKey{}).(*record); ok {
+	if rec != nil {
 		rec.upstreamErr = reason
 	}
 	s.errLog.Debug("upstream error", "host", ctx.Req.URL.Host, "reason", reason, "error", ctx.Error)
@@ -202,11 +286,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !r.URL.IsAbs() || r.URL.Host == "" {
-		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT\n", http.StatusBadRequest)
+		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT", http.StatusBadRequest)
 		return
 	}
 	if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
-		http.Error(w, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme)+"\n", http.StatusBadRequest)
+		http.Error(w, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme), http.StatusBadRequest)
 		return
 	}
 	s.serveHTTP(w, r)
@@ -231,7 +315,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if ps := r.URL.Port(); ps != "" {
 		p, err := strconv.Atoi(ps)
 		if err != nil || p <= 0 || p > 65535 {
-			http.Error(w, "feedgate: invalid port in request URL\n", http.StatusBadRequest)
+			http.Error(w, "feedgate: invalid port in request URL", http.StatusBadRequest)
 			return
 		}
 		port = p
@@ -263,14 +347,22 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), recordKey{}, rec)))
-	rec.status, rec.received = cw.status, cw.n
+	if cw.hijacked != nil {
+		// goproxy returns from a websocket as soon as one side ends but
+		// never closes the client side; do it, so the client sees EOF.
+		_ = cw.hijacked.Close()
+	}
+	rec.status, rec.received = cw.status, cw.n+rec.upgradedReceived.Load()
+	if rec.clientGone {
+		rec.status = statusClientClosed
+	}
+	rec.sent += rec.upgradedSent.Load()
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
 	st.counters.Sent(rec.decision.Class, rec.sent)
 	st.counters.Received(rec.decision.Class, rec.received)
 	s.finish(st, rec, start)
-	s.m.DurationHTTP.Observe(time.Since(start).Seconds())
 }
 
 // hopHeaders are removed before forwarding (RFC 9110 section 7.6.1), with
@@ -309,8 +401,9 @@ func addVia(h http.Header, r *http.Request) {
 // upgrades.
 type countingWriter struct {
 	http.ResponseWriter
-	status int
-	n      int64
+	status   int
+	n        int64
+	hijacked net.Conn
 }
 
 func (w *countingWriter) WriteHeader(code int) {
@@ -332,7 +425,9 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 func (w *countingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
 
 func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	w.hijacked = c
+	return c, brw, err
 }
 
 func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -4,10 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
+	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/rules"
 )
+
+// statusClientClosed is logged for a request whose client went away before
+// the upstream answered (nginx's convention; Squid logs it as an abort).
+const statusClientClosed = 499
 
 // record is one request's decision record: what was asked, what the policy
 // said, and what happened.
@@ -23,11 +29,22 @@ type record struct {
 	sent        int64 // client to upstream
 	received    int64 // upstream to client
 	upstreamErr string
+	clientGone  bool // the client closed the request before the answer
+	// Bytes of an upgraded connection, copied by goroutines of goproxy.
+	upgradedSent, upgradedReceived atomic.Int64
 }
 
 // finish writes the decision record. A flagged (log) decision is written at
 // warning level so that it stands out in any log pipeline.
+// It also observes the request's duration, so that every decided request,
+// blocked ones included, is in the histogram exactly once.
 func (s *Server) finish(st *state, rec *record, start time.Time) {
+	elapsed := time.Since(start)
+	if rec.kind == metrics.KindConnect {
+		s.m.DurationConnect.Observe(elapsed.Seconds())
+	} else {
+		s.m.DurationHTTP.Observe(elapsed.Seconds())
+	}
 	level := slog.LevelInfo
 	if rec.decision.Action == rules.Log {
 		level = slog.LevelWarn
@@ -60,7 +77,7 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 		slog.Int("status", rec.status),
 		slog.Int64("bytes_sent", rec.sent),
 		slog.Int64("bytes_received", rec.received),
-		slog.Float64("duration_seconds", time.Since(start).Seconds()),
+		slog.Float64("duration_seconds", elapsed.Seconds()),
 		slog.String("policy", st.policy.Name),
 	)
 	if rec.upstreamErr != "" {
