@@ -393,6 +393,20 @@ func (l *loader) load(file string) *Policy {
 		p.Rules = append(p.Rules, r)
 	}
 
+	// Give the first 64 host-selecting rules a bit in the catalog walk, so
+	// that one walk over a host finds its class and its host rules; any
+	// further ones match with their own matcher.
+	nbits := 0
+	for _, r := range p.Rules {
+		if len(r.hostList) == 0 || nbits == 64 {
+			continue
+		}
+		r.hostBit = 1 << nbits
+		nbits++
+		for _, hp := range r.hostList {
+			p.catalog.addRule(hp, r.hostBit)
+		}
+	}
 	// Resolve each rule's class set now that every catalog is known.
 	for _, r := range p.Rules {
 		r.classes = make([]bool, len(p.Classes))
@@ -600,8 +614,10 @@ func coversHost(p *Policy, a *Rule, hp hostPattern) bool {
 	switch hp.kind {
 	case kindExact:
 		host := []byte(hp.key)
-		if a.hosts != nil && a.hosts.match(host, 0, "") != nil {
-			return true
+		if a.hosts != nil {
+			if t, _ := a.hosts.match(host, 0, ""); t != nil {
+				return true
+			}
 		}
 		// The host is covered by a's categories only if it lands in a
 		// selected class whatever the port and path.

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"sort"
 	"strings"
 )
@@ -31,67 +32,112 @@ func (t *target) matches(port int, path string) bool {
 type labelGlob struct {
 	prefix, suffix string
 	targets        []target
+	rules          uint64 // rules (bits) whose host list has this pattern
 }
 
-// hostMatcher answers "which pattern, most specific first, matches this host"
-// with map lookups walked label by label: its cost depends on the number of
-// labels in the host, never on the number of patterns.
+func (g *labelGlob) matchesLabel(label []byte) bool {
+	return len(label) > len(g.prefix)+len(g.suffix) && hasPrefix(label, g.prefix) && hasSuffix(label, g.suffix)
+}
+
+// node is one name in a tree of reversed labels ("com" → "kaspersky" →
+// "upd"). It holds every pattern keyed by its name: the name itself,
+// wildcard labels directly under it, "*.name", and name as a registrable
+// domain.
+type node struct {
+	children map[string]*node // keyed by the next label to the left
+	exact    []target
+	globs    []labelGlob
+	suffix   []target
+	domain   []target
+	// Rules (bits) whose host list names this host exactly, or "*.name".
+	ruleExact, ruleSuffix uint64
+}
+
+// hostMatcher answers "which pattern, most specific first, matches this
+// host", and which rules' host lists match it, in one walk down the tree
+// from the host's last label, with one lookup of a short label per level:
+// its cost depends on the number of labels in the host, never on the
+// number of patterns, and a name outside every catalogued domain stops
+// after a lookup or two.
 type hostMatcher struct {
-	exact  map[string][]target
-	label  map[string][]labelGlob // parent name → wildcard labels under it
-	suffix map[string][]target    // "*.suffix" patterns, keyed by suffix
-	domain map[string][]target    // registrable domains (self and below), least specific
+	root node
 }
 
-func newHostMatcher() *hostMatcher {
-	return &hostMatcher{
-		exact:  map[string][]target{},
-		label:  map[string][]labelGlob{},
-		suffix: map[string][]target{},
-		domain: map[string][]target{},
+func newHostMatcher() *hostMatcher { return &hostMatcher{} }
+
+func (m *hostMatcher) node(name string) *node {
+	n := &m.root
+	for name != "" {
+		i := strings.LastIndexByte(name, '.')
+		label := name[i+1:]
+		if n.children == nil {
+			n.children = map[string]*node{}
+		}
+		c := n.children[label]
+		if c == nil {
+			c = &node{}
+			n.children[label] = c
+		}
+		n = c
+		if i < 0 {
+			break
+		}
+		name = name[:i]
 	}
+	return n
+}
+
+func (n *node) glob(p hostPattern) *labelGlob {
+	for i := range n.globs {
+		if n.globs[i].prefix == p.prefix && n.globs[i].suffix == p.suffix {
+			return &n.globs[i]
+		}
+	}
+	n.globs = append(n.globs, labelGlob{prefix: p.prefix, suffix: p.suffix})
+	// A glob with more literal characters is the more specific one.
+	sort.SliceStable(n.globs, func(i, j int) bool {
+		return len(n.globs[i].prefix)+len(n.globs[i].suffix) > len(n.globs[j].prefix)+len(n.globs[j].suffix)
+	})
+	return n.glob(p)
 }
 
 // add registers a pattern. It reports false if the same pattern with the same
 // ports and path was already added.
 func (m *hostMatcher) add(p hostPattern, t target) bool {
 	t.pattern = p.String()
-	ins := func(list []target) ([]target, bool) {
-		for _, o := range list {
+	ins := func(list *[]target) bool {
+		for _, o := range *list {
 			if o.ports == t.ports && o.path == t.path {
-				return list, false
+				return false
 			}
 		}
-		list = append(list, t)
-		sort.SliceStable(list, func(i, j int) bool { return refinedBefore(list[i], list[j]) })
-		return list, true
+		*list = append(*list, t)
+		sort.SliceStable(*list, func(i, j int) bool { return refinedBefore((*list)[i], (*list)[j]) })
+		return true
 	}
-	var ok bool
+	n := m.node(p.key)
 	switch p.kind {
 	case kindExact:
-		m.exact[p.key], ok = ins(m.exact[p.key])
+		return ins(&n.exact)
 	case kindSuffix:
-		m.suffix[p.key], ok = ins(m.suffix[p.key])
+		return ins(&n.suffix)
 	case kindDomain:
-		m.domain[p.key], ok = ins(m.domain[p.key])
-	case kindLabel:
-		globs := m.label[p.key]
-		for i := range globs {
-			if globs[i].prefix == p.prefix && globs[i].suffix == p.suffix {
-				globs[i].targets, ok = ins(globs[i].targets)
-				return ok
-			}
-		}
-		var list []target
-		list, ok = ins(list)
-		globs = append(globs, labelGlob{prefix: p.prefix, suffix: p.suffix, targets: list})
-		// A glob with more literal characters is the more specific one.
-		sort.SliceStable(globs, func(i, j int) bool {
-			return len(globs[i].prefix)+len(globs[i].suffix) > len(globs[j].prefix)+len(globs[j].suffix)
-		})
-		m.label[p.key] = globs
+		return ins(&n.domain)
 	}
-	return ok
+	return ins(&n.glob(p).targets)
+}
+
+// addRule records that rule bit selects hosts matching p.
+func (m *hostMatcher) addRule(p hostPattern, bit uint64) {
+	n := m.node(p.key)
+	switch p.kind {
+	case kindExact:
+		n.ruleExact |= bit
+	case kindSuffix:
+		n.ruleSuffix |= bit
+	case kindLabel:
+		n.glob(p).rules |= bit
+	}
 }
 
 func pick(list []target, port int, path string) *target {
@@ -103,84 +149,100 @@ func pick(list []target, port int, path string) *target {
 	return nil
 }
 
-// match returns the most specific target for a canonical host, or nil.
+// match returns the most specific target for a canonical host (or nil) and
+// the bits of the rules whose host lists match it.
+//
 // Precedence: exact host, then label wildcards on the parent, then "*.suffix"
-// from the longest suffix to the shortest, then registrable domains. A pattern
-// whose ports or path do not fit falls through to the next, less specific one.
+// from the longest suffix to the shortest, then registrable domains (longest
+// first). A pattern whose ports or path do not fit falls through to the next,
+// less specific one. The walk goes from the shortest suffix to the host
+// itself, so a deeper fit replaces a shallower one of the same kind.
 //
 // Map lookups use string(b) conversions, which the compiler performs without
 // allocating.
-func (m *hostMatcher) match(host []byte, port int, path string) *target {
-	if t := pick(m.exact[string(host)], port, path); t != nil {
-		return t
-	}
-	if len(m.label) > 0 {
-		if dot := indexByte(host, '.'); dot > 0 {
-			label := host[:dot]
-			for i := range m.label[string(host[dot+1:])] {
-				g := &m.label[string(host[dot+1:])][i]
-				if len(label) > len(g.prefix)+len(g.suffix) &&
-					hasPrefix(label, g.prefix) && hasSuffix(label, g.suffix) {
-					if t := pick(g.targets, port, path); t != nil {
-						return t
+func (m *hostMatcher) match(host []byte, port int, path string) (best *target, rules uint64) {
+	var exact, glob, suffix, domain *target
+	n := &m.root
+	end := len(host)
+	for end > 0 {
+		start := lastIndexByte(host[:end], '.') + 1
+		n = n.children[string(host[start:end])]
+		if n == nil {
+			break
+		}
+		if start == 0 { // n is the host itself
+			rules |= n.ruleExact
+			exact = pick(n.exact, port, path)
+			if t := pick(n.domain, port, path); t != nil {
+				domain = t
+			}
+			break
+		}
+		// n is a proper suffix of the host.
+		rules |= n.ruleSuffix
+		if t := pick(n.suffix, port, path); t != nil {
+			suffix = t
+		}
+		if t := pick(n.domain, port, path); t != nil {
+			domain = t
+		}
+		if len(n.globs) > 0 && lastIndexByte(host[:start-1], '.') < 0 {
+			label := host[:start-1] // n is the parent: the host is label.n
+			for j := range n.globs {
+				g := &n.globs[j]
+				if g.matchesLabel(label) {
+					rules |= g.rules
+					if glob == nil {
+						glob = pick(g.targets, port, path)
 					}
 				}
 			}
 		}
+		end = start - 1
 	}
-	if len(m.suffix) > 0 {
-		for i := 0; i < len(host); i++ {
-			if host[i] == '.' {
-				if t := pick(m.suffix[string(host[i+1:])], port, path); t != nil {
-					return t
-				}
-			}
-		}
+	switch {
+	case exact != nil:
+		return exact, rules
+	case glob != nil:
+		return glob, rules
+	case suffix != nil:
+		return suffix, rules
 	}
-	if len(m.domain) > 0 {
-		if t := pick(m.domain[string(host)], port, path); t != nil {
-			return t
-		}
-		for i := 0; i < len(host); i++ {
-			if host[i] == '.' {
-				if t := pick(m.domain[string(host[i+1:])], port, path); t != nil {
-					return t
-				}
-			}
-		}
-	}
-	return nil
+	return domain, rules
 }
 
 // uniformClass reports the class host lands in if that class does not
 // depend on the port or path; ok is false if it may (or the host is not in
 // the catalog). It is for load-time checks, not the request path.
 func (m *hostMatcher) uniformClass(host []byte) (class int32, ok bool) {
-	var levels [][]target
-	levels = append(levels, m.exact[string(host)])
-	if dot := indexByte(host, '.'); dot > 0 {
-		label := host[:dot]
-		for _, g := range m.label[string(host[dot+1:])] {
-			if len(label) > len(g.prefix)+len(g.suffix) && hasPrefix(label, g.prefix) && hasSuffix(label, g.suffix) {
-				levels = append(levels, g.targets)
+	// Lists in precedence order: exact, globs, suffixes and domains, each
+	// deepest first.
+	var exact, globs, suffixes, domains [][]target
+	n := &m.root
+	for end := len(host); end > 0; {
+		start := lastIndexByte(host[:end], '.') + 1
+		if n = n.children[string(host[start:end])]; n == nil {
+			break
+		}
+		domains = append([][]target{n.domain}, domains...)
+		if start == 0 {
+			exact = append(exact, n.exact)
+			break
+		}
+		suffixes = append([][]target{n.suffix}, suffixes...)
+		if lastIndexByte(host[:start-1], '.') < 0 {
+			for _, g := range n.globs {
+				if g.matchesLabel(host[:start-1]) {
+					globs = append(globs, g.targets)
+				}
 			}
 		}
+		end = start - 1
 	}
-	for i := 0; i < len(host); i++ {
-		if host[i] == '.' {
-			levels = append(levels, m.suffix[string(host[i+1:])])
-		}
-	}
-	levels = append(levels, m.domain[string(host)])
-	for i := 0; i < len(host); i++ {
-		if host[i] == '.' {
-			levels = append(levels, m.domain[string(host[i+1:])])
-		}
-	}
-	// Walk in precedence order: the first level with an unrefined target
-	// decides, unless a refined target before it could pick another class.
+	// The first level with an unrefined target decides, unless a refined
+	// target before it could pick another class.
 	found := int32(-1)
-	for _, list := range levels {
+	for _, list := range slices.Concat(exact, globs, suffixes, domains) {
 		for _, t := range list {
 			if found >= 0 && t.class != found {
 				return 0, false
@@ -194,8 +256,8 @@ func (m *hostMatcher) uniformClass(host []byte) (class int32, ok bool) {
 	return 0, false
 }
 
-func indexByte(b []byte, c byte) int {
-	for i := range b {
+func lastIndexByte(b []byte, c byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
 		if b[i] == c {
 			return i
 		}

@@ -104,7 +104,8 @@ type Rule struct {
 	from, until int64 // UnixNano, with math.MinInt64/MaxInt64 for unbounded
 	all         bool  // no selector: matches everything
 	classes     []bool
-	hosts       *hostMatcher
+	hosts       *hostMatcher // the rule's own host list, for rules without a bit
+	hostBit     uint64       // the rule's bit in the catalog walk, 0 if none
 	hostList    []hostPattern
 	vendor      string
 	categories  []string
@@ -128,11 +129,19 @@ func (r *Rule) Hosts() []string {
 
 func (r *Rule) active(t int64) bool { return t >= r.from && t < r.until }
 
-func (r *Rule) selects(class int, host []byte, port int) bool {
-	if r.all || r.classes[class] {
+// selects reports whether the rule selects a request of class whose host
+// (nil if none) matched the host lists of the rules in hostRules.
+func (r *Rule) selects(class int, host []byte, hostRules uint64) bool {
+	switch {
+	case r.all || r.classes[class]:
 		return true
+	case r.hostBit != 0:
+		return hostRules&r.hostBit != 0
+	case r.hosts != nil && host != nil:
+		t, _ := r.hosts.match(host, 0, "")
+		return t != nil
 	}
-	return r.hosts != nil && host != nil && r.hosts.match(host, port, "") != nil
+	return false
 }
 
 // Mode is enforce or report.
@@ -181,36 +190,42 @@ type Policy struct {
 // instant decided for. It does not allocate for ASCII host names.
 func (p *Policy) Decide(req Request) Decision {
 	var buf hostBuf
-	host, class, pattern := p.classify(&buf, req)
-	return p.decideAt(class, pattern, host, req.Port, req.Time.UnixNano())
+	host, class, pattern, hostRules := p.classify(&buf, req)
+	d := p.decideAt(class, host, hostRules, req.Time.UnixNano())
+	d.Pattern = pattern
+	return d
 }
 
-// classify canonicalises req's host into buf and finds its catalog class.
-// host is nil for a name that cannot be valid.
-func (p *Policy) classify(buf *hostBuf, req Request) (host []byte, class int, pattern string) {
+// classify canonicalises req's host into buf (host is nil for a name that
+// cannot be valid), finds its catalog class and pattern, and the bits of the
+// rules whose host lists match it. It returns separate values, not a struct,
+// so that escape analysis keeps buf on the caller's stack.
+func (p *Policy) classify(buf *hostBuf, req Request) (host []byte, class int, pattern string, hostRules uint64) {
 	host, ok := canonicalHost(buf, req.Host)
 	if !ok {
-		return nil, 0, ""
+		return nil, 0, "", 0
 	}
-	port, path := req.Port, req.Path
-	if t := p.catalog.match(host, port, path); t != nil {
-		return host, int(t.class), t.pattern
+	t, hostRules := p.catalog.match(host, req.Port, req.Path)
+	if t != nil {
+		return host, int(t.class), t.pattern, hostRules
 	}
-	return host, 0, ""
+	return host, 0, "", hostRules
 }
 
-func (p *Policy) decideAt(class int, pattern string, host []byte, port int, t int64) Decision {
+// decideAt takes the parts of a classified request separately: escape
+// analysis treats a struct as a whole, and the host must not escape (it is
+// in the caller's stack buffer).
+func (p *Policy) decideAt(class int, host []byte, hostRules uint64, t int64) Decision {
 	d := Decision{
 		Class:    class,
 		Vendor:   p.Classes[class].Vendor,
 		Category: p.Classes[class].Category,
-		Pattern:  pattern,
 		Rule:     -1,
 		RuleName: DefaultRule,
 		Action:   p.DefaultAction,
 	}
 	for i, r := range p.Rules {
-		if r.active(t) && r.selects(class, host, port) {
+		if r.active(t) && r.selects(class, host, hostRules) {
 			d.Rule, d.RuleName, d.Action = i, r.Name, r.Action
 			break
 		}
@@ -242,22 +257,23 @@ type Explanation struct {
 // when it next changes.
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
-	host, class, pattern := p.classify(&buf, req)
+	host, class, pattern, hostRules := p.classify(&buf, req)
 	now := req.Time.UnixNano()
-	d := p.decideAt(class, pattern, host, req.Port, now)
+	d := p.decideAt(class, host, hostRules, now)
+	d.Pattern = pattern
 	e := Explanation{Decision: d}
 	same := func(o Decision) bool { return o.Rule == d.Rule && o.Action == d.Action }
 	// Walk back over the transitions: the answer took effect at the latest one
 	// where the answer just before it was different.
 	i := sort.Search(len(p.transitions), func(i int) bool { return p.transitions[i] > now })
 	for j := i - 1; j >= 0; j-- {
-		if !same(p.decideAt(class, pattern, host, req.Port, p.transitions[j]-1)) {
+		if !same(p.decideAt(class, host, hostRules, p.transitions[j]-1)) {
 			e.Since = p.timeOf(p.transitions[j])
 			break
 		}
 	}
 	for _, t := range p.transitions[i:] {
-		if o := p.decideAt(class, pattern, host, req.Port, t); !same(o) {
+		if o := p.decideAt(class, host, hostRules, t); !same(o) {
 			e.Next = &Change{At: p.timeOf(t), Rule: o.Rule, RuleName: o.RuleName, Action: o.Action}
 			break
 		}
@@ -291,7 +307,7 @@ type Segment struct {
 // the host). Adjacent windows with the same answer are merged.
 func (p *Policy) ClassTimeline(class int) []Segment {
 	var segs []Segment
-	at := func(t int64) Decision { return p.decideAt(class, "", nil, 0, t) }
+	at := func(t int64) Decision { return p.decideAt(class, nil, 0, t) }
 	d := at(math.MinInt64)
 	cur := Segment{Rule: d.Rule, RuleName: d.RuleName, Action: d.Action}
 	for _, t := range p.transitions {
@@ -321,10 +337,10 @@ func (p *Policy) ClassStates(t time.Time) []ClassState {
 	now := t.UnixNano()
 	i := sort.Search(len(p.transitions), func(i int) bool { return p.transitions[i] > now })
 	for c := range p.Classes {
-		d := p.decideAt(c, "", nil, 0, now)
+		d := p.decideAt(c, nil, 0, now)
 		out[c] = ClassState{Class: p.Classes[c], Action: d.Action}
 		for _, tr := range p.transitions[i:] {
-			if o := p.decideAt(c, "", nil, 0, tr); o.Rule != d.Rule || o.Action != d.Action {
+			if o := p.decideAt(c, nil, 0, tr); o.Rule != d.Rule || o.Action != d.Action {
 				out[c].Next = p.timeOf(tr)
 				break
 			}
