@@ -17,18 +17,23 @@ const maxHostLen = 255
 // that classification allocates nothing.
 type hostBuf [maxHostLen]byte
 
-// canonicalHost writes the form of host that patterns are compared with into
-// buf: ASCII (punycode for internationalised names), lower case, without
-// brackets around IPv6 literals and without one trailing dot. It reports false
-// when host cannot be a valid name, which callers treat as "not a vendor host".
-// It allocates only for non-ASCII input.
-func canonicalHost(buf *hostBuf, host string) ([]byte, bool) {
-	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
-		host = host[1 : len(host)-1]
-	}
+// canonicalHost returns the form of host that patterns are compared with:
+// ASCII (punycode for internationalised names), lower case, without brackets
+// around IPv6 literals and without one trailing dot. A host that is in that
+// form already (the usual case) comes back as a substring of itself, s;
+// otherwise the canonical form is written into buf and returned as b. ok is
+// false when host cannot be a valid name, which callers treat as "not a
+// vendor host". It allocates only for non-ASCII input.
+func canonicalHost(buf *hostBuf, host string) (s string, b []byte, ok bool) {
 	host = strings.TrimSuffix(host, ".")
 	if host == "" {
-		return nil, false
+		return "", nil, false
+	}
+	if isCanonical(host) {
+		return host, nil, true
+	}
+	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
 	}
 	for i := 0; i < len(host); i++ {
 		if host[i] >= 0x80 {
@@ -37,7 +42,7 @@ func canonicalHost(buf *hostBuf, host string) ([]byte, bool) {
 			// punycode name, so it never turns into a catalogued domain.
 			a, err := idna.Lookup.ToASCII(host)
 			if err != nil {
-				return nil, false
+				return "", nil, false
 			}
 			// A final ideographic full stop becomes a trailing dot
 			// only now.
@@ -45,8 +50,8 @@ func canonicalHost(buf *hostBuf, host string) ([]byte, bool) {
 			break
 		}
 	}
-	if len(host) > len(buf) {
-		return nil, false
+	if host == "" || len(host) > len(buf) {
+		return "", nil, false
 	}
 	for i := 0; i < len(host); i++ {
 		c := host[i]
@@ -55,18 +60,36 @@ func canonicalHost(buf *hostBuf, host string) ([]byte, bool) {
 		}
 		buf[i] = c
 	}
-	return buf[:len(host)], true
+	return "", buf[:len(host)], true
+}
+
+// isCanonical reports whether host needs no rewriting: lower-case letters,
+// digits, '-', '_' and '.' only.
+func isCanonical(host string) bool {
+	if len(host) > maxHostLen {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // CanonicalHost returns the canonical form of a host name as the catalog
 // compares it (see canonicalHost), or an error for a name that cannot be one.
 func CanonicalHost(host string) (string, error) {
 	var buf hostBuf
-	b, ok := canonicalHost(&buf, host)
+	s, b, ok := canonicalHost(&buf, host)
 	if !ok {
 		return "", fmt.Errorf("invalid host name %q", host)
 	}
-	return string(b), nil
+	if b != nil {
+		s = string(b)
+	}
+	return s, nil
 }
 
 // patternKind says how a host pattern matches.

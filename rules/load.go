@@ -615,7 +615,7 @@ func coversHost(p *Policy, a *Rule, hp hostPattern) bool {
 	case kindExact:
 		host := []byte(hp.key)
 		if a.hosts != nil {
-			if t, _ := a.hosts.match(host, 0, ""); t != nil {
+			if t, _ := match(a.hosts, host, 0, ""); t != nil {
 				return true
 			}
 		}

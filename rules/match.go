@@ -35,7 +35,13 @@ type labelGlob struct {
 	rules          uint64 // rules (bits) whose host list has this pattern
 }
 
-func (g *labelGlob) matchesLabel(label []byte) bool {
+// hostText is a canonical host as a string (the request's own, when it was
+// canonical already) or as bytes in a stack buffer (when it had to be
+// rewritten); the matcher is instantiated for both so that neither copies
+// nor allocates.
+type hostText interface{ ~string | ~[]byte }
+
+func matchesLabel[H hostText](g *labelGlob, label H) bool {
 	return len(label) > len(g.prefix)+len(g.suffix) && hasPrefix(label, g.prefix) && hasSuffix(label, g.suffix)
 }
 
@@ -160,7 +166,7 @@ func pick(list []target, port int, path string) *target {
 //
 // Map lookups use string(b) conversions, which the compiler performs without
 // allocating.
-func (m *hostMatcher) match(host []byte, port int, path string) (best *target, rules uint64) {
+func match[H hostText](m *hostMatcher, host H, port int, path string) (best *target, rules uint64) {
 	var exact, glob, suffix, domain *target
 	n := &m.root
 	end := len(host)
@@ -190,7 +196,7 @@ func (m *hostMatcher) match(host []byte, port int, path string) (best *target, r
 			label := host[:start-1] // n is the parent: the host is label.n
 			for j := range n.globs {
 				g := &n.globs[j]
-				if g.matchesLabel(label) {
+				if matchesLabel(g, label) {
 					rules |= g.rules
 					if glob == nil {
 						glob = pick(g.targets, port, path)
@@ -232,7 +238,7 @@ func (m *hostMatcher) uniformClass(host []byte) (class int32, ok bool) {
 		suffixes = append([][]target{n.suffix}, suffixes...)
 		if lastIndexByte(host[:start-1], '.') < 0 {
 			for _, g := range n.globs {
-				if g.matchesLabel(host[:start-1]) {
+				if matchesLabel(&g, host[:start-1]) {
 					globs = append(globs, g.targets)
 				}
 			}
@@ -256,7 +262,7 @@ func (m *hostMatcher) uniformClass(host []byte) (class int32, ok bool) {
 	return 0, false
 }
 
-func lastIndexByte(b []byte, c byte) int {
+func lastIndexByte[H hostText](b H, c byte) int {
 	for i := len(b) - 1; i >= 0; i-- {
 		if b[i] == c {
 			return i
@@ -265,5 +271,7 @@ func lastIndexByte(b []byte, c byte) int {
 	return -1
 }
 
-func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
-func hasSuffix(b []byte, s string) bool { return len(b) >= len(s) && string(b[len(b)-len(s):]) == s }
+func hasPrefix[H hostText](b H, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
+func hasSuffix[H hostText](b H, s string) bool {
+	return len(b) >= len(s) && string(b[len(b)-len(s):]) == s
+}

@@ -130,15 +130,21 @@ func (r *Rule) Hosts() []string {
 func (r *Rule) active(t int64) bool { return t >= r.from && t < r.until }
 
 // selects reports whether the rule selects a request of class whose host
-// (nil if none) matched the host lists of the rules in hostRules.
-func (r *Rule) selects(class int, host []byte, hostRules uint64) bool {
+// (hs or hb, whichever is set; neither for a class-only question) matched
+// the host lists of the rules in hostRules.
+func (r *Rule) selects(class int, hs string, hb []byte, hostRules uint64) bool {
 	switch {
 	case r.all || r.classes[class]:
 		return true
 	case r.hostBit != 0:
 		return hostRules&r.hostBit != 0
-	case r.hosts != nil && host != nil:
-		t, _ := r.hosts.match(host, 0, "")
+	case r.hosts == nil:
+		return false
+	case hb != nil:
+		t, _ := match(r.hosts, hb, 0, "")
+		return t != nil
+	case hs != "":
+		t, _ := match(r.hosts, hs, 0, "")
 		return t != nil
 	}
 	return false
@@ -188,35 +194,40 @@ type Policy struct {
 
 // Decide returns the decision for req. It reads no clock: req.Time is the
 // instant decided for. It does not allocate for ASCII host names.
-func (p *Policy) Decide(req Request) Decision {
+func (p *Policy) Decide(req Request) (d Decision) {
 	var buf hostBuf
-	host, class, pattern, hostRules := p.classify(&buf, req)
-	d := p.decideAt(class, host, hostRules, req.Time.UnixNano())
+	hs, hb, class, pattern, hostRules := p.classify(&buf, req)
+	p.decideAt(&d, class, hs, hb, hostRules, req.Time.UnixNano())
 	d.Pattern = pattern
 	return d
 }
 
-// classify canonicalises req's host into buf (host is nil for a name that
-// cannot be valid), finds its catalog class and pattern, and the bits of the
+// classify canonicalises req's host (into buf if it must be rewritten; see
+// canonicalHost), finds its catalog class and pattern, and the bits of the
 // rules whose host lists match it. It returns separate values, not a struct,
 // so that escape analysis keeps buf on the caller's stack.
-func (p *Policy) classify(buf *hostBuf, req Request) (host []byte, class int, pattern string, hostRules uint64) {
-	host, ok := canonicalHost(buf, req.Host)
+func (p *Policy) classify(buf *hostBuf, req Request) (hs string, hb []byte, class int, pattern string, hostRules uint64) {
+	hs, hb, ok := canonicalHost(buf, req.Host)
 	if !ok {
-		return nil, 0, "", 0
+		return "", nil, 0, "", 0
 	}
-	t, hostRules := p.catalog.match(host, req.Port, req.Path)
+	var t *target
+	if hb != nil {
+		t, hostRules = match(p.catalog, hb, req.Port, req.Path)
+	} else {
+		t, hostRules = match(p.catalog, hs, req.Port, req.Path)
+	}
 	if t != nil {
-		return host, int(t.class), t.pattern, hostRules
+		return hs, hb, int(t.class), t.pattern, hostRules
 	}
-	return host, 0, "", hostRules
+	return hs, hb, 0, "", hostRules
 }
 
-// decideAt takes the parts of a classified request separately: escape
-// analysis treats a struct as a whole, and the host must not escape (it is
-// in the caller's stack buffer).
-func (p *Policy) decideAt(class int, host []byte, hostRules uint64, t int64) Decision {
-	d := Decision{
+// decideAt fills d, all but its Pattern, for a classified request at t. It
+// writes into d rather than returning a Decision to save a copy of the
+// struct on the request path.
+func (p *Policy) decideAt(d *Decision, class int, hs string, hb []byte, hostRules uint64, t int64) {
+	*d = Decision{
 		Class:    class,
 		Vendor:   p.Classes[class].Vendor,
 		Category: p.Classes[class].Category,
@@ -225,7 +236,7 @@ func (p *Policy) decideAt(class int, host []byte, hostRules uint64, t int64) Dec
 		Action:   p.DefaultAction,
 	}
 	for i, r := range p.Rules {
-		if r.active(t) && r.selects(class, host, hostRules) {
+		if r.active(t) && r.selects(class, hs, hb, hostRules) {
 			d.Rule, d.RuleName, d.Action = i, r.Name, r.Action
 			break
 		}
@@ -233,6 +244,12 @@ func (p *Policy) decideAt(class int, host []byte, hostRules uint64, t int64) Dec
 	if p.Mode == Report && d.Action == Block {
 		d.Action, d.Reported = Log, true
 	}
+}
+
+// classAt is the decision for a class alone (no host) at t.
+func (p *Policy) classAt(class int, t int64) Decision {
+	var d Decision
+	p.decideAt(&d, class, "", nil, 0, t)
 	return d
 }
 
@@ -257,9 +274,14 @@ type Explanation struct {
 // when it next changes.
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
-	host, class, pattern, hostRules := p.classify(&buf, req)
+	hs, hb, class, pattern, hostRules := p.classify(&buf, req)
+	at := func(t int64) Decision {
+		var d Decision
+		p.decideAt(&d, class, hs, hb, hostRules, t)
+		return d
+	}
 	now := req.Time.UnixNano()
-	d := p.decideAt(class, host, hostRules, now)
+	d := at(now)
 	d.Pattern = pattern
 	e := Explanation{Decision: d}
 	same := func(o Decision) bool { return o.Rule == d.Rule && o.Action == d.Action }
@@ -267,13 +289,13 @@ func (p *Policy) Explain(req Request) Explanation {
 	// where the answer just before it was different.
 	i := sort.Search(len(p.transitions), func(i int) bool { return p.transitions[i] > now })
 	for j := i - 1; j >= 0; j-- {
-		if !same(p.decideAt(class, host, hostRules, p.transitions[j]-1)) {
+		if !same(at(p.transitions[j] - 1)) {
 			e.Since = p.timeOf(p.transitions[j])
 			break
 		}
 	}
 	for _, t := range p.transitions[i:] {
-		if o := p.decideAt(class, host, hostRules, t); !same(o) {
+		if o := at(t); !same(o) {
 			e.Next = &Change{At: p.timeOf(t), Rule: o.Rule, RuleName: o.RuleName, Action: o.Action}
 			break
 		}
@@ -307,7 +329,7 @@ type Segment struct {
 // the host). Adjacent windows with the same answer are merged.
 func (p *Policy) ClassTimeline(class int) []Segment {
 	var segs []Segment
-	at := func(t int64) Decision { return p.decideAt(class, nil, 0, t) }
+	at := func(t int64) Decision { return p.classAt(class, t) }
 	d := at(math.MinInt64)
 	cur := Segment{Rule: d.Rule, RuleName: d.RuleName, Action: d.Action}
 	for _, t := range p.transitions {
@@ -337,10 +359,10 @@ func (p *Policy) ClassStates(t time.Time) []ClassState {
 	now := t.UnixNano()
 	i := sort.Search(len(p.transitions), func(i int) bool { return p.transitions[i] > now })
 	for c := range p.Classes {
-		d := p.decideAt(c, nil, 0, now)
+		d := p.classAt(c, now)
 		out[c] = ClassState{Class: p.Classes[c], Action: d.Action}
 		for _, tr := range p.transitions[i:] {
-			if o := p.decideAt(c, nil, 0, tr); o.Rule != d.Rule || o.Action != d.Action {
+			if o := p.classAt(c, tr); o.Rule != d.Rule || o.Action != d.Action {
 				out[c].Next = p.timeOf(tr)
 				break
 			}
