@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// benchHost is the origin's name in proxied requests; each proxy is told
+// it is 127.0.0.1 (feedgate with -resolve, Squid with a hosts file), so no
+// name is ever looked up in DNS.
+const benchHost = "origin.bench.test"
+
+// contender is one way of reaching the origin.
+type contender struct {
+	name  string
+	proxy string // host:port of the proxy; "" for direct
+	// host is the origin's name in request URLs for this contender.
+	host string
+	// pids lists the processes whose memory and CPU are the contender's.
+	pids func() []int
+	// goroutines reads the Go runtime's goroutine count, if the contender
+	// exports one.
+	goroutines func() (float64, error)
+	stop       func()
+}
+
+func (c *contender) direct() bool { return c.proxy == "" }
+
+// startFeedgate builds (unless bin is set) and starts feedgate with the
+// origin's name pointed at loopback, its decision log in dir.
+func startFeedgate(dir, bin string, ports originPorts) (*contender, error) {
+	if bin == "" {
+		bin = filepath.Join(dir, "feedgate")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/feedgate")
+		build.Dir = moduleRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build ./cmd/feedgate: %v\n%s", err, out)
+		}
+	}
+	logFile, err := os.Create(filepath.Join(dir, "feedgate-decisions.log"))
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}
+	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
+		args = append(args, "-resolve", fmt.Sprintf("%s:%d:127.0.0.1", benchHost, p))
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = logFile
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	var started struct{ Msg, Proxy, Admin string }
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if json.Unmarshal(sc.Bytes(), &started) == nil && started.Msg == "feedgate started" {
+			break
+		}
+	}
+	if started.Proxy == "" {
+		cmd.Process.Kill()
+		return nil, errors.New("feedgate did not report its listeners")
+	}
+	go io.Copy(io.Discard, stderr)
+	admin := started.Admin
+	return &contender{
+		name: "feedgate", proxy: started.Proxy, host: benchHost,
+		pids:       func() []int { return []int{cmd.Process.Pid} },
+		goroutines: func() (float64, error) { return scrapeGauge("http://"+admin+"/metrics", "go_goroutines") },
+		stop: func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			logFile.Close()
+		},
+	}, nil
+}
+
+// startSquid runs Squid with its own configuration in dir: no cache, an
+// access log, one worker per core, the origin's name in a hosts file and
+// no DNS server but loopback.
+func startSquid(dir, bin string, ports originPorts, workers int) (*contender, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	sdir := filepath.Join(dir, "squid")
+	if err := os.MkdirAll(sdir, 0o777); err != nil {
+		return nil, err
+	}
+	// Squid drops privileges to its own user, which must write here.
+	os.Chmod(sdir, 0o777)
+	if err := os.WriteFile(filepath.Join(sdir, "hosts"), []byte("127.0.0.1 "+benchHost+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf(`http_port 127.0.0.1:%d
+workers %d
+cache deny all
+cache_mem 8 MB
+access_log stdio:%[3]s/access.log squid
+cache_log %[3]s/cache.log
+pid_filename %[3]s/squid.pid
+coredump_dir %[3]s
+hosts_file %[3]s/hosts
+dns_nameservers 127.0.0.1
+http_access allow localhost
+http_access deny all
+max_filedescriptors 16384
+pinger_enable off
+shutdown_lifetime 1 seconds
+visible_hostname feedgate-bench
+`, port, workers, sdir)
+	confFile := filepath.Join(sdir, "squid.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--foreground", "-f", confFile)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := waitListening(addr, 20*time.Second); err != nil {
+		cmd.Process.Kill()
+		log, _ := os.ReadFile(filepath.Join(sdir, "cache.log"))
+		return nil, fmt.Errorf("squid: %w\n%s", err, lastLines(string(log), 10))
+	}
+	// SMP workers start after the master accepts; give them a moment.
+	time.Sleep(2 * time.Second)
+	master := cmd.Process.Pid
+	return &contender{
+		name: "squid", proxy: addr, host: benchHost,
+		pids: func() []int { return processTree(master) },
+		stop: func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				for _, p := range processTree(master) {
+					syscall.Kill(p, syscall.SIGKILL)
+				}
+			}
+		},
+	}, nil
+}
+
+// startTinyproxy runs tinyproxy in the foreground with its own
+// configuration. tinyproxy has no hosts file of its own, so its requests
+// name the origin by IP address.
+func startTinyproxy(dir, bin string) (*contender, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	tdir := filepath.Join(dir, "tinyproxy")
+	if err := os.MkdirAll(tdir, 0o777); err != nil {
+		return nil, err
+	}
+	os.Chmod(tdir, 0o777)
+	conf := fmt.Sprintf(`Port %d
+Listen 127.0.0.1
+Timeout 600
+MaxClients 8192
+LogFile "%[2]s/tinyproxy.log"
+LogLevel Connect
+PidFile "%[2]s/tinyproxy.pid"
+Allow 127.0.0.1
+`, port, tdir)
+	confFile := filepath.Join(tdir, "tinyproxy.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-d", "-c", confFile)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := waitListening(addr, 10*time.Second); err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("tinyproxy: %w", err)
+	}
+	return &contender{
+		name: "tinyproxy", proxy: addr, host: "127.0.0.1",
+		pids: func() []int { return processTree(cmd.Process.Pid) },
+		stop: func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() },
+	}, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitListening(addr string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listening on %s after %s", addr, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func moduleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "."
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// processTree returns pid and all its descendants.
+func processTree(pid int) []int {
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(p); err == nil {
+			parent[p] = st.ppid
+		}
+	}
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		for p, pp := range parent {
+			if pp == out[i] {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+type procStat struct {
+	ppid       int
+	cpuSeconds float64
+}
+
+// readStat reads a process's parent and CPU time from /proc/PID/stat.
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
+	// The command name is in parentheses and may contain spaces.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return procStat{}, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	const ticks = 100 // USER_HZ on Linux
+	return procStat{ppid: ppid, cpuSeconds: (utime + stime) / ticks}, nil
+}
+
+// rssBytes sums the resident memory of pids.
+func rssBytes(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				total += kb << 10
+			}
+		}
+	}
+	return total
+}
+
+func cpuSeconds(pids []int) float64 {
+	var total float64
+	for _, pid := range pids {
+		if st, err := readStat(pid); err == nil {
+			total += st.cpuSeconds
+		}
+	}
+	return total
+}
+
+// scrapeGauge reads one unlabelled sample from a Prometheus text page.
+func scrapeGauge(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s not found at %s", name, url)
+}

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// httpResult is one round of plain-HTTP load.
+type httpResult struct {
+	rps      float64
+	p50, p99 time.Duration
+	errors   int64
+}
+
+// request returns the bytes of one GET for path, in absolute form for a
+// proxy and origin form for the origin itself.
+func request(c *contender, port int, path string, close bool) []byte {
+	host := c.host + ":" + strconv.Itoa(port)
+	target := path
+	if !c.direct() {
+		target = "http://" + host + path
+	} else {
+		host = "127.0.0.1:" + strconv.Itoa(port)
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: feedgate-bench\r\n", target, host)
+	if close {
+		b.WriteString("Connection: close\r\n")
+	}
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
+func (c *contender) dialAddr(port int) string {
+	if c.direct() {
+		return "127.0.0.1:" + strconv.Itoa(port)
+	}
+	return c.proxy
+}
+
+// readResponse reads one HTTP/1.1 response and discards its body. It
+// handles Content-Length, chunked and read-to-close bodies.
+func readResponse(br *bufio.Reader) (status int, err error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	if len(line) < 12 {
+		return 0, fmt.Errorf("short status line %q", line)
+	}
+	status, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, fmt.Errorf("bad status line %q", line)
+	}
+	length, chunked := int64(-1), false
+	for {
+		line, err = br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if len(line) <= 2 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			length, _ = strconv.ParseInt(string(value), 10, 64)
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = bytes.Contains(bytes.ToLower(value), []byte("chunked"))
+		}
+	}
+	switch {
+	case status == 204 || status == 304 || status/100 == 1:
+	case chunked:
+		for {
+			line, err = br.ReadSlice('\n')
+			if err != nil {
+				return 0, err
+			}
+			size, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.SplitN(line, []byte(";"), 2)[0])), 16, 64)
+			if err != nil {
+				return 0, fmt.Errorf("bad chunk size %q", line)
+			}
+			if _, err := br.Discard(int(size) + 2); err != nil {
+				return 0, err
+			}
+			if size == 0 {
+				break
+			}
+		}
+	case length >= 0:
+		if _, err := br.Discard(int(length)); err != nil {
+			return 0, err
+		}
+	default:
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			return 0, err
+		}
+	}
+	return status, nil
+}
+
+// keepAlive runs conns connections, each sending requests one after the
+// other on one keep-alive connection, for d (after a warm-up of d/5).
+func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
+	return runHTTP(c, conns, d, func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
+		req := request(c, port, "/small", false)
+		for !stop.Load() {
+			conn, err := net.Dial("tcp", c.dialAddr(port))
+			if err != nil {
+				errs.Add(1)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			br := bufio.NewReaderSize(conn, 16<<10)
+			for !stop.Load() {
+				t0 := time.Now()
+				if _, err = conn.Write(req); err != nil {
+					break
+				}
+				var status int
+				if status, err = readResponse(br); err != nil {
+					break
+				}
+				if status != 200 {
+					err = fmt.Errorf("status %d", status)
+					break
+				}
+				record(time.Since(t0))
+			}
+			if err != nil && !stop.Load() {
+				errs.Add(1)
+			}
+			conn.Close()
+		}
+	})
+}
+
+// newConnections runs conns workers that each open a new connection per
+// request (Connection: close), for d.
+func newConnections(c *contender, port int, conns int, d time.Duration) httpResult {
+	return runHTTP(c, conns, d, func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
+		req := request(c, port, "/small", true)
+		br := bufio.NewReaderSize(nil, 16<<10)
+		for !stop.Load() {
+			t0 := time.Now()
+			conn, err := net.Dial("tcp", c.dialAddr(port))
+			if err != nil {
+				errs.Add(1)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			br.Reset(conn)
+			_, err = conn.Write(req)
+			var status int
+			if err == nil {
+				status, err = readResponse(br)
+			}
+			conn.Close()
+			if err != nil || status != 200 {
+				if !stop.Load() {
+					errs.Add(1)
+				}
+				continue
+			}
+			record(time.Since(t0))
+		}
+	})
+}
+
+// runHTTP runs workers for a warm-up of d/5 and then for d, and summarises
+// the latencies recorded in the measured part.
+func runHTTP(c *contender, workers int, d time.Duration, work func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64)) httpResult {
+	var stop, measuring atomic.Bool
+	var errs atomic.Int64
+	lats := make([][]time.Duration, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		lats[i] = make([]time.Duration, 0, 1<<16)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work(func(l time.Duration) {
+				if measuring.Load() {
+					lats[i] = append(lats[i], l)
+				}
+			}, &stop, &errs)
+		}()
+	}
+	time.Sleep(d / 5)
+	errs.Store(0)
+	measuring.Store(true)
+	start := time.Now()
+	time.Sleep(d)
+	measuring.Store(false)
+	elapsed := time.Since(start)
+	stop.Store(true)
+	wg.Wait()
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	r := httpResult{rps: float64(len(all)) / elapsed.Seconds(), errors: errs.Load()}
+	if len(all) > 0 {
+		r.p50 = all[len(all)*50/100]
+		r.p99 = all[len(all)*99/100]
+	}
+	return r
+}
+
+// connectThroughput downloads size bytes through a CONNECT tunnel (or
+// directly) from the origin's source port, in MB/s (10^6 bytes).
+func connectThroughput(c *contender, ports originPorts, size int64) (float64, error) {
+	conn, br, err := openTunnel(c, ports.Source)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	buf := make([]byte, 256<<10)
+	start := time.Now()
+	var got int64
+	if n := br.Buffered(); n > 0 {
+		br.Discard(n)
+		got += int64(n)
+	}
+	for got < size {
+		n, err := conn.Read(buf)
+		got += int64(n)
+		if err != nil {
+			return 0, fmt.Errorf("after %d bytes: %w", got, err)
+		}
+	}
+	return float64(got) / time.Since(start).Seconds() / 1e6, nil
+}
+
+// openTunnel connects to port on the origin through the contender: a
+// CONNECT through a proxy, or a plain connection.
+func openTunnel(c *contender, port int) (net.Conn, *bufio.Reader, error) {
+	conn, err := net.Dial("tcp", c.dialAddr(port))
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, 4096)
+	if c.direct() {
+		return conn, br, nil
+	}
+	target := c.host + ":" + strconv.Itoa(port)
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	// A CONNECT reply has no body: read the status line and headers only.
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("CONNECT %s: %w", target, err)
+	}
+	if len(line) < 12 || string(line[9:12]) != "200" {
+		conn.Close()
+		return nil, nil, fmt.Errorf("CONNECT %s: %q", target, bytes.TrimSpace(line))
+	}
+	for {
+		if line, err = br.ReadSlice('\n'); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		if len(line) <= 2 {
+			break
+		}
+	}
+	return conn, br, nil
+}
+
+// tunnelResult is the cost of idle tunnels held open through a proxy.
+type tunnelResult struct {
+	bytesPerTunnel      float64
+	goroutinesPerTunnel float64 // NaN if the proxy does not report it
+}
+
+// idleTunnels opens n tunnels to the origin's TLS port through the proxy,
+// completes a TLS handshake through each, and measures the proxy's
+// resident memory (and goroutines) per tunnel while they sit idle.
+func idleTunnels(c *contender, ports originPorts, n int) (tunnelResult, error) {
+	settle := func() { runtime.GC(); time.Sleep(time.Second) }
+	settle()
+	rss0 := rssBytes(c.pids())
+	g0, gerr := goroutines(c)
+	conns := make([]net.Conn, n)
+	defer func() {
+		for _, cn := range conns {
+			if cn != nil {
+				cn.Close()
+			}
+		}
+	}()
+	var next atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				conn, _, err := openTunnel(c, ports.TLS)
+				if err == nil {
+					tc := tls.Client(conn, &tls.Config{ServerName: benchHost, InsecureSkipVerify: true})
+					conn.SetDeadline(time.Now().Add(30 * time.Second))
+					if err = tc.Handshake(); err == nil {
+						conn.SetDeadline(time.Time{})
+						conns[i] = tc
+						continue
+					}
+					conn.Close()
+				}
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("tunnel %d: %w", i, err)
+				}
+				mu.Unlock()
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return tunnelResult{}, firstErr
+	}
+	settle()
+	rss1 := rssBytes(c.pids())
+	r := tunnelResult{bytesPerTunnel: float64(rss1-rss0) / float64(n), goroutinesPerTunnel: nan()}
+	if g1, err := goroutines(c); err == nil && gerr == nil {
+		r.goroutinesPerTunnel = (g1 - g0) / float64(n)
+	}
+	return r, nil
+}
+
+func goroutines(c *contender) (float64, error) {
+	if c.goroutines == nil {
+		return 0, errors.New("no goroutine count")
+	}
+	return c.goroutines()
+}

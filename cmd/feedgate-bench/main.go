@@ -1,0 +1,336 @@
+// Command feedgate-bench compares feedgate with direct traffic, Squid and
+// tinyproxy in one run, on loopback only, and prints one table.
+//
+// It starts an origin (plain HTTP, TLS and a raw byte source) in a process
+// of its own, builds and starts feedgate with -resolve, starts Squid and
+// tinyproxy with their own configurations in a temporary directory when
+// they are installed, and measures, alternating the contenders round by
+// round, with its own load generator:
+//
+//   - plain-HTTP keep-alive requests/s and p50/p99 latency;
+//   - new-connection requests/s (Connection: close);
+//   - CONNECT tunnel throughput on a large download, MB/s;
+//   - resident memory (and goroutines) per idle CONNECT tunnel, with a TLS
+//     handshake done through each;
+//   - the proxy's CPU seconds per GiB tunnelled.
+//
+// Usage (from the repository root; apt-get install -y squid tinyproxy first
+// to include them):
+//
+//	go run ./cmd/feedgate-bench [-rounds 3] [-duration 3s] [-json FILE]
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type options struct {
+	rounds       int
+	duration     time.Duration
+	conns        int
+	newConns     int
+	tunnels      int
+	downloadMiB  int64
+	squidWorkers int
+	feedgate     string
+	squid        string
+	tinyproxy    string
+	jsonOut      string
+	without      string
+}
+
+func main() {
+	var o options
+	origin := flag.Bool("origin", false, "run as the origin process (internal)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds per measurement and contender; medians are reported")
+	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measured time of one HTTP round (after a warm-up of a fifth of it)")
+	flag.IntVar(&o.conns, "conns", 64, "keep-alive connections")
+	flag.IntVar(&o.newConns, "new-conns", 32, "concurrent workers opening a new connection per request")
+	flag.IntVar(&o.tunnels, "tunnels", 2000, "idle CONNECT tunnels held open for the memory measurement")
+	flag.Int64Var(&o.downloadMiB, "download", 1024, "MiB downloaded through one tunnel per throughput round")
+	flag.IntVar(&o.squidWorkers, "squid-workers", runtime.NumCPU(), "Squid SMP workers")
+	flag.StringVar(&o.feedgate, "feedgate", "", "feedgate binary (default: go build ./cmd/feedgate)")
+	flag.StringVar(&o.squid, "squid", "squid", "Squid binary; skipped if not found")
+	flag.StringVar(&o.tinyproxy, "tinyproxy", "tinyproxy", "tinyproxy binary; skipped if not found")
+	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
+	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy)")
+	flag.Parse()
+	if *origin {
+		err := serveOrigin() // returns only on failure
+		fmt.Fprintln(os.Stderr, "origin:", err)
+		os.Exit(1)
+	}
+	if err := run(o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "feedgate-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// results holds every round of every measurement, by metric and contender.
+type results map[string]map[string][]float64
+
+func (r results) add(metric, contender string, v float64) {
+	if r[metric] == nil {
+		r[metric] = map[string][]float64{}
+	}
+	r[metric][contender] = append(r[metric][contender], v)
+}
+
+func (r results) median(metric, contender string) float64 {
+	vs := slices.Clone(r[metric][contender])
+	if len(vs) == 0 {
+		return nan()
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2]
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
+}
+
+func nan() float64 { return math.NaN() }
+
+// metrics, in table order.
+var metricRows = []struct {
+	key, label   string
+	higherBetter bool
+}{
+	{"keepalive_rps", "keep-alive req/s", true},
+	{"keepalive_p50_ms", "keep-alive p50 ms", false},
+	{"keepalive_p99_ms", "keep-alive p99 ms", false},
+	{"newconn_rps", "new connections req/s", true},
+	{"connect_mbps", "CONNECT download MB/s", true},
+	{"tunnel_rss_kib", "RSS per idle tunnel KiB", false},
+	{"tunnel_goroutines", "goroutines per idle tunnel", false},
+	{"cpu_s_per_gib", "proxy CPU s per GiB tunnelled", false},
+}
+
+func run(o options, out io.Writer) error {
+	// 2,000 tunnels need more descriptors than the usual soft limit.
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	dir, err := os.MkdirTemp("", "feedgate-bench")
+	if err != nil {
+		return err
+	}
+	// Squid and tinyproxy drop privileges and must reach their directories.
+	os.Chmod(dir, 0o755)
+	if os.Getenv("FEEDGATE_BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		fmt.Fprintln(os.Stderr, "keeping", dir)
+	}
+	originCmd, ports, err := startOrigin()
+	if err != nil {
+		return err
+	}
+	defer originCmd.Process.Kill()
+
+	contenders := []*contender{{name: "direct", host: "127.0.0.1"}}
+	fg, err := startFeedgate(dir, o.feedgate, ports)
+	if err != nil {
+		return err
+	}
+	defer fg.stop()
+	contenders = append(contenders, fg)
+	without := strings.Split(o.without, ",")
+	if bin, err := exec.LookPath(o.squid); err == nil && !slices.Contains(without, "squid") {
+		sq, err := startSquid(dir, bin, ports, o.squidWorkers)
+		if err != nil {
+			return err
+		}
+		defer sq.stop()
+		contenders = append(contenders, sq)
+	} else {
+		fmt.Fprintln(os.Stderr, "squid: not installed (apt-get install -y squid) or left out; skipped")
+	}
+	if bin, err := exec.LookPath(o.tinyproxy); err == nil && !slices.Contains(without, "tinyproxy") {
+		tp, err := startTinyproxy(dir, bin)
+		if err != nil {
+			return err
+		}
+		defer tp.stop()
+		contenders = append(contenders, tp)
+	} else {
+		fmt.Fprintln(os.Stderr, "tinyproxy: not installed (apt-get install -y tinyproxy) or left out; skipped")
+	}
+
+	res := results{}
+	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	for round := 1; round <= o.rounds; round++ {
+		for _, c := range contenders {
+			r := keepAlive(c, ports.HTTP, o.conns, o.duration)
+			progress("round %d %-9s keep-alive %8.0f req/s p50 %v p99 %v errors %d", round, c.name, r.rps, r.p50, r.p99, r.errors)
+			res.add("keepalive_rps", c.name, r.rps)
+			res.add("keepalive_p50_ms", c.name, float64(r.p50)/1e6)
+			res.add("keepalive_p99_ms", c.name, float64(r.p99)/1e6)
+		}
+	}
+	for round := 1; round <= o.rounds; round++ {
+		for _, c := range contenders {
+			r := newConnections(c, ports.HTTP, o.newConns, o.duration)
+			progress("round %d %-9s new connections %8.0f req/s errors %d", round, c.name, r.rps, r.errors)
+			res.add("newconn_rps", c.name, r.rps)
+		}
+	}
+	size := o.downloadMiB << 20
+	for round := 1; round <= o.rounds; round++ {
+		for _, c := range contenders {
+			var cpu0 float64
+			if !c.direct() {
+				cpu0 = cpuSeconds(c.pids())
+			}
+			mbps, err := connectThroughput(c, ports, size)
+			if err != nil {
+				return fmt.Errorf("%s CONNECT throughput: %w", c.name, err)
+			}
+			res.add("connect_mbps", c.name, mbps)
+			if !c.direct() {
+				cpu := cpuSeconds(c.pids()) - cpu0
+				res.add("cpu_s_per_gib", c.name, cpu/(float64(size)/(1<<30)))
+			}
+			progress("round %d %-9s CONNECT %7.0f MB/s", round, c.name, mbps)
+		}
+	}
+	for round := 1; round <= o.rounds && o.tunnels > 0; round++ {
+		for _, c := range contenders {
+			if c.direct() {
+				continue
+			}
+			r, err := idleTunnels(c, ports, o.tunnels)
+			if err != nil {
+				return fmt.Errorf("%s idle tunnels: %w", c.name, err)
+			}
+			res.add("tunnel_rss_kib", c.name, r.bytesPerTunnel/1024)
+			if !math.IsNaN(r.goroutinesPerTunnel) {
+				res.add("tunnel_goroutines", c.name, r.goroutinesPerTunnel)
+			}
+			progress("round %d %-9s %d idle tunnels: %.1f KiB each", round, c.name, o.tunnels, r.bytesPerTunnel/1024)
+			// Let closed tunnels drain before the next contender.
+			time.Sleep(time.Second)
+		}
+	}
+
+	names := make([]string, len(contenders))
+	for i, c := range contenders {
+		names[i] = c.name
+	}
+	printTable(out, res, names, o)
+	if o.jsonOut != "" {
+		return writeJSON(o.jsonOut, res, names, o)
+	}
+	return nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return nan()
+	}
+	return a / b
+}
+
+func printTable(w io.Writer, res results, names []string, o options) {
+	fmt.Fprintf(w, "feedgate-bench: %d rounds, medians; %s per HTTP round, %d keep-alive conns, %d new-connection workers, %d MiB per download, %d idle tunnels; %d CPUs, %s\n\n",
+		o.rounds, o.duration, o.conns, o.newConns, o.downloadMiB, o.tunnels, runtime.NumCPU(), runtime.Version())
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "metric\t")
+	for _, n := range names {
+		fmt.Fprintf(tw, "%s\t", n)
+	}
+	fmt.Fprint(tw, "feedgate/direct\tfeedgate/squid\t\n")
+	for _, m := range metricRows {
+		if len(res[m.key]) == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t", m.label)
+		for _, n := range names {
+			fmt.Fprintf(tw, "%s\t", format(res.median(m.key, n)))
+		}
+		fg := res.median(m.key, "feedgate")
+		fmt.Fprintf(tw, "%s\t%s\t\n", formatRatio(ratio(fg, res.median(m.key, "direct"))), formatRatio(ratio(fg, res.median(m.key, "squid"))))
+	}
+	tw.Flush()
+}
+
+func format(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "-"
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func formatRatio(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", v)
+}
+
+func writeJSON(path string, res results, names []string, o options) error {
+	type row struct {
+		Metric string               `json:"metric"`
+		Label  string               `json:"label"`
+		Median map[string]*float64  `json:"median"`
+		Rounds map[string][]float64 `json:"rounds"`
+		Ratios map[string]*float64  `json:"ratios"`
+	}
+	ptr := func(v float64) *float64 {
+		if math.IsNaN(v) {
+			return nil
+		}
+		return &v
+	}
+	doc := struct {
+		Time       string   `json:"time"`
+		GoVersion  string   `json:"go_version"`
+		CPUs       int      `json:"cpus"`
+		Rounds     int      `json:"rounds"`
+		Contenders []string `json:"contenders"`
+		Metrics    []row    `json:"metrics"`
+	}{time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU(), o.rounds, names, nil}
+	for _, m := range metricRows {
+		if len(res[m.key]) == 0 {
+			continue
+		}
+		r := row{Metric: m.key, Label: m.label, Median: map[string]*float64{}, Rounds: res[m.key], Ratios: map[string]*float64{}}
+		for _, n := range names {
+			r.Median[n] = ptr(res.median(m.key, n))
+		}
+		fg := res.median(m.key, "feedgate")
+		r.Ratios["feedgate/direct"] = ptr(ratio(fg, res.median(m.key, "direct")))
+		r.Ratios["feedgate/squid"] = ptr(ratio(fg, res.median(m.key, "squid")))
+		doc.Metrics = append(doc.Metrics, r)
+	}
+	var w io.Writer = os.Stdout
+	if path != "-" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}

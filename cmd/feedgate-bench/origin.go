@@ -1,0 +1,149 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+)
+
+// Origin sizes: a small response (an update index), and a large one.
+const (
+	smallSize = 128
+	largeSize = 1 << 20
+)
+
+// originPorts are the loopback ports of the origin process.
+type originPorts struct {
+	HTTP   int `json:"http"`   // plain HTTP: /small and /large
+	TLS    int `json:"tls"`    // TLS listener for tunnels (HTTPS /small)
+	Source int `json:"source"` // raw TCP: streams bytes until the client closes
+}
+
+// serveOrigin is the origin process: it listens on three loopback ports,
+// prints them as one JSON line and serves until killed. It runs in its own
+// process so that its CPU and garbage collection are not the load
+// generator's.
+func serveOrigin() error {
+	small := make([]byte, smallSize)
+	large := make([]byte, largeSize)
+	for i := range small {
+		small[i] = 'a' + byte(i%26)
+	}
+	copy(large, small)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/small", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(small)))
+		w.Write(small)
+	})
+	mux.HandleFunc("/large", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(large)))
+		w.Write(large)
+	})
+	listen := func() (net.Listener, int, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, 0, err
+		}
+		return l, l.Addr().(*net.TCPAddr).Port, nil
+	}
+	hl, hp, err := listen()
+	if err != nil {
+		return err
+	}
+	tl, tp, err := listen()
+	if err != nil {
+		return err
+	}
+	sl, sp, err := listen()
+	if err != nil {
+		return err
+	}
+	cert, err := selfSigned(benchHost)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	tlsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: time.Minute,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	go srv.Serve(hl)
+	go tlsSrv.ServeTLS(tl, "", "")
+	go serveSource(sl)
+	if err := json.NewEncoder(os.Stdout).Encode(originPorts{HTTP: hp, TLS: tp, Source: sp}); err != nil {
+		return err
+	}
+	select {}
+}
+
+// serveSource streams bytes to every connection until the client closes.
+func serveSource(l net.Listener) {
+	buf := make([]byte, 1<<20)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func selfSigned(name string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// startOrigin re-executes this program as the origin process.
+func startOrigin() (*exec.Cmd, originPorts, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, originPorts{}, err
+	}
+	cmd := exec.Command(self, "-origin")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, originPorts{}, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, originPorts{}, err
+	}
+	var ports originPorts
+	if err := json.NewDecoder(out).Decode(&ports); err != nil {
+		cmd.Process.Kill()
+		return nil, originPorts{}, fmt.Errorf("origin did not report its ports: %w", err)
+	}
+	go io.Copy(io.Discard, out)
+	return cmd, ports, nil
+}
