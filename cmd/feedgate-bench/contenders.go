@@ -53,7 +53,7 @@ func startFeedgate(dir, bin string, ports originPorts) (*contender, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}
+	args := []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-pprof"}
 	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
 		args = append(args, "-resolve", fmt.Sprintf("%s:%d:127.0.0.1", benchHost, p))
 	}
@@ -79,6 +79,7 @@ func startFeedgate(dir, bin string, ports originPorts) (*contender, error) {
 	}
 	go io.Copy(io.Discard, stderr)
 	admin := started.Admin
+	fmt.Fprintf(os.Stderr, "feedgate: proxy %s, admin %s (profiles at /debug/pprof/)\n", started.Proxy, admin)
 	return &contender{
 		name: "feedgate", proxy: started.Proxy, host: benchHost,
 		pids:       func() []int { return []int{cmd.Process.Pid} },

@@ -50,24 +50,26 @@ func (c *contender) dialAddr(port int) string {
 }
 
 // readResponse reads one HTTP/1.1 response and discards its body. It
-// handles Content-Length, chunked and read-to-close bodies.
-func readResponse(br *bufio.Reader) (status int, err error) {
+// handles Content-Length, chunked and read-to-close bodies, and reports
+// whether the server will close the connection after it.
+func readResponse(br *bufio.Reader) (status int, closing bool, err error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if len(line) < 12 {
-		return 0, fmt.Errorf("short status line %q", line)
+		return 0, false, fmt.Errorf("short status line %q", line)
 	}
 	status, err = strconv.Atoi(string(line[9:12]))
 	if err != nil {
-		return 0, fmt.Errorf("bad status line %q", line)
+		return 0, false, fmt.Errorf("bad status line %q", line)
 	}
+	closing = bytes.HasPrefix(line, []byte("HTTP/1.0"))
 	length, chunked := int64(-1), false
 	for {
 		line, err = br.ReadSlice('\n')
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if len(line) <= 2 {
 			break
@@ -82,6 +84,8 @@ func readResponse(br *bufio.Reader) (status int, err error) {
 			length, _ = strconv.ParseInt(string(value), 10, 64)
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 			chunked = bytes.Contains(bytes.ToLower(value), []byte("chunked"))
+		case bytes.EqualFold(name, []byte("Connection")), bytes.EqualFold(name, []byte("Proxy-Connection")):
+			closing = bytes.EqualFold(value, []byte("close"))
 		}
 	}
 	switch {
@@ -90,14 +94,14 @@ func readResponse(br *bufio.Reader) (status int, err error) {
 		for {
 			line, err = br.ReadSlice('\n')
 			if err != nil {
-				return 0, err
+				return 0, false, err
 			}
 			size, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.SplitN(line, []byte(";"), 2)[0])), 16, 64)
 			if err != nil {
-				return 0, fmt.Errorf("bad chunk size %q", line)
+				return 0, false, fmt.Errorf("bad chunk size %q", line)
 			}
 			if _, err := br.Discard(int(size) + 2); err != nil {
-				return 0, err
+				return 0, false, err
 			}
 			if size == 0 {
 				break
@@ -105,14 +109,15 @@ func readResponse(br *bufio.Reader) (status int, err error) {
 		}
 	case length >= 0:
 		if _, err := br.Discard(int(length)); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 	default:
 		if _, err := io.Copy(io.Discard, br); err != nil {
-			return 0, err
+			return 0, false, err
 		}
+		closing = true
 	}
-	return status, nil
+	return status, closing, nil
 }
 
 // keepAlive runs conns connections, each sending requests one after the
@@ -134,7 +139,8 @@ func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
 					break
 				}
 				var status int
-				if status, err = readResponse(br); err != nil {
+				var closing bool
+				if status, closing, err = readResponse(br); err != nil {
 					break
 				}
 				if status != 200 {
@@ -142,6 +148,9 @@ func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
 					break
 				}
 				record(time.Since(t0))
+				if closing { // the proxy does not keep the connection
+					break
+				}
 			}
 			if err != nil && !stop.Load() {
 				errs.Add(1)
@@ -169,7 +178,7 @@ func newConnections(c *contender, port int, conns int, d time.Duration) httpResu
 			_, err = conn.Write(req)
 			var status int
 			if err == nil {
-				status, err = readResponse(br)
+				status, _, err = readResponse(br)
 			}
 			conn.Close()
 			if err != nil || status != 200 {

@@ -290,8 +290,10 @@ func TestCutoffHappensLive(t *testing.T) {
 		t.Errorf("next change = %v; want %v", next, want)
 	}
 	deadline := time.Now().Add(15 * time.Second)
+	sent := 1
 	for {
 		res := curl(t, nil, "-x", proxyURL, "http://s01.upd.kaspersky.com/")
+		sent++
 		if res.status == "403" {
 			break
 		}
@@ -300,7 +302,7 @@ func TestCutoffHappensLive(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	recs := inst.records()
+	recs := inst.waitRecords(sent)
 	wantFields(t, recs[0], map[string]any{"action": "log", "rule": "sales-cutoff-flag"})
 	wantFields(t, recs[len(recs)-1], map[string]any{"action": "block", "rule": "updates-cutoff", "status": 403})
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -39,12 +40,16 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 // finish after SIGTERM or SIGINT.
 const shutdownGrace = 10 * time.Second
 
+// logFlushInterval bounds how long a decision record waits in the buffer.
+const logFlushInterval = 200 * time.Millisecond
+
 func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) int {
 	fs := newFlagSet("run", stderr)
 	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
 	listen := fs.String("listen", "127.0.0.1:3128", "proxy listen `ADDR`")
 	admin := fs.String("admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
 	at := fs.String("at", "", "start the policy clock at `TIME` (RFC 3339); it then advances in real time")
+	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
 	var resolves multiFlag
 	fs.Var(&resolves, "resolve", "dial `HOST:PORT:ADDR` instead of resolving HOST for PORT (repeatable; ADDR is IP or IP:PORT)")
 	if err := fs.Parse(args); err != nil {
@@ -63,7 +68,11 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		stop = sig
 	}
 	errLog := slog.New(slog.NewJSONHandler(stderr, nil))
-	decisions := slog.New(slog.NewJSONHandler(stdout, nil))
+	// Decision records are buffered and flushed every logFlushInterval and
+	// at exit, instead of one write per request.
+	decisionOut := proxy.NewLogWriter(stdout, logFlushInterval)
+	defer decisionOut.Close()
+	decisions := slog.New(slog.NewJSONHandler(decisionOut, nil))
 
 	p, warnings, err := loadPolicy(*config)
 	printProblems(stderr, warnings, err)
@@ -111,7 +120,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	}
 	var ready atomic.Bool
 	proxyHTTP := srv.HTTPServer()
-	adminHTTP := &http.Server{Handler: adminMux(reg, &ready), ReadHeaderTimeout: 10 * time.Second}
+	adminHTTP := &http.Server{Handler: adminMux(reg, &ready, *pprofOn), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)
 	go func() { errc <- proxyHTTP.Serve(pl) }()
@@ -141,12 +150,22 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		errLog.Warn("tunnel shutdown", "error", err)
 	}
 	_ = adminHTTP.Shutdown(ctx)
+	if err := decisionOut.Close(); err != nil {
+		errLog.Warn("decision log", "error", err)
+	}
 	errLog.Info("stopped")
 	return status
 }
 
-func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {
+func adminMux(reg *prometheus.Registry, ready *atomic.Bool, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
