@@ -422,6 +422,23 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom lets io.Copy (goproxy's body copy) use the server's pooled
+// buffers instead of allocating 32 KiB per response.
+func (w *countingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
+	}
+	w.n += n
+	return n, err
+}
+
 func (w *countingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
 
 func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {

@@ -49,6 +49,7 @@ type options struct {
 	tinyproxy    string
 	jsonOut      string
 	without      string
+	measure      string
 }
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	flag.StringVar(&o.tinyproxy, "tinyproxy", "tinyproxy", "tinyproxy binary; skipped if not found")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
 	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy)")
+	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run")
 	flag.Parse()
 	if *origin {
 		err := serveOrigin() // returns only on failure
@@ -171,8 +173,9 @@ func run(o options, out io.Writer) error {
 	}
 
 	res := results{}
+	want := func(m string) bool { return slices.Contains(strings.Split(o.measure, ","), m) }
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-	for round := 1; round <= o.rounds; round++ {
+	for round := 1; round <= o.rounds && want("keepalive"); round++ {
 		for _, c := range contenders {
 			r := keepAlive(c, ports.HTTP, o.conns, o.duration)
 			progress("round %d %-9s keep-alive %8.0f req/s p50 %v p99 %v errors %d", round, c.name, r.rps, r.p50, r.p99, r.errors)
@@ -181,7 +184,7 @@ func run(o options, out io.Writer) error {
 			res.add("keepalive_p99_ms", c.name, float64(r.p99)/1e6)
 		}
 	}
-	for round := 1; round <= o.rounds; round++ {
+	for round := 1; round <= o.rounds && want("newconn"); round++ {
 		for _, c := range contenders {
 			r := newConnections(c, ports.HTTP, o.newConns, o.duration)
 			progress("round %d %-9s new connections %8.0f req/s errors %d", round, c.name, r.rps, r.errors)
@@ -189,7 +192,7 @@ func run(o options, out io.Writer) error {
 		}
 	}
 	size := o.downloadMiB << 20
-	for round := 1; round <= o.rounds; round++ {
+	for round := 1; round <= o.rounds && want("connect"); round++ {
 		for _, c := range contenders {
 			var cpu0 float64
 			if !c.direct() {
@@ -207,7 +210,7 @@ func run(o options, out io.Writer) error {
 			progress("round %d %-9s CONNECT %7.0f MB/s", round, c.name, mbps)
 		}
 	}
-	for round := 1; round <= o.rounds && o.tunnels > 0; round++ {
+	for round := 1; round <= o.rounds && o.tunnels > 0 && want("tunnels"); round++ {
 		for _, c := range contenders {
 			if c.direct() {
 				continue

@@ -12,8 +12,16 @@ package main
 
 import (
 	"os"
+	"runtime/debug"
 )
 
 func main() {
+	// A proxy's live heap is small while it allocates per request, so the
+	// default GOGC=100 collects every few megabytes. 400 trades a few more
+	// megabytes of heap for a quarter of the collections. GOGC in the
+	// environment still wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
