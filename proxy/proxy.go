@@ -88,6 +88,7 @@ type Server struct {
 	errLog  *slog.Logger
 	m       *metrics.Metrics
 	gp      *goproxy.ProxyHttpServer
+	pool    *upstreamPool
 	state   atomic.Pointer[state]
 	tunnels tunnelSet
 }
@@ -138,15 +139,18 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	// for the transport. Upstream TLS is verified.
 	gp.ConnectDial = nil
 	gp.ConnectDialWithReq = nil
+	// Bound resolving and connecting for plain HTTP as for CONNECT,
+	// whatever dialer was injected.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+		defer cancel()
+		return s.dialer.DialContext(ctx, network, addr)
+	}
+	s.pool = &upstreamPool{dial: dial, responseHeaderTimeout: s.opts.ResponseHeaderTimeout,
+		idleTimeout: 90 * time.Second, maxIdlePerHost: 64}
 	tr := &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			// Bound resolving and connecting for plain HTTP as for
-			// CONNECT, whatever dialer was injected.
-			ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
-			defer cancel()
-			return s.dialer.DialContext(ctx, network, addr)
-		},
+		Proxy:                 nil,
+		DialContext:           dial,
 		TLSClientConfig:       tlsConfig(s.opts.RootCAs),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: s.opts.ResponseHeaderTimeout,
@@ -193,7 +197,13 @@ type recordKey struct{}
 // recorded, and so that the bytes of an upgraded (websocket) connection are
 // counted.
 func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response, error) {
-	resp, err := tr.RoundTrip(req)
+	var resp *http.Response
+	var err error
+	if s.pool.handles(req) {
+		resp, err = s.pool.RoundTrip(req)
+	} else {
+		resp, err = tr.RoundTrip(req)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -341,6 +351,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.m.ActiveHTTP.Inc()
 	defer s.m.ActiveHTTP.Dec()
 	removeHopHeaders(r.Header)
+	// Connection: close is hop-by-hop: the client's wish to close its own
+	// connection must not close the pooled connection upstream.
+	r.Close = false
 	addVia(r.Header, r)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{rc: r.Body, n: &rec.sent}
@@ -479,6 +492,7 @@ func (s *Server) HTTPServer() *http.Server {
 // written, and waits for them up to ctx's deadline. Call it after
 // http.Server.Shutdown, which does not see hijacked connections.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.pool.closeIdle()
 	return s.tunnels.closeAll(ctx)
 }
 
