@@ -1,0 +1,102 @@
+package proxy_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// connCountingOrigin is an origin that counts the TCP connections it
+// accepts, and can close every connection after its response.
+type connCountingOrigin struct {
+	*httptest.Server
+	conns atomic.Int64
+	close atomic.Bool
+}
+
+func newConnCountingOrigin(t *testing.T) *connCountingOrigin {
+	o := &connCountingOrigin{}
+	o.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	o.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			o.conns.Add(1)
+		}
+		if s == http.StateIdle && o.close.Load() {
+			// Close idle connections behind the proxy's back, as
+			// upstreams with short keep-alive timeouts do.
+			c.Close()
+		}
+	}
+	o.Start()
+	t.Cleanup(o.Close)
+	return o
+}
+
+func (o *connCountingOrigin) port() string {
+	_, p, _ := net.SplitHostPort(o.Listener.Addr().String())
+	return p
+}
+
+// TestUpstreamConnectionsAreReused sends requests from several client
+// connections, some asking to close theirs: the proxy reuses one upstream
+// connection for all of them, because Connection is hop-by-hop.
+func TestUpstreamConnectionsAreReused(t *testing.T) {
+	o := newConnCountingOrigin(t)
+	e := newEnv(t, envConfig{resolve: []string{"www.example.test:80:127.0.0.1:" + o.port()}})
+	for i := range 10 {
+		c := e.dial(t)
+		closing := ""
+		if i%2 == 0 {
+			closing = "Connection: close\r\n"
+		}
+		fmt.Fprintf(c, "GET http://www.example.test/r%d HTTP/1.1\r\nHost: www.example.test\r\n%s\r\n", i, closing)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != fmt.Sprintf("ok /r%d", i) {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		if closing != "" && !resp.Close {
+			t.Errorf("request %d asked to close the client connection; the response does not close it", i)
+		}
+		c.Close()
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Errorf("origin accepted %d connections for 10 sequential requests; want 1 (reused)", n)
+	}
+}
+
+// TestUpstreamClosedIdleConnectionIsRetried: an upstream that closes idle
+// connections makes the pooled connection stale; the next request is
+// retried once on a new connection and succeeds.
+func TestUpstreamClosedIdleConnectionIsRetried(t *testing.T) {
+	o := newConnCountingOrigin(t)
+	o.close.Store(true)
+	e := newEnv(t, envConfig{resolve: []string{"www.example.test:80:127.0.0.1:" + o.port()}})
+	client, _ := e.client(t, nil)
+	for i := range 5 {
+		resp, err := client.Get(fmt.Sprintf("http://www.example.test/again%d", i))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "ok /again") {
+			t.Fatalf("request %d: %d %q; want 200 from the origin", i, resp.StatusCode, body)
+		}
+	}
+	if got := e.value(t, upstreamErrSeries("reset")) + e.value(t, upstreamErrSeries("other")); got != 0 {
+		t.Errorf("retried stale connections were counted as %v upstream errors; want 0", got)
+	}
+}
