@@ -8,6 +8,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -137,6 +138,8 @@ type envConfig struct {
 	dialTimeout, responseHeaderTimeout time.Duration
 	// dialerTimeout is the injected proxy.Dialer's own Timeout.
 	dialerTimeout time.Duration
+	// logTo receives the decision log instead of env.log.
+	logTo io.Writer
 }
 
 // env is one running proxy with its collaborators.
@@ -151,7 +154,7 @@ type env struct {
 	resolver *fakeResolver
 }
 
-func loadDefaultPolicy(t *testing.T) *rules.Policy {
+func loadDefaultPolicy(t testing.TB) *rules.Policy {
 	t.Helper()
 	p, _, err := rules.Load(rules.FS{FS: configs.Files()}, configs.DefaultPolicy, rules.Options{})
 	if err != nil {
@@ -171,7 +174,7 @@ func loadTestPolicy(t *testing.T, file string) *rules.Policy {
 	return p
 }
 
-func newEnv(t *testing.T, cfg envConfig) *env {
+func newEnv(t testing.TB, cfg envConfig) *env {
 	t.Helper()
 	if cfg.policy == nil {
 		cfg.policy = loadDefaultPolicy(t)
@@ -193,7 +196,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	srv, err := proxy.New(proxy.Options{
 		Policy:                cfg.policy,
 		Metrics:               m,
-		DecisionLog:           slog.New(slog.NewJSONHandler(e.log, nil)),
+		DecisionLog:           slog.New(slog.NewJSONHandler(cmp.Or[io.Writer](cfg.logTo, e.log), nil)),
 		Clock:                 e.clock,
 		Dialer:                &proxy.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout},
 		DialTimeout:           cfg.dialTimeout,
@@ -235,7 +238,7 @@ func (e *env) client(t *testing.T, roots *x509.CertPool) (*http.Client, *http.Tr
 }
 
 // dial opens a raw connection to the proxy, with a deadline against hangs.
-func (e *env) dial(t *testing.T) *net.TCPConn {
+func (e *env) dial(t testing.TB) *net.TCPConn {
 	t.Helper()
 	c, err := net.Dial("tcp", e.addr)
 	if err != nil {

@@ -336,3 +336,26 @@ func scrapeGauge(url, name string) (float64, error) {
 	}
 	return 0, fmt.Errorf("%s not found at %s", name, url)
 }
+
+// machineBusySeconds reads the CPU time all processes and the kernel spent
+// busy, summed over CPUs, from /proc/stat. Comparing it across contenders
+// shows how much work a path costs the whole machine, kernel TCP
+// processing included, which no per-process figure shows.
+func machineBusySeconds() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nan()
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var busy float64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		busy += n
+	}
+	const ticks = 100 // USER_HZ
+	return busy / ticks
+}

@@ -117,6 +117,7 @@ var metricRows = []struct {
 	{"tunnel_rss_kib", "RSS per idle tunnel KiB", false},
 	{"tunnel_goroutines", "goroutines per idle tunnel", false},
 	{"cpu_s_per_gib", "proxy CPU s per GiB tunnelled", false},
+	{"machine_cpu_s_per_gib", "machine CPU s per GiB (all processes + kernel)", false},
 }
 
 func run(o options, out io.Writer) error {
@@ -198,10 +199,12 @@ func run(o options, out io.Writer) error {
 			if !c.direct() {
 				cpu0 = cpuSeconds(c.pids())
 			}
+			busy0 := machineBusySeconds()
 			mbps, err := connectThroughput(c, ports, size)
 			if err != nil {
 				return fmt.Errorf("%s CONNECT throughput: %w", c.name, err)
 			}
+			res.add("machine_cpu_s_per_gib", c.name, (machineBusySeconds()-busy0)/(float64(size)/(1<<30)))
 			res.add("connect_mbps", c.name, mbps)
 			if !c.direct() {
 				cpu := cpuSeconds(c.pids()) - cpu0
