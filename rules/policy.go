@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -195,6 +196,23 @@ type Policy struct {
 // Decide returns the decision for req. It reads no clock: req.Time is the
 // instant decided for. It does not allocate for ASCII host names.
 func (p *Policy) Decide(req Request) (d Decision) {
+	// The usual host is canonical already and needs no buffer; a buffer
+	// declared here would be zeroed on every call.
+	if h := strings.TrimSuffix(req.Host, "."); h != "" && isCanonical(h) {
+		t, hostRules := match(p.catalog, h, req.Port, req.Path)
+		class, pattern := 0, ""
+		if t != nil {
+			class, pattern = int(t.class), t.pattern
+		}
+		p.decideAt(&d, class, h, nil, hostRules, req.Time.UnixNano())
+		d.Pattern = pattern
+		return d
+	}
+	return p.decideRewritten(req)
+}
+
+// decideRewritten decides for a host that canonicalHost must rewrite.
+func (p *Policy) decideRewritten(req Request) (d Decision) {
 	var buf hostBuf
 	hs, hb, class, pattern, hostRules := p.classify(&buf, req)
 	p.decideAt(&d, class, hs, hb, hostRules, req.Time.UnixNano())
