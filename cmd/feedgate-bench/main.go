@@ -53,8 +53,12 @@ type options struct {
 }
 
 func main() {
+	if os.Getenv(originEnv) != "" {
+		err := serveOrigin() // returns only on failure
+		fmt.Fprintln(os.Stderr, "origin:", err)
+		os.Exit(1)
+	}
 	var o options
-	origin := flag.Bool("origin", false, "run as the origin process (internal)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per measurement and contender; medians are reported")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measured time of one HTTP round (after a warm-up of a fifth of it)")
 	flag.IntVar(&o.conns, "conns", 64, "keep-alive connections")
@@ -69,11 +73,6 @@ func main() {
 	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy)")
 	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run")
 	flag.Parse()
-	if *origin {
-		err := serveOrigin() // returns only on failure
-		fmt.Fprintln(os.Stderr, "origin:", err)
-		os.Exit(1)
-	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "feedgate-bench:", err)
 		os.Exit(1)

@@ -124,13 +124,18 @@ func selfSigned(name string) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
+// originEnv, set in the environment, makes this program (or its test
+// binary) the origin process.
+const originEnv = "FEEDGATE_BENCH_ORIGIN"
+
 // startOrigin re-executes this program as the origin process.
 func startOrigin() (*exec.Cmd, originPorts, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, originPorts{}, err
 	}
-	cmd := exec.Command(self, "-origin")
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), originEnv+"=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, originPorts{}, err

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	// The bench re-executes itself as the origin; in tests, itself is the
+	// test binary.
+	if os.Getenv(originEnv) != "" {
+		err := serveOrigin()
+		fmt.Fprintln(os.Stderr, "origin:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// TestBenchSmallRun runs the whole comparison, briefly, against direct
+// traffic and feedgate, and checks the table and the JSON have every row.
+func TestBenchSmallRun(t *testing.T) {
+	jsonFile := filepath.Join(t.TempDir(), "bench.json")
+	o := options{
+		rounds: 1, duration: 300 * time.Millisecond, conns: 4, newConns: 2, tunnels: 20,
+		downloadMiB: 8, squidWorkers: 1, squid: "squid", tinyproxy: "tinyproxy",
+		without: "squid,tinyproxy", measure: "keepalive,newconn,connect,tunnels", jsonOut: jsonFile,
+	}
+	var out bytes.Buffer
+	if err := run(o, &out); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, row := range []string{"keep-alive req/s", "keep-alive p99 ms", "new connections req/s", "CONNECT download MB/s",
+		"RSS per idle tunnel KiB", "goroutines per idle tunnel", "proxy CPU s per GiB tunnelled"} {
+		if !strings.Contains(out.String(), row) {
+			t.Errorf("table has no %q row:\n%s", row, out.String())
+		}
+	}
+	var doc struct {
+		Contenders []string `json:"contenders"`
+		Metrics    []struct {
+			Metric string              `json:"metric"`
+			Median map[string]*float64 `json:"median"`
+		} `json:"metrics"`
+	}
+	b, err := os.ReadFile(jsonFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("JSON output: %v", err)
+	}
+	if strings.Join(doc.Contenders, ",") != "direct,feedgate" {
+		t.Errorf("contenders %v; want direct and feedgate", doc.Contenders)
+	}
+	for _, m := range doc.Metrics {
+		if v := m.Median["feedgate"]; v == nil || *v <= 0 {
+			t.Errorf("metric %s: feedgate median %v; want a positive number", m.Metric, v)
+		}
+	}
+}
+
+func TestReadResponse(t *testing.T) {
+	tests := []struct {
+		name, in string
+		status   int
+		closing  bool
+		rest     string // what must be left unread: the next response
+	}{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloNEXT", 200, false, "NEXT"},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nNEXT", 200, false, "NEXT"},
+		{"close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nokNEXT", 200, true, "NEXT"},
+		{"http/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nokNEXT", 200, true, "NEXT"},
+		{"no length reads to close", "HTTP/1.1 200 OK\r\n\r\neverything", 200, true, ""},
+		{"no body", "HTTP/1.1 304 Not Modified\r\n\r\nNEXT", 304, false, "NEXT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			br := bufio.NewReader(strings.NewReader(tt.in))
+			status, closing, err := readResponse(br)
+			if err != nil || status != tt.status || closing != tt.closing {
+				t.Fatalf("readResponse = %d, %v, %v; want %d, %v, nil", status, closing, err, tt.status, tt.closing)
+			}
+			rest, _ := readRest(br)
+			if rest != tt.rest {
+				t.Errorf("left %q unread; want %q", rest, tt.rest)
+			}
+		})
+	}
+}
+
+func readRest(br *bufio.Reader) (string, error) {
+	var b strings.Builder
+	_, err := br.WriteTo(&b)
+	return b.String(), err
+}
