@@ -337,7 +337,6 @@ func (l *loader) load(file string) *Policy {
 		}
 		r.Action = a
 
-		r.classes = make([]bool, 0)
 		if rf.Vendor != "" {
 			cats, known := vendors[rf.Vendor]
 			if !known {
