@@ -59,9 +59,24 @@ func TestBenchSmallRun(t *testing.T) {
 	if strings.Join(doc.Contenders, ",") != "direct,feedgate" {
 		t.Errorf("contenders %v; want direct and feedgate", doc.Contenders)
 	}
+	// Rates and latencies must be positive; CPU and memory deltas of so
+	// short a run may round to zero, but must be there.
+	positive := map[string]bool{"keepalive_rps": true, "keepalive_p50_ms": true, "keepalive_p99_ms": true,
+		"newconn_rps": true, "connect_mbps": true, "tunnel_goroutines": true}
+	seen := map[string]bool{}
 	for _, m := range doc.Metrics {
-		if v := m.Median["feedgate"]; v == nil || *v <= 0 {
-			t.Errorf("metric %s: feedgate median %v; want a positive number", m.Metric, v)
+		seen[m.Metric] = true
+		v := m.Median["feedgate"]
+		switch {
+		case v == nil:
+			t.Errorf("metric %s: no feedgate median", m.Metric)
+		case positive[m.Metric] && *v <= 0:
+			t.Errorf("metric %s: feedgate median %v; want a positive number", m.Metric, *v)
+		}
+	}
+	for m := range positive {
+		if !seen[m] {
+			t.Errorf("JSON has no %s metric", m)
 		}
 	}
 }
