@@ -43,6 +43,18 @@ func UpstreamReasons() []string {
 	return []string{ReasonDNS, ReasonRefused, ReasonTimeout, ReasonReset, ReasonOther}
 }
 
+// Refusal reasons, the values of the "reason" label of
+// feedgate_rejected_total: requests refused by the access rules rather than
+// by the policy.
+const (
+	RejectClient      = "client"      // the client is not in allowed_clients
+	RejectPort        = "port"        // the port is not in connect_ports or http_ports
+	RejectDestination = "destination" // the address dialed is in a denied range
+)
+
+// RejectReasons lists every refusal reason.
+func RejectReasons() []string { return []string{RejectClient, RejectPort, RejectDestination} }
+
 // Transfer directions, the values of the "direction" label.
 const (
 	DirSent     = "sent"     // client to upstream
@@ -69,6 +81,7 @@ type Metrics struct {
 	requests       *prometheus.CounterVec
 	transferred    *prometheus.CounterVec
 	upstreamErrors map[string]prometheus.Counter
+	rejected       map[string]prometheus.Counter
 
 	// ActiveHTTP and ActiveConnect count connections in flight.
 	ActiveHTTP, ActiveConnect prometheus.Gauge
@@ -93,6 +106,14 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			Help: "Bytes relayed, by vendor, category and direction (sent: client to upstream; received: upstream to client).",
 		}, []string{"vendor", "category", "direction"}),
 		upstreamErrors: map[string]prometheus.Counter{},
+		rejected:       map[string]prometheus.Counter{},
+	}
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "rejected_total",
+		Help: "Requests refused by the access rules, by reason (client, port, destination).",
+	}, []string{"reason"})
+	for _, r := range RejectReasons() {
+		m.rejected[r] = rejected.WithLabelValues(r)
 	}
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
@@ -130,7 +151,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			[]string{"vendor", "category"}, nil),
 	}
 
-	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, build, m.policy)
+	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, build, m.policy)
 	if !opts.NoRuntimeCollectors {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -145,6 +166,13 @@ func (m *Metrics) UpstreamError(reason string) {
 		c = m.upstreamErrors[ReasonOther]
 	}
 	c.Inc()
+}
+
+// Rejected counts one refused request; reason is one of RejectReasons.
+func (m *Metrics) Rejected(reason string) {
+	if c, ok := m.rejected[reason]; ok {
+		c.Inc()
+	}
 }
 
 // PolicyCounters are the label children of one policy, resolved once so that

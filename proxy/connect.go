@@ -31,7 +31,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &record{kind: metrics.KindConnect, client: clientAddr(r), method: r.Method, host: host, port: port}
+	if !s.admit(st, w, r, rec, start) {
+		return
+	}
 	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Client: rec.client, Time: s.clock.Now()})
+	rec.decided = true
 	st.counters.Request(rec.decision)
 
 	if rec.decision.Action == rules.Block {
@@ -60,6 +64,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	up, err := s.dialer.DialContext(ctx, "tcp", net.JoinHostPort(host, portStr))
 	cancel()
 	if err != nil {
+		var destErr *DestinationError
+		if errors.As(err, &destErr) {
+			s.refuse(st, w, r, rec, metrics.RejectDestination, destErr.Error(), start)
+			return
+		}
 		reason := upstreamReason(err)
 		s.m.UpstreamError(reason)
 		s.errLog.Debug("upstream error", "host", r.Host, "reason", reason, "error", err)

@@ -58,6 +58,15 @@ type Dialer struct {
 	Resolver Resolver
 	// Timeout bounds one dial; zero means 10 seconds.
 	Timeout time.Duration
+	// Guard, if set, vets every address about to be dialed that did not
+	// come from Overrides (the operator's -resolve is trusted): resolved
+	// addresses and IP literals alike, so a name that resolves to a denied
+	// address is refused whatever its name (no DNS-rebinding gap).
+	// proxy.New installs the destination policy here when Guard is nil.
+	Guard func(netip.AddrPort) error
+	// Dial connects to an address; nil means a net.Dialer. Tests record
+	// the address here instead of connecting.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // DialContext dials addr ("host:port") over TCP.
@@ -78,10 +87,14 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	// is as much a timeout as a SYN that is never answered.
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nd := net.Dialer{KeepAlive: 30 * time.Second}
+	dial := d.Dial
+	if dial == nil {
+		nd := &net.Dialer{KeepAlive: 30 * time.Second}
+		dial = nd.DialContext
+	}
 
 	if ap, ok := d.Overrides[overrideKey(host, port)]; ok {
-		return nd.DialContext(ctx, network, ap.String())
+		return dial(ctx, network, ap.String())
 	}
 	var addrs []netip.Addr
 	if ip, err := netip.ParseAddr(host); err == nil {
@@ -112,7 +125,16 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	// resolved is what is dialed), first success wins.
 	var firstErr error
 	for _, a := range addrs {
-		c, err := nd.DialContext(ctx, network, netip.AddrPortFrom(a.Unmap(), uint16(port)).String())
+		ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
+		if d.Guard != nil {
+			if err := d.Guard(ap); err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+		}
+		c, err := dial(ctx, network, ap.String())
 		if err == nil {
 			return c, nil
 		}

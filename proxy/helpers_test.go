@@ -140,6 +140,10 @@ type envConfig struct {
 	dialerTimeout time.Duration
 	// logTo receives the decision log instead of env.log.
 	logTo io.Writer
+	// dial replaces the Dialer's connect step (to record addresses).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// listeners are passed as proxy.Options.Listeners.
+	listeners []netip.AddrPort
 }
 
 // env is one running proxy with its collaborators.
@@ -198,7 +202,8 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		Metrics:               m,
 		DecisionLog:           slog.New(slog.NewJSONHandler(cmp.Or[io.Writer](cfg.logTo, e.log), nil)),
 		Clock:                 e.clock,
-		Dialer:                &proxy.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout},
+		Dialer:                &proxy.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial},
+		Listeners:             cfg.listeners,
 		DialTimeout:           cfg.dialTimeout,
 		ResponseHeaderTimeout: cfg.responseHeaderTimeout,
 	})

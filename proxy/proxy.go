@@ -66,6 +66,9 @@ type Options struct {
 	// ResponseHeaderTimeout bounds waiting for an upstream's response
 	// headers on plain HTTP (default 60s).
 	ResponseHeaderTimeout time.Duration
+	// Listeners are feedgate's own listening addresses; dials to them are
+	// refused so the proxy cannot be made to loop into itself.
+	Listeners []netip.AddrPort
 }
 
 type systemClock struct{}
@@ -111,6 +114,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.dialer == nil {
 		s.dialer = &Dialer{Timeout: opts.DialTimeout}
+	}
+	if d, ok := s.dialer.(*Dialer); ok && d.Guard == nil {
+		d.Guard = s.checkDestination
 	}
 	if s.log == nil {
 		s.log = discard
@@ -264,6 +270,17 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 		return resp
 	}
 	rec, _ := ctx.Req.Context().Value(recordKey{}).(*record)
+	var destErr *DestinationError
+	if errors.As(ctx.Error, &destErr) {
+		s.m.Rejected(metrics.RejectDestination)
+		if rec != nil {
+			rec.rejected = metrics.RejectDestination
+		}
+		resp := goproxy.NewResponse(ctx.Req, goproxy.ContentTypeText, http.StatusForbidden,
+			"feedgate: request refused: "+destErr.Error()+"\n")
+		resp.Header.Set("X-Feedgate-Reason", metrics.RejectDestination)
+		return resp
+	}
 	if ctx.Req.Context().Err() != nil && errors.Is(ctx.Error, context.Canceled) {
 		// The client went away before the upstream answered: not an
 		// upstream failure. 499 is the usual log status for it.
@@ -331,7 +348,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		port = p
 	}
 	rec := &record{kind: metrics.KindHTTP, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
+	if !s.admit(st, w, r, rec, start) {
+		return
+	}
 	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: r.URL.Path, Client: rec.client, Time: s.clock.Now()})
+	rec.decided = true
 	st.counters.Request(rec.decision)
 
 	if rec.decision.Action == rules.Block {

@@ -29,7 +29,9 @@ type record struct {
 	sent        int64 // client to upstream
 	received    int64 // upstream to client
 	upstreamErr string
-	clientGone  bool // the client closed the request before the answer
+	clientGone  bool   // the client closed the request before the answer
+	decided     bool   // the policy decided (false if refused before that)
+	rejected    string // access-rule refusal reason, "" if none
 	// Bytes of an upgraded connection, copied by goroutines of goproxy.
 	upgradedSent, upgradedReceived atomic.Int64
 }
@@ -46,7 +48,7 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 		s.m.DurationHTTP.Observe(elapsed.Seconds())
 	}
 	level := slog.LevelInfo
-	if rec.decision.Action == rules.Log {
+	if rec.decided && rec.decision.Action == rules.Log || rec.rejected != "" {
 		level = slog.LevelWarn
 	}
 	if !s.log.Enabled(context.Background(), level) {
@@ -63,15 +65,20 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 	if rec.kind == "http" {
 		attrs = append(attrs, slog.String("path", rec.path))
 	}
-	attrs = append(attrs,
-		slog.String("vendor", rec.decision.Vendor),
-		slog.String("category", rec.decision.Category),
-		slog.String("rule", rec.decision.RuleName),
-		slog.String("action", rec.decision.Action.String()),
-		slog.Bool("flagged", rec.decision.Action == rules.Log),
-	)
-	if rec.decision.Reported {
-		attrs = append(attrs, slog.Bool("report_only", true))
+	if rec.decided {
+		attrs = append(attrs,
+			slog.String("vendor", rec.decision.Vendor),
+			slog.String("category", rec.decision.Category),
+			slog.String("rule", rec.decision.RuleName),
+			slog.String("action", rec.decision.Action.String()),
+			slog.Bool("flagged", rec.decision.Action == rules.Log),
+		)
+		if rec.decision.Reported {
+			attrs = append(attrs, slog.Bool("report_only", true))
+		}
+	}
+	if rec.rejected != "" {
+		attrs = append(attrs, slog.String("rejected", rec.rejected))
 	}
 	attrs = append(attrs,
 		slog.Int("status", rec.status),

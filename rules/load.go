@@ -131,6 +131,11 @@ type policyFile struct {
 	DefaultAction string     `toml:"default_action"`
 	Catalogs      []string   `toml:"catalogs"`
 	Rules         []ruleFile `toml:"rule"`
+
+	AllowedClients []string `toml:"allowed_clients"`
+	ConnectPorts   []any    `toml:"connect_ports"`
+	HTTPPorts      []any    `toml:"http_ports"`
+	DenyPrivate    bool     `toml:"deny_private"`
 }
 
 type ruleFile struct {
@@ -288,6 +293,8 @@ func (l *loader) load(file string) *Policy {
 		}
 		p.DefaultAction = a
 	}
+
+	p.Access = f.parseAccess(&pf)
 
 	// Catalogs.
 	vendors := map[string][]string{} // vendor → categories

@@ -188,6 +188,8 @@ type Policy struct {
 	Classes       []Class
 	Catalogs      []CatalogInfo
 	Rules         []*Rule
+	// Access says who may use the proxy and where it may connect.
+	Access Access
 
 	catalog     *hostMatcher
 	transitions []int64 // sorted, unique instants where some rule window opens or closes

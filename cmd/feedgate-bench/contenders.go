@@ -53,7 +53,19 @@ func startFeedgate(dir, bin string, ports originPorts) (*contender, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-pprof"}
+	// The built-in policy with the origin's random ports allowed: feedgate
+	// tunnels only to 443 and plain HTTP only to 80 and 8080 by default.
+	policy, err := os.ReadFile(filepath.Join(moduleRoot(), "configs", "feedgate.toml"))
+	if err != nil {
+		return nil, err
+	}
+	conf := "connect_ports = [\"1-65535\"]\nhttp_ports = [\"1-65535\"]\n" +
+		strings.Replace(string(policy), `catalogs = ["catalog/`, `catalogs = ["builtin:catalog/`, 1)
+	confFile := filepath.Join(dir, "feedgate.toml")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{"-config", confFile, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-pprof"}
 	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
 		args = append(args, "-resolve", fmt.Sprintf("%s:%d:127.0.0.1", benchHost, p))
 	}

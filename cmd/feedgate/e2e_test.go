@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -347,15 +348,15 @@ func TestDefaultAddresses(t *testing.T) {
 			l.Close()
 		}
 	}
-	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "direct ip\n") })
 	inst := startExact(t)
 	if inst.Proxy != "127.0.0.1:3128" || inst.Admin != "127.0.0.1:9128" {
 		t.Fatalf("listening on %s and %s; want 127.0.0.1:3128 and 127.0.0.1:9128", inst.Proxy, inst.Admin)
 	}
-	// An IP literal needs no name resolution.
-	res := curl(t, nil, "-x", "http://127.0.0.1:3128", o.URL+"/")
-	if res.status != "200" || res.body != "direct ip\n" {
-		t.Errorf("through the default proxy: %s %q; want 200", res.status, res.body)
+	// Today is after the updates cut-off: the built-in policy refuses a
+	// Kaspersky update tunnel before any name is resolved.
+	res := curl(t, nil, "-x", "http://127.0.0.1:3128", "-v", "https://s01.upd.kaspersky.com/")
+	if !strings.Contains(res.stderr, "< HTTP/1.1 403 Forbidden") || !strings.Contains(res.stderr, "< X-Feedgate-Rule: updates-cutoff") {
+		t.Errorf("through the default proxy: %q; want the updates cut-off's 403", res.stderr)
 	}
 	for path, want := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {
 		resp, err := http.Get("http://127.0.0.1:9128" + path)
@@ -396,4 +397,22 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// TestRefusesToBeAnOpenProxy: listening beyond loopback needs an explicit
+// allowed_clients, and starts with one.
+func TestRefusesToBeAnOpenProxy(t *testing.T) {
+	out, err := runBinary(t, "", "run", "-listen", "0.0.0.0:0", "-admin", "127.0.0.1:0")
+	if code := exitCode(err); code != 1 || !strings.Contains(out, "open proxy") || !strings.Contains(out, "allowed_clients") {
+		t.Errorf("-listen 0.0.0.0 without allowed_clients: exit %d, %q; want 1 and an explanation", code, out)
+	}
+	policy := filepath.Join(t.TempDir(), "gateway.toml")
+	src := "allowed_clients = [\"127.0.0.0/8\", \"10.0.0.0/8\"]\ncatalogs = [\"builtin:catalog/kaspersky.toml\"]\n"
+	if err := os.WriteFile(policy, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inst := startExact(t, "run", "-config", policy, "-listen", "0.0.0.0:0", "-admin", "127.0.0.1:0")
+	if !strings.HasPrefix(inst.Proxy, "0.0.0.0:") && !strings.HasPrefix(inst.Proxy, "[::]:") {
+		t.Errorf("listening on %s; want all interfaces", inst.Proxy)
+	}
 }

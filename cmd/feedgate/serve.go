@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -96,17 +97,10 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		clock = offsetClock{offset: time.Until(t)}
 	}
 
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
-	srv, err := proxy.New(proxy.Options{
-		Policy: p, Metrics: m, DecisionLog: decisions, ErrorLog: errLog, Clock: clock,
-		Dialer: &proxy.Dialer{Overrides: overrides},
-	})
-	if err != nil {
+	if err := checkOpenProxy(*listen, p); err != nil {
 		fmt.Fprintf(stderr, "feedgate run: %v\n", err)
 		return 1
 	}
-
 	pl, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "feedgate run: proxy listener: %v\n", err)
@@ -116,6 +110,20 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	if err != nil {
 		pl.Close()
 		fmt.Fprintf(stderr, "feedgate run: admin listener: %v\n", err)
+		return 1
+	}
+
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
+	srv, err := proxy.New(proxy.Options{
+		Policy: p, Metrics: m, DecisionLog: decisions, ErrorLog: errLog, Clock: clock,
+		Dialer:    &proxy.Dialer{Overrides: overrides},
+		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
+	})
+	if err != nil {
+		pl.Close()
+		al.Close()
+		fmt.Fprintf(stderr, "feedgate run: %v\n", err)
 		return 1
 	}
 	var ready atomic.Bool
@@ -155,6 +163,31 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	}
 	errLog.Info("stopped")
 	return status
+}
+
+// checkOpenProxy refuses to listen beyond loopback with the default client
+// list: that would be an open proxy, or, for the default list, a proxy
+// nobody on the network can use.
+func checkOpenProxy(listen string, p *rules.Policy) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("-listen %q: %w", listen, err)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || host == "localhost" {
+		return nil
+	}
+	if !p.Access.ClientsConfigured {
+		return fmt.Errorf("-listen %s reaches beyond loopback, but the policy %s sets no allowed_clients: "+
+			"feedgate would be an open proxy. Add allowed_clients = [\"10.0.0.0/8\", ...] with the networks that may use it", listen, p.File)
+	}
+	return nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
 }
 
 func adminMux(reg *prometheus.Registry, ready *atomic.Bool, withPprof bool) *http.ServeMux {

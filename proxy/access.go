@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/feedgate/feedgate/metrics"
+)
+
+// DestinationError is a dial refused by the destination policy.
+type DestinationError struct {
+	Addr   netip.AddrPort
+	Reason string // e.g. "loopback", "link-local", "private", "feedgate itself"
+}
+
+func (e *DestinationError) Error() string {
+	return fmt.Sprintf("destination %s refused: %s address", e.Addr, e.Reason)
+}
+
+// Ranges a proxy at the network edge must never be tricked into reaching;
+// IsPrivate and the netip predicates cover the rest.
+var (
+	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")     // RFC 1122 "this network"
+	sharedSpace = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598 carrier-grade NAT
+)
+
+// checkDestination is the destination policy, applied to the address that
+// is actually dialed.
+func (s *Server) checkDestination(ap netip.AddrPort) error {
+	ip := ap.Addr().Unmap()
+	reason := ""
+	switch {
+	case ip.IsLoopback():
+		reason = "loopback"
+	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
+		// 169.254.169.254, the cloud metadata service, is link-local.
+		reason = "link-local"
+	case ip.IsUnspecified(), ip.Is4() && thisNetwork.Contains(ip):
+		reason = "unspecified"
+	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+		reason = "multicast"
+	case s.isOwnListener(netip.AddrPortFrom(ip, ap.Port())):
+		reason = "feedgate itself"
+	case s.state.Load().policy.Access.DenyPrivate && (ip.IsPrivate() || sharedSpace.Contains(ip)):
+		reason = "private"
+	}
+	if reason == "" {
+		return nil
+	}
+	return &DestinationError{Addr: ap, Reason: reason}
+}
+
+// isOwnListener reports a dial that would loop back into one of feedgate's
+// own listeners.
+func (s *Server) isOwnListener(ap netip.AddrPort) bool {
+	for _, l := range s.opts.Listeners {
+		if l.Port() == ap.Port() && (l.Addr() == ap.Addr() || l.Addr().IsUnspecified()) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers a request refused by the access rules: 403 with the reason
+// in X-Feedgate-Reason, counted, and recorded. A refused CONNECT gets the
+// reply in one write and a lingering close, like a policy block.
+func (s *Server) refuse(st *state, w http.ResponseWriter, r *http.Request, rec *record, reason, detail string, start time.Time) {
+	s.m.Rejected(reason)
+	rec.status, rec.rejected = http.StatusForbidden, reason
+	body := "feedgate: request refused: " + detail + "\n"
+	if r.Method == http.MethodConnect {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_, _ = io.WriteString(conn, "HTTP/1.1 403 Forbidden\r\n"+
+				"Content-Type: text/plain; charset=utf-8\r\n"+
+				"Content-Length: "+strconv.Itoa(len(body))+"\r\n"+
+				"X-Feedgate-Reason: "+reason+"\r\n"+
+				"Cache-Control: no-store\r\n"+
+				"Connection: close\r\n\r\n"+body)
+			s.finish(st, rec, start)
+			lingerClose(conn)
+			return
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Feedgate-Reason", reason)
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusForbidden)
+	_, _ = io.WriteString(w, body)
+	s.finish(st, rec, start)
+}
+
+// admit applies the client and port rules before anything else happens. It
+// reports false when it has answered the request itself.
+func (s *Server) admit(st *state, w http.ResponseWriter, r *http.Request, rec *record, start time.Time) bool {
+	a := &st.policy.Access
+	if !a.ClientAllowed(rec.client) {
+		s.refuse(st, w, r, rec, metrics.RejectClient, "client "+clientString(rec.client)+" is not in allowed_clients", start)
+		return false
+	}
+	if r.Method == http.MethodConnect && !a.ConnectPortAllowed(rec.port) {
+		s.refuse(st, w, r, rec, metrics.RejectPort, "CONNECT to port "+strconv.Itoa(rec.port)+" is not allowed (connect_ports: "+a.ConnectPorts()+")", start)
+		return false
+	}
+	if r.Method != http.MethodConnect && !a.HTTPPortAllowed(rec.port) {
+		s.refuse(st, w, r, rec, metrics.RejectPort, "plain HTTP to port "+strconv.Itoa(rec.port)+" is not allowed (http_ports: "+a.HTTPPorts()+")", start)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,138 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Access holds who may use the proxy and where it may connect: the
+// settings that keep feedgate from being an open proxy. They sit at the top
+// level of the policy file.
+type Access struct {
+	// AllowedClients lists the client networks that may use the proxy.
+	// The default is loopback only.
+	AllowedClients []netip.Prefix
+	// ClientsConfigured reports whether allowed_clients was set in the
+	// file; feedgate refuses to listen beyond loopback without it.
+	ClientsConfigured bool
+	// DenyPrivate also refuses destinations in private ranges (RFC 1918,
+	// RFC 6598 shared space, IPv6 ULA). Off by default: an internal egress
+	// gateway often proxies to internal mirrors.
+	DenyPrivate bool
+
+	connectPorts, httpPorts []portRange
+}
+
+// defaultAccess is loopback clients only, tunnels only to TLS (as Squid and
+// smokescreen ship), plain HTTP to 80 and 8080.
+func defaultAccess() Access {
+	return Access{
+		AllowedClients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		connectPorts:   []portRange{{443, 443}},
+		httpPorts:      []portRange{{80, 80}, {8080, 8080}},
+	}
+}
+
+// ClientAllowed reports whether a client address may use the proxy.
+func (a *Access) ClientAllowed(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range a.AllowedClients {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// ConnectPortAllowed reports whether CONNECT may go to port.
+func (a *Access) ConnectPortAllowed(port int) bool { return inPorts(a.connectPorts, port) }
+
+// HTTPPortAllowed reports whether plain HTTP may go to port.
+func (a *Access) HTTPPortAllowed(port int) bool { return inPorts(a.httpPorts, port) }
+
+// ConnectPorts and HTTPPorts describe the port lists, for messages.
+func (a *Access) ConnectPorts() string { return portsString(a.connectPorts) }
+
+// HTTPPorts describes the plain-HTTP port list.
+func (a *Access) HTTPPorts() string { return portsString(a.httpPorts) }
+
+func inPorts(list []portRange, port int) bool {
+	for _, r := range list {
+		if port >= int(r.lo) && port <= int(r.hi) {
+			return true
+		}
+	}
+	return false
+}
+
+func portsString(list []portRange) string {
+	s := make([]string, len(list))
+	for i, r := range list {
+		s[i] = r.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// parseAccess validates the access keys of a policy file.
+func (f *fileCtx) parseAccess(pf *policyFile) Access {
+	a := defaultAccess()
+	a.DenyPrivate = pf.DenyPrivate
+	if pf.AllowedClients != nil {
+		a.ClientsConfigured = true
+		a.AllowedClients = nil
+		for _, s := range pf.AllowedClients {
+			p, err := parseClientNet(s)
+			if err != nil {
+				f.errorf("allowed_clients", "%v", err)
+				continue
+			}
+			a.AllowedClients = append(a.AllowedClients, p)
+		}
+	}
+	if pf.ConnectPorts != nil {
+		a.connectPorts = f.parsePortList("connect_ports", pf.ConnectPorts)
+	}
+	if pf.HTTPPorts != nil {
+		a.httpPorts = f.parsePortList("http_ports", pf.HTTPPorts)
+	}
+	return a
+}
+
+// parseClientNet parses a CIDR, or a bare address as a one-address network.
+func parseClientNet(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("client network %q has host bits set: did you mean %s?", s, p.Masked())
+		}
+		return p, nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("client network %q: want a CIDR such as \"10.0.0.0/8\" or an address", s)
+}
+
+// parsePortList parses a list of ports (integers) and ranges ("8000-8099").
+func (f *fileCtx) parsePortList(key string, values []any) []portRange {
+	out := []portRange{}
+	for _, v := range values {
+		var s string
+		switch x := v.(type) {
+		case int64:
+			s = fmt.Sprint(x)
+		case string:
+			s = x
+		default:
+			f.errorf(key, "port %v: want a number such as 443 or a range such as \"8000-8099\"", v)
+			continue
+		}
+		r, err := parsePortRange(s)
+		if err != nil {
+			f.errorf(key, "%v", err)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
