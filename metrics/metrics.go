@@ -50,10 +50,20 @@ const (
 	RejectClient      = "client"      // the client is not in allowed_clients
 	RejectPort        = "port"        // the port is not in connect_ports or http_ports
 	RejectDestination = "destination" // the address dialed is in a denied range
+	RejectLimit       = "limit"       // max_connections or max_tunnels reached
 )
 
 // RejectReasons lists every refusal reason.
-func RejectReasons() []string { return []string{RejectClient, RejectPort, RejectDestination} }
+func RejectReasons() []string {
+	return []string{RejectClient, RejectPort, RejectDestination, RejectLimit}
+}
+
+// Tunnel close reasons, the values of the "reason" label of
+// feedgate_tunnels_closed_total (tunnels closed by feedgate, not by a peer).
+const (
+	TunnelIdle     = "idle"     // no bytes either way for tunnel_idle_timeout
+	TunnelShutdown = "shutdown" // feedgate was stopping
+)
 
 // Transfer directions, the values of the "direction" label.
 const (
@@ -82,6 +92,7 @@ type Metrics struct {
 	transferred    *prometheus.CounterVec
 	upstreamErrors map[string]prometheus.Counter
 	rejected       map[string]prometheus.Counter
+	tunnelsClosed  map[string]prometheus.Counter
 
 	// ActiveHTTP and ActiveConnect count connections in flight.
 	ActiveHTTP, ActiveConnect prometheus.Gauge
@@ -110,10 +121,18 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	}
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "rejected_total",
-		Help: "Requests refused by the access rules, by reason (client, port, destination).",
+		Help: "Requests refused by the access rules or limits, by reason (client, port, destination, limit).",
 	}, []string{"reason"})
 	for _, r := range RejectReasons() {
 		m.rejected[r] = rejected.WithLabelValues(r)
+	}
+	tunnelsClosed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "tunnels_closed_total",
+		Help: "Tunnels closed by feedgate rather than by a peer, by reason (idle, shutdown).",
+	}, []string{"reason"})
+	m.tunnelsClosed = map[string]prometheus.Counter{}
+	for _, r := range []string{TunnelIdle, TunnelShutdown} {
+		m.tunnelsClosed[r] = tunnelsClosed.WithLabelValues(r)
 	}
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
@@ -151,7 +170,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			[]string{"vendor", "category"}, nil),
 	}
 
-	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, build, m.policy)
+	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, build, m.policy)
 	if !opts.NoRuntimeCollectors {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -171,6 +190,14 @@ func (m *Metrics) UpstreamError(reason string) {
 // Rejected counts one refused request; reason is one of RejectReasons.
 func (m *Metrics) Rejected(reason string) {
 	if c, ok := m.rejected[reason]; ok {
+		c.Inc()
+	}
+}
+
+// TunnelClosed counts a tunnel feedgate closed; reason is TunnelIdle or
+// TunnelShutdown.
+func (m *Metrics) TunnelClosed(reason string) {
+	if c, ok := m.tunnelsClosed[reason]; ok {
 		c.Inc()
 	}
 }

@@ -43,7 +43,7 @@ func (d *recordingDial) dialed() []string {
 func policyWith(t *testing.T, keys string) envConfig {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "policy.toml")
-	if err := os.WriteFile(file, []byte(keys+"\ncatalogs = [\"builtin:catalog/kaspersky.toml\"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte("catalogs = [\"builtin:catalog/kaspersky.toml\"]\n"+keys+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return envConfig{policy: loadTestPolicy(t, file)}

@@ -58,6 +58,19 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// A tunnel slot is held from here until the tunnel closes.
+	n := s.tunnelSlots.Add(1)
+	defer s.tunnelSlots.Add(-1)
+	if lim := st.policy.Limits; n > int64(lim.MaxTunnels) {
+		s.m.Rejected(metrics.RejectLimit)
+		rec.status, rec.rejected = http.StatusServiceUnavailable, metrics.RejectLimit
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("X-Feedgate-Reason", metrics.RejectLimit)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: too many tunnels open", http.StatusServiceUnavailable)
+		s.finish(st, rec, start)
+		return
+	}
 	s.m.ActiveConnect.Inc()
 	defer s.m.ActiveConnect.Dec()
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.DialTimeout)
@@ -90,7 +103,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		reply = established10
 	}
-	t := &tunnel{client: conn, upstream: up}
+	t := &tunnel{client: conn, upstream: up, idle: st.policy.Limits.TunnelIdleTimeout}
 	s.tunnels.add(t)
 	defer s.tunnels.remove(t)
 	if _, err := io.WriteString(conn, reply); err != nil {
@@ -107,6 +120,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t.run(st.counters, rec.decision.Class)
+	if t.idleClosed.Load() {
+		s.m.TunnelClosed(metrics.TunnelIdle)
+		rec.closed = metrics.TunnelIdle
+	}
 	rec.sent, rec.received = t.sent.Load(), t.received.Load()
 	s.finish(st, rec, start)
 }
@@ -116,6 +133,33 @@ type tunnel struct {
 	client, upstream net.Conn
 	sent, received   atomic.Int64
 	closeOnce        sync.Once
+	// idle closes the tunnel after no bytes in either direction for this
+	// long; lastActive (UnixNano) is when either direction last moved.
+	idle       time.Duration
+	lastActive atomic.Int64
+	idleClosed atomic.Bool
+	// kernelMu guards the byte counts the kernel reported at the last
+	// idle check, for both sockets.
+	kernelMu   sync.Mutex
+	kernelRcvd [2]uint64
+}
+
+// kernelSawBytes reports whether either socket received bytes since the
+// last check. The other direction may be busy inside a splice chunk, whose
+// bytes the copy loop learns of only when the chunk ends; the kernel's
+// counters see them at once. When the kernel cannot tell, it answers true:
+// an unknown state never closes a tunnel.
+func (t *tunnel) kernelSawBytes() bool {
+	c, ok1 := bytesReceived(t.client)
+	u, ok2 := bytesReceived(t.upstream)
+	if !ok1 || !ok2 {
+		return true
+	}
+	t.kernelMu.Lock()
+	defer t.kernelMu.Unlock()
+	moved := c != t.kernelRcvd[0] || u != t.kernelRcvd[1]
+	t.kernelRcvd = [2]uint64{c, u}
+	return moved
 }
 
 func (t *tunnel) close() {
@@ -127,6 +171,10 @@ func (t *tunnel) close() {
 
 // run copies both directions until both are done, passing half-closes on.
 func (t *tunnel) run(pc *metrics.PolicyCounters, class int) {
+	t.lastActive.Store(time.Now().UnixNano())
+	if t.idle > 0 {
+		t.kernelSawBytes() // the baseline for the first idle check
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -145,15 +193,38 @@ const chunk = 1 << 20
 
 // pipe copies src to dst. At a clean end of src it half-closes dst so the
 // other direction can finish; on an error it closes both.
+//
+// Each chunk starts with a read deadline one idle timeout away. A deadline
+// that expires after some bytes moved, or while the other direction moved
+// recently, only starts a new chunk: the tunnel closes when neither
+// direction moved for the idle timeout. No wrapper comes between the
+// connections, so the copy stays on splice.
 func (t *tunnel) pipe(dst, src net.Conn, count func(int64)) {
 	lr := &io.LimitedReader{R: src}
 	for {
 		lr.N = chunk
+		if t.idle > 0 {
+			_ = src.SetReadDeadline(time.Now().Add(t.idle))
+		}
 		n, err := io.Copy(dst, lr)
 		if n > 0 {
 			count(n)
+			t.lastActive.Store(time.Now().UnixNano())
 		}
 		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && t.idle > 0 {
+				if n > 0 || time.Since(time.Unix(0, t.lastActive.Load())) < t.idle {
+					continue
+				}
+				if t.kernelSawBytes() {
+					t.lastActive.Store(time.Now().UnixNano())
+					continue
+				}
+				t.idleClosed.Store(true)
+				t.close()
+				return
+			}
 			if !errors.Is(err, net.ErrClosed) {
 				t.close()
 			}

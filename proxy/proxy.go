@@ -94,6 +94,9 @@ type Server struct {
 	pool    *upstreamPool
 	state   atomic.Pointer[state]
 	tunnels tunnelSet
+	// conns counts client connections the HTTP server holds (hijacked ones
+	// leave it); tunnelSlots counts CONNECTs from admission to close.
+	conns, tunnelSlots atomic.Int64
 }
 
 // New builds a Server.
@@ -506,15 +509,46 @@ func (s *Server) HTTPServer() *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
+		ConnState:         s.connState,
 	}
 }
+
+// connState enforces max_connections. Counting happens here rather than in
+// a listener wrapper, because a wrapped connection would no longer be a
+// *net.TCPConn once hijacked, and tunnels would lose the kernel's splice.
+func (s *Server) connState(c net.Conn, cs http.ConnState) {
+	switch cs {
+	case http.StateNew:
+		n := s.conns.Add(1)
+		if max := s.state.Load().policy.Limits.MaxConnections; n+s.tunnelSlots.Load() > int64(max) {
+			s.m.Rejected(metrics.RejectLimit)
+			// The server has not read anything yet: answer and close.
+			// Closing makes the server report StateClosed, which
+			// gives the slot back.
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = io.WriteString(c, overloaded)
+			_ = c.Close()
+		}
+	case http.StateHijacked, http.StateClosed:
+		s.conns.Add(-1)
+	}
+}
+
+// overloaded is the reply to a connection or tunnel beyond the limits.
+const overloaded = "HTTP/1.1 503 Service Unavailable\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\n" +
+	"Retry-After: 1\r\n" +
+	"X-Feedgate-Reason: limit\r\n" +
+	"Content-Length: 36\r\n" +
+	"Connection: close\r\n\r\n" +
+	"feedgate: too many connections open\n"
 
 // Shutdown closes the tunnels that are still open, so that their records are
 // written, and waits for them up to ctx's deadline. Call it after
 // http.Server.Shutdown, which does not see hijacked connections.
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.pool.closeIdle()
-	return s.tunnels.closeAll(ctx)
+	return s.tunnels.closeAll(ctx, s.m)
 }
 
 // tunnelSet tracks open tunnels for shutdown.
@@ -541,9 +575,10 @@ func (ts *tunnelSet) remove(t *tunnel) {
 	ts.wg.Done()
 }
 
-func (ts *tunnelSet) closeAll(ctx context.Context) error {
+func (ts *tunnelSet) closeAll(ctx context.Context, m *metrics.Metrics) error {
 	ts.mu.Lock()
 	for t := range ts.open {
+		m.TunnelClosed(metrics.TunnelShutdown)
 		t.close()
 	}
 	ts.mu.Unlock()

@@ -32,6 +32,7 @@ type record struct {
 	clientGone  bool   // the client closed the request before the answer
 	decided     bool   // the policy decided (false if refused before that)
 	rejected    string // access-rule refusal reason, "" if none
+	closed      string // why feedgate closed a tunnel ("idle"), "" if a peer did
 	// Bytes of an upgraded connection, copied by goroutines of goproxy.
 	upgradedSent, upgradedReceived atomic.Int64
 }
@@ -87,6 +88,9 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 		slog.Float64("duration_seconds", elapsed.Seconds()),
 		slog.String("policy", st.policy.Name),
 	)
+	if rec.closed != "" {
+		attrs = append(attrs, slog.String("closed", rec.closed))
+	}
 	if rec.upstreamErr != "" {
 		attrs = append(attrs, slog.String("error", rec.upstreamErr))
 	}

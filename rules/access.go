@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Access holds who may use the proxy and where it may connect: the
@@ -135,4 +136,56 @@ func (f *fileCtx) parsePortList(key string, values []any) []portRange {
 		out = append(out, r)
 	}
 	return out
+}
+
+// Limits bound the resources clients can hold. They sit in the [limits]
+// table of the policy file; zero values mean the defaults below.
+type Limits struct {
+	// MaxConnections caps concurrent client connections (tunnels
+	// included); a connection beyond it is answered 503 and closed.
+	MaxConnections int
+	// MaxTunnels caps concurrent CONNECT tunnels; beyond it a CONNECT is
+	// answered 503 with Retry-After.
+	MaxTunnels int
+	// TunnelIdleTimeout closes a tunnel with no bytes in either direction
+	// for this long (Squid's read_timeout is 15 minutes).
+	TunnelIdleTimeout time.Duration
+}
+
+// Default limits.
+const (
+	DefaultMaxConnections    = 10000
+	DefaultMaxTunnels        = 5000
+	DefaultTunnelIdleTimeout = 15 * time.Minute
+)
+
+type limitsFile struct {
+	MaxConnections    int           `toml:"max_connections"`
+	MaxTunnels        int           `toml:"max_tunnels"`
+	TunnelIdleTimeout time.Duration `toml:"tunnel_idle_timeout"`
+}
+
+func (f *fileCtx) parseLimits(lf limitsFile) Limits {
+	l := Limits{MaxConnections: DefaultMaxConnections, MaxTunnels: DefaultMaxTunnels, TunnelIdleTimeout: DefaultTunnelIdleTimeout}
+	if lf.MaxConnections < 0 || lf.MaxTunnels < 0 {
+		f.errorf("limits", "limits must not be negative")
+	}
+	if lf.TunnelIdleTimeout < 0 {
+		f.errorf("limits.tunnel_idle_timeout", "tunnel_idle_timeout must not be negative")
+	} else if lf.TunnelIdleTimeout > 0 && lf.TunnelIdleTimeout < time.Second {
+		f.errorf("limits.tunnel_idle_timeout", "tunnel_idle_timeout %s is shorter than a second: write a duration such as \"15m\"", lf.TunnelIdleTimeout)
+	}
+	if lf.MaxConnections > 0 {
+		l.MaxConnections = lf.MaxConnections
+	}
+	if lf.MaxTunnels > 0 {
+		l.MaxTunnels = lf.MaxTunnels
+	}
+	if lf.TunnelIdleTimeout > 0 {
+		l.TunnelIdleTimeout = lf.TunnelIdleTimeout
+	}
+	if l.MaxTunnels > l.MaxConnections {
+		f.errorf("limits.max_tunnels", "max_tunnels (%d) is above max_connections (%d): every tunnel is a client connection", l.MaxTunnels, l.MaxConnections)
+	}
+	return l
 }

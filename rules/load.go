@@ -136,6 +136,8 @@ type policyFile struct {
 	ConnectPorts   []any    `toml:"connect_ports"`
 	HTTPPorts      []any    `toml:"http_ports"`
 	DenyPrivate    bool     `toml:"deny_private"`
+
+	Limits limitsFile `toml:"limits"`
 }
 
 type ruleFile struct {
@@ -295,6 +297,7 @@ func (l *loader) load(file string) *Policy {
 	}
 
 	p.Access = f.parseAccess(&pf)
+	p.Limits = f.parseLimits(pf.Limits)
 
 	// Catalogs.
 	vendors := map[string][]string{} // vendor → categories

@@ -190,6 +190,8 @@ type Policy struct {
 	Rules         []*Rule
 	// Access says who may use the proxy and where it may connect.
 	Access Access
+	// Limits bound the resources clients can hold.
+	Limits Limits
 
 	catalog     *hostMatcher
 	transitions []int64 // sorted, unique instants where some rule window opens or closes
