@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +24,12 @@ const (
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := s.state.Load()
-	host, portStr, err := net.SplitHostPort(r.Host)
+	// The target must be in authority form, host:port, and nothing else:
+	// no path, no userinfo, not an origin-form path with a Host header.
+	target := r.RequestURI
+	host, portStr, err := net.SplitHostPort(target)
 	port, perr := strconv.Atoi(portStr)
-	if err != nil || host == "" || perr != nil || port <= 0 || port > 65535 {
+	if err != nil || host == "" || perr != nil || port <= 0 || port > 65535 || strings.ContainsAny(target, "/@?#") {
 		w.Header().Set("Connection", "close")
 		http.Error(w, "feedgate: CONNECT needs a target of the form host:port", http.StatusBadRequest)
 		return
@@ -73,7 +77,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.ActiveConnect.Inc()
 	defer s.m.ActiveConnect.Dec()
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.DialTimeout)
+	// net/http cancels the request's context when it reads the client's
+	// EOF, which a client that sends CONNECT and half-closes at once (nc -N)
+	// causes; the tunnel must still be made and the half-close passed on.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.DialTimeout)
 	up, err := s.dialer.DialContext(ctx, "tcp", net.JoinHostPort(host, portStr))
 	cancel()
 	if err != nil {
@@ -161,6 +168,9 @@ func (t *tunnel) kernelSawBytes() bool {
 	t.kernelRcvd = [2]uint64{c, u}
 	return moved
 }
+
+// Close closes both sides; it implements io.Closer for the tunnel set.
+func (t *tunnel) Close() error { t.close(); return nil }
 
 func (t *tunnel) close() {
 	t.closeOnce.Do(func() {

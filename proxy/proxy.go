@@ -269,10 +269,19 @@ func (b *upgradedBody) Write(p []byte) (int, error) {
 // onResponse replaces goproxy's error reply (a 500 whose body is the raw
 // error) with a 502/504 that names only the failure class.
 func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+	if resp != nil && framedAmbiguously(ctx.Req) {
+		closeAfterChunked(resp.Header)
+	}
 	if resp != nil || ctx.Error == nil {
 		return resp
 	}
 	rec, _ := ctx.Req.Context().Value(recordKey{}).(*record)
+	if rec != nil && rec.clientErr != nil {
+		resp := goproxy.NewResponse(ctx.Req, goproxy.ContentTypeText, http.StatusBadRequest,
+			"feedgate: malformed request body\n")
+		resp.Close = true
+		return resp
+	}
 	var destErr *DestinationError
 	if errors.As(ctx.Error, &destErr) {
 		s.m.Rejected(metrics.RejectDestination)
@@ -301,6 +310,22 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 	return errorResponse(ctx.Req, reason)
 }
 
+// closeAfterChunked closes the client connection after a response to a
+// chunked request. A request that came with both Content-Length and
+// Transfer-Encoding (net/http drops the Content-Length, as RFC 9112 6.3
+// says, before we see it) may be a smuggling attempt that a device in front
+// of feedgate framed differently; not reading another request from that
+// connection leaves nothing to smuggle.
+func closeAfterChunked(h http.Header) { h.Set("Connection", "close") }
+
+// framedAmbiguously reports a request after which the connection is
+// closed: a chunked one (see closeAfterChunked), or an HTTP/1.0 one with a
+// body, for which net/http ignores any Transfer-Encoding and frames by
+// Content-Length where another parser may not.
+func framedAmbiguously(r *http.Request) bool {
+	return len(r.TransferEncoding) > 0 || r.ProtoMajor == 1 && r.ProtoMinor == 0 && r.ContentLength != 0
+}
+
 func errorResponse(req *http.Request, reason string) *http.Response {
 	status := upstreamStatus(reason)
 	body := "feedgate: " + upstreamMessage(reason) + " (" + req.URL.Host + ")\n"
@@ -315,7 +340,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveConnect(w, r)
 		return
 	}
-	if !r.URL.IsAbs() || r.URL.Host == "" {
+	if !r.URL.IsAbs() || r.URL.Hostname() == "" {
 		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT", http.StatusBadRequest)
 		return
 	}
@@ -361,6 +386,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec.decision.Action == rules.Block {
 		b := st.blocks[rec.decision.Rule+1][rec.decision.Class]
 		h := w.Header()
+		if framedAmbiguously(r) {
+			closeAfterChunked(h)
+		}
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		h.Set("Content-Length", strconv.Itoa(len(b.body)))
 		h.Set("X-Feedgate-Rule", b.rule)
@@ -380,14 +408,15 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Close = false
 	addVia(r.Header, r)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{rc: r.Body, n: &rec.sent}
+		r.Body = &countingBody{rc: r.Body, rec: rec}
 	}
-	cw := &countingWriter{ResponseWriter: w}
+	cw := &countingWriter{ResponseWriter: w, tunnels: &s.tunnels}
 	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), recordKey{}, rec)))
 	if cw.hijacked != nil {
 		// goproxy returns from a websocket as soon as one side ends but
 		// never closes the client side; do it, so the client sees EOF.
 		_ = cw.hijacked.Close()
+		defer s.tunnels.remove(cw.hijacked) // after the record is written
 	}
 	rec.status, rec.received = cw.status, cw.n+rec.upgradedReceived.Load()
 	if rec.clientGone {
@@ -441,6 +470,7 @@ type countingWriter struct {
 	status   int
 	n        int64
 	hijacked net.Conn
+	tunnels  *tunnelSet
 }
 
 func (w *countingWriter) WriteHeader(code int) {
@@ -480,20 +510,30 @@ func (w *countingWriter) Flush() { _ = http.NewResponseController(w.ResponseWrit
 
 func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	w.hijacked = c
+	if err == nil {
+		w.hijacked = c
+		// Shutdown must see the upgraded connection; serveHTTP removes
+		// it once goproxy is done with it.
+		w.tunnels.add(c)
+	}
 	return c, brw, err
 }
 
 func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type countingBody struct {
-	rc io.ReadCloser
-	n  *int64
+	rc  io.ReadCloser
+	rec *record
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	*b.n += int64(n)
+	b.rec.sent += int64(n)
+	if err != nil && err != io.EOF && b.rec.clientErr == nil {
+		// A malformed body (bad chunking, short Content-Length) is the
+		// client's fault, not the upstream's.
+		b.rec.clientErr = err
+	}
 	return n, err
 }
 
@@ -551,35 +591,39 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.tunnels.closeAll(ctx, s.m)
 }
 
-// tunnelSet tracks open tunnels for shutdown.
+// tunnelSet tracks the connections http.Server.Shutdown cannot see because
+// they were hijacked: CONNECT tunnels and upgraded (websocket) connections.
+// Shutdown closes them and waits until their records are written.
 type tunnelSet struct {
 	mu   sync.Mutex
-	open map[*tunnel]struct{}
+	open map[io.Closer]struct{}
 	wg   sync.WaitGroup
 }
 
-func (ts *tunnelSet) add(t *tunnel) {
+func (ts *tunnelSet) add(c io.Closer) {
 	ts.mu.Lock()
 	if ts.open == nil {
-		ts.open = map[*tunnel]struct{}{}
+		ts.open = map[io.Closer]struct{}{}
 	}
-	ts.open[t] = struct{}{}
+	ts.open[c] = struct{}{}
 	ts.wg.Add(1)
 	ts.mu.Unlock()
 }
 
-func (ts *tunnelSet) remove(t *tunnel) {
+func (ts *tunnelSet) remove(c io.Closer) {
 	ts.mu.Lock()
-	delete(ts.open, t)
+	delete(ts.open, c)
 	ts.mu.Unlock()
 	ts.wg.Done()
 }
 
 func (ts *tunnelSet) closeAll(ctx context.Context, m *metrics.Metrics) error {
 	ts.mu.Lock()
-	for t := range ts.open {
-		m.TunnelClosed(metrics.TunnelShutdown)
-		t.close()
+	for c := range ts.open {
+		if _, isTunnel := c.(*tunnel); isTunnel {
+			m.TunnelClosed(metrics.TunnelShutdown)
+		}
+		_ = c.Close()
 	}
 	ts.mu.Unlock()
 	done := make(chan struct{})

@@ -33,6 +33,7 @@ type record struct {
 	decided     bool   // the policy decided (false if refused before that)
 	rejected    string // access-rule refusal reason, "" if none
 	closed      string // why feedgate closed a tunnel ("idle"), "" if a peer did
+	clientErr   error  // reading the client's request body failed
 	// Bytes of an upgraded connection, copied by goroutines of goproxy.
 	upgradedSent, upgradedReceived atomic.Int64
 }
