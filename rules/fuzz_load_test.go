@@ -1,0 +1,214 @@
+package rules_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// fixedPolicy names the fuzzed catalog, so that catalogs are fuzzed behind
+// a valid policy as well as behind fuzzed ones.
+const fixedPolicy = `name = "fuzz-fixed"
+catalogs = ["catalog.toml"]
+
+[[rule]]
+name = "example-hosts"
+hosts = ["*.example.com", "www.example.net"]
+action = "block"
+from = 2024-09-29T00:00:00Z
+`
+
+// FuzzLoad writes the fuzzed bytes as a policy file and as a catalog, and
+// loads both the fuzzed policy and a fixed one that names the catalog.
+// Properties: Load never panics; it fails only with a *rules.ConfigError
+// whose every problem names its file and either a line within that file, a
+// key path, or a read error; warnings are positioned the same way; the
+// same input gives the same result twice; and a policy that loads decides
+// and explains requests.
+func FuzzLoad(f *testing.F) {
+	read := func(name string) []byte {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return b
+	}
+	// The catalog seeds are small (the fuzzer shrinks every input it
+	// finds interesting, and shrinking an 18 KiB catalog takes a minute):
+	// testdata/catalog/example.toml, which most bad policies name, and the
+	// bad catalogs.
+	example := read("testdata/catalog/example.toml")
+	f.Add([]byte(fixedPolicy), example)
+	f.Add(read("../configs/feedgate.toml"), example)
+	policies, err := filepath.Glob("testdata/bad/*.toml")
+	if err != nil || len(policies) == 0 {
+		f.Fatalf("no bad policies in testdata/bad (%v)", err)
+	}
+	for _, p := range policies {
+		f.Add(read(p), example)
+	}
+	catalogs, err := filepath.Glob("testdata/bad/catalog/*.toml")
+	if err != nil || len(catalogs) == 0 {
+		f.Fatalf("no bad catalogs in testdata/bad/catalog (%v)", err)
+	}
+	for _, c := range catalogs {
+		f.Add([]byte(fixedPolicy), read(c))
+	}
+
+	at := time.Date(2024, 10, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, policy, catalog []byte) {
+		// The catalog is found under each name the seeds use:
+		// catalog.toml (the fixed policy), catalog/kaspersky.toml
+		// (configs/feedgate.toml) and ../catalog/example.toml (the bad
+		// policies).
+		dir := filepath.ToSlash(t.TempDir())
+		files := map[string][]byte{
+			dir + "/p/policy.toml":            policy,
+			dir + "/p/fixed.toml":             []byte(fixedPolicy),
+			dir + "/p/catalog.toml":           catalog,
+			dir + "/p/catalog/kaspersky.toml": catalog,
+			dir + "/catalog/example.toml":     catalog,
+		}
+		for name, b := range files {
+			if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(name, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, file := range []string{dir + "/p/policy.toml", dir + "/p/fixed.toml"} {
+			p, warns, err := rules.Load(rules.Dir{}, file, rules.Options{})
+			checkProblems(t, file, files, warns)
+			p2, warns2, err2 := rules.Load(rules.Dir{}, file, rules.Options{})
+			if errString(err) != errString(err2) || !slices.Equal(warns, warns2) || (p == nil) != (p2 == nil) {
+				t.Fatalf("Load(%s) twice: %v / %v, then %v / %v; want the same result", file, err, warns, err2, warns2)
+			}
+			if err != nil {
+				var ce *rules.ConfigError
+				if !errors.As(err, &ce) {
+					t.Fatalf("Load(%s) error %v (%T); want a *rules.ConfigError", file, err, err)
+				}
+				if len(ce.Problems) == 0 {
+					t.Fatalf("Load(%s) returned a ConfigError without problems", file)
+				}
+				checkProblems(t, file, files, ce.Problems)
+				if p != nil {
+					t.Fatalf("Load(%s) returned a policy with error %v", file, err)
+				}
+				continue
+			}
+			if p == nil {
+				t.Fatalf("Load(%s) returned no policy and no error", file)
+			}
+			for _, host := range []string{"www.example.com", "dnl-01.geo.kaspersky.com", "activation-v2.kaspersky.com", "[::1]"} {
+				req := rules.Request{Host: host, Port: 443, Time: at}
+				if d, e := p.Decide(req), p.Explain(req); e.Decision != d {
+					t.Fatalf("Load(%s): Explain(%s).Decision = %+v; want Decide's %+v", file, host, e.Decision, d)
+				}
+			}
+		}
+	})
+}
+
+// checkProblems asserts that every problem names a file and a place in it:
+// a line within the file (its content is in files, when the test wrote
+// it), or a key path, or else says the file could not be read.
+func checkProblems(t *testing.T, loaded string, files map[string][]byte, ps []rules.Problem) {
+	t.Helper()
+	for _, p := range ps {
+		switch {
+		case p.File == "":
+			t.Errorf("Load(%s): problem %q names no file", loaded, p.Message)
+		case p.Message == "":
+			t.Errorf("Load(%s): problem %+v has no message", loaded, p)
+		case p.Line < 0:
+			t.Errorf("Load(%s): problem %q has line %d", loaded, p, p.Line)
+		case p.Line == 0 && p.Key == "" && !strings.HasPrefix(p.Message, "cannot read"):
+			t.Errorf("Load(%s): problem %q has neither a line nor a key path (and is not a read error)", loaded, p)
+		}
+		if b, ok := files[p.File]; ok && p.Line > strings.Count(string(b), "\n")+1 {
+			t.Errorf("Load(%s): problem %q is at line %d; the file has %d lines", loaded, p, p.Line, strings.Count(string(b), "\n")+1)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// FuzzCanonicalHost checks host normalisation: CanonicalHost never panics;
+// the form it returns is lower-case ASCII (punycode for internationalised
+// names) and its own canonical form; and the policy decides a name exactly
+// as it decides that form, its ASCII upper-case spelling and the name with
+// a trailing dot. A name with no canonical form, or with an empty last
+// label, is never a vendor's.
+func FuzzCanonicalHost(f *testing.F) {
+	p := loadDefault(f)
+	for _, tc := range readClassifyCases(f) {
+		f.Add(tc.host)
+	}
+	for _, h := range []string{
+		"", ".", "..", "DNL-01.GEO.KASPERSKY.COM.", "[::1]", "[::1].", "::1", "[fe80::1%eth0]",
+		"ｋａｓｐｅｒｓｋｙ.com", "kaspersky\u3002com", "kaspersky\uff0ecom", "xn--80ak6aa92e.com", "café.example",
+		"KASPERSKY.com", "kaspersky.com.example.net", "notkaspersky.com", strings.Repeat("a.", 130) + "kaspersky.com",
+		"dnl-01.geo.kaspersky.com%2e", "\x00", "\xff\xfe",
+	} {
+		f.Add(h)
+	}
+	at := time.Date(2024, 10, 1, 12, 0, 0, 0, time.UTC)
+	decide := func(host string) rules.Decision {
+		return p.Decide(rules.Request{Host: host, Port: 443, Time: at})
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		d := decide(host)
+		c, err := rules.CanonicalHost(host)
+		if err != nil {
+			if d.Vendor != rules.NoVendor {
+				t.Fatalf("CanonicalHost(%q) fails, yet Decide classifies it as %s/%s", host, d.Vendor, d.Category)
+			}
+			return
+		}
+		for i := 0; i < len(c); i++ {
+			if c[i] >= 0x80 || 'A' <= c[i] && c[i] <= 'Z' {
+				t.Fatalf("CanonicalHost(%q) = %q; want lower-case ASCII", host, c)
+			}
+		}
+		if strings.HasSuffix(c, ".") {
+			// Only one trailing dot is ignored: a second one is an empty
+			// label, which no vendor's name has (testdata/classify.txt:
+			// kaspersky.com.. is none).
+			if d.Vendor != rules.NoVendor {
+				t.Fatalf("Decide(%q) = %s/%s; want no vendor for a name with an empty last label", host, d.Vendor, d.Category)
+			}
+			return
+		}
+		if again, err := rules.CanonicalHost(c); err != nil || again != c {
+			t.Errorf("CanonicalHost(%q) = %q, but CanonicalHost(%q) = %q, %v; want it unchanged", host, c, c, again, err)
+		}
+		if dc := decide(c); dc != d {
+			t.Errorf("Decide(%q) = %+v; want the same as for its canonical form %q: %+v", host, d, c, dc)
+		}
+		variants := []string{asciiUpper(host)}
+		if !strings.HasSuffix(host, ".") {
+			variants = append(variants, host+".")
+		}
+		for _, v := range variants {
+			if cv, err := rules.CanonicalHost(v); err != nil || cv != c {
+				t.Errorf("CanonicalHost(%q) = %q, %v; want %q as for %q", v, cv, err, c, host)
+			}
+			if dv := decide(v); dv != d {
+				t.Errorf("Decide(%q) = %+v; want the same as Decide(%q) = %+v", v, dv, host, d)
+			}
+		}
+	})
+}
