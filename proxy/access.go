@@ -106,7 +106,12 @@ func (s *Server) admit(st *state, w http.ResponseWriter, r *http.Request, rec *r
 		s.refuse(st, w, r, rec, metrics.RejectPort, "CONNECT to port "+strconv.Itoa(rec.port)+" is not allowed (connect_ports: "+a.ConnectPorts()+")", start)
 		return false
 	}
-	if r.Method != http.MethodConnect && !a.HTTPPortAllowed(rec.port) {
+	if r.Method != http.MethodConnect && r.URL.Scheme == "https" && !a.ConnectPortAllowed(rec.port) {
+		// feedgate itself speaks TLS upstream: the TLS ports apply.
+		s.refuse(st, w, r, rec, metrics.RejectPort, "https to port "+strconv.Itoa(rec.port)+" is not allowed (connect_ports: "+a.ConnectPorts()+")", start)
+		return false
+	}
+	if r.Method != http.MethodConnect && r.URL.Scheme != "https" && !a.HTTPPortAllowed(rec.port) {
 		s.refuse(st, w, r, rec, metrics.RejectPort, "plain HTTP to port "+strconv.Itoa(rec.port)+" is not allowed (http_ports: "+a.HTTPPorts()+")", start)
 		return false
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -44,6 +45,20 @@ func upstreamStatus(reason string) int {
 // upstreamMessage is the client-facing explanation: it names the failure
 // class, never the raw error, which could reveal resolver addresses or
 // internal topology.
+// upstreamDetail refines the message for failures whose class alone
+// would mislead, such as an upstream certificate that does not verify.
+func upstreamDetail(err error, reason string) string {
+	var certErr *tls.CertificateVerificationError
+	var recErr tls.RecordHeaderError
+	switch {
+	case errors.As(err, &certErr):
+		return "the upstream's TLS certificate could not be verified"
+	case errors.As(err, &recErr):
+		return "the upstream did not speak TLS"
+	}
+	return upstreamMessage(reason)
+}
+
 func upstreamMessage(reason string) string {
 	switch reason {
 	case metrics.ReasonDNS:

@@ -156,7 +156,8 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		return s.dialer.DialContext(ctx, network, addr)
 	}
 	s.pool = &upstreamPool{dial: dial, responseHeaderTimeout: s.opts.ResponseHeaderTimeout,
-		idleTimeout: 90 * time.Second, maxIdlePerHost: 64}
+		idleTimeout: 90 * time.Second, maxIdlePerHost: 64,
+		bodyIdle: func() time.Duration { return s.state.Load().policy.Limits.TunnelIdleTimeout }}
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           dial,
@@ -299,7 +300,7 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 		if rec != nil {
 			rec.clientGone = true
 		}
-		return errorResponse(ctx.Req, metrics.ReasonOther)
+		return errorResponse(ctx.Req, metrics.ReasonOther, "the client closed the request")
 	}
 	reason := upstreamReason(ctx.Error)
 	s.m.UpstreamError(reason)
@@ -307,7 +308,7 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 		rec.upstreamErr = reason
 	}
 	s.errLog.Debug("upstream error", "host", ctx.Req.URL.Host, "reason", reason, "error", ctx.Error)
-	return errorResponse(ctx.Req, reason)
+	return errorResponse(ctx.Req, reason, upstreamDetail(ctx.Error, reason))
 }
 
 // closeAfterChunked closes the client connection after a response to a
@@ -326,9 +327,9 @@ func framedAmbiguously(r *http.Request) bool {
 	return len(r.TransferEncoding) > 0 || r.ProtoMajor == 1 && r.ProtoMinor == 0 && r.ContentLength != 0
 }
 
-func errorResponse(req *http.Request, reason string) *http.Response {
+func errorResponse(req *http.Request, reason, message string) *http.Response {
 	status := upstreamStatus(reason)
-	body := "feedgate: " + upstreamMessage(reason) + " (" + req.URL.Host + ")\n"
+	body := "feedgate: " + message + " (" + req.URL.Host + ")\n"
 	resp := goproxy.NewResponse(req, goproxy.ContentTypeText, status, body)
 	resp.Header.Set("X-Feedgate-Error", reason)
 	return resp

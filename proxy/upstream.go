@@ -23,6 +23,9 @@ type upstreamPool struct {
 	responseHeaderTimeout time.Duration
 	idleTimeout           time.Duration
 	maxIdlePerHost        int
+	// bodyIdle bounds the wait for each read of a response body, so that
+	// an upstream that stalls mid-body cannot hold the client forever.
+	bodyIdle func() time.Duration
 
 	mu     sync.Mutex
 	idle   map[string][]*upConn
@@ -117,7 +120,11 @@ func (p *upstreamPool) send(uc *upConn, req *http.Request) (*http.Response, erro
 		return nil, errors.New("upstream switched protocols unasked")
 	}
 	reusable := !resp.Close && !req.Close
-	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: upstreamAddr(req), reusable: reusable,
+	var idle time.Duration
+	if p.bodyIdle != nil {
+		idle = p.bodyIdle()
+	}
+	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: upstreamAddr(req), reusable: reusable, idle: idle,
 		stop: context.AfterFunc(req.Context(), func() { uc.conn.SetDeadline(aLongTimeAgo) })}
 	return resp, nil
 }
@@ -134,11 +141,15 @@ type pooledBody struct {
 	reusable bool
 	done     bool
 	stop     func() bool
+	idle     time.Duration
 }
 
 func (b *pooledBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
+	}
+	if b.idle > 0 {
+		b.uc.conn.SetReadDeadline(time.Now().Add(b.idle))
 	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
