@@ -116,24 +116,17 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			Namespace: namespace, Name: "transferred_bytes_total",
 			Help: "Bytes relayed, by vendor, category and direction (sent: client to upstream; received: upstream to client).",
 		}, []string{"vendor", "category", "direction"}),
-		upstreamErrors: map[string]prometheus.Counter{},
-		rejected:       map[string]prometheus.Counter{},
 	}
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "rejected_total",
 		Help: "Requests refused by the access rules or limits, by reason (client, port, destination, limit).",
 	}, []string{"reason"})
-	for _, r := range RejectReasons() {
-		m.rejected[r] = rejected.WithLabelValues(r)
-	}
+	m.rejected = byReason(rejected, RejectReasons())
 	tunnelsClosed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "tunnels_closed_total",
 		Help: "Tunnels closed by feedgate rather than by a peer, by reason (idle, shutdown).",
 	}, []string{"reason"})
-	m.tunnelsClosed = map[string]prometheus.Counter{}
-	for _, r := range []string{TunnelIdle, TunnelShutdown} {
-		m.tunnelsClosed[r] = tunnelsClosed.WithLabelValues(r)
-	}
+	m.tunnelsClosed = byReason(tunnelsClosed, []string{TunnelIdle, TunnelShutdown})
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
 		Help: "Requests and tunnels in flight, by kind (http or connect).",
@@ -157,9 +150,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	m.ActiveConnect = active.WithLabelValues(KindConnect)
 	m.DurationHTTP = duration.WithLabelValues(KindHTTP)
 	m.DurationConnect = duration.WithLabelValues(KindConnect)
-	for _, r := range UpstreamReasons() {
-		m.upstreamErrors[r] = upstream.WithLabelValues(r)
-	}
+	m.upstreamErrors = byReason(upstream, UpstreamReasons())
 	m.policy = &policyCollector{
 		now: opts.Now,
 		action: prometheus.NewDesc(namespace+"_policy_action",
@@ -173,6 +164,16 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, build, m.policy)
 	if !opts.NoRuntimeCollectors {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return m
+}
+
+// byReason resolves the children of a one-label counter for every value of
+// its closed set, so that they exist at zero and counting is a map lookup.
+func byReason(vec *prometheus.CounterVec, reasons []string) map[string]prometheus.Counter {
+	m := make(map[string]prometheus.Counter, len(reasons))
+	for _, r := range reasons {
+		m[r] = vec.WithLabelValues(r)
 	}
 	return m
 }
