@@ -545,7 +545,7 @@ func originHandler(o *origin) http.Handler {
 	})
 }
 
-func newOrigin(t *testing.T) *origin {
+func newOrigin(t testing.TB) *origin {
 	t.Helper()
 	o := &origin{}
 	o.Server = httptest.NewServer(originHandler(o))

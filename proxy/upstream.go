@@ -94,6 +94,8 @@ func (p *upstreamPool) send(uc *upConn, req *http.Request) (*http.Response, erro
 	if p.responseHeaderTimeout > 0 {
 		uc.conn.SetDeadline(time.Now().Add(p.responseHeaderTimeout))
 	}
+	// One AfterFunc covers the whole exchange, body included: a client
+	// that goes away cuts the upstream read short. pooledBody stops it.
 	stop := context.AfterFunc(req.Context(), func() { uc.conn.SetDeadline(aLongTimeAgo) })
 	if err := req.Write(uc.bw); err != nil {
 		stop()
@@ -108,14 +110,16 @@ func (p *upstreamPool) send(uc *upConn, req *http.Request) (*http.Response, erro
 		stop()
 		return nil, err
 	}
-	if !stop() {
+	if err := req.Context().Err(); err != nil {
 		// The client went away while we waited.
+		stop()
 		resp.Body.Close()
-		return nil, req.Context().Err()
+		return nil, err
 	}
 	uc.conn.SetDeadline(time.Time{})
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// handles() keeps upgrades away; an unasked-for 101 is an error.
+		stop()
 		resp.Body.Close()
 		return nil, errors.New("upstream switched protocols unasked")
 	}
@@ -124,8 +128,7 @@ func (p *upstreamPool) send(uc *upConn, req *http.Request) (*http.Response, erro
 	if p.bodyIdle != nil {
 		idle = p.bodyIdle()
 	}
-	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: upstreamAddr(req), reusable: reusable, idle: idle,
-		stop: context.AfterFunc(req.Context(), func() { uc.conn.SetDeadline(aLongTimeAgo) })}
+	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: upstreamAddr(req), reusable: reusable, idle: idle, stop: stop}
 	return resp, nil
 }
 
