@@ -258,20 +258,12 @@ func TestNoGoroutineLeak(t *testing.T) {
 	c, tr := e.client(t, to.roots)
 
 	t.Run("http", func(t *testing.T) {
-		for _, tt := range []struct {
-			url    string
-			status int
-		}{
+		expectStatuses(t, c, []urlStatus{
 			{"http://www.example.test/hello", 200},
 			{"http://www.example.test/big", 200},
 			{"http://dnl-01.geo.kaspersky.com/bases/x.dif", 200},
 			{"http://store.kaspersky.com/", 403},
-		} {
-			resp, _ := get(t, c, tt.url)
-			if resp.StatusCode != tt.status {
-				t.Errorf("GET %s: status %d; want %d", tt.url, resp.StatusCode, tt.status)
-			}
-		}
+		})
 		// A client that closes its connection after the request.
 		resp := rawRequest(t, e, "GET http://www.example.test/hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n")
 		if resp.StatusCode != 200 {
@@ -377,21 +369,13 @@ func TestNoGoroutineLeak(t *testing.T) {
 	})
 
 	t.Run("upstream-faults", func(t *testing.T) {
-		for _, tt := range []struct {
-			url    string
-			status int
-		}{
+		expectStatuses(t, c, []urlStatus{
 			{"http://nx.example.test/", 502},
 			{"http://slow.example.test/", 504},
 			{"http://refused.example.test/", 502},
 			{"http://rst.example.test/", 502},
 			{"http://silent.example.test/", 504},
-		} {
-			resp, _ := get(t, c, tt.url)
-			if resp.StatusCode != tt.status {
-				t.Errorf("GET %s: status %d; want %d", tt.url, resp.StatusCode, tt.status)
-			}
-		}
+		})
 		for _, target := range []string{"nx.example.test:443", "slow.example.test:443", "refused.example.test:443"} {
 			if resp := rawRequest(t, e, connectRequest(target)); resp.StatusCode < 500 {
 				t.Errorf("CONNECT %s: status %d; want 5xx", target, resp.StatusCode)
@@ -618,4 +602,21 @@ func leakWaitInFlight(t *testing.T, e *env, httpN, connectN float64) {
 	waitFor(t, fmt.Sprintf("active connections to drop to http=%v connect=%v", httpN, connectN), func() bool {
 		return e.value(t, activeSeries(metrics.KindHTTP)) == httpN && e.value(t, activeSeries(metrics.KindConnect)) == connectN
 	})
+}
+
+// urlStatus is a URL and the status a GET of it must get.
+type urlStatus struct {
+	url    string
+	status int
+}
+
+// expectStatuses GETs each URL through c and checks its status.
+func expectStatuses(t *testing.T, c *http.Client, cases []urlStatus) {
+	t.Helper()
+	for _, tt := range cases {
+		resp, _ := get(t, c, tt.url)
+		if resp.StatusCode != tt.status {
+			t.Errorf("GET %s: status %d; want %d", tt.url, resp.StatusCode, tt.status)
+		}
+	}
 }
