@@ -99,6 +99,7 @@ func Load(src Source, file string, opts Options) (*Policy, []Problem, error) {
 	if len(errs) > 0 {
 		return nil, warns, &ConfigError{Problems: errs}
 	}
+	p.compile()
 	return p, warns, nil
 }
 

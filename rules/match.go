@@ -57,6 +57,8 @@ type node struct {
 	domain   []target
 	// Rules (bits) whose host list names this host exactly, or "*.name".
 	ruleExact, ruleSuffix uint64
+	key                   string // the full name, "" for the root
+	index                 int32  // in suffixTable.nodes; 0 for the root
 }
 
 // hostMatcher answers "which pattern, most specific first, matches this
@@ -66,13 +68,15 @@ type node struct {
 // number of patterns, and a name outside every catalogued domain stops
 // after a lookup or two.
 type hostMatcher struct {
-	root node
+	root  node
+	table suffixTable // built by freeze; empty until then
 }
 
 func newHostMatcher() *hostMatcher { return &hostMatcher{} }
 
 func (m *hostMatcher) node(name string) *node {
 	n := &m.root
+	full := name
 	for name != "" {
 		i := strings.LastIndexByte(name, '.')
 		label := name[i+1:]
@@ -81,7 +85,7 @@ func (m *hostMatcher) node(name string) *node {
 		}
 		c := n.children[label]
 		if c == nil {
-			c = &node{}
+			c = &node{key: full[i+1:]} // name is always a prefix of full
 			n.children[label] = c
 		}
 		n = c
@@ -164,9 +168,20 @@ func pick(list []target, port int, path string) *target {
 // less specific one. The walk goes from the shortest suffix to the host
 // itself, so a deeper fit replaces a shallower one of the same kind.
 //
-// Map lookups use string(b) conversions, which the compiler performs without
-// allocating.
+// The request path walks the suffix table (matchHashed); the map walk,
+// matchTree, is the reference it falls back on.
 func match[H hostText](m *hostMatcher, host H, port int, path string) (best *target, rules uint64) {
+	if m.table.slots != nil {
+		if t, r, st := matchHashed(m, asString(host), port, path, false); st == walkOK {
+			return t, r
+		}
+	}
+	return matchTree(m, host, port, path)
+}
+
+// matchTree is match by map lookups, one per label. Lookups use string(b)
+// conversions, which the compiler performs without allocating.
+func matchTree[H hostText](m *hostMatcher, host H, port int, path string) (best *target, rules uint64) {
 	var exact, glob, suffix, domain *target
 	n := &m.root
 	end := len(host)

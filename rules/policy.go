@@ -130,13 +130,11 @@ func (r *Rule) Hosts() []string {
 
 func (r *Rule) active(t int64) bool { return t >= r.from && t < r.until }
 
-// selects reports whether the rule selects a request of class whose host
-// (hs or hb, whichever is set; neither for a class-only question) matched
-// the host lists of the rules in hostRules.
-func (r *Rule) selects(class int, hs string, hb []byte, hostRules uint64) bool {
+// selectsHost reports whether the rule's host list selects a request whose
+// host (hs or hb, whichever is set; neither for a class-only question)
+// matched the host lists of the rules in hostRules.
+func (r *Rule) selectsHost(hs string, hb []byte, hostRules uint64) bool {
 	switch {
-	case r.all || r.classes[class]:
-		return true
 	case r.hostBit != 0:
 		return hostRules&r.hostBit != 0
 	case r.hosts == nil:
@@ -195,6 +193,39 @@ type Policy struct {
 
 	catalog     *hostMatcher
 	transitions []int64 // sorted, unique instants where some rule window opens or closes
+	// classRules lists, per class, the rules that can select a request of
+	// that class, in policy order, so that a decision skips the others.
+	classRules [][]classRule
+}
+
+// classRule is a rule that can select a class: always (byHost false), or
+// only for the hosts its host list matches.
+type classRule struct {
+	rule   *Rule
+	index  int
+	byHost bool
+}
+
+// compile builds the lookup structures of a loaded policy. The policy must
+// not change afterwards.
+func (p *Policy) compile() {
+	p.catalog.freeze()
+	for _, r := range p.Rules {
+		if r.hosts != nil {
+			r.hosts.freeze()
+		}
+	}
+	p.classRules = make([][]classRule, len(p.Classes))
+	for c := range p.Classes {
+		for i, r := range p.Rules {
+			switch {
+			case r.all || r.classes[c]:
+				p.classRules[c] = append(p.classRules[c], classRule{rule: r, index: i})
+			case r.hostBit != 0 || r.hosts != nil:
+				p.classRules[c] = append(p.classRules[c], classRule{rule: r, index: i, byHost: true})
+			}
+		}
+	}
 }
 
 // Decide returns the decision for req. It reads no clock: req.Time is the
@@ -202,8 +233,14 @@ type Policy struct {
 func (p *Policy) Decide(req Request) (d Decision) {
 	// The usual host is canonical already and needs no buffer; a buffer
 	// declared here would be zeroed on every call.
-	if h := strings.TrimSuffix(req.Host, "."); h != "" && isCanonical(h) {
-		t, hostRules := match(p.catalog, h, req.Port, req.Path)
+	if h := strings.TrimSuffix(req.Host, "."); h != "" && len(h) <= maxHostLen {
+		t, hostRules, st := matchHashed(p.catalog, h, req.Port, req.Path, true)
+		switch st {
+		case walkNotCanonical:
+			return p.decideRewritten(req)
+		case walkFallback:
+			t, hostRules = matchTree(p.catalog, h, req.Port, req.Path)
+		}
 		class, pattern := 0, ""
 		if t != nil {
 			class, pattern = int(t.class), t.pattern
@@ -245,21 +282,17 @@ func (p *Policy) classify(buf *hostBuf, req Request) (hs string, hb []byte, clas
 	return hs, hb, 0, "", hostRules
 }
 
-// decideAt fills d, all but its Pattern, for a classified request at t. It
-// writes into d rather than returning a Decision to save a copy of the
-// struct on the request path.
+// decideAt fills d, all but its Pattern, for a classified request at t; d
+// must be zero. It writes into d rather than returning a Decision to save a
+// copy of the struct on the request path.
 func (p *Policy) decideAt(d *Decision, class int, hs string, hb []byte, hostRules uint64, t int64) {
-	*d = Decision{
-		Class:    class,
-		Vendor:   p.Classes[class].Vendor,
-		Category: p.Classes[class].Category,
-		Rule:     -1,
-		RuleName: DefaultRule,
-		Action:   p.DefaultAction,
-	}
-	for i, r := range p.Rules {
-		if r.active(t) && r.selects(class, hs, hb, hostRules) {
-			d.Rule, d.RuleName, d.Action = i, r.Name, r.Action
+	cl := &p.Classes[class]
+	d.Class, d.Vendor, d.Category = class, cl.Vendor, cl.Category
+	d.Rule, d.RuleName, d.Action = -1, DefaultRule, p.DefaultAction
+	for _, cr := range p.classRules[class] {
+		r := cr.rule
+		if r.active(t) && (!cr.byHost || r.selectsHost(hs, hb, hostRules)) {
+			d.Rule, d.RuleName, d.Action = cr.index, r.Name, r.Action
 			break
 		}
 	}
