@@ -242,7 +242,7 @@ type CA struct {
 // sent after every leaf). The key may be PKCS#8 ("PRIVATE KEY"), SEC1
 // ("EC PRIVATE KEY") or PKCS#1 ("RSA PRIVATE KEY"), ECDSA or RSA, and must
 // not be encrypted. Leaves are ECDSA P-256 whatever the CA key type; an RSA
-// CA key only makes each signature slower.
+// CA key only makes each signature slower (see BenchmarkLeafSign).
 func LoadCA(certFile, keyFile string, now time.Time) (*CA, error) {
 	cert, err := readCACert(certFile)
 	if err != nil {

@@ -850,3 +850,59 @@ func TestCertCacheRenewal(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkCertCacheHit(b *testing.B) {
+	c := newCertCache(certTestNewCA(b, certTestNow()), certTestNow, 1024)
+	const host = "dnl-01.geo.kaspersky.com"
+	if _, err := c.get(host); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.get(host); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCertCacheMiss alternates two hosts in a one-entry cache, so every
+// get evicts the other and signs: the cost of a new host, bookkeeping
+// included.
+func BenchmarkCertCacheMiss(b *testing.B) {
+	c := newCertCache(certTestNewCA(b, certTestNow()), certTestNow, 1)
+	hosts := [2]string{"a.kaspersky.com", "b.kaspersky.com"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := c.get(hosts[i&1]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	if _, m, _ := c.stats(); m != uint64(i) {
+		b.Fatalf("%d misses in %d gets; want every get to miss", m, i)
+	}
+}
+
+// BenchmarkLeafSign signs one leaf (always ECDSA P-256) with an ECDSA and
+// with an RSA CA key, to show what an RSA CA costs per new host.
+func BenchmarkLeafSign(b *testing.B) {
+	now := certTestNow()
+	cas := []struct {
+		name string
+		ca   *CA
+	}{
+		{"ca=ecdsa-p256", certTestNewCA(b, now)},
+		{"ca=rsa-2048", certTestRSACA(b, now)},
+	}
+	for _, tc := range cas {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tc.ca.signLeaf("dnl-01.geo.kaspersky.com", now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
