@@ -113,6 +113,7 @@ type fileCtx struct {
 	l     *loader
 	name  string
 	lines lineIndex
+	md    toml.MetaData // keeps the file's key order, which maps lose
 }
 
 func (f *fileCtx) errorf(key, format string, args ...any) {
@@ -139,6 +140,8 @@ type policyFile struct {
 	DenyPrivate    bool     `toml:"deny_private"`
 
 	Limits limitsFile `toml:"limits"`
+
+	Clients map[string][]string `toml:"clients"`
 }
 
 type ruleFile struct {
@@ -150,6 +153,8 @@ type ruleFile struct {
 	Action     string   `toml:"action"`
 	From       any      `toml:"from"`
 	Until      any      `toml:"until"`
+	Clients    []string `toml:"clients"`
+	NotClients []string `toml:"not_clients"`
 }
 
 // catalogFile is the TOML form of a vendor catalog.
@@ -200,6 +205,7 @@ func (l *loader) decode(name string, v any) (*fileCtx, bool) {
 		}
 		return f, false
 	}
+	f.md = md
 	claimed := map[string]bool{}
 	for _, k := range md.Undecoded() {
 		f.errorf(keyPath(k, f.lines, claimed), "unknown key %q", k[len(k)-1])
@@ -299,6 +305,8 @@ func (l *loader) load(file string) *Policy {
 
 	p.Access = f.parseAccess(&pf)
 	p.Limits = f.parseLimits(pf.Limits)
+	var groupIndex map[string]int
+	p.ClientGroups, p.clientNets, groupIndex = f.parseClientGroups(pf.Clients)
 
 	// Catalogs.
 	vendors := map[string][]string{} // vendor → categories
@@ -382,6 +390,7 @@ func (l *loader) load(file string) *Policy {
 			r.hostList = append(r.hostList, hp)
 		}
 		r.all = rf.Vendor == "" && len(rf.Hosts) == 0 && len(rf.Categories) == 0
+		f.parseRuleClients(r, key, &rf, groupIndex)
 
 		from, okF := f.instant(key+".from", rf.From, loc)
 		until, okU := f.instant(key+".until", rf.Until, loc)
@@ -600,7 +609,11 @@ func (l *loader) checkShadowed(f *fileCtx, p *Policy) {
 }
 
 // covers reports whether every request that b selects is also selected by a.
+// It may answer false when a does cover b, never true when it does not.
 func covers(p *Policy, a, b *Rule) bool {
+	if !coversClients(a, b) {
+		return false
+	}
 	if a.all {
 		return true
 	}

@@ -89,6 +89,9 @@ type Decision struct {
 	// as Log and Reported is set.
 	Action   Action
 	Reported bool
+	// ClientGroup is the most specific client group of the request's
+	// client (see Policy.ClientGroup), "" if it is in none.
+	ClientGroup string
 }
 
 // Rule is one compiled policy rule.
@@ -103,13 +106,19 @@ type Rule struct {
 	Line int
 
 	from, until int64 // UnixNano, with math.MinInt64/MaxInt64 for unbounded
-	all         bool  // no selector: matches everything
-	classes     []bool
-	hosts       *hostMatcher // the rule's own host list, for rules without a bit
-	hostBit     uint64       // the rule's bit in the catalog walk, 0 if none
-	hostList    []hostPattern
-	vendor      string
-	categories  []string
+	// all: no vendor, category or host selector, so the rule selects
+	// every class and host; its client conditions still apply.
+	all        bool
+	classes    []bool
+	hosts      *hostMatcher // the rule's own host list, for rules without a bit
+	hostBit    uint64       // the rule's bit in the catalog walk, 0 if none
+	hostList   []hostPattern
+	vendor     string
+	categories []string
+	// Client conditions as group bits (see Policy.clientGroups): the
+	// client must be in one of clients (if any) and in none of notClients.
+	clients, notClients         uint64
+	clientNames, notClientNames []string
 }
 
 // Vendor returns the vendor the rule selects, or "".
@@ -127,6 +136,13 @@ func (r *Rule) Hosts() []string {
 	}
 	return out
 }
+
+// Clients returns the client groups the rule is limited to, as written; nil
+// if it applies to every client.
+func (r *Rule) Clients() []string { return r.clientNames }
+
+// NotClients returns the client groups the rule excludes, as written.
+func (r *Rule) NotClients() []string { return r.notClientNames }
 
 func (r *Rule) active(t int64) bool { return t >= r.from && t < r.until }
 
@@ -190,9 +206,12 @@ type Policy struct {
 	Access Access
 	// Limits bound the resources clients can hold.
 	Limits Limits
+	// ClientGroups are the groups of the [clients] table, in file order.
+	ClientGroups []ClientGroup
 
 	catalog     *hostMatcher
-	transitions []int64 // sorted, unique instants where some rule window opens or closes
+	clientNets  []clientNet // every group's prefixes, in file order
+	transitions []int64     // sorted, unique instants where some rule window opens or closes
 	// classRules lists, per class, the rules that can select a request of
 	// that class, in policy order, so that a decision skips the others.
 	classRules [][]classRule
@@ -231,13 +250,20 @@ func (p *Policy) compile() {
 // Decide returns the decision for req. It reads no clock: req.Time is the
 // instant decided for. It does not allocate for ASCII host names.
 func (p *Policy) Decide(req Request) (d Decision) {
+	// The check is here, not only in clientGroups, so that a policy
+	// without groups pays no call.
+	var groups uint64
+	var group string
+	if len(p.clientNets) > 0 {
+		groups, group = p.clientGroups(req.Client)
+	}
 	// The usual host is canonical already and needs no buffer; a buffer
 	// declared here would be zeroed on every call.
 	if h := strings.TrimSuffix(req.Host, "."); h != "" && len(h) <= maxHostLen {
 		t, hostRules, st := matchHashed(p.catalog, h, req.Port, req.Path, true)
 		switch st {
 		case walkNotCanonical:
-			return p.decideRewritten(req)
+			return p.decideRewritten(req, groups, group)
 		case walkFallback:
 			t, hostRules = matchTree(p.catalog, h, req.Port, req.Path)
 		}
@@ -245,19 +271,20 @@ func (p *Policy) Decide(req Request) (d Decision) {
 		if t != nil {
 			class, pattern = int(t.class), t.pattern
 		}
-		p.decideAt(&d, class, h, nil, hostRules, req.Time.UnixNano())
-		d.Pattern = pattern
+		p.decideAt(&d, class, h, nil, hostRules, groups, req.Time.UnixNano())
+		d.Pattern, d.ClientGroup = pattern, group
 		return d
 	}
-	return p.decideRewritten(req)
+	return p.decideRewritten(req, groups, group)
 }
 
-// decideRewritten decides for a host that canonicalHost must rewrite.
-func (p *Policy) decideRewritten(req Request) (d Decision) {
+// decideRewritten decides for a host that canonicalHost must rewrite, from
+// a client in groups whose most specific one is group.
+func (p *Policy) decideRewritten(req Request, groups uint64, group string) (d Decision) {
 	var buf hostBuf
 	hs, hb, class, pattern, hostRules := p.classify(&buf, req)
-	p.decideAt(&d, class, hs, hb, hostRules, req.Time.UnixNano())
-	d.Pattern = pattern
+	p.decideAt(&d, class, hs, hb, hostRules, groups, req.Time.UnixNano())
+	d.Pattern, d.ClientGroup = pattern, group
 	return d
 }
 
@@ -282,16 +309,17 @@ func (p *Policy) classify(buf *hostBuf, req Request) (hs string, hb []byte, clas
 	return hs, hb, 0, "", hostRules
 }
 
-// decideAt fills d, all but its Pattern, for a classified request at t; d
-// must be zero. It writes into d rather than returning a Decision to save a
-// copy of the struct on the request path.
-func (p *Policy) decideAt(d *Decision, class int, hs string, hb []byte, hostRules uint64, t int64) {
+// decideAt fills d, all but its Pattern and ClientGroup, for a classified
+// request from a client in groups at t; d must be zero. It writes into d
+// rather than returning a Decision to save a copy of the struct on the
+// request path.
+func (p *Policy) decideAt(d *Decision, class int, hs string, hb []byte, hostRules, groups uint64, t int64) {
 	cl := &p.Classes[class]
 	d.Class, d.Vendor, d.Category = class, cl.Vendor, cl.Category
 	d.Rule, d.RuleName, d.Action = -1, DefaultRule, p.DefaultAction
 	for _, cr := range p.classRules[class] {
 		r := cr.rule
-		if r.active(t) && (!cr.byHost || r.selectsHost(hs, hb, hostRules)) {
+		if r.active(t) && r.selectsClient(groups) && (!cr.byHost || r.selectsHost(hs, hb, hostRules)) {
 			d.Rule, d.RuleName, d.Action = cr.index, r.Name, r.Action
 			break
 		}
@@ -301,10 +329,12 @@ func (p *Policy) decideAt(d *Decision, class int, hs string, hb []byte, hostRule
 	}
 }
 
-// classAt is the decision for a class alone (no host) at t.
+// classAt is the decision for a class alone (no host) at t, for a client in
+// no group: rules limited by clients do not apply, rules with only
+// not_clients do. Metrics gauges are per class, not per client.
 func (p *Policy) classAt(class int, t int64) Decision {
 	var d Decision
-	p.decideAt(&d, class, "", nil, 0, t)
+	p.decideAt(&d, class, "", nil, 0, 0, t)
 	return d
 }
 
@@ -330,14 +360,15 @@ type Explanation struct {
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
 	hs, hb, class, pattern, hostRules := p.classify(&buf, req)
+	groups, group := p.clientGroups(req.Client)
 	at := func(t int64) Decision {
 		var d Decision
-		p.decideAt(&d, class, hs, hb, hostRules, t)
+		p.decideAt(&d, class, hs, hb, hostRules, groups, t)
 		return d
 	}
 	now := req.Time.UnixNano()
 	d := at(now)
-	d.Pattern = pattern
+	d.Pattern, d.ClientGroup = pattern, group
 	e := Explanation{Decision: d}
 	same := func(o Decision) bool { return o.Rule == d.Rule && o.Action == d.Action }
 	// Walk back over the transitions: the answer took effect at the latest one
@@ -381,7 +412,9 @@ type Segment struct {
 
 // ClassTimeline returns, for a class, the windows of the answer that category
 // rules give (rules selecting explicit hosts are not included: they depend on
-// the host). Adjacent windows with the same answer are merged.
+// the host). The answers are those for a client in no client group: rules
+// limited by clients are left out, rules with only not_clients count.
+// Adjacent windows with the same answer are merged.
 func (p *Policy) ClassTimeline(class int) []Segment {
 	var segs []Segment
 	at := func(t int64) Decision { return p.classAt(class, t) }
@@ -408,7 +441,8 @@ type ClassState struct {
 }
 
 // ClassStates returns the answer in force at t for every vendor class
-// (class 0, unclassified traffic, is included as none/none).
+// (class 0, unclassified traffic, is included as none/none), for a client
+// in no client group, as ClassTimeline.
 func (p *Policy) ClassStates(t time.Time) []ClassState {
 	out := make([]ClassState, len(p.Classes))
 	now := t.UnixNano()
