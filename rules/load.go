@@ -142,6 +142,7 @@ type policyFile struct {
 	Limits limitsFile `toml:"limits"`
 
 	Clients map[string][]string `toml:"clients"`
+	TLS     tlsFile             `toml:"tls"`
 }
 
 type ruleFile struct {
@@ -305,6 +306,7 @@ func (l *loader) load(file string) *Policy {
 
 	p.Access = f.parseAccess(&pf)
 	p.Limits = f.parseLimits(pf.Limits)
+	p.TLS = f.parseTLS(pf.TLS)
 	var groupIndex map[string]int
 	p.ClientGroups, p.clientNets, groupIndex = f.parseClientGroups(pf.Clients)
 

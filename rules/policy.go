@@ -208,6 +208,8 @@ type Policy struct {
 	Limits Limits
 	// ClientGroups are the groups of the [clients] table, in file order.
 	ClientGroups []ClientGroup
+	// TLS holds the tunnel and interception settings of the [tls] table.
+	TLS TLSSettings
 
 	catalog     *hostMatcher
 	clientNets  []clientNet // every group's prefixes, in file order
@@ -229,6 +231,9 @@ type classRule struct {
 // not change afterwards.
 func (p *Policy) compile() {
 	p.catalog.freeze()
+	if p.TLS.Intercept.hosts != nil {
+		p.TLS.Intercept.hosts.freeze()
+	}
 	for _, r := range p.Rules {
 		if r.hosts != nil {
 			r.hosts.freeze()

@@ -1,0 +1,141 @@
+package rules_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// The default policy intercepts nothing.
+func TestTLSDefaults(t *testing.T) {
+	p := loadDefault(t)
+	s := p.TLS
+	if s.TunnelWithoutSNI != rules.Allow || s.SNITimeout != 5*time.Second || !s.CutTunnels {
+		t.Errorf("TLS = %v, %v, cut %v; want allow, 5s, cut true", s.TunnelWithoutSNI, s.SNITimeout, s.CutTunnels)
+	}
+	if ic := s.Intercept; ic.Hosts != nil || ic.CACert != "" || ic.CAKey != "" || ic.UpstreamCA != nil {
+		t.Errorf("Intercept = %+v; want none", ic)
+	}
+	if p.Intercepts("www.kaspersky.com") {
+		t.Errorf("Intercepts(www.kaspersky.com) = true with interception off")
+	}
+}
+
+func TestLoadTLS(t *testing.T) {
+	p := loadFile(t, "testdata/tls.toml")
+	s := p.TLS
+	if s.TunnelWithoutSNI != rules.Block || s.SNITimeout != 750*time.Millisecond || s.CutTunnels {
+		t.Errorf("TLS = %v, %v, cut %v; want block, 750ms, cut false", s.TunnelWithoutSNI, s.SNITimeout, s.CutTunnels)
+	}
+	ic := s.Intercept
+	diffLines(t, "intercept hosts", ic.Hosts, []string{"www.example.com", "*.upd.example.com", "dl-*.example-labs.net", "192.0.2.10"})
+	// Relative paths are relative to the policy's directory.
+	if ic.CACert != "testdata/ca/ca.crt" || ic.CAKey != "/etc/feedgate/ca.key" {
+		t.Errorf("CACert, CAKey = %q, %q; want testdata/ca/ca.crt, /etc/feedgate/ca.key", ic.CACert, ic.CAKey)
+	}
+	diffLines(t, "upstream CAs", ic.UpstreamCA, []string{"testdata/roots.pem", "/etc/ssl/extra.pem"})
+}
+
+func TestIntercepts(t *testing.T) {
+	p := loadFile(t, "testdata/tls.toml")
+	tests := []struct {
+		host string
+		want bool
+	}{
+		{"www.example.com", true}, // exact
+		{"WWW.Example.COM", true},
+		{"www.example.com.", true},
+		{"example.com", false},
+		{"shop.example.com", false},
+		{"wwww.example.com", false},
+		{"s1.upd.example.com", true}, // *.suffix, any depth
+		{"a.b.upd.example.com", true},
+		{"S1.UPD.EXAMPLE.COM.", true},
+		{"upd.example.com", false},      // not the suffix itself
+		{"dl-7.example-labs.net", true}, // label wildcard
+		{"DL-cdn.example-labs.net", true},
+		{"dl-.example-labs.net", false}, // the wildcard is at least one character
+		{"x.dl-7.example-labs.net", false},
+		{"192.0.2.10", true},
+		{"192.0.2.1", false},
+		{"[2001:db8::1]", false},
+		{"", false},
+		{".", false},
+		{"www.exämple.com", false},
+	}
+	for _, tc := range tests {
+		if got := p.Intercepts(tc.host); got != tc.want {
+			t.Errorf("Intercepts(%q) = %v; want %v", tc.host, got, tc.want)
+		}
+		if strings.ContainsFunc(tc.host, func(r rune) bool { return r >= 0x80 }) {
+			continue // Unicode names are converted to punycode, which allocates
+		}
+		if n := testing.AllocsPerRun(50, func() { p.Intercepts(tc.host) }); n != 0 {
+			t.Errorf("Intercepts(%q) allocates %v times per call; want 0", tc.host, n)
+		}
+	}
+}
+
+// Settings not given take their defaults.
+func TestLoadTLSAndUpstreamForms(t *testing.T) {
+	tests := []struct {
+		name, policy string
+		want         string // settings as tlsSummary prints them
+	}{
+		{"empty", ``, "allow 5s cut=true intercept=[]"},
+		{"tls-partial", "[tls]\ntunnel_without_sni = \"log\"\n", "log 5s cut=true intercept=[]"},
+		{"tls-bounds", "[tls]\nsni_timeout = \"100ms\"\n", "allow 100ms cut=true intercept=[]"},
+		{"tls-bounds-high", "[tls]\nsni_timeout = \"1m\"\ncut_tunnels = true\n", "allow 1m0s cut=true intercept=[]"},
+		{"intercept-empty", "[tls.intercept]\nhosts = []\n", "allow 5s cut=true intercept=[]"},
+	}
+	dir := t.TempDir()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(dir, tc.name+".toml")
+			if err := os.WriteFile(file, []byte(tc.policy), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p := loadFile(t, filepath.ToSlash(file))
+			if got := tlsSummary(p); got != tc.want {
+				t.Errorf("settings = %s; want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func tlsSummary(p *rules.Policy) string {
+	s := p.TLS
+	out := s.TunnelWithoutSNI.String() + " " + s.SNITimeout.String()
+	if s.CutTunnels {
+		out += " cut=true"
+	} else {
+		out += " cut=false"
+	}
+	return out + " intercept=[" + strings.Join(s.Intercept.Hosts, " ") + "]"
+}
+
+// A policy read from an fs.FS resolves its files the same way, as names in
+// that file system.
+func TestTLSPathsInFS(t *testing.T) {
+	fsys := fstest.MapFS{"policies/edge.toml": {Data: []byte(`[tls.intercept]
+hosts = ["www.example.com"]
+ca_cert = "ca/ca.crt"
+ca_key = "../keys/ca.key"
+`)}}
+	p, warns, err := rules.Load(rules.FS{FS: fsys}, "policies/edge.toml", rules.Options{})
+	if err != nil || len(warns) > 0 {
+		t.Fatalf("Load error %v, warnings %v; want neither", err, warns)
+	}
+	ic := p.TLS.Intercept
+	if ic.CACert != "policies/ca/ca.crt" || ic.CAKey != "keys/ca.key" {
+		t.Errorf("CACert, CAKey = %q, %q; want policies/ca/ca.crt, keys/ca.key", ic.CACert, ic.CAKey)
+	}
+	if !p.Intercepts("www.example.com") {
+		t.Errorf("Intercepts(www.example.com) = false; want true")
+	}
+}
