@@ -143,6 +143,9 @@ type policyFile struct {
 
 	Clients map[string][]string `toml:"clients"`
 	TLS     tlsFile             `toml:"tls"`
+
+	UpstreamProxy         string `toml:"upstream_proxy"`
+	UpstreamProxyAuthFile string `toml:"upstream_proxy_auth_file"`
 }
 
 type ruleFile struct {
@@ -306,6 +309,7 @@ func (l *loader) load(file string) *Policy {
 
 	p.Access = f.parseAccess(&pf)
 	p.Limits = f.parseLimits(pf.Limits)
+	p.Upstream = f.parseUpstream(pf.UpstreamProxy, pf.UpstreamProxyAuthFile)
 	p.TLS = f.parseTLS(pf.TLS)
 	var groupIndex map[string]int
 	p.ClientGroups, p.clientNets, groupIndex = f.parseClientGroups(pf.Clients)

@@ -210,6 +210,8 @@ type Policy struct {
 	ClientGroups []ClientGroup
 	// TLS holds the tunnel and interception settings of the [tls] table.
 	TLS TLSSettings
+	// Upstream is the parent proxy requests go through, if any.
+	Upstream UpstreamProxy
 
 	catalog     *hostMatcher
 	clientNets  []clientNet // every group's prefixes, in file order

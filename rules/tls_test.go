@@ -11,7 +11,7 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
-// The default policy intercepts nothing.
+// The default policy intercepts nothing and goes direct.
 func TestTLSDefaults(t *testing.T) {
 	p := loadDefault(t)
 	s := p.TLS
@@ -23,6 +23,9 @@ func TestTLSDefaults(t *testing.T) {
 	}
 	if p.Intercepts("www.kaspersky.com") {
 		t.Errorf("Intercepts(www.kaspersky.com) = true with interception off")
+	}
+	if u := p.Upstream; u.FromEnv || u.URL != nil || u.AuthFile != "" {
+		t.Errorf("Upstream = %+v; want direct", u)
 	}
 }
 
@@ -39,6 +42,10 @@ func TestLoadTLS(t *testing.T) {
 		t.Errorf("CACert, CAKey = %q, %q; want testdata/ca/ca.crt, /etc/feedgate/ca.key", ic.CACert, ic.CAKey)
 	}
 	diffLines(t, "upstream CAs", ic.UpstreamCA, []string{"testdata/roots.pem", "/etc/ssl/extra.pem"})
+	u := p.Upstream
+	if u.FromEnv || u.URL == nil || u.URL.String() != "http://proxy.corp.example:3128" || u.AuthFile != "testdata/secrets/parent.auth" {
+		t.Errorf("Upstream = %+v (URL %v); want http://proxy.corp.example:3128 with testdata/secrets/parent.auth", u, u.URL)
+	}
 }
 
 func TestIntercepts(t *testing.T) {
@@ -81,17 +88,22 @@ func TestIntercepts(t *testing.T) {
 	}
 }
 
-// Settings not given take their defaults.
+// Settings not given take their defaults; values are checked one by one.
 func TestLoadTLSAndUpstreamForms(t *testing.T) {
 	tests := []struct {
 		name, policy string
 		want         string // settings as tlsSummary prints them
 	}{
-		{"empty", ``, "allow 5s cut=true intercept=[]"},
-		{"tls-partial", "[tls]\ntunnel_without_sni = \"log\"\n", "log 5s cut=true intercept=[]"},
-		{"tls-bounds", "[tls]\nsni_timeout = \"100ms\"\n", "allow 100ms cut=true intercept=[]"},
-		{"tls-bounds-high", "[tls]\nsni_timeout = \"1m\"\ncut_tunnels = true\n", "allow 1m0s cut=true intercept=[]"},
-		{"intercept-empty", "[tls.intercept]\nhosts = []\n", "allow 5s cut=true intercept=[]"},
+		{"empty", ``, "allow 5s cut=true intercept=[] upstream=direct"},
+		{"tls-partial", "[tls]\ntunnel_without_sni = \"log\"\n", "log 5s cut=true intercept=[] upstream=direct"},
+		{"tls-bounds", "[tls]\nsni_timeout = \"100ms\"\n", "allow 100ms cut=true intercept=[] upstream=direct"},
+		{"tls-bounds-high", "[tls]\nsni_timeout = \"1m\"\ncut_tunnels = true\n", "allow 1m0s cut=true intercept=[] upstream=direct"},
+		{"intercept-empty", "[tls.intercept]\nhosts = []\n", "allow 5s cut=true intercept=[] upstream=direct"},
+		{"env", "upstream_proxy = \"env\"\n", "allow 5s cut=true intercept=[] upstream=env"},
+		{"url", "upstream_proxy = \"http://10.1.2.3:8080\"\n", "allow 5s cut=true intercept=[] upstream=http://10.1.2.3:8080"},
+		{"url-upper-scheme", "upstream_proxy = \"HTTP://proxy.example:3128\"\n", "allow 5s cut=true intercept=[] upstream=http://proxy.example:3128"},
+		{"url-ipv6", "upstream_proxy = \"http://[2001:db8::1]:3128\"\nupstream_proxy_auth_file = \"/run/secrets/parent\"\n",
+			"allow 5s cut=true intercept=[] upstream=http://[2001:db8::1]:3128 auth=/run/secrets/parent"},
 	}
 	dir := t.TempDir()
 	for _, tc := range tests {
@@ -116,13 +128,28 @@ func tlsSummary(p *rules.Policy) string {
 	} else {
 		out += " cut=false"
 	}
-	return out + " intercept=[" + strings.Join(s.Intercept.Hosts, " ") + "]"
+	out += " intercept=[" + strings.Join(s.Intercept.Hosts, " ") + "] upstream="
+	switch u := p.Upstream; {
+	case u.FromEnv:
+		out += "env"
+	case u.URL != nil:
+		out += u.URL.String()
+	default:
+		out += "direct"
+	}
+	if p.Upstream.AuthFile != "" {
+		out += " auth=" + p.Upstream.AuthFile
+	}
+	return out
 }
 
 // A policy read from an fs.FS resolves its files the same way, as names in
 // that file system.
 func TestTLSPathsInFS(t *testing.T) {
-	fsys := fstest.MapFS{"policies/edge.toml": {Data: []byte(`[tls.intercept]
+	fsys := fstest.MapFS{"policies/edge.toml": {Data: []byte(`upstream_proxy = "http://proxy.example:3128"
+upstream_proxy_auth_file = "parent.auth"
+
+[tls.intercept]
 hosts = ["www.example.com"]
 ca_cert = "ca/ca.crt"
 ca_key = "../keys/ca.key"
@@ -132,8 +159,8 @@ ca_key = "../keys/ca.key"
 		t.Fatalf("Load error %v, warnings %v; want neither", err, warns)
 	}
 	ic := p.TLS.Intercept
-	if ic.CACert != "policies/ca/ca.crt" || ic.CAKey != "keys/ca.key" {
-		t.Errorf("CACert, CAKey = %q, %q; want policies/ca/ca.crt, keys/ca.key", ic.CACert, ic.CAKey)
+	if ic.CACert != "policies/ca/ca.crt" || ic.CAKey != "keys/ca.key" || p.Upstream.AuthFile != "policies/parent.auth" {
+		t.Errorf("CACert, CAKey, AuthFile = %q, %q, %q; want policies/ca/ca.crt, keys/ca.key, policies/parent.auth", ic.CACert, ic.CAKey, p.Upstream.AuthFile)
 	}
 	if !p.Intercepts("www.example.com") {
 		t.Errorf("Intercepts(www.example.com) = false; want true")
