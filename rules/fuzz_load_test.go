@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,6 +53,12 @@ func FuzzLoad(f *testing.F) {
 	}
 	for _, p := range policies {
 		f.Add(read(p), example)
+	}
+	// Policies with client groups, [tls] tables and a parent proxy, with
+	// the catalog where the fuzzed policy finds it.
+	for _, p := range []string{"testdata/clients.toml", "testdata/tls.toml", "testdata/warn/clients.toml"} {
+		src := strings.ReplaceAll(string(read(p)), `"catalog/example.toml"`, `"../catalog/example.toml"`)
+		f.Add([]byte(src), example)
 	}
 	catalogs, err := filepath.Glob("testdata/bad/catalog/*.toml")
 	if err != nil || len(catalogs) == 0 {
@@ -108,14 +115,25 @@ func FuzzLoad(f *testing.F) {
 				t.Fatalf("Load(%s) returned no policy and no error", file)
 			}
 			for _, host := range []string{"www.example.com", "dnl-01.geo.kaspersky.com", "activation-v2.kaspersky.com", "[::1]"} {
-				req := rules.Request{Host: host, Port: 443, Time: at}
-				if d, e := p.Decide(req), p.Explain(req); e.Decision != d {
-					t.Fatalf("Load(%s): Explain(%s).Decision = %+v; want Decide's %+v", file, host, e.Decision, d)
+				for _, client := range fuzzClients {
+					req := rules.Request{Host: host, Port: 443, Client: client, Time: at}
+					d := p.Decide(req)
+					if e := p.Explain(req); e.Decision != d {
+						t.Fatalf("Load(%s): Explain(%s from %s).Decision = %+v; want Decide's %+v", file, host, client, e.Decision, d)
+					}
+					if g := p.ClientGroup(client); g != d.ClientGroup {
+						t.Fatalf("Load(%s): ClientGroup(%s) = %q; want Decide's %q", file, client, g, d.ClientGroup)
+					}
 				}
+				p.Intercepts(host)
 			}
 		}
 	})
 }
+
+// fuzzClients are client addresses that fuzzed client groups may contain:
+// unknown, IPv4, IPv4-mapped and IPv6.
+var fuzzClients = []netip.Addr{{}, netip.MustParseAddr("10.9.8.7"), netip.MustParseAddr("::ffff:10.9.8.7"), netip.MustParseAddr("2001:db8::1")}
 
 // checkProblems asserts that every problem names a file and a place in it:
 // a line within the file (its content is in files, when the test wrote
