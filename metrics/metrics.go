@@ -61,9 +61,26 @@ func RejectReasons() []string {
 // Tunnel close reasons, the values of the "reason" label of
 // feedgate_tunnels_closed_total (tunnels closed by feedgate, not by a peer).
 const (
-	TunnelIdle     = "idle"     // no bytes either way for tunnel_idle_timeout
-	TunnelShutdown = "shutdown" // feedgate was stopping
+	TunnelIdle         = "idle"          // no bytes either way for tunnel_idle_timeout
+	TunnelShutdown     = "shutdown"      // feedgate was stopping
+	TunnelPolicyChange = "policy_change" // a rule window opened or closed, or a reload, and the tunnel's decision became block
 )
+
+// TunnelReasons lists every tunnel close reason.
+func TunnelReasons() []string { return []string{TunnelIdle, TunnelShutdown, TunnelPolicyChange} }
+
+// SNI check results, the values of the "result" label of
+// feedgate_sni_checks_total.
+const (
+	SNIMatch    = "match"    // the ClientHello names the CONNECT host
+	SNIMismatch = "mismatch" // it names another host
+	SNINone     = "no_sni"   // a ClientHello without a usable server name
+	SNINotTLS   = "not_tls"  // the client's first bytes are not a TLS ClientHello
+	SNITimeout  = "timeout"  // no complete ClientHello within sni_timeout
+)
+
+// SNIResults lists every SNI check result.
+func SNIResults() []string { return []string{SNIMatch, SNIMismatch, SNINone, SNINotTLS, SNITimeout} }
 
 // Transfer directions, the values of the "direction" label.
 const (
@@ -93,6 +110,7 @@ type Metrics struct {
 	upstreamErrors map[string]prometheus.Counter
 	rejected       map[string]prometheus.Counter
 	tunnelsClosed  map[string]prometheus.Counter
+	sniChecks      map[string]prometheus.Counter
 
 	// ActiveHTTP and ActiveConnect count connections in flight.
 	ActiveHTTP, ActiveConnect prometheus.Gauge
@@ -124,9 +142,14 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	m.rejected = byReason(rejected, RejectReasons())
 	tunnelsClosed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "tunnels_closed_total",
-		Help: "Tunnels closed by feedgate rather than by a peer, by reason (idle, shutdown).",
+		Help: "Tunnels closed by feedgate rather than by a peer, by reason (idle, shutdown, policy_change).",
 	}, []string{"reason"})
-	m.tunnelsClosed = byReason(tunnelsClosed, []string{TunnelIdle, TunnelShutdown})
+	m.tunnelsClosed = byReason(tunnelsClosed, TunnelReasons())
+	sniChecks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "sni_checks_total",
+		Help: "CONNECT tunnels whose TLS ClientHello was checked, by result (match, mismatch, no_sni, not_tls, timeout).",
+	}, []string{"result"})
+	m.sniChecks = byReason(sniChecks, SNIResults())
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
 		Help: "Requests and tunnels in flight, by kind (http or connect).",
@@ -161,7 +184,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			[]string{"vendor", "category"}, nil),
 	}
 
-	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, build, m.policy)
+	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, sniChecks, build, m.policy)
 	if !opts.NoRuntimeCollectors {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -195,8 +218,15 @@ func (m *Metrics) Rejected(reason string) {
 	}
 }
 
-// TunnelClosed counts a tunnel feedgate closed; reason is TunnelIdle or
-// TunnelShutdown.
+// SNICheck counts one ClientHello check; result is one of SNIResults.
+func (m *Metrics) SNICheck(result string) {
+	if c, ok := m.sniChecks[result]; ok {
+		c.Inc()
+	}
+}
+
+// TunnelClosed counts a tunnel feedgate closed; reason is one of
+// TunnelReasons.
 func (m *Metrics) TunnelClosed(reason string) {
 	if c, ok := m.tunnelsClosed[reason]; ok {
 		c.Inc()
@@ -222,7 +252,7 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 	nActions := len(rules.AllActions())
 	pc := &PolicyCounters{
 		m: m, p: p, nRules: len(p.Rules),
-		requests: make([]atomic.Pointer[prometheus.Counter], len(p.Classes)*(len(p.Rules)+1)*nActions),
+		requests: make([]atomic.Pointer[prometheus.Counter], len(p.Classes)*(len(p.Rules)+2)*nActions),
 		sent:     make([]prometheus.Counter, len(p.Classes)),
 		received: make([]prometheus.Counter, len(p.Classes)),
 	}
@@ -246,8 +276,14 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 	return pc
 }
 
+// counter returns the child for a class, a rule (its index, -1 for the
+// default action, or rules.NoSNIRule) and an action.
 func (pc *PolicyCounters) counter(class, rule int, a rules.Action) prometheus.Counter {
-	i := (class*(pc.nRules+1)+rule+1)*len(rules.AllActions()) + int(a)
+	slot := rule + 1 // the default action, then the rules, then the pseudo-rule
+	if rule == rules.NoSNIRule {
+		slot = pc.nRules + 1
+	}
+	i := (class*(pc.nRules+2)+slot)*len(rules.AllActions()) + int(a)
 	if c := pc.requests[i].Load(); c != nil {
 		return *c
 	}
@@ -259,7 +295,10 @@ func (pc *PolicyCounters) counter(class, rule int, a rules.Action) prometheus.Co
 		return *c
 	}
 	name := rules.DefaultRule
-	if rule >= 0 {
+	switch {
+	case rule == rules.NoSNIRule:
+		name = rules.NoSNIRuleName
+	case rule >= 0:
 		name = pc.p.Rules[rule].Name
 	}
 	cl := pc.p.Classes[class]
