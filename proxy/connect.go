@@ -38,11 +38,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if !s.admit(st, w, r, rec, start) {
 		return
 	}
-	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Client: rec.client, Time: s.clock.Now()})
+	in := tunnelInputs{req: rules.Request{Host: host, Port: port, Client: rec.client}}
+	rec.decision = decideTunnel(st.policy, in, s.clock.Now())
 	rec.decided = true
-	st.counters.Request(rec.decision)
 
 	if rec.decision.Action == rules.Block {
+		s.count(st, rec)
 		rec.status = http.StatusForbidden
 		b := st.blocks[rec.decision.Rule+1][rec.decision.Class]
 		conn, _, err := http.NewResponseController(w).Hijack()
@@ -75,13 +76,17 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.finish(st, rec, start)
 		return
 	}
+	if s.certs != nil && st.policy.Intercepts(host) {
+		s.serveIntercept(st, w, r, rec, start, host, port)
+		return
+	}
 	s.m.ActiveConnect.Inc()
 	defer s.m.ActiveConnect.Dec()
 	// net/http cancels the request's context when it reads the client's
 	// EOF, which a client that sends CONNECT and half-closes at once (nc -N)
 	// causes; the tunnel must still be made and the half-close passed on.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.DialTimeout)
-	up, err := s.dialer.DialContext(ctx, "tcp", net.JoinHostPort(host, portStr))
+	up, err := s.dialTarget(ctx, net.JoinHostPort(host, portStr))
 	cancel()
 	if err != nil {
 		var destErr *DestinationError
@@ -95,7 +100,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		rec.status, rec.upstreamErr = upstreamStatus(reason), reason
 		w.Header().Set("Connection", "close")
 		w.Header().Set("X-Feedgate-Error", reason)
-		http.Error(w, "feedgate: "+upstreamMessage(reason)+" ("+r.Host+")", rec.status)
+		http.Error(w, "feedgate: "+upstreamDetail(err, reason)+" ("+r.Host+")", rec.status)
 		s.finish(st, rec, start)
 		return
 	}
@@ -110,26 +115,28 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		reply = established10
 	}
-	t := &tunnel{client: conn, upstream: up, idle: st.policy.Limits.TunnelIdleTimeout}
+	t := &tunnel{client: conn, upstream: up, idle: st.policy.Limits.TunnelIdleTimeout, in: in}
+	t.class.Store(int32(rec.decision.Class))
 	s.tunnels.add(t)
 	defer s.tunnels.remove(t)
+	// Bytes the client pipelined behind the CONNECT headers (often the
+	// TLS ClientHello) are already in the server's buffer.
+	var early []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ = brw.Reader.Peek(n)
+	}
 	if _, err := io.WriteString(conn, reply); err != nil {
 		t.close()
-	} else if n := brw.Reader.Buffered(); n > 0 {
-		// Bytes the client pipelined behind the CONNECT headers (often
-		// the TLS ClientHello) are already in the server's buffer.
-		b, _ := brw.Reader.Peek(n)
-		if m, err := up.Write(b); err != nil {
-			t.close()
-		} else {
-			t.sent.Add(int64(m))
-			st.counters.Sent(rec.decision.Class, int64(m))
-		}
 	}
-	t.run(st.counters, rec.decision.Class)
-	if t.idleClosed.Load() {
+	t.run(st.counters, func() ([]byte, bool) { return s.checkHello(st, t, rec, early) })
+	s.count(st, rec)
+	switch {
+	case t.idleClosed.Load():
 		s.m.TunnelClosed(metrics.TunnelIdle)
 		rec.closed = metrics.TunnelIdle
+	case t.cutBy() != nil:
+		s.m.TunnelClosed(metrics.TunnelPolicyChange)
+		rec.closed, rec.cutRule = metrics.TunnelPolicyChange, t.cutBy().RuleName
 	}
 	rec.sent, rec.received = t.sent.Load(), t.received.Load()
 	s.finish(st, rec, start)
@@ -140,6 +147,15 @@ type tunnel struct {
 	client, upstream net.Conn
 	sent, received   atomic.Int64
 	closeOnce        sync.Once
+	// class is the catalog class bytes are counted under; the ClientHello
+	// can change it.
+	class atomic.Int32
+	// mu guards what the tunnel was decided on, and the decision that cut
+	// it at a policy change.
+	mu      sync.Mutex
+	in      tunnelInputs
+	settled bool
+	cutDec  *rules.Decision
 	// idle closes the tunnel after no bytes in either direction for this
 	// long; lastActive (UnixNano) is when either direction last moved.
 	idle       time.Duration
@@ -172,6 +188,23 @@ func (t *tunnel) kernelSawBytes() bool {
 // Close closes both sides; it implements io.Closer for the tunnel set.
 func (t *tunnel) Close() error { t.close(); return nil }
 
+// cut closes the tunnel because the policy now blocks it with d.
+func (t *tunnel) cut(d rules.Decision) {
+	t.mu.Lock()
+	if t.cutDec == nil {
+		t.cutDec = &d
+	}
+	t.mu.Unlock()
+	t.close()
+}
+
+// cutBy returns the decision that cut the tunnel, nil if none did.
+func (t *tunnel) cutBy() *rules.Decision {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cutDec
+}
+
 func (t *tunnel) close() {
 	t.closeOnce.Do(func() {
 		_ = t.client.Close()
@@ -180,7 +213,10 @@ func (t *tunnel) close() {
 }
 
 // run copies both directions until both are done, passing half-closes on.
-func (t *tunnel) run(pc *metrics.PolicyCounters, class int) {
+// The upstream's bytes flow at once (a server that speaks first is not held
+// up); the client's start with what first returns, its ClientHello, and
+// only if first says the tunnel may go on.
+func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool)) {
 	t.lastActive.Store(time.Now().UnixNano())
 	if t.idle > 0 {
 		t.kernelSawBytes() // the baseline for the first idle check
@@ -188,9 +224,18 @@ func (t *tunnel) run(pc *metrics.PolicyCounters, class int) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t.pipe(t.client, t.upstream, func(n int64) { t.received.Add(n); pc.Received(class, n) })
+		t.pipe(t.client, t.upstream, func(n int64) { t.received.Add(n); pc.Received(int(t.class.Load()), n) })
 	}()
-	t.pipe(t.upstream, t.client, func(n int64) { t.sent.Add(n); pc.Sent(class, n) })
+	sent := func(n int64) { t.sent.Add(n); pc.Sent(int(t.class.Load()), n) }
+	if b, ok := first(); !ok {
+		t.close()
+	} else if n, err := t.upstream.Write(b); err != nil {
+		t.close()
+	} else {
+		sent(int64(n))
+		t.lastActive.Store(time.Now().UnixNano())
+		t.pipe(t.upstream, t.client, sent)
+	}
 	<-done
 	t.close()
 }

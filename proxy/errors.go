@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"syscall"
 
 	"github.com/feedgate/feedgate/metrics"
@@ -50,7 +51,10 @@ func upstreamStatus(reason string) int {
 func upstreamDetail(err error, reason string) string {
 	var certErr *tls.CertificateVerificationError
 	var recErr tls.RecordHeaderError
+	var parentErr *ParentError
 	switch {
+	case errors.As(err, &parentErr):
+		return "the parent proxy refused the tunnel with status " + strconv.Itoa(parentErr.Status)
 	case errors.As(err, &certErr):
 		return "the upstream's TLS certificate could not be verified"
 	case errors.As(err, &recErr):

@@ -56,9 +56,16 @@ var (
 const waitLimit = 15 * time.Second
 
 // fakeClock is the proxy's policy clock, fixed until the test moves it.
+// Timers fire when Set moves the clock to or past their instant.
 type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers map[*fakeTimer]struct{}
+}
+
+type fakeTimer struct {
+	at time.Time
+	f  func()
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -70,7 +77,45 @@ func (c *fakeClock) Now() time.Time {
 func (c *fakeClock) Set(t time.Time) {
 	c.mu.Lock()
 	c.now = t
+	var due []*fakeTimer
+	for tm := range c.timers {
+		if !tm.at.After(t) {
+			due = append(due, tm)
+			delete(c.timers, tm)
+		}
+	}
 	c.mu.Unlock()
+	for _, tm := range due {
+		go tm.f()
+	}
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d <= 0 {
+		go f()
+		return func() bool { return false }
+	}
+	if c.timers == nil {
+		c.timers = map[*fakeTimer]struct{}{}
+	}
+	tm := &fakeTimer{at: c.now.Add(d), f: f}
+	c.timers[tm] = struct{}{}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.timers[tm]
+		delete(c.timers, tm)
+		return ok
+	}
+}
+
+// Timers returns how many timers are waiting.
+func (c *fakeClock) Timers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
 }
 
 // fakeResolver answers from a table. Names listed in hang block until the
@@ -144,6 +189,10 @@ type envConfig struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// listeners are passed as proxy.Options.Listeners.
 	listeners []netip.AddrPort
+	// roots verify upstream TLS (proxy.Options.RootCAs); ca is the
+	// interception CA (proxy.Options.InterceptCA).
+	roots *x509.CertPool
+	ca    *proxy.CA
 }
 
 // env is one running proxy with its collaborators.
@@ -206,6 +255,8 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		Listeners:             cfg.listeners,
 		DialTimeout:           cfg.dialTimeout,
 		ResponseHeaderTimeout: cfg.responseHeaderTimeout,
+		RootCAs:               cfg.roots,
+		InterceptCA:           cfg.ca,
 	})
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
@@ -556,7 +607,7 @@ func newOrigin(t testing.TB) *origin {
 // tlsNames are the names the test TLS certificate is valid for.
 var tlsNames = []string{
 	"www.example.test", "s01.upd.kaspersky.com", "dnl-01.geo.kaspersky.com",
-	"activation-v2.kaspersky.com", "store.kaspersky.com",
+	"activation-v2.kaspersky.com", "store.kaspersky.com", "www.kaspersky.com",
 }
 
 var testCert = sync.OnceValues(func() (tls.Certificate, error) {

@@ -37,6 +37,9 @@ import (
 // run ahead of or behind the system clock (feedgate run -at).
 type Clock interface {
 	Now() time.Time
+	// AfterFunc calls f in its own goroutine once the clock has advanced
+	// by d. stop cancels the call and reports whether it did.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
 }
 
 // ContextDialer dials upstream connections for both plain HTTP and CONNECT.
@@ -69,11 +72,16 @@ type Options struct {
 	// Listeners are feedgate's own listening addresses; dials to them are
 	// refused so the proxy cannot be made to loop into itself.
 	Listeners []netip.AddrPort
+	// InterceptCA signs the leaf certificates of intercepted hosts
+	// ([tls.intercept]); required when the policy intercepts any.
+	InterceptCA *CA
 }
 
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
+
+func (systemClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 // state is everything derived from one policy; a reload swaps it whole.
 type state struct {
@@ -84,12 +92,18 @@ type state struct {
 
 // Server is the proxy. It is an http.Handler for the proxy listener.
 type Server struct {
-	opts    Options
-	clock   Clock
-	dialer  ContextDialer
-	log     *slog.Logger
-	errLog  *slog.Logger
-	m       *metrics.Metrics
+	opts   Options
+	clock  Clock
+	dialer ContextDialer
+	log    *slog.Logger
+	errLog *slog.Logger
+	m      *metrics.Metrics
+	certs  *certCache // nil without an interception CA
+	// parent chooses the parent proxy (upstream_proxy), nil for direct
+	// connections; parents holds the parent addresses seen, which are
+	// dialed without the destination policy.
+	parent  parentFunc
+	parents sync.Map
 	gp      *goproxy.ProxyHttpServer
 	pool    *upstreamPool
 	state   atomic.Pointer[state]
@@ -97,6 +111,12 @@ type Server struct {
 	// conns counts client connections the HTTP server holds (hijacked ones
 	// leave it); tunnelSlots counts CONNECTs from admission to close.
 	conns, tunnelSlots atomic.Int64
+	// recheck is the one timer armed for the policy's next transition.
+	recheck struct {
+		sync.Mutex
+		stop   func() bool
+		closed bool
+	}
 }
 
 // New builds a Server.
@@ -127,6 +147,18 @@ func New(opts Options) (*Server, error) {
 	if s.errLog == nil {
 		s.errLog = discard
 	}
+	if opts.InterceptCA != nil {
+		// Leaves are checked against the clients' own clocks: they are
+		// dated by the system clock, not the policy clock (-at).
+		s.certs = newCertCache(opts.InterceptCA, time.Now, maxLeafCerts)
+	} else if len(opts.Policy.TLS.Intercept.Hosts) > 0 {
+		return nil, errors.New("proxy: the policy intercepts TLS ([tls.intercept]) but no CA was loaded")
+	}
+	parent, err := newParentFunc(opts.Policy.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	s.parent = parent
 	s.gp = s.newGoproxy()
 	s.SetPolicy(opts.Policy)
 	return s, nil
@@ -134,9 +166,15 @@ func New(opts Options) (*Server, error) {
 
 // SetPolicy makes p the enforced policy. Requests in flight finish under the
 // policy they started with.
+//
+// Open tunnels are decided again under p at once, and again whenever one of
+// p's rule windows opens or closes: those whose answer became block are
+// closed (unless cut_tunnels is off).
 func (s *Server) SetPolicy(p *rules.Policy) {
 	st := &state{policy: p, counters: s.m.ForPolicy(p), blocks: renderBlocks(p)}
 	s.state.Store(st)
+	s.recheckTunnels(st, s.clock.Now())
+	s.scheduleRecheck(st)
 }
 
 // Policy returns the enforced policy.
@@ -153,13 +191,18 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 		defer cancel()
+		if s.parent != nil && s.isParent(addr) {
+			return s.dialTrusted(ctx, network, addr)
+		}
 		return s.dialer.DialContext(ctx, network, addr)
 	}
 	s.pool = &upstreamPool{dial: dial, responseHeaderTimeout: s.opts.ResponseHeaderTimeout,
 		idleTimeout: 90 * time.Second, maxIdlePerHost: 64,
 		bodyIdle: func() time.Duration { return s.state.Load().policy.Limits.TunnelIdleTimeout }}
 	tr := &http.Transport{
-		Proxy:                 nil,
+		// Only upstream_proxy decides on a parent; the environment counts
+		// only when it says "env".
+		Proxy:                 s.parentFor,
 		DialContext:           dial,
 		TLSClientConfig:       tlsConfig(s.opts.RootCAs),
 		TLSHandshakeTimeout:   10 * time.Second,
@@ -209,7 +252,7 @@ type recordKey struct{}
 func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	var err error
-	if s.pool.handles(req) {
+	if s.parent == nil && s.pool.handles(req) {
 		resp, err = s.pool.RoundTrip(req)
 	} else {
 		resp, err = tr.RoundTrip(req)
@@ -349,7 +392,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme), http.StatusBadRequest)
 		return
 	}
-	s.serveHTTP(w, r)
+	s.serveHTTPKind(w, r, metrics.KindHTTP)
 }
 
 func clientAddr(r *http.Request) netip.Addr {
@@ -360,7 +403,9 @@ func clientAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+// serveHTTPKind decides and forwards an absolute-URI request: a plain
+// one (kind http) or one read inside an intercepted tunnel (kind mitm).
+func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind string) {
 	start := time.Now()
 	st := s.state.Load()
 	host := r.URL.Hostname()
@@ -376,13 +421,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		port = p
 	}
-	rec := &record{kind: metrics.KindHTTP, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
+	rec := &record{kind: kind, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
 	if !s.admit(st, w, r, rec, start) {
 		return
 	}
 	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: r.URL.Path, Client: rec.client, Time: s.clock.Now()})
 	rec.decided = true
-	st.counters.Request(rec.decision)
+	s.count(st, rec)
 
 	if rec.decision.Action == rules.Block {
 		b := st.blocks[rec.decision.Rule+1][rec.decision.Class]
@@ -588,6 +633,7 @@ const overloaded = "HTTP/1.1 503 Service Unavailable\r\n" +
 // written, and waits for them up to ctx's deadline. Call it after
 // http.Server.Shutdown, which does not see hijacked connections.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopRecheck()
 	defer s.pool.closeIdle()
 	return s.tunnels.closeAll(ctx, s.m)
 }
@@ -616,6 +662,19 @@ func (ts *tunnelSet) remove(c io.Closer) {
 	delete(ts.open, c)
 	ts.mu.Unlock()
 	ts.wg.Done()
+}
+
+// list returns the open CONNECT tunnels.
+func (ts *tunnelSet) list() []*tunnel {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var out []*tunnel
+	for c := range ts.open {
+		if t, ok := c.(*tunnel); ok {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func (ts *tunnelSet) closeAll(ctx context.Context, m *metrics.Metrics) error {

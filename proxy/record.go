@@ -33,6 +33,10 @@ type record struct {
 	decided     bool   // the policy decided (false if refused before that)
 	rejected    string // access-rule refusal reason, "" if none
 	closed      string // why feedgate closed a tunnel ("idle"), "" if a peer did
+	counted     bool   // the decision is in feedgate_requests_total
+	sni         string // a tunnel's ClientHello server name
+	sniResult   string // a tunnel's SNI check result, "" if not checked
+	cutRule     string // the rule that cut a tunnel at a policy change
 	clientErr   error  // reading the client's request body failed
 	// Bytes of an upgraded connection, copied by goroutines of goproxy.
 	upgradedSent, upgradedReceived atomic.Int64
@@ -43,6 +47,9 @@ type record struct {
 // It also observes the request's duration, so that every decided request,
 // blocked ones included, is in the histogram exactly once.
 func (s *Server) finish(st *state, rec *record, start time.Time) {
+	// A decided request that ended before it was counted (a tunnel whose
+	// dial failed) is counted here, so that every decision is counted once.
+	s.count(st, rec)
 	elapsed := time.Since(start)
 	if rec.kind == metrics.KindConnect {
 		s.m.DurationConnect.Observe(elapsed.Seconds())
@@ -64,7 +71,7 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 		slog.String("host", rec.host),
 		slog.Int("port", rec.port),
 	)
-	if rec.kind == "http" {
+	if rec.kind == metrics.KindHTTP || rec.kind == KindMITM {
 		attrs = append(attrs, slog.String("path", rec.path))
 	}
 	if rec.decided {
@@ -78,6 +85,9 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 		if rec.decision.Reported {
 			attrs = append(attrs, slog.Bool("report_only", true))
 		}
+		if rec.decision.ClientGroup != "" {
+			attrs = append(attrs, slog.String("client_group", rec.decision.ClientGroup))
+		}
 	}
 	if rec.rejected != "" {
 		attrs = append(attrs, slog.String("rejected", rec.rejected))
@@ -89,8 +99,14 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 		slog.Float64("duration_seconds", elapsed.Seconds()),
 		slog.String("policy", st.policy.Name),
 	)
+	if rec.sniResult != "" {
+		attrs = append(attrs, slog.String("sni", rec.sni), slog.String("sni_result", rec.sniResult))
+	}
 	if rec.closed != "" {
 		attrs = append(attrs, slog.String("closed", rec.closed))
+	}
+	if rec.cutRule != "" {
+		attrs = append(attrs, slog.String("cut_rule", rec.cutRule))
 	}
 	if rec.upstreamErr != "" {
 		attrs = append(attrs, slog.String("error", rec.upstreamErr))

@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// KindMITM is the decision record's kind for a request read inside an
+// intercepted tunnel.
+const KindMITM = "mitm"
+
+// maxLeafCerts bounds the leaf certificates kept for intercepted hosts;
+// the least recently used are signed again when needed.
+const maxLeafCerts = 1024
+
+// mitmHandshakeTimeout bounds the client's TLS handshake with feedgate.
+const mitmHandshakeTimeout = 10 * time.Second
+
+// closedHandshake is the record's "closed" value for an intercepted tunnel
+// whose client did not complete the TLS handshake with feedgate's leaf
+// certificate (a client without feedgate's CA, typically).
+const closedHandshake = "tls_handshake"
+
+// serveIntercept answers a CONNECT to a host named in [tls.intercept]: it
+// terminates the client's TLS with a leaf certificate from feedgate's CA,
+// then serves the HTTP requests inside. Each of them is decided with its
+// path, like a plain-HTTP request, and forwarded to the CONNECT target over
+// TLS that is verified against the system roots and upstream_ca.
+//
+// The inner HTTP server gives the intercepted connection what goproxy's own
+// MITM loop lacks: header size and read timeouts and an idle timeout.
+func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Request, rec *record, start time.Time, host string, port int) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "feedgate: CONNECT is not supported on this connection", http.StatusHTTPVersionNotSupported)
+		return
+	}
+	s.count(st, rec)
+	rec.status = http.StatusOK
+	reply := established11
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		reply = established10
+	}
+	var raw net.Conn = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		raw = &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)}
+	}
+	s.m.ActiveConnect.Inc()
+	defer s.m.ActiveConnect.Dec()
+	s.tunnels.add(conn)
+	defer s.tunnels.remove(conn)
+	if _, err := io.WriteString(conn, reply); err != nil {
+		_ = conn.Close()
+		s.finish(st, rec, start)
+		return
+	}
+	canon, _ := rules.CanonicalHost(host)
+	leaf := s.certs.getCertificate(canon)
+	tc := tls.Server(raw, &tls.Config{
+		// A leaf only for the CONNECT host: a ClientHello naming another
+		// host would get a certificate for a host the policy never saw.
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if hello.ServerName != "" {
+				if sni, err := rules.CanonicalHost(hello.ServerName); err != nil || sni != canon {
+					return nil, fmt.Errorf("SNI %q does not name the intercepted host %s", hello.ServerName, canon)
+				}
+			}
+			return leaf(hello)
+		},
+		NextProtos: []string{"http/1.1"},
+		MinVersion: tls.VersionTLS12,
+	})
+	_ = tc.SetDeadline(time.Now().Add(mitmHandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		s.errLog.Debug("interception handshake failed", "host", host, "client", clientString(rec.client), "error", err)
+		rec.closed = closedHandshake
+		_ = conn.Close()
+		s.finish(st, rec, start)
+		return
+	}
+	_ = tc.SetDeadline(time.Time{})
+	rec.sniResult = "intercepted"
+	rec.sni = tc.ConnectionState().ServerName
+
+	done := make(chan struct{})
+	var once sync.Once
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.serveInner(w, r, canon, port)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       st.policy.Limits.TunnelIdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(io.Discard, "", 0),
+		ConnState: func(_ net.Conn, cs http.ConnState) {
+			if cs == http.StateClosed || cs == http.StateHijacked {
+				once.Do(func() { close(done) })
+			}
+		},
+	}
+	_ = hs.Serve(&oneConnListener{conn: tc})
+	<-done
+	_ = conn.Close()
+	s.finish(st, rec, start)
+}
+
+// serveInner handles one request read inside an intercepted tunnel. Its
+// target is the tunnel's host, whatever the request says: a Host header
+// naming another host gets 421, so that a tunnel to one host cannot carry
+// requests for another past the policy.
+func (s *Server) serveInner(w http.ResponseWriter, r *http.Request, host string, port int) {
+	reqHost := r.Host
+	if h, _, err := net.SplitHostPort(reqHost); err == nil {
+		reqHost = h
+	}
+	if c, err := rules.CanonicalHost(reqHost); err != nil || c != host {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: this intercepted connection is for "+host+", not "+reqHost, http.StatusMisdirectedRequest)
+		return
+	}
+	r.URL.Scheme = "https"
+	r.URL.Host = host
+	if port != 443 {
+		r.URL.Host = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	s.serveHTTPKind(w, r, KindMITM)
+}
+
+// prefixConn replays bytes read before the TLS handshake (pipelined behind
+// the CONNECT) ahead of the connection's own.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// oneConnListener hands an http.Server a single connection; the second
+// Accept ends Serve, while the connection goes on being served.
+type oneConnListener struct {
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+var errListenerDone = errors.New("proxy: one-connection listener done")
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return nil, errListenerDone
+	}
+	c := l.conn
+	l.conn = nil
+	return c, nil
+}
+
+func (l *oneConnListener) Close() error { return nil }
+
+func (l *oneConnListener) Addr() net.Addr { return dummyAddr{} }
+
+type dummyAddr struct{}
+
+func (dummyAddr) Network() string { return "tcp" }
+func (dummyAddr) String() string  { return "intercepted" }

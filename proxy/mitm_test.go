@@ -1,0 +1,121 @@
+package proxy_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/feedgate/feedgate/proxy"
+)
+
+// interceptEnv runs the default policy with www.kaspersky.com intercepted,
+// between the cut-offs: its store paths are blocked, the rest is flagged.
+func interceptEnv(t *testing.T) (*env, *tlsOrigin, *x509.CertPool) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, err := proxy.CreateCA(dir, "", time.Now())
+	if err != nil {
+		t.Fatalf("CreateCA: %v", err)
+	}
+	ca, err := proxy.LoadCA(certFile, keyFile, time.Now())
+	if err != nil {
+		t.Fatalf("LoadCA: %v", err)
+	}
+	o := newTLSOrigin(t)
+	p := defaultPolicyWith(t, fmt.Sprintf("[tls.intercept]\nhosts = [\"www.kaspersky.com\"]\nca_cert = %q\nca_key = %q\n",
+		filepath.ToSlash(certFile), filepath.ToSlash(keyFile)))
+	e := newEnv(t, envConfig{policy: p, now: betweenCutoffs, roots: o.roots, ca: ca,
+		resolve: []string{"www.kaspersky.com:443:" + hostPort(t, o.URL), "s01.upd.kaspersky.com:443:" + hostPort(t, o.URL)}})
+	// The client trusts feedgate's CA, and the origin's certificate for
+	// the hosts that are tunnelled rather than intercepted.
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	pool.AddCert(o.Certificate())
+	return e, o, pool
+}
+
+// TestIntercept: a client that trusts feedgate's CA gets path-level
+// decisions inside HTTPS; a blocked path never reaches the origin.
+func TestIntercept(t *testing.T) {
+	t.Parallel()
+	e, o, pool := interceptEnv(t)
+	c, tr := e.client(t, pool)
+
+	resp, body := get(t, c, "https://www.kaspersky.com/small")
+	if resp.StatusCode != 200 || body == "" {
+		t.Fatalf("allowed path: %d %q; want 200 from the origin", resp.StatusCode, body)
+	}
+	if got := resp.TLS.PeerCertificates[0].Issuer.CommonName; got != "feedgate interception CA" {
+		t.Errorf("leaf issued by %q; want feedgate's CA", got)
+	}
+	hits := o.Hits()
+	resp, body = get(t, c, "https://www.kaspersky.com/renewal-center/home")
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Feedgate-Rule") != "sales-cutoff-store" {
+		t.Fatalf("blocked path: %d (rule %q) %q; want 403 from sales-cutoff-store", resp.StatusCode, resp.Header.Get("X-Feedgate-Rule"), body)
+	}
+	if o.Hits() != hits {
+		t.Errorf("the blocked path reached the origin")
+	}
+	tr.CloseIdleConnections()
+	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/small", "action": "log", "category": "web", "status": 200})
+	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/renewal-center/home", "action": "block", "category": "store", "status": 403})
+	e.waitRecord(t, map[string]any{"kind": "connect", "host": "www.kaspersky.com", "sni_result": "intercepted"})
+
+	// Hosts not named in [tls.intercept] are tunnelled, not intercepted.
+	resp, _ = get(t, c, "https://s01.upd.kaspersky.com/small")
+	if resp.StatusCode != 200 {
+		t.Fatalf("tunnelled host: %d", resp.StatusCode)
+	}
+	if got := resp.TLS.PeerCertificates[0].Issuer.CommonName; got == "feedgate interception CA" {
+		t.Errorf("a host outside [tls.intercept] was intercepted")
+	}
+}
+
+// TestInterceptUntrustedClient: a client without feedgate's CA fails the
+// handshake with a certificate error, and nothing reaches the origin.
+func TestInterceptUntrustedClient(t *testing.T) {
+	t.Parallel()
+	e, o, _ := interceptEnv(t)
+	c, _ := e.client(t, o.roots) // trusts the origin, not feedgate
+	_, err := c.Get("https://www.kaspersky.com/small")
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) {
+		t.Fatalf("GET without feedgate's CA: %v; want an unknown-authority error", err)
+	}
+	if o.Hits() != 0 {
+		t.Errorf("origin hit %d times; want 0", o.Hits())
+	}
+	e.waitRecord(t, map[string]any{"kind": "connect", "host": "www.kaspersky.com", "closed": "tls_handshake"})
+}
+
+// TestInterceptOtherSNIOrHost: an intercepted tunnel serves only its own
+// host: a ClientHello for another name fails, and so does a request whose
+// Host header names another host (421).
+func TestInterceptOtherSNIOrHost(t *testing.T) {
+	t.Parallel()
+	e, _, pool := interceptEnv(t)
+	conn, resp := openTunnel(t, e, "www.kaspersky.com:443")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	if err := tls.Client(conn, &tls.Config{RootCAs: pool, ServerName: "other.example.test"}).Handshake(); err == nil {
+		t.Fatalf("handshake for another SNI name succeeded; want it refused")
+	}
+
+	conn, _ = openTunnel(t, e, "www.kaspersky.com:443")
+	tc := tls.Client(conn, &tls.Config{RootCAs: pool, ServerName: "www.kaspersky.com"})
+	fmt.Fprintf(tc, "GET /small HTTP/1.1\r\nHost: s01.upd.kaspersky.com\r\n\r\n")
+	r, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("request for another host inside the tunnel: %d; want 421", r.StatusCode)
+	}
+}

@@ -1,0 +1,122 @@
+package proxy_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+)
+
+// authParent runs a parent feedgate (the default policy, before the
+// cut-offs, so that it allows everything) behind a check of
+// Proxy-Authorization, and counts what reached it.
+type authParent struct {
+	*env
+	addr    string
+	denied  atomic.Int64
+	allowed atomic.Int64
+}
+
+func newAuthParent(t *testing.T, resolve []string, user, pass string) *authParent {
+	t.Helper()
+	p := &authParent{env: newEnv(t, envConfig{now: beforeCutoffs, resolve: resolve})}
+	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user != "" && r.Header.Get("Proxy-Authorization") != want {
+			p.denied.Add(1)
+			w.Header().Set("Proxy-Authenticate", `Basic realm="parent"`)
+			w.WriteHeader(http.StatusProxyAuthRequired)
+			return
+		}
+		p.allowed.Add(1)
+		p.srv.ServeHTTP(w, r)
+	})}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	p.addr = ln.Addr().String()
+	return p
+}
+
+// TestParentProxy: with upstream_proxy, plain HTTP and CONNECT go through
+// the parent (with the credentials of the auth file), and decisions are
+// still made here: a blocked request never reaches the parent.
+func TestParentProxy(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	to := newTLSOrigin(t)
+	resolve := []string{
+		"www.example.test:80:" + hostPort(t, o.URL),
+		"www.example.test:443:" + hostPort(t, to.URL),
+		"s01.upd.kaspersky.com:443:" + hostPort(t, to.URL),
+	}
+	for _, tt := range []struct{ name, user, pass string }{
+		{"no-credentials", "", ""},
+		{"credentials", "gw", "s3cret:with:colons"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			parent := newAuthParent(t, resolve, tt.user, tt.pass)
+			keys := fmt.Sprintf("upstream_proxy = %q\n", "http://"+parent.addr)
+			if tt.user != "" {
+				auth := filepath.Join(t.TempDir(), "parent.auth")
+				if err := os.WriteFile(auth, []byte(tt.user+":"+tt.pass+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				keys += fmt.Sprintf("upstream_proxy_auth_file = %q\n", auth)
+			}
+			cfg := policyWith(t, keys+"[[rule]]\nname = \"block-updates\"\nvendor = \"kaspersky\"\ncategories = [\"update\"]\naction = \"block\"\n")
+			e := newEnv(t, cfg) // no -resolve here: only the parent resolves
+			c, tr := e.client(t, to.roots)
+
+			resp, body := get(t, c, "http://www.example.test/small")
+			if resp.StatusCode != 200 || body == "" {
+				t.Fatalf("plain HTTP through the parent: %d %q", resp.StatusCode, body)
+			}
+			resp, _ = get(t, c, "https://www.example.test/small")
+			if resp.StatusCode != 200 {
+				t.Fatalf("CONNECT through the parent: %d", resp.StatusCode)
+			}
+			before := parent.allowed.Load() + parent.denied.Load()
+			if _, err := c.Get("https://s01.upd.kaspersky.com/small"); err == nil {
+				t.Fatalf("a blocked CONNECT succeeded")
+			}
+			if n := parent.allowed.Load() + parent.denied.Load(); n != before {
+				t.Errorf("a blocked CONNECT reached the parent")
+			}
+			if parent.denied.Load() != 0 {
+				t.Errorf("the parent refused %d requests for bad credentials", parent.denied.Load())
+			}
+			// The parent saw the plain request and the tunnel (whose
+			// record is written when it closes).
+			tr.CloseIdleConnections()
+			parent.waitRecord(t, map[string]any{"kind": "http", "host": "www.example.test", "path": "/small"})
+			parent.waitRecord(t, map[string]any{"kind": "connect", "host": "www.example.test"})
+			e.waitRecord(t, map[string]any{"kind": "connect", "host": "s01.upd.kaspersky.com", "action": "block"})
+		})
+	}
+}
+
+// TestParentProxyRefuses: a parent that refuses the tunnel (407 here, for
+// missing credentials) becomes a 502 that says so.
+func TestParentProxyRefuses(t *testing.T) {
+	t.Parallel()
+	to := newTLSOrigin(t)
+	parent := newAuthParent(t, []string{"www.example.test:443:" + hostPort(t, to.URL)}, "gw", "pw")
+	e := newEnv(t, policyWith(t, fmt.Sprintf("upstream_proxy = %q\n", "http://"+parent.addr)))
+	conn, resp := openTunnel(t, e, "www.example.test:443")
+	_ = conn
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("CONNECT refused by the parent: %d; want 502", resp.StatusCode)
+	}
+	if parent.denied.Load() != 1 {
+		t.Errorf("parent refusals = %d; want 1", parent.denied.Load())
+	}
+}

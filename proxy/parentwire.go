@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpproxy"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// parentFunc says which parent proxy, if any, carries a request for a URL.
+type parentFunc func(*url.URL) (*url.URL, error)
+
+// newParentFunc builds the parent proxy choice of upstream_proxy: nil for
+// direct connections, a fixed URL (with the credentials of the auth file),
+// or the proxy environment variables for "env".
+func newParentFunc(up rules.UpstreamProxy) (parentFunc, error) {
+	switch {
+	case up.FromEnv:
+		f := httpproxy.FromEnvironment().ProxyFunc()
+		return func(u *url.URL) (*url.URL, error) { return f(u) }, nil
+	case up.URL != nil:
+		u := *up.URL
+		if up.AuthFile != "" {
+			creds, err := readCredentialsFile(up.AuthFile)
+			if err != nil {
+				return nil, fmt.Errorf("upstream_proxy_auth_file: %w", err)
+			}
+			user, pass, _ := strings.Cut(creds, ":")
+			u.User = url.UserPassword(user, pass)
+		}
+		if _, err := newParentProxy(withoutUser(&u), credentials(&u)); err != nil {
+			return nil, fmt.Errorf("upstream_proxy: %w", err)
+		}
+		return func(*url.URL) (*url.URL, error) { return &u, nil }, nil
+	}
+	return nil, nil
+}
+
+func withoutUser(u *url.URL) *url.URL {
+	c := *u
+	c.User = nil
+	return &c
+}
+
+func credentials(u *url.URL) string {
+	if u.User == nil {
+		return ""
+	}
+	pass, _ := u.User.Password()
+	return u.User.Username() + ":" + pass
+}
+
+// parentFor returns the parent proxy for a request's URL, nil for a direct
+// connection. It is the transport's Proxy function.
+func (s *Server) parentFor(req *http.Request) (*url.URL, error) {
+	if s.parent == nil {
+		return nil, nil
+	}
+	u, err := s.parent(req.URL)
+	if u != nil {
+		s.trustParent(u.Host)
+	}
+	return u, err
+}
+
+// trustParent records a parent's address, so that the transport's dials
+// to it skip the destination policy (see Dialer.DialTrusted).
+func (s *Server) trustParent(hostport string) { s.parents.Store(hostport, true) }
+
+func (s *Server) isParent(hostport string) bool {
+	_, ok := s.parents.Load(hostport)
+	return ok
+}
+
+// dialTarget opens the upstream connection of a CONNECT tunnel: directly,
+// or chained through the parent proxy with a CONNECT of its own.
+func (s *Server) dialTarget(ctx context.Context, target string) (net.Conn, error) {
+	if s.parent != nil {
+		u, err := s.parent(&url.URL{Scheme: "https", Host: target})
+		if err != nil {
+			return nil, fmt.Errorf("parent proxy for %s: %w", target, err)
+		}
+		if u != nil {
+			pp, err := newParentProxy(withoutUser(u), credentials(u))
+			if err != nil {
+				return nil, fmt.Errorf("parent proxy for %s: %w", target, err)
+			}
+			return pp.dialConnect(ctx, s.dialTrusted, target)
+		}
+	}
+	return s.dialer.DialContext(ctx, "tcp", target)
+}
+
+// dialTrusted dials a parent proxy.
+func (s *Server) dialTrusted(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d, ok := s.dialer.(*Dialer); ok {
+		return d.DialTrusted(ctx, network, addr)
+	}
+	return s.dialer.DialContext(ctx, network, addr)
+}
