@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -172,5 +173,43 @@ func TestVersion(t *testing.T) {
 	}
 	if code := run([]string{"frobnicate"}, &stdout, &stderr); code != 2 {
 		t.Errorf("unknown command: exit %d; want 2", code)
+	}
+}
+
+// TestExplainClient: -client picks the client's group, and the rules that
+// select groups follow it.
+func TestExplainClient(t *testing.T) {
+	for _, tt := range []struct {
+		client, group, rule, action string
+	}{
+		{"10.1.2.3", "us-offices", "updates-cutoff-us", "block"},
+		{"10.9.0.7", "lab", "default", "allow"},
+		{"::ffff:10.1.2.3", "us-offices", "updates-cutoff-us", "block"},
+		{"192.0.2.1", "", "default", "allow"},
+	} {
+		t.Run(tt.client, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"explain", "-config", "testdata/clients.toml", "-at", "2024-10-01", "-client", tt.client, "-json", "s01.upd.kaspersky.com"}, &stdout, &stderr)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			var got map[string]any
+			if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+				t.Fatalf("%v: %q", err, stdout.String())
+			}
+			if g, _ := got["client_group"].(string); g != tt.group || got["rule"] != tt.rule || got["action"] != tt.action {
+				t.Errorf("group %q rule %v action %v; want %q %s %s", g, got["rule"], got["action"], tt.group, tt.rule, tt.action)
+			}
+			stdout.Reset()
+			run([]string{"explain", "-config", "testdata/clients.toml", "-at", "2024-10-01", "-client", tt.client, "s01.upd.kaspersky.com"}, &stdout, &stderr)
+			want := "client group: " + cmp.Or(tt.group, "none")
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("explain text %q does not contain %q", stdout.String(), want)
+			}
+		})
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"explain", "-client", "not-an-ip", "x.com"}, &stdout, &stderr); code != 2 {
+		t.Errorf("explain -client not-an-ip: exit %d; want 2", code)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/configs"
+	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -33,7 +35,8 @@ func buildVersion() string {
 const usage = `usage:
   feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...]
   feedgate check [-config FILE]
-  feedgate explain [-config FILE] [-at TIME] [-json] TARGET ...
+  feedgate explain [-config FILE] [-at TIME] [-client IP] [-json] TARGET ...
+  feedgate ca init -dir DIR [-org NAME]
   feedgate version
 
 Without -config, feedgate uses its built-in policy (the US 2024 Kaspersky timeline).
@@ -52,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCheck(args, stdout, stderr)
 	case "explain":
 		return runExplain(args, stdout, stderr)
+	case "ca":
+		return runCA(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "feedgate %s (%s)\n", buildVersion(), runtime.Version())
 		return 0
@@ -171,23 +176,25 @@ func window(from, until time.Time, loc *time.Location) string {
 
 // explainJSON is one line of explain -json output.
 type explainJSON struct {
-	Target     string  `json:"target"`
-	Host       string  `json:"host"`
-	Port       int     `json:"port"`
-	Path       string  `json:"path,omitempty"`
-	At         string  `json:"at"`
-	Policy     string  `json:"policy"`
-	Vendor     string  `json:"vendor"`
-	Category   string  `json:"category"`
-	Pattern    string  `json:"pattern"`
-	Rule       string  `json:"rule"`
-	Action     string  `json:"action"`
-	ReportOnly bool    `json:"report_only"`
-	Reason     string  `json:"reason"`
-	Since      *string `json:"since"`
-	NextChange *string `json:"next_change"`
-	NextAction *string `json:"next_action"`
-	NextRule   *string `json:"next_rule"`
+	Target      string  `json:"target"`
+	Host        string  `json:"host"`
+	Port        int     `json:"port"`
+	Path        string  `json:"path,omitempty"`
+	Client      string  `json:"client,omitempty"`
+	ClientGroup string  `json:"client_group,omitempty"`
+	At          string  `json:"at"`
+	Policy      string  `json:"policy"`
+	Vendor      string  `json:"vendor"`
+	Category    string  `json:"category"`
+	Pattern     string  `json:"pattern"`
+	Rule        string  `json:"rule"`
+	Action      string  `json:"action"`
+	ReportOnly  bool    `json:"report_only"`
+	Reason      string  `json:"reason"`
+	Since       *string `json:"since"`
+	NextChange  *string `json:"next_change"`
+	NextAction  *string `json:"next_action"`
+	NextRule    *string `json:"next_rule"`
 }
 
 func runExplain(args []string, stdout, stderr io.Writer) int {
@@ -195,6 +202,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
 	at := fs.String("at", "", "explain at this `TIME` (RFC 3339; default: now)")
 	asJSON := fs.Bool("json", false, "print one JSON object per target per line")
+	clientIP := fs.String("client", "", "explain for a request from this client `IP` (for rules with clients or not_clients)")
 	// Flags may come before or after the targets.
 	var targets []string
 	for {
@@ -223,6 +231,14 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
+	var client netip.Addr
+	if *clientIP != "" {
+		if client, err = netip.ParseAddr(*clientIP); err != nil {
+			fmt.Fprintf(stderr, "feedgate explain: -client: %v\n", err)
+			return 2
+		}
+		client = client.Unmap()
+	}
 	status := 0
 	enc := json.NewEncoder(stdout)
 	for _, s := range targets {
@@ -232,7 +248,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			status = 1
 			continue
 		}
-		e := p.Explain(rules.Request{Host: t.Host, Port: t.Port, Path: t.Path, Time: now})
+		e := p.Explain(rules.Request{Host: t.Host, Port: t.Port, Path: t.Path, Client: client, Time: now})
 		reason := ""
 		if e.Rule >= 0 {
 			reason = p.Rules[e.Rule].Reason
@@ -242,6 +258,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 				Target: s, Host: t.Host, Port: t.Port, Path: t.Path, At: fmtTime(now, p.Location), Policy: p.Name,
 				Vendor: e.Vendor, Category: e.Category, Pattern: e.Pattern, Rule: e.RuleName,
 				Action: e.Action.String(), ReportOnly: e.Reported, Reason: reason,
+				Client: *clientIP, ClientGroup: e.ClientGroup,
 			}
 			if !e.Since.IsZero() {
 				s := fmtTime(e.Since, p.Location)
@@ -257,18 +274,28 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			}
 			continue
 		}
-		printExplanation(stdout, p, t, now, e, reason)
+		printExplanation(stdout, p, t, now, client, e, reason)
 	}
 	return status
 }
 
-func printExplanation(w io.Writer, p *rules.Policy, t rules.Target, now time.Time, e rules.Explanation, reason string) {
+func printExplanation(w io.Writer, p *rules.Policy, t rules.Target, now time.Time, client netip.Addr, e rules.Explanation, reason string) {
 	where := fmt.Sprintf("port %d", t.Port)
 	if t.Path != "" {
 		where += ", path " + t.Path
 	}
+	if client.IsValid() {
+		where += ", client " + client.String()
+	}
 	fmt.Fprintf(w, "%s (%s) at %s\n", t.Input, where, fmtTime(now, p.Location))
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	if client.IsValid() || len(p.ClientGroups) > 0 {
+		group := e.ClientGroup
+		if group == "" {
+			group = "none"
+		}
+		fmt.Fprintf(tw, "  client group:\t%s\n", group)
+	}
 	fmt.Fprintf(tw, "  vendor:\t%s\n", e.Vendor)
 	cat := e.Category
 	if e.Pattern != "" {
@@ -293,4 +320,29 @@ func printExplanation(w io.Writer, p *rules.Policy, t rules.Target, now time.Tim
 		fmt.Fprintf(tw, "  next change:\tnone\n")
 	}
 	tw.Flush()
+}
+
+func runCA(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "init" {
+		fmt.Fprintf(stderr, "feedgate ca: want \"feedgate ca init -dir DIR\"\n%s", usage)
+		return 2
+	}
+	fs := newFlagSet("ca init", stderr)
+	dir := fs.String("dir", "", "write ca.crt and ca.key into `DIR` (created if missing; existing files are never overwritten)")
+	org := fs.String("org", "", "organisation `NAME` in the CA's subject (default feedgate)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "feedgate ca init: -dir DIR is required, and nothing else")
+		return 2
+	}
+	certFile, keyFile, err := proxy.CreateCA(*dir, *org, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate ca init: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "created %s (give it to clients to trust) and %s (keep it secret)\n", certFile, keyFile)
+	fmt.Fprintf(stdout, "use them in the policy:\n\n[tls.intercept]\nhosts = [\"...\"]\nca_cert = %q\nca_key = %q\n", certFile, keyFile)
+	return 0
 }

@@ -30,7 +30,7 @@ const (
 // vendorHosts are real catalog names that the tests point at local origins.
 var vendorHosts = []string{
 	"dnl-01.geo.kaspersky.com", "s01.upd.kaspersky.com", "activation-v2.kaspersky.com",
-	"store.kaspersky.com", "www.example.test",
+	"store.kaspersky.com", "www.example.test", "www.kaspersky.com",
 }
 
 // fixture is a pair of local origins (plain HTTP and TLS) that every vendor
@@ -53,6 +53,19 @@ func newFixture(t *testing.T) *fixture {
 		case "/echo":
 			b, _ := io.ReadAll(r.Body)
 			w.Write(b)
+		case "/slow":
+			// A download that takes a minute: a byte every 100 ms.
+			rc := http.NewResponseController(w)
+			for range 600 {
+				if _, err := io.WriteString(w, "."); err != nil || rc.Flush() != nil {
+					return
+				}
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 		default:
 			io.WriteString(w, originPayload)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,8 @@ import (
 type offsetClock struct{ offset time.Duration }
 
 func (c offsetClock) Now() time.Time { return time.Now().Add(c.offset) }
+
+func (offsetClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 // multiFlag collects a repeatable flag.
 type multiFlag []string
@@ -113,13 +116,17 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		return 1
 	}
 
+	var srv *proxy.Server
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
-	srv, err := proxy.New(proxy.Options{
+	opts := proxy.Options{
 		Policy: p, Metrics: m, DecisionLog: decisions, ErrorLog: errLog, Clock: clock,
 		Dialer:    &proxy.Dialer{Overrides: overrides},
 		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
-	})
+	}
+	if err = loadTLS(p, &opts, time.Now()); err == nil {
+		srv, err = proxy.New(opts)
+	}
 	if err != nil {
 		pl.Close()
 		al.Close()
@@ -211,4 +218,35 @@ func adminMux(reg *prometheus.Registry, ready *atomic.Bool, withPprof bool) *htt
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	return mux
+}
+
+// loadTLS loads what [tls.intercept] names: the interception CA, and the
+// extra roots upstream servers are verified against (with the system's).
+func loadTLS(p *rules.Policy, opts *proxy.Options, now time.Time) error {
+	ic := p.TLS.Intercept
+	if len(ic.Hosts) > 0 {
+		ca, err := proxy.LoadCA(ic.CACert, ic.CAKey, now)
+		if err != nil {
+			return fmt.Errorf("[tls.intercept]: %w", err)
+		}
+		opts.InterceptCA = ca
+	}
+	if len(ic.UpstreamCA) == 0 {
+		return nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range ic.UpstreamCA {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("[tls.intercept] upstream_ca: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("[tls.intercept] upstream_ca: %s: no PEM certificate found", f)
+		}
+	}
+	opts.RootCAs = pool
+	return nil
 }
