@@ -120,3 +120,35 @@ func TestParentProxyRefuses(t *testing.T) {
 		t.Errorf("parent refusals = %d; want 1", parent.denied.Load())
 	}
 }
+
+// TestParentProxyFromEnv: the proxy variables count only with
+// upstream_proxy = "env".
+func TestParentProxyFromEnv(t *testing.T) {
+	o := newOrigin(t)
+	resolve := []string{"www.example.test:80:" + hostPort(t, o.URL)}
+	parent := newAuthParent(t, resolve, "", "")
+	t.Setenv("HTTP_PROXY", "http://"+parent.addr)
+	t.Setenv("HTTPS_PROXY", "http://"+parent.addr)
+	t.Setenv("NO_PROXY", "")
+	for _, tt := range []struct {
+		name, keys string
+		viaParent  bool
+	}{
+		{"default-ignores-env", "", false},
+		{"env", "upstream_proxy = \"env\"\n", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := policyWith(t, tt.keys)
+			cfg.resolve = resolve
+			e := newEnv(t, cfg)
+			c, _ := e.client(t, nil)
+			before := parent.allowed.Load()
+			if resp, _ := get(t, c, "http://www.example.test/small"); resp.StatusCode != 200 {
+				t.Fatalf("GET: %d", resp.StatusCode)
+			}
+			if got := parent.allowed.Load() - before; (got == 1) != tt.viaParent {
+				t.Errorf("requests through the parent: %d; want via parent = %v", got, tt.viaParent)
+			}
+		})
+	}
+}

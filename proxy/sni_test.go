@@ -274,3 +274,23 @@ func defaultPolicyWith(t *testing.T, tables string) *rules.Policy {
 	}
 	return loadTestPolicy(t, file)
 }
+
+// TestClientGroupInRecord: a request's client group is in its record, and
+// rules that select groups apply to it.
+func TestClientGroupInRecord(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	cfg := policyWith(t, "[clients]\nloopback = [\"127.0.0.0/8\"]\nlab = [\"10.9.0.0/16\"]\n\n"+
+		"[[rule]]\nname = \"block-loopback\"\nvendor = \"kaspersky\"\nclients = [\"loopback\"]\naction = \"block\"\n")
+	cfg.resolve = []string{"s01.upd.kaspersky.com:80:" + hostPort(t, o.URL), "www.example.test:80:" + hostPort(t, o.URL)}
+	e := newEnv(t, cfg)
+	c, _ := e.client(t, nil)
+	if resp, _ := get(t, c, "http://s01.upd.kaspersky.com/small"); resp.StatusCode != 403 {
+		t.Errorf("Kaspersky from the loopback group: %d; want 403", resp.StatusCode)
+	}
+	if resp, _ := get(t, c, "http://www.example.test/small"); resp.StatusCode != 200 {
+		t.Errorf("other traffic from the loopback group: %d; want 200", resp.StatusCode)
+	}
+	e.waitRecord(t, map[string]any{"host": "s01.upd.kaspersky.com", "client_group": "loopback", "rule": "block-loopback", "action": "block"})
+	e.waitRecord(t, map[string]any{"host": "www.example.test", "client_group": "loopback", "action": "allow"})
+}
