@@ -112,6 +112,12 @@ func clientHelloBody(data []byte) ([]byte, helloStatus) {
 	have, need := 0, tlsHandshakeHeaderLen
 	pos := 0 // start of the current record in data
 	for {
+		// The hello ends at least need-have bytes after this record's
+		// header; one that cannot end within maxClientHello is refused
+		// here, whether or not its bytes have arrived.
+		if pos+tlsRecordHeaderLen+need-have > maxClientHello {
+			return nil, helloNotTLS
+		}
 		rec := data[pos:]
 		// Judge each header byte as soon as it arrives, so that a stream
 		// that is plainly not TLS ("GET ...", "SSH-2.0-...") is known
@@ -126,7 +132,7 @@ func clientHelloBody(data []byte) ([]byte, helloStatus) {
 			return nil, helloNotTLS
 		}
 		if len(rec) < tlsRecordHeaderLen {
-			return nil, helloMore(pos + tlsRecordHeaderLen + need - have)
+			return nil, helloIncomplete
 		}
 		n := int(rec[3])<<8 | int(rec[4])
 		// Zero-length handshake fragments are forbidden (RFC 8446 5.1),
@@ -138,7 +144,7 @@ func clientHelloBody(data []byte) ([]byte, helloStatus) {
 		if len(frag) > n {
 			frag = frag[:n]
 		}
-		avail := frag
+		avail, before := frag, have
 		for have < tlsHandshakeHeaderLen && len(avail) > 0 {
 			hs[have] = avail[0]
 			avail = avail[1:]
@@ -156,6 +162,11 @@ func clientHelloBody(data []byte) ([]byte, helloStatus) {
 		}
 		have += min(len(avail), need-have)
 		if have == need {
+			// The header may have arrived in this record, and the
+			// whole hello with it.
+			if pos+tlsRecordHeaderLen+have-before > maxClientHello {
+				return nil, helloNotTLS
+			}
 			if pos == 0 {
 				return data[tlsRecordHeaderLen+tlsHandshakeHeaderLen : tlsRecordHeaderLen+need], helloComplete
 			}
