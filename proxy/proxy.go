@@ -159,6 +159,11 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	s.parent = parent
+	if f := opts.Policy.Upstream.AuthFile; f != "" {
+		if open, err := credentialsFileTooOpen(f); err == nil && open {
+			s.errLog.Warn("upstream_proxy_auth_file can be read by other users; chmod 600 it", "file", f)
+		}
+	}
 	s.gp = s.newGoproxy()
 	s.SetPolicy(opts.Policy)
 	return s, nil
