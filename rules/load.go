@@ -146,6 +146,11 @@ type policyFile struct {
 
 	UpstreamProxy         string `toml:"upstream_proxy"`
 	UpstreamProxyAuthFile string `toml:"upstream_proxy_auth_file"`
+
+	Log       logFile       `toml:"log"`
+	Inventory inventoryFile `toml:"inventory"`
+	PACProxy  string        `toml:"pac_proxy"`
+	PACAll    bool          `toml:"pac_all"`
 }
 
 type ruleFile struct {
@@ -311,6 +316,9 @@ func (l *loader) load(file string) *Policy {
 	p.Limits = f.parseLimits(pf.Limits)
 	p.Upstream = f.parseUpstream(pf.UpstreamProxy, pf.UpstreamProxyAuthFile)
 	p.TLS = f.parseTLS(pf.TLS)
+	p.Log = f.parseLog(pf.Log)
+	p.Inventory = f.parseInventory(pf.Inventory)
+	p.PAC = f.parsePAC(pf.PACProxy, pf.PACAll)
 	var groupIndex map[string]int
 	p.ClientGroups, p.clientNets, groupIndex = f.parseClientGroups(pf.Clients)
 

@@ -213,6 +213,12 @@ type Policy struct {
 	// Upstream is the parent proxy requests go through, if any.
 	Upstream UpstreamProxy
 
+	// Log, Inventory and PAC are the operational settings of [log],
+	// [inventory] and the pac_ keys.
+	Log       LogSettings
+	Inventory InventorySettings
+	PAC       PACSettings
+
 	catalog     *hostMatcher
 	clientNets  []clientNet // every group's prefixes, in file order
 	transitions []int64     // sorted, unique instants where some rule window opens or closes
