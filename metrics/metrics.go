@@ -111,6 +111,10 @@ type Metrics struct {
 	rejected       map[string]prometheus.Counter
 	tunnelsClosed  map[string]prometheus.Counter
 	sniChecks      map[string]prometheus.Counter
+	reloads        map[string]prometheus.Counter
+	reloadOK       prometheus.Gauge
+	reloadTime     prometheus.Gauge
+	catalogInfo    *prometheus.GaugeVec
 
 	// ActiveHTTP and ActiveConnect count connections in flight.
 	ActiveHTTP, ActiveConnect prometheus.Gauge
@@ -150,6 +154,23 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		Help: "CONNECT tunnels whose TLS ClientHello was checked, by result (match, mismatch, no_sni, not_tls, timeout).",
 	}, []string{"result"})
 	m.sniChecks = byReason(sniChecks, SNIResults())
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "config_reloads_total",
+		Help: "Policy reloads (SIGHUP or POST /-/reload), by result (success, failure).",
+	}, []string{"result"})
+	m.reloads = byReason(reloads, []string{ReloadSuccess, ReloadFailure})
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "config_last_reload_successful",
+		Help: "1 if the last policy load or reload succeeded, 0 if it failed (the previous policy is still enforced).",
+	})
+	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
+		Help: "Unix time of the last successful policy load or reload.",
+	})
+	m.catalogInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "catalog_info",
+		Help: "Always 1 for each catalog of the enforced policy; labels carry its vendor and version.",
+	}, []string{"vendor", "version"})
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
 		Help: "Requests and tunnels in flight, by kind (http or connect).",
@@ -184,7 +205,8 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			[]string{"vendor", "category"}, nil),
 	}
 
-	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, sniChecks, build, m.policy)
+	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, sniChecks,
+		reloads, m.reloadOK, m.reloadTime, m.catalogInfo, build, m.policy)
 	if !opts.NoRuntimeCollectors {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -216,6 +238,31 @@ func (m *Metrics) Rejected(reason string) {
 	if c, ok := m.rejected[reason]; ok {
 		c.Inc()
 	}
+}
+
+// Reload results, the values of the "result" label of
+// feedgate_config_reloads_total.
+const (
+	ReloadSuccess = "success"
+	ReloadFailure = "failure"
+)
+
+// ConfigLoaded records the policy loaded at start: the reload gauges say
+// success at that instant, and no reload is counted.
+func (m *Metrics) ConfigLoaded(at time.Time) {
+	m.reloadOK.Set(1)
+	m.reloadTime.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// ConfigReload records one reload attempt.
+func (m *Metrics) ConfigReload(ok bool, at time.Time) {
+	if !ok {
+		m.reloads[ReloadFailure].Inc()
+		m.reloadOK.Set(0)
+		return
+	}
+	m.reloads[ReloadSuccess].Inc()
+	m.ConfigLoaded(at)
 }
 
 // SNICheck counts one ClientHello check; result is one of SNIResults.
@@ -271,6 +318,10 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 				pc.counter(c, i, effective(r.Action))
 			}
 		}
+	}
+	m.catalogInfo.Reset()
+	for _, c := range p.Catalogs {
+		m.catalogInfo.WithLabelValues(c.Vendor, c.Version).Set(1)
 	}
 	m.policy.current.Store(p)
 	return pc

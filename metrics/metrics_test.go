@@ -197,3 +197,51 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, values []
 	}
 	return -1
 }
+
+// TestReloadAndCatalogInfo: the reload series follow success and failure,
+// and feedgate_catalog_info names the enforced policy's catalogs only.
+func TestReloadAndCatalogInfo(t *testing.T) {
+	reg, m := newMetrics(t, mustTime(t, "2024-08-01T00:00:00Z"))
+	p := defaultPolicy(t)
+	m.ForPolicy(p)
+	start := mustTime(t, "2026-01-02T03:04:05Z")
+	m.ConfigLoaded(start)
+	// want compares the one series of name whose label values are
+	// labels (in label-name order).
+	want := func(name string, labels []string, v float64) {
+		t.Helper()
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := -1.0
+		for _, f := range fams {
+			for _, s := range f.GetMetric() {
+				var vals []string
+				for _, lp := range s.GetLabel() {
+					vals = append(vals, lp.GetValue())
+				}
+				if f.GetName() == name && strings.Join(vals, ",") == strings.Join(labels, ",") {
+					got = s.GetCounter().GetValue() + s.GetGauge().GetValue()
+				}
+			}
+		}
+		if got != v {
+			t.Errorf("%s%v = %v; want %v", name, labels, got, v)
+		}
+	}
+	want("feedgate_config_reloads_total", []string{"success"}, 0)
+	want("feedgate_config_last_reload_successful", nil, 1)
+	want("feedgate_config_last_reload_success_timestamp_seconds", nil, float64(start.Unix()))
+	want("feedgate_catalog_info", []string{"kaspersky", p.Catalogs[0].Version}, 1)
+
+	m.ConfigReload(false, start.Add(time.Minute))
+	want("feedgate_config_reloads_total", []string{"failure"}, 1)
+	want("feedgate_config_last_reload_successful", nil, 0)
+	want("feedgate_config_last_reload_success_timestamp_seconds", nil, float64(start.Unix()))
+
+	m.ConfigReload(true, start.Add(2*time.Minute))
+	want("feedgate_config_reloads_total", []string{"success"}, 1)
+	want("feedgate_config_last_reload_successful", nil, 1)
+	want("feedgate_config_last_reload_success_timestamp_seconds", nil, float64(start.Add(2*time.Minute).Unix()))
+}
