@@ -185,6 +185,8 @@ type envConfig struct {
 	dialerTimeout time.Duration
 	// logTo receives the decision log instead of env.log.
 	logTo io.Writer
+	// squid writes the log in Squid's format instead of JSON.
+	squid bool
 	// dial replaces the Dialer's connect step (to record addresses).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// listeners are passed as proxy.Options.Listeners.
@@ -227,6 +229,13 @@ func loadTestPolicy(t *testing.T, file string) *rules.Policy {
 	return p
 }
 
+func decisionLog(w io.Writer, squid bool) *slog.Logger {
+	if squid {
+		return slog.New(proxy.NewSquidHandler(w))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
 func newEnv(t testing.TB, cfg envConfig) *env {
 	t.Helper()
 	if cfg.policy == nil {
@@ -249,7 +258,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	srv, err := proxy.New(proxy.Options{
 		Policy:                cfg.policy,
 		Metrics:               m,
-		DecisionLog:           slog.New(slog.NewJSONHandler(cmp.Or[io.Writer](cfg.logTo, e.log), nil)),
+		DecisionLog:           decisionLog(cmp.Or[io.Writer](cfg.logTo, e.log), cfg.squid),
 		Clock:                 e.clock,
 		Dialer:                &proxy.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial},
 		Listeners:             cfg.listeners,
