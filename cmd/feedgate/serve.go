@@ -54,6 +54,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	admin := fs.String("admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
 	at := fs.String("at", "", "start the policy clock at `TIME` (RFC 3339); it then advances in real time")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
+	enableReload := fs.Bool("admin.enable-reload", false, "allow POST /-/reload on the admin listener (SIGHUP always reloads)")
 	var resolves multiFlag
 	fs.Var(&resolves, "resolve", "dial `HOST:PORT:ADDR` instead of resolving HOST for PORT (repeatable; ADDR is IP or IP:PORT)")
 	if err := fs.Parse(args); err != nil {
@@ -72,16 +73,30 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		stop = sig
 	}
 	errLog := slog.New(slog.NewJSONHandler(stderr, nil))
-	// Decision records are buffered and flushed every logFlushInterval and
-	// at exit, instead of one write per request.
-	decisionOut := proxy.NewLogWriter(stdout, logFlushInterval)
-	defer decisionOut.Close()
-	decisions := slog.New(slog.NewJSONHandler(decisionOut, nil))
-
 	p, warnings, err := loadPolicy(*config)
 	printProblems(stderr, warnings, err)
 	if err != nil {
 		return 1
+	}
+	// Decision records are buffered and flushed every logFlushInterval and
+	// at exit, instead of one write per request.
+	var logFile *proxy.LogFile
+	var out io.Writer = stdout
+	if p.Log.File != "" {
+		if logFile, err = proxy.OpenLogFile(p.Log.File); err != nil {
+			fmt.Fprintf(stderr, "feedgate run: [log] file: %v\n", err)
+			return 1
+		}
+		defer logFile.Close()
+		out = logFile
+	}
+	decisionOut := proxy.NewLogWriter(out, logFlushInterval)
+	defer decisionOut.Close()
+	var decisions *slog.Logger
+	if p.Log.Format == rules.LogSquid {
+		decisions = slog.New(proxy.NewSquidHandler(decisionOut))
+	} else {
+		decisions = slog.New(slog.NewJSONHandler(decisionOut, nil))
 	}
 	overrides := proxy.Overrides{}
 	for _, r := range resolves {
@@ -133,9 +148,37 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		fmt.Fprintf(stderr, "feedgate run: %v\n", err)
 		return 1
 	}
+	m.ConfigLoaded(time.Now())
+	rl := &reloader{file: *config, listen: *listen, srv: srv, m: m, log: errLog, started: p}
 	var ready atomic.Bool
 	proxyHTTP := srv.HTTPServer()
-	adminHTTP := &http.Server{Handler: adminMux(reg, &ready, *pprofOn), ReadHeaderTimeout: 10 * time.Second}
+	mux := adminMux(reg, &ready, *pprofOn)
+	mux.HandleFunc("POST /-/reload", rl.reloadHandler(*enableReload))
+	adminHTTP := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	// SIGHUP reloads the policy; SIGUSR1 reopens the access log file.
+	ops := make(chan os.Signal, 4)
+	signal.Notify(ops, syscall.SIGHUP, syscall.SIGUSR1)
+	defer func() { signal.Stop(ops); close(ops) }()
+	go func() {
+		for sig := range ops {
+			switch sig {
+			case syscall.SIGHUP:
+				_ = rl.reload("SIGHUP")
+			case syscall.SIGUSR1:
+				if err := decisionOut.Flush(); err != nil {
+					errLog.Warn("access log flush", "error", err)
+				}
+				if logFile != nil {
+					if err := logFile.Reopen(); err != nil {
+						errLog.Error("access log reopen failed; still writing to the old file", "error", err)
+					} else {
+						errLog.Info("access log reopened", "file", p.Log.File)
+					}
+				}
+			}
+		}
+	}()
 
 	errc := make(chan error, 2)
 	go func() { errc <- proxyHTTP.Serve(pl) }()
