@@ -75,6 +75,15 @@ type Options struct {
 	// InterceptCA signs the leaf certificates of intercepted hosts
 	// ([tls.intercept]); required when the policy intercepts any.
 	InterceptCA *CA
+	// Inventory, if set, is told of every decided request.
+	Inventory Recorder
+}
+
+// Recorder keeps the client inventory: which clients use which vendor
+// categories. Record is called once per decided request, on the request
+// path, so it must be cheap.
+type Recorder interface {
+	Record(client netip.Addr, vendor, category, action, rule string)
 }
 
 type systemClock struct{}

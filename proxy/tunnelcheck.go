@@ -153,6 +153,9 @@ func (s *Server) count(st *state, rec *record) {
 	if rec.decided && !rec.counted {
 		rec.counted = true
 		st.counters.Request(rec.decision)
+		if inv := s.opts.Inventory; inv != nil && rec.decision.Class != 0 {
+			inv.Record(rec.client, rec.decision.Vendor, rec.decision.Category, rec.decision.Action.String(), rec.decision.RuleName)
+		}
 	}
 }
 
