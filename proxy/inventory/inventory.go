@@ -1,0 +1,227 @@
+// Package inventory keeps track of which internal clients still talk to
+// which vendor endpoints, so that operators can find and migrate those
+// machines before a vendor's cut-off.
+//
+// The proxy calls Record for every decided request, so Record is built to be
+// cheap: one mutex, one map lookup and a few pointer moves, with no
+// allocation for a client already known. Memory is bounded by
+// Options.MaxEntries; beyond it the least recently seen entry is evicted.
+package inventory
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// defaultMaxEntries bounds memory when the caller does not: about 25 MB of
+// entries, far more clients than a site behind one proxy has.
+const defaultMaxEntries = 100000
+
+// Key identifies one inventory entry.
+type Key struct {
+	Client           netip.Addr
+	Vendor, Category string
+}
+
+// Entry is one client's use of one vendor category.
+type Entry struct {
+	Client     netip.Addr `json:"client"`
+	Vendor     string     `json:"vendor"`
+	Category   string     `json:"category"`
+	FirstSeen  time.Time  `json:"first_seen"`
+	LastSeen   time.Time  `json:"last_seen"`
+	Requests   uint64     `json:"requests"`
+	LastAction string     `json:"last_action"` // "allow" | "log" | "block"
+	LastRule   string     `json:"last_rule"`
+}
+
+func (e *Entry) key() Key { return Key{Client: e.Client, Vendor: e.Vendor, Category: e.Category} }
+
+// Options configures an Inventory.
+type Options struct {
+	MaxEntries int              // cap; <= 0 means 100000
+	Now        func() time.Time // wall clock (NOT the policy clock); nil means time.Now
+}
+
+// Filter selects entries for Snapshot. Zero fields select everything.
+type Filter struct {
+	Vendor, Category string
+	Since            time.Time // zero: no bound; otherwise LastSeen >= Since
+}
+
+func (f *Filter) match(e *Entry) bool {
+	return (f.Vendor == "" || e.Vendor == f.Vendor) &&
+		(f.Category == "" || e.Category == f.Category) &&
+		(f.Since.IsZero() || !e.LastSeen.Before(f.Since))
+}
+
+// node is an entry on the recency list. The list is intrusive so that a hit
+// moves pointers instead of allocating a list element.
+type node struct {
+	Entry
+	prev, next *node
+}
+
+// Inventory records which clients use which vendor categories. It is safe
+// for concurrent use.
+type Inventory struct {
+	now func() time.Time
+	max int
+
+	mu      sync.Mutex
+	entries map[Key]*node
+	// root is the sentinel of the recency list: root.next is the most
+	// recently seen entry, root.prev the eviction candidate.
+	root      node
+	evictions uint64
+}
+
+// New builds an inventory.
+func New(opts Options) (*Inventory, error) {
+	inv := &Inventory{now: opts.Now, max: opts.MaxEntries}
+	if inv.now == nil {
+		inv.now = time.Now
+	}
+	if inv.max <= 0 {
+		inv.max = defaultMaxEntries
+	}
+	inv.entries = make(map[Key]*node)
+	inv.root.next, inv.root.prev = &inv.root, &inv.root
+	return inv, nil
+}
+
+// stamp reads the clock. UTC drops the monotonic reading, so that live
+// entries and entries loaded from a state file compare alike, and every
+// timestamp is written in one zone.
+func (inv *Inventory) stamp() time.Time { return inv.now().UTC() }
+
+// Record notes one request. Only vendor traffic is recorded: vendor "" or
+// "none" is ignored, and so is an invalid client address, which names no
+// machine to migrate. It is safe for concurrent use and allocates nothing
+// for a key already recorded.
+func (inv *Inventory) Record(client netip.Addr, vendor, category, action, rule string) {
+	if vendor == "" || vendor == rules.NoVendor || !client.IsValid() {
+		return
+	}
+	// A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; one
+	// machine must be one entry whichever socket it came in on.
+	k := Key{Client: client.Unmap(), Vendor: vendor, Category: category}
+
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	// The clock is read under the lock so that the recency list stays in
+	// LastSeen order even when goroutines race.
+	now := inv.stamp()
+	if n, ok := inv.entries[k]; ok {
+		n.LastSeen = now
+		n.Requests++
+		n.LastAction = action
+		n.LastRule = rule
+		inv.moveToFront(n)
+		return
+	}
+	var n *node
+	if len(inv.entries) >= inv.max {
+		n = inv.root.prev
+		inv.unlink(n)
+		delete(inv.entries, n.key())
+		inv.evictions++
+		// Reusing the evicted node keeps a full inventory from allocating
+		// for every new client.
+		*n = node{}
+	} else {
+		n = new(node)
+	}
+	n.Entry = Entry{
+		Client:     k.Client,
+		Vendor:     vendor,
+		Category:   category,
+		FirstSeen:  now,
+		LastSeen:   now,
+		Requests:   1,
+		LastAction: action,
+		LastRule:   rule,
+	}
+	inv.entries[k] = n
+	inv.pushFront(n)
+}
+
+// Snapshot returns copies of the entries matching f, sorted by LastSeen
+// descending (ties: client, vendor, category ascending). The slice is never
+// nil, so that it encodes as a JSON array.
+func (inv *Inventory) Snapshot(f Filter) []Entry {
+	out, _ := inv.snapshot(f)
+	return out
+}
+
+// snapshot also returns the eviction count read under the same lock, so
+// that callers reporting both report one moment.
+func (inv *Inventory) snapshot(f Filter) ([]Entry, uint64) {
+	inv.mu.Lock()
+	out := make([]Entry, 0, len(inv.entries))
+	for n := inv.root.next; n != &inv.root; n = n.next {
+		if f.match(&n.Entry) {
+			out = append(out, n.Entry)
+		}
+	}
+	evictions := inv.evictions
+	inv.mu.Unlock()
+	// Sorting outside the lock keeps Record waiting only for the copy. The
+	// list is already in recency order, but a wall clock can step back.
+	sortEntries(out)
+	return out, evictions
+}
+
+func sortEntries(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int {
+		if c := b.LastSeen.Compare(a.LastSeen); c != 0 {
+			return c
+		}
+		if c := a.Client.Compare(b.Client); c != 0 {
+			return c
+		}
+		return cmp.Or(strings.Compare(a.Vendor, b.Vendor), strings.Compare(a.Category, b.Category))
+	})
+}
+
+// Len returns the number of entries.
+func (inv *Inventory) Len() int {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return len(inv.entries)
+}
+
+// Evictions returns how many entries were dropped to stay within
+// MaxEntries since the inventory was built.
+func (inv *Inventory) Evictions() uint64 {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return inv.evictions
+}
+
+func (inv *Inventory) unlink(n *node) {
+	n.prev.next = n.next
+	n.next.prev = n.prev
+	n.prev, n.next = nil, nil
+}
+
+func (inv *Inventory) pushFront(n *node) {
+	n.prev = &inv.root
+	n.next = inv.root.next
+	inv.root.next.prev = n
+	inv.root.next = n
+}
+
+func (inv *Inventory) moveToFront(n *node) {
+	if inv.root.next == n {
+		return
+	}
+	inv.unlink(n)
+	inv.pushFront(n)
+}
