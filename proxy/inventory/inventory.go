@@ -47,6 +47,7 @@ func (e *Entry) key() Key { return Key{Client: e.Client, Vendor: e.Vendor, Categ
 type Options struct {
 	MaxEntries int              // cap; <= 0 means 100000
 	Now        func() time.Time // wall clock (NOT the policy clock); nil means time.Now
+	StateFile  string           // "" means no persistence
 }
 
 // Filter selects entries for Snapshot. Zero fields select everything.
@@ -71,8 +72,13 @@ type node struct {
 // Inventory records which clients use which vendor categories. It is safe
 // for concurrent use.
 type Inventory struct {
-	now func() time.Time
-	max int
+	now       func() time.Time
+	max       int
+	stateFile string
+
+	// saveMu serialises Save, so that a slow save of an older snapshot
+	// cannot rename its file over a newer one.
+	saveMu sync.Mutex
 
 	mu      sync.Mutex
 	entries map[Key]*node
@@ -80,11 +86,20 @@ type Inventory struct {
 	// recently seen entry, root.prev the eviction candidate.
 	root      node
 	evictions uint64
+	// records counts recorded requests, and saved is its
+	// value at the last successful save: Run skips saves that would
+	// rewrite the same entries.
+	records, saved uint64
 }
 
-// New builds an inventory.
+// New builds an inventory and, if opts.StateFile exists, loads it. A
+// missing file is not an error. A file that cannot be read or decoded is,
+// and the error names the file; New then still returns an empty, usable
+// inventory, so that the caller can decide to start anyway (whose next Save
+// replaces the file). Entries beyond MaxEntries in the file are dropped
+// oldest first, and counted as evictions.
 func New(opts Options) (*Inventory, error) {
-	inv := &Inventory{now: opts.Now, max: opts.MaxEntries}
+	inv := &Inventory{now: opts.Now, max: opts.MaxEntries, stateFile: opts.StateFile}
 	if inv.now == nil {
 		inv.now = time.Now
 	}
@@ -93,6 +108,11 @@ func New(opts Options) (*Inventory, error) {
 	}
 	inv.entries = make(map[Key]*node)
 	inv.root.next, inv.root.prev = &inv.root, &inv.root
+	if inv.stateFile != "" {
+		if err := inv.load(); err != nil {
+			return inv, err
+		}
+	}
 	return inv, nil
 }
 
@@ -118,6 +138,7 @@ func (inv *Inventory) Record(client netip.Addr, vendor, category, action, rule s
 	// The clock is read under the lock so that the recency list stays in
 	// LastSeen order even when goroutines race.
 	now := inv.stamp()
+	inv.records++
 	if n, ok := inv.entries[k]; ok {
 		n.LastSeen = now
 		n.Requests++
@@ -216,6 +237,13 @@ func (inv *Inventory) pushFront(n *node) {
 	n.next = inv.root.next
 	inv.root.next.prev = n
 	inv.root.next = n
+}
+
+func (inv *Inventory) pushBack(n *node) {
+	n.next = &inv.root
+	n.prev = inv.root.prev
+	inv.root.prev.next = n
+	inv.root.prev = n
 }
 
 func (inv *Inventory) moveToFront(n *node) {
