@@ -1,0 +1,96 @@
+package inventory
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// clientsResponse is the body of GET /api/v1/clients.
+type clientsResponse struct {
+	Clients     []Entry   `json:"clients"`
+	Count       int       `json:"count"` // len(Clients): entries after filtering
+	Evictions   uint64    `json:"evictions"`
+	GeneratedAt time.Time `json:"generated_at"`
+}
+
+type errorResponse struct {
+	Error string `json:"error"`
+}
+
+// Handler serves GET /api/v1/clients: the inventory as JSON
+// {"clients":[...], "count":N, "evictions":E, "generated_at":...}, filtered
+// by the query parameters vendor, category and since (RFC 3339, or a Go
+// duration such as "24h" meaning that long before now). The handler does
+// not look at the path: the caller mounts it where it belongs.
+func (inv *Inventory) Handler() http.Handler { return http.HandlerFunc(inv.serveClients) }
+
+func (inv *Inventory) serveClients(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeJSON(w, r, http.StatusMethodNotAllowed, errorResponse{fmt.Sprintf("method %s not allowed: use GET", r.Method)})
+		return
+	}
+	// url.ParseQuery rather than r.URL.Query, which silently drops a
+	// malformed pair: a filter typed wrong must not widen the answer.
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeJSON(w, r, http.StatusBadRequest, errorResponse{fmt.Sprintf("query: %v", err)})
+		return
+	}
+	now := inv.stamp()
+	f := Filter{Vendor: q.Get("vendor"), Category: q.Get("category")}
+	if s := q.Get("since"); s != "" {
+		if f.Since, err = parseSince(s, now); err != nil {
+			writeJSON(w, r, http.StatusBadRequest, errorResponse{err.Error()})
+			return
+		}
+	}
+	clients, evictions := inv.snapshot(f)
+	writeJSON(w, r, http.StatusOK, clientsResponse{
+		Clients:     clients,
+		Count:       len(clients),
+		Evictions:   evictions,
+		GeneratedAt: now,
+	})
+}
+
+// parseSince parses the since parameter: an RFC 3339 time, or a duration
+// back from now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("since %q: want an RFC 3339 time such as 2024-09-29T00:00:00Z or a duration such as 24h", s)
+	}
+	if d < 0 {
+		return time.Time{}, fmt.Errorf("since %q: a duration back from now cannot be negative", s)
+	}
+	return now.Add(-d), nil
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Entries hold only strings, numbers, addresses and times; this
+		// is a bug, and the client should still get JSON.
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"encoding the response failed"}`)
+	}
+	body = append(body, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		// An error means the client went away; there is no one to tell.
+		_, _ = w.Write(body)
+	}
+}
