@@ -184,8 +184,11 @@ func (inv *Inventory) Snapshot(f Filter) []Entry {
 // snapshot also returns the eviction count read under the same lock, so
 // that callers reporting both report one moment.
 func (inv *Inventory) snapshot(f Filter) ([]Entry, uint64) {
+	// Allocating before taking the lock keeps Record from waiting on the
+	// allocator: at the default cap the copy is 14 MB. Entries recorded
+	// in between just grow the slice.
+	out := make([]Entry, 0, inv.Len())
 	inv.mu.Lock()
-	out := make([]Entry, 0, len(inv.entries))
 	for n := inv.root.next; n != &inv.root; n = n.next {
 		if f.match(&n.Entry) {
 			out = append(out, n.Entry)
