@@ -37,6 +37,8 @@ const usage = `usage:
   feedgate check [-config FILE]
   feedgate explain [-config FILE] [-at TIME] [-client IP] [-json] TARGET ...
   feedgate ca init -dir DIR [-org NAME]
+  feedgate clients [-admin URL] [-vendor V] [-category C] [-since TIME]
+  feedgate export -format edl|hosts|dnsmasq|rpz|squid [-config FILE] [-vendor V] [-action A] [-at TIME]
   feedgate version
 
 Without -config, feedgate uses its built-in policy (the US 2024 Kaspersky timeline).
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runExplain(args, stdout, stderr)
 	case "ca":
 		return runCA(args, stdout, stderr)
+	case "clients":
+		return runClients(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "feedgate %s (%s)\n", buildVersion(), runtime.Version())
 		return 0

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -254,4 +256,100 @@ func waitFile(t *testing.T, path string, n int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// clientFrom is an HTTP client through the proxy whose connections come
+// from the loopback address local (127.0.0.1, 127.0.0.2, ...).
+func clientFrom(inst *instance, local string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		Proxy:       http.ProxyURL(&url.URL{Scheme: "http", Host: inst.Proxy}),
+		DialContext: d.DialContext,
+	}}
+}
+
+// TestInventoryAcrossRestart: requests from two loopback clients appear in
+// the inventory with their counts (API, CLI and metric), and a restart
+// with the same state file still has them.
+func TestInventoryAcrossRestart(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.toml")
+	text := reloadPolicy("2024-08-01T00:00:00") + "\n[inventory]\nstate_file = \"inventory.json\"\nsave_interval = \"1h\"\n"
+	if err := os.WriteFile(policy, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inst := f.start(t, betweenCuts, "-config", policy)
+	one, two := clientFrom(inst, "127.0.0.1"), clientFrom(inst, "127.0.0.2")
+	for c, urls := range map[*http.Client][]string{
+		one: {"http://s01.upd.kaspersky.com/a", "http://s01.upd.kaspersky.com/b", "http://s01.upd.kaspersky.com/c", "https://activation-v2.kaspersky.com/"},
+		two: {"http://dnl-01.geo.kaspersky.com/x", "http://www.example.test/"},
+	} {
+		for _, u := range urls {
+			c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: f.pool}
+			resp, err := c.Get(u)
+			if err != nil {
+				t.Fatalf("GET %s: %v", u, err)
+			}
+			resp.Body.Close()
+		}
+		c.CloseIdleConnections() // tunnels are counted after their check
+	}
+	want := map[string]string{
+		"127.0.0.1 kaspersky update":    "3 block",
+		"127.0.0.1 kaspersky licensing": "1 allow",
+		"127.0.0.2 kaspersky update":    "1 block",
+	}
+	check := func(when string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			got := inventoryRows(t, inst)
+			if fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("inventory %s = %v; want %v", when, got, want)
+				}
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	check("before the restart")
+	if got := inst.metric("feedgate_clients", map[string]string{"vendor": "kaspersky", "category": "update"}); got != 2 {
+		t.Errorf("feedgate_clients{kaspersky,update} = %v; want 2", got)
+	}
+	var out, errOut strings.Builder
+	if code := run([]string{"clients", "-admin", inst.Admin, "-category", "update"}, &out, &errOut); code != 0 {
+		t.Fatalf("feedgate clients: exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "LAST SEEN") || !strings.Contains(out.String(), "127.0.0.2") || strings.Contains(out.String(), "licensing") {
+		t.Errorf("feedgate clients -category update:\n%s", out.String())
+	}
+
+	if err := inst.stop(); err != nil {
+		t.Fatal(err)
+	}
+	inst = f.start(t, betweenCuts, "-config", policy)
+	check("after the restart")
+}
+
+// inventoryRows reads GET /api/v1/clients as "client vendor category" →
+// "requests last_action".
+func inventoryRows(t *testing.T, inst *instance) map[string]string {
+	t.Helper()
+	resp, err := http.Get("http://" + inst.Admin + "/api/v1/clients")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var reply clientsReply
+	if err := json.NewDecoder(resp.Body).Decode(&reply); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range reply.Clients {
+		out[e.Client+" "+e.Vendor+" "+e.Category] = fmt.Sprintf("%d %s", e.Requests, e.LastAction)
+	}
+	return out
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -139,6 +140,16 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		Dialer:    &proxy.Dialer{Overrides: overrides},
 		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
 	}
+	inv, invErr := inventory.New(inventory.Options{MaxEntries: p.Inventory.MaxClients, StateFile: p.Inventory.StateFile})
+	if invErr != nil {
+		// Enforcement matters more than the inventory: start with an
+		// empty one, but keep the unreadable file for a human.
+		aside := p.Inventory.StateFile + ".unreadable-" + time.Now().UTC().Format("20060102T150405Z")
+		_ = os.Rename(p.Inventory.StateFile, aside)
+		errLog.Error("inventory state file unreadable; starting with an empty inventory", "error", invErr, "moved_to", aside)
+	}
+	reg.MustRegister(inv.Collector())
+	opts.Inventory = inv
 	if err = loadTLS(p, &opts, time.Now()); err == nil {
 		srv, err = proxy.New(opts)
 	}
@@ -154,6 +165,13 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	proxyHTTP := srv.HTTPServer()
 	mux := adminMux(reg, &ready, *pprofOn)
 	mux.HandleFunc("POST /-/reload", rl.reloadHandler(*enableReload))
+	mux.Handle("/api/v1/clients", inv.Handler())
+	invCtx, stopInv := context.WithCancel(context.Background())
+	invDone := make(chan struct{})
+	go func() {
+		defer close(invDone)
+		inv.Run(invCtx, p.Inventory.SaveInterval, func(err error) { errLog.Warn("inventory state file", "error", err) })
+	}()
 	adminHTTP := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	// SIGHUP reloads the policy; SIGUSR1 reopens the access log file.
@@ -208,6 +226,8 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		errLog.Warn("tunnel shutdown", "error", err)
 	}
 	_ = adminHTTP.Shutdown(ctx)
+	stopInv() // the inventory saves once more as it stops
+	<-invDone
 	if err := decisionOut.Close(); err != nil {
 		errLog.Warn("decision log", "error", err)
 	}
