@@ -1,0 +1,508 @@
+package feeds_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/feedgate/feedgate/configs"
+	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/feeds"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// Instants of the default policy's timeline (America/New_York): before the
+// sales cut-off of 2024-07-20, between the cut-offs, and after the updates
+// cut-off of 2024-09-29.
+var (
+	beforeSales  = time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC)
+	betweenCuts  = time.Date(2024, 8, 15, 0, 0, 0, 0, time.UTC)
+	afterUpdates = time.Date(2024, 10, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func loadDefault(tb testing.TB) *rules.Policy {
+	tb.Helper()
+	p, warns, err := rules.Load(rules.FS{FS: configs.Files()}, configs.DefaultPolicy, rules.Options{})
+	if err != nil || len(warns) > 0 {
+		tb.Fatalf("Load(default) = %v, %v; want no error or warning", warns, err)
+	}
+	return p
+}
+
+// loadReport loads the default policy in report mode.
+func loadReport(tb testing.TB) *rules.Policy {
+	tb.Helper()
+	fsys := fstest.MapFS{}
+	for _, name := range []string{configs.DefaultPolicy, "catalog/kaspersky.toml"} {
+		data, err := configs.Files().ReadFile(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fsys[name] = &fstest.MapFile{Data: data}
+	}
+	policy := string(fsys[configs.DefaultPolicy].Data)
+	if !strings.Contains(policy, `mode = "enforce"`) {
+		tb.Fatal(`default policy has no mode = "enforce" line to turn into report mode`)
+	}
+	fsys[configs.DefaultPolicy].Data = []byte(strings.Replace(policy, `mode = "enforce"`, `mode = "report"`, 1))
+	p, _, err := rules.Load(rules.FS{FS: fsys}, configs.DefaultPolicy, rules.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func loadOrder(tb testing.TB) *rules.Policy {
+	tb.Helper()
+	p, warns, err := rules.Load(rules.Dir{}, "testdata/order.toml", rules.Options{})
+	if err != nil || len(warns) > 0 {
+		tb.Fatalf("Load(order) = %v, %v; want no error or warning", warns, err)
+	}
+	return p
+}
+
+func write(tb testing.TB, f feeds.Format, p *rules.Policy, vendor string, a rules.Action, at time.Time) string {
+	tb.Helper()
+	var b bytes.Buffer
+	if err := feeds.Write(&b, f, p, vendor, a, at); err != nil {
+		tb.Fatalf("Write(%s, %s, %s) error: %v", f, a, at.Format(time.RFC3339), err)
+	}
+	return b.String()
+}
+
+// golden compares got with testdata/golden/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	file := filepath.Join("testdata", "golden", name)
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (run go test -update if the change is right):\n--- got\n%s", file, got)
+	}
+}
+
+// listCases are the golden lists: block and allow after the updates
+// cut-off, log between the cut-offs.
+var listCases = []struct {
+	action rules.Action
+	at     time.Time
+}{
+	{rules.Block, afterUpdates},
+	{rules.Allow, afterUpdates},
+	{rules.Log, betweenCuts},
+}
+
+func TestWriteGolden(t *testing.T) {
+	p := loadDefault(t)
+	for _, f := range feeds.Formats() {
+		for _, c := range listCases {
+			name := string(f) + "-" + c.action.String() + "-" + c.at.Format("2006-01-02") + ".txt"
+			t.Run(name, func(t *testing.T) {
+				var b bytes.Buffer
+				err := feeds.Write(&b, f, p, "kaspersky", c.action, c.at)
+				if f == feeds.Hosts && c.action != rules.Block {
+					var ue *feeds.UnsupportedError
+					if !errors.As(err, &ue) || b.Len() > 0 {
+						t.Fatalf("Write(hosts, %s) = %q, %v; want nothing and an *UnsupportedError", c.action, b.String(), err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				golden(t, name, b.String())
+			})
+		}
+	}
+}
+
+// header returns the leading comment lines of a list, without their marker.
+func header(f feeds.Format, text string) []string {
+	c := "# "
+	if f == feeds.RPZ {
+		c = "; "
+	}
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		h, ok := strings.CutPrefix(l, c)
+		if !ok {
+			break
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// body returns the lines of a list that are neither comments nor, for
+// RPZ, the zone's own records.
+func body(f feeds.Format, text string) []string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(l, "#"), strings.HasPrefix(l, ";"):
+		case f == feeds.RPZ && (strings.HasPrefix(l, "$TTL ") || strings.HasPrefix(l, "@ ")):
+		default:
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestHeader(t *testing.T) {
+	p := loadDefault(t)
+	for _, f := range feeds.Formats() {
+		got := header(f, write(t, f, p, "kaspersky", rules.Block, afterUpdates))
+		want := []string{
+			"Generated by feedgate; regenerate it rather than edit it.",
+			"policy: us-bis-kaspersky-2024",
+			"catalog: kaspersky 2024.09.29-1",
+			"action: block",
+			"at: 2024-09-30T20:00:00-04:00",
+			"format: " + string(f),
+		}
+		if len(got) < len(want)+2 || !slices.Equal(got[:len(want)], want) {
+			t.Errorf("%s header = %q; want it to start with %q", f, got, want)
+			continue
+		}
+		if !regexp.MustCompile(`^listed: \d+ patterns?$`).MatchString(got[len(want)]) ||
+			!regexp.MustCompile(`^skipped: \d+ patterns? this format cannot express$`).MatchString(got[len(want)+1]) {
+			t.Errorf("%s header = %q; want listed and skipped counts after the format", f, got)
+		}
+	}
+	rp := loadReport(t)
+	if got := header(feeds.EDL, write(t, feeds.EDL, rp, "kaspersky", rules.Log, afterUpdates)); got[1] != "policy: us-bis-kaspersky-2024 (report mode: blocks are logged, not enforced)" {
+		t.Errorf("report-mode header = %q; want the policy line to say report mode", got)
+	}
+}
+
+func itemPatterns(items []feeds.Item) []string {
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = it.Pattern
+	}
+	return out
+}
+
+func TestThreatIntelExempt(t *testing.T) {
+	p := loadDefault(t)
+	exempt := []string{"opentip.kaspersky.com", "tip.kaspersky.com"}
+	cut := time.Date(2024, 9, 29, 4, 0, 0, 0, time.UTC)
+	for _, at := range []time.Time{cut, afterUpdates, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		allow, err := feeds.List(p, "kaspersky", rules.Allow, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := itemPatterns(allow); !slices.Equal(got, exempt) {
+			t.Errorf("List(allow, %s) = %q; want exactly %q", at.Format(time.RFC3339), got, exempt)
+		}
+		for _, it := range allow {
+			if it.Rule != "threat-intel-exempt" || it.Category != "web" || it.Kind != rules.PatternExact {
+				t.Errorf("List(allow, %s) item %+v; want an exact web host of rule threat-intel-exempt", at.Format(time.RFC3339), it)
+			}
+		}
+		block, err := feeds.List(p, "kaspersky", rules.Block, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range exempt {
+			if slices.Contains(itemPatterns(block), h) {
+				t.Errorf("List(block, %s) lists %s", at.Format(time.RFC3339), h)
+			}
+		}
+		// Every block file exempts them, or says it cannot.
+		for _, f := range feeds.Formats() {
+			text := write(t, f, p, "kaspersky", rules.Block, at)
+			for _, h := range exempt {
+				var want string
+				switch f {
+				case feeds.RPZ:
+					want = "\n" + h + " CNAME rpz-passthru.\n"
+				case feeds.Dnsmasq:
+					want = "\nserver=/" + h + "/#\n"
+				case feeds.EDL, feeds.Squid:
+					want = "\n#   " + h + ": allow (kaspersky/web, threat-intel-exempt), matched by kaspersky.com\n"
+				case feeds.Hosts:
+					want = "" // kaspersky.com's apex only: nothing to exempt
+				}
+				if !strings.Contains(text, want) {
+					t.Errorf("%s block list at %s has no %q", f, at.Format(time.RFC3339), want)
+				}
+				for _, l := range body(f, text) {
+					if (strings.HasSuffix(l, " "+h) || strings.Contains(l, "/"+h+"/0.0.0.0") || l == h || strings.HasPrefix(l, h+" CNAME .")) && !strings.Contains(l, "passthru") {
+						t.Errorf("%s block list at %s blocks %s: %q", f, at.Format(time.RFC3339), h, l)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestBeforeSalesCutoff(t *testing.T) {
+	p := loadDefault(t)
+	items, err := feeds.List(p, "kaspersky", rules.Block, beforeSales)
+	if err != nil || len(items) != 0 {
+		t.Errorf("List(block, 2024-07-01) = %v, %v; want no items", items, err)
+	}
+	for _, f := range feeds.Formats() {
+		text := write(t, f, p, "kaspersky", rules.Block, beforeSales)
+		if b := body(f, text); len(b) != 0 {
+			t.Errorf("%s block list at 2024-07-01 = %q; want the header only", f, b)
+		}
+		if !strings.Contains(text, "listed: 0 patterns\n") || !strings.Contains(text, "skipped: 0 patterns") {
+			t.Errorf("%s block list at 2024-07-01 header:\n%s\nwant 0 listed and 0 skipped", f, text)
+		}
+	}
+	// Everything is allowed then, by the default action.
+	allow, err := feeds.List(p, "kaspersky", rules.Allow, beforeSales)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(allow, func(it feeds.Item) bool {
+		return it.Pattern == "kaspersky.com" && it.Kind == rules.PatternDomain && it.Rule == rules.DefaultRule
+	}) {
+		t.Errorf("List(allow, 2024-07-01) = %q; want the domain kaspersky.com by the default rule", itemPatterns(allow))
+	}
+}
+
+func TestReportMode(t *testing.T) {
+	p := loadReport(t)
+	block, err := feeds.List(p, "kaspersky", rules.Block, afterUpdates)
+	if err != nil || len(block) != 0 {
+		t.Errorf("report mode: List(block) = %q, %v; want nothing: the proxy blocks nothing", itemPatterns(block), err)
+	}
+	logged, err := feeds.List(p, "kaspersky", rules.Log, afterUpdates)
+	if err != nil || !slices.Contains(itemPatterns(logged), "*.upd.kaspersky.com") {
+		t.Errorf("report mode: List(log) = %q, %v; want the update hosts", itemPatterns(logged), err)
+	}
+}
+
+func TestUnknownVendorAndFormat(t *testing.T) {
+	p := loadDefault(t)
+	if _, err := feeds.List(p, "eset", rules.Block, afterUpdates); err == nil || !strings.Contains(err.Error(), `unknown vendor "eset" (known: kaspersky)`) {
+		t.Errorf("List(eset) error = %v; want unknown vendor, naming kaspersky", err)
+	}
+	if _, err := feeds.List(p, rules.NoVendor, rules.Block, afterUpdates); err == nil {
+		t.Error("List(none) error = nil; want unknown vendor")
+	}
+	if _, err := feeds.Refined(p, "eset", rules.Block, afterUpdates); err == nil {
+		t.Error("Refined(eset) error = nil; want unknown vendor")
+	}
+	if _, err := feeds.List(p, "kaspersky", rules.Action(9), afterUpdates); err == nil {
+		t.Error("List(action 9) error = nil; want invalid action")
+	}
+	var b bytes.Buffer
+	if err := feeds.Write(&b, feeds.EDL, p, "eset", rules.Block, afterUpdates); err == nil || b.Len() > 0 {
+		t.Errorf("Write(eset) = %q, %v; want nothing and an error", b.String(), err)
+	}
+	if err := feeds.Write(&b, "csv", p, "kaspersky", rules.Block, afterUpdates); err == nil || b.Len() > 0 {
+		t.Errorf("Write(csv) = %q, %v; want nothing and an error", b.String(), err)
+	}
+}
+
+func TestParseFormat(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    feeds.Format
+		wantErr string
+	}{
+		{"edl", feeds.EDL, ""},
+		{"hosts", feeds.Hosts, ""},
+		{"dnsmasq", feeds.Dnsmasq, ""},
+		{"rpz", feeds.RPZ, ""},
+		{"squid", feeds.Squid, ""},
+		{"EDL", "", `unknown format "EDL" (known: edl, hosts, dnsmasq, rpz, squid)`},
+		{"", "", `unknown format "" (known: edl, hosts, dnsmasq, rpz, squid)`},
+	}
+	for _, tt := range tests {
+		got, err := feeds.ParseFormat(tt.in)
+		if got != tt.want || (err == nil) != (tt.wantErr == "") || (err != nil && err.Error() != tt.wantErr) {
+			t.Errorf("ParseFormat(%q) = %q, %v; want %q, %q", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+	for _, f := range feeds.Formats() {
+		if got := feeds.ContentType(f); got != "text/plain; charset=utf-8" {
+			t.Errorf("ContentType(%s) = %q; want text/plain; charset=utf-8", f, got)
+		}
+	}
+}
+
+// TestListOrder checks that rule order, not rule kind, decides where a
+// host rule's patterns land.
+func TestListOrder(t *testing.T) {
+	p := loadOrder(t)
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		action rules.Action
+		want   []string // "pattern kind rule"
+	}{
+		{rules.Allow, []string{
+			"help.example.com exact help-exempt",
+			"news.example.com exact late-exempt",
+		}},
+		{rules.Block, []string{
+			"*.cdn.example.com suffix cdn-block",
+			"*.upd.example.com suffix updates",
+			"dl-*.example-labs.net label updates",
+			"upd.example.com exact updates",
+		}},
+		{rules.Log, []string{
+			"example-labs.net domain web-flag",
+			"example.com domain web-flag",
+		}},
+	}
+	for _, tt := range tests {
+		items, err := feeds.List(p, "example", tt.action, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, it := range items {
+			got = append(got, it.Pattern+" "+it.Kind.String()+" "+it.Rule)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("List(%s) = %q; want %q", tt.action, got, tt.want)
+		}
+	}
+	refined, err := feeds.Refined(p, "example", rules.Block, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refined) != 1 || refined[0].Pattern != "www.example.com" || refined[0].Path != "/buy" || refined[0].Category != "store" {
+		t.Errorf("Refined(block) = %+v; want www.example.com /buy (store)", refined)
+	}
+	refined, err = feeds.Refined(p, "example", rules.Log, at)
+	if err != nil || len(refined) != 1 || refined[0].Ports != "8000-8099" {
+		t.Errorf("Refined(log) = %+v, %v; want *.ksn.example.com ports 8000-8099", refined, err)
+	}
+	// dl-*.example-labs.net cannot become *.example-labs.net: the rest of
+	// example-labs.net is logged, not blocked.
+	edl := write(t, feeds.EDL, p, "example", rules.Block, at)
+	if !strings.Contains(edl, "#   dl-*.example-labs.net: edl cannot match part of a label, and not every name below example-labs.net is block\n") ||
+		strings.Contains(edl, "\n*.example-labs.net\n") {
+		t.Errorf("EDL block list:\n%s\nwant dl-*.example-labs.net skipped, not widened", edl)
+	}
+}
+
+// TestListsPartition checks that each pattern is in one list at most, and
+// once.
+func TestListsPartition(t *testing.T) {
+	for _, p := range []*rules.Policy{loadDefault(t), loadOrder(t)} {
+		vendor := p.Catalogs[0].Vendor
+		for _, at := range []time.Time{beforeSales, betweenCuts, afterUpdates} {
+			seen := map[string]rules.Action{}
+			for _, a := range rules.AllActions() {
+				items, err := feeds.List(p, vendor, a, at)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, it := range items {
+					key := it.Pattern + " " + it.Kind.String()
+					if prev, dup := seen[key]; dup {
+						t.Errorf("%s at %s: %s is in the %s list and the %s list", p.Name, at.Format(time.RFC3339), key, prev, a)
+					}
+					seen[key] = a
+				}
+			}
+			if len(seen) == 0 {
+				t.Errorf("%s at %s: no list has any pattern", p.Name, at.Format(time.RFC3339))
+			}
+		}
+	}
+}
+
+func TestRPZRecords(t *testing.T) {
+	p := loadDefault(t)
+	soa := regexp.MustCompile(`^@ IN SOA localhost\. hostmaster\.localhost\. (\d+) 3600 600 604800 300$`)
+	rec := regexp.MustCompile(`^(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)+ CNAME (\.|rpz-passthru\.)$`)
+	for _, c := range listCases {
+		text := write(t, feeds.RPZ, p, "kaspersky", c.action, c.at)
+		var soas, ns, ttl int
+		owners := map[string]bool{}
+		for i, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+			switch {
+			case strings.HasPrefix(l, ";"):
+			case l == "$TTL 300":
+				ttl++
+			case l == "@ IN NS localhost.":
+				ns++
+			case soa.MatchString(l):
+				soas++
+				if s := soa.FindStringSubmatch(l)[1]; s != strconv.FormatInt(c.at.Unix(), 10) {
+					t.Errorf("rpz %s: SOA serial %s; want the instant in Unix seconds, %d", c.action, s, c.at.Unix())
+				}
+			case rec.MatchString(l):
+				owner, _, _ := strings.Cut(l, " ")
+				if owners[owner] {
+					t.Errorf("rpz %s line %d: owner %s twice", c.action, i+1, owner)
+				}
+				owners[owner] = true
+				if c.action != rules.Block && strings.HasSuffix(l, " CNAME .") && !strings.HasPrefix(owner, "store.") {
+					t.Errorf("rpz %s line %d: %q blocks in a %s zone", c.action, i+1, l, c.action)
+				}
+			default:
+				t.Errorf("rpz %s line %d: %q is not a comment, zone record or policy record", c.action, i+1, l)
+			}
+		}
+		if soas != 1 || ns != 1 || ttl != 1 {
+			t.Errorf("rpz %s: %d SOA, %d NS, %d $TTL lines; want one each", c.action, soas, ns, ttl)
+		}
+	}
+}
+
+func TestSquidNoCoveredEntries(t *testing.T) {
+	for _, p := range []*rules.Policy{loadDefault(t), loadOrder(t)} {
+		vendor := p.Catalogs[0].Vendor
+		for _, c := range listCases {
+			entries := body(feeds.Squid, write(t, feeds.Squid, p, vendor, c.action, c.at))
+			for _, e := range entries {
+				for _, d := range entries {
+					if d == e || !strings.HasPrefix(d, ".") {
+						continue
+					}
+					if e == d[1:] || strings.HasSuffix(e, d) {
+						t.Errorf("squid %s %s: %q is covered by %q", vendor, c.action, e, d)
+					}
+				}
+			}
+		}
+	}
+}
+
+func sampleHosts(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open("testdata/hosts.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
