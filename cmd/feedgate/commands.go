@@ -61,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCA(args, stdout, stderr)
 	case "clients":
 		return runClients(args, stdout, stderr)
+	case "export":
+		return runExport(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "feedgate %s (%s)\n", buildVersion(), runtime.Version())
 		return 0

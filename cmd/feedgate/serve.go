@@ -166,6 +166,9 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	mux := adminMux(reg, &ready, *pprofOn)
 	mux.HandleFunc("POST /-/reload", rl.reloadHandler(*enableReload))
 	mux.Handle("/api/v1/clients", inv.Handler())
+	mux.HandleFunc("GET /feeds/{vendor}/{file}", feedHandler(srv, clock))
+	mux.HandleFunc("GET /proxy.pac", pacHandler(srv, pl.Addr()))
+	mux.HandleFunc("GET /wpad.dat", pacHandler(srv, pl.Addr()))
 	invCtx, stopInv := context.WithCancel(context.Background())
 	invDone := make(chan struct{})
 	go func() {
