@@ -33,7 +33,7 @@ func buildVersion() string {
 }
 
 const usage = `usage:
-  feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...]
+  feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...] [-admin.enable-reload]
   feedgate check [-config FILE]
   feedgate explain [-config FILE] [-at TIME] [-client IP] [-json] TARGET ...
   feedgate ca init -dir DIR [-org NAME]
