@@ -182,7 +182,7 @@ func match[H hostText](m *hostMatcher, host H, port int, path string) (best *tar
 // matchTree is match by map lookups, one per label. Lookups use string(b)
 // conversions, which the compiler performs without allocating.
 func matchTree[H hostText](m *hostMatcher, host H, port int, path string) (best *target, rules uint64) {
-	var exact, glob, suffix, domain *target
+	w := walkState{port: port, path: path}
 	n := &m.root
 	end := len(host)
 	for end > 0 {
@@ -192,44 +192,74 @@ func matchTree[H hostText](m *hostMatcher, host H, port int, path string) (best 
 			break
 		}
 		if start == 0 { // n is the host itself
-			rules |= n.ruleExact
-			exact = pick(n.exact, port, path)
-			if t := pick(n.domain, port, path); t != nil {
-				domain = t
-			}
+			w.hostLevel(n)
 			break
 		}
-		// n is a proper suffix of the host.
-		rules |= n.ruleSuffix
-		if t := pick(n.suffix, port, path); t != nil {
-			suffix = t
-		}
-		if t := pick(n.domain, port, path); t != nil {
-			domain = t
-		}
+		w.suffixLevel(n)
 		if len(n.globs) > 0 && lastIndexByte(host[:start-1], '.') < 0 {
-			label := host[:start-1] // n is the parent: the host is label.n
-			for j := range n.globs {
-				g := &n.globs[j]
-				if matchesLabel(g, label) {
-					rules |= g.rules
-					if glob == nil {
-						glob = pick(g.targets, port, path)
-					}
-				}
-			}
+			globLevel(&w, n, host[:start-1]) // n is the parent: the host is label.n
 		}
 		end = start - 1
 	}
-	switch {
-	case exact != nil:
-		return exact, rules
-	case glob != nil:
-		return glob, rules
-	case suffix != nil:
-		return suffix, rules
+	return w.best(), w.rules
+}
+
+// walkState gathers one host's matches level by level, for both walks:
+// the most specific target of each kind so far and the rules' bits.
+type walkState struct {
+	exact, glob, suffix, domain *target
+	rules                       uint64
+	port                        int
+	path                        string
+}
+
+// hostLevel takes the node of the host itself.
+func (w *walkState) hostLevel(n *node) {
+	w.rules |= n.ruleExact
+	w.exact = pick(n.exact, w.port, w.path)
+	if t := pick(n.domain, w.port, w.path); t != nil {
+		w.domain = t
 	}
-	return domain, rules
+}
+
+// suffixLevel takes the node of a proper suffix of the host; a deeper fit
+// replaces a shallower one.
+func (w *walkState) suffixLevel(n *node) {
+	w.rules |= n.ruleSuffix
+	if t := pick(n.suffix, w.port, w.path); t != nil {
+		w.suffix = t
+	}
+	if t := pick(n.domain, w.port, w.path); t != nil {
+		w.domain = t
+	}
+}
+
+// globLevel takes the label wildcards of n, the host's parent, for the
+// host's leftmost label.
+func globLevel[H hostText](w *walkState, n *node, label H) {
+	for j := range n.globs {
+		g := &n.globs[j]
+		if matchesLabel(g, label) {
+			w.rules |= g.rules
+			if w.glob == nil {
+				w.glob = pick(g.targets, w.port, w.path)
+			}
+		}
+	}
+}
+
+// best applies the precedence: exact host, label wildcard, "*.suffix",
+// registrable domain.
+func (w *walkState) best() *target {
+	switch {
+	case w.exact != nil:
+		return w.exact
+	case w.glob != nil:
+		return w.glob
+	case w.suffix != nil:
+		return w.suffix
+	}
+	return w.domain
 }
 
 // uniformClass reports the class host lands in if that class does not

@@ -219,7 +219,7 @@ func matchHashed(m *hostMatcher, host string, port int, path string, checkCanoni
 		return nil, 0, walkNotCanonical
 	}
 
-	var exact, glob, suffix, domain *target
+	w := walkState{port: port, path: path}
 	t := &m.table
 	var deepest *node
 	deepStart := 0
@@ -236,47 +236,19 @@ func matchHashed(m *hostMatcher, host string, port int, path string, checkCanoni
 		}
 		cur, deepest, deepStart = n.index, n, start
 		if k < 0 { // n is the host itself
-			rules |= n.ruleExact
-			exact = pick(n.exact, port, path)
-			if x := pick(n.domain, port, path); x != nil {
-				domain = x
-			}
+			w.hostLevel(n)
 			break
 		}
-		// n is a proper suffix of the host.
-		rules |= n.ruleSuffix
-		if x := pick(n.suffix, port, path); x != nil {
-			suffix = x
-		}
-		if x := pick(n.domain, port, path); x != nil {
-			domain = x
-		}
+		w.suffixLevel(n)
 		if k == 0 && len(n.globs) > 0 {
-			label := host[:start-1] // n is the parent: the host is label.n
-			for j := range n.globs {
-				g := &n.globs[j]
-				if matchesLabel(g, label) {
-					rules |= g.rules
-					if glob == nil {
-						glob = pick(g.targets, port, path)
-					}
-				}
-			}
+			globLevel(&w, n, host[:start-1]) // n is the parent: the host is label.n
 		}
 		end = start - 1
 	}
 	if deepest != nil && host[deepStart:] != deepest.key {
 		return nil, 0, walkFallback
 	}
-	switch {
-	case exact != nil:
-		return exact, rules, walkOK
-	case glob != nil:
-		return glob, rules, walkOK
-	case suffix != nil:
-		return suffix, rules, walkOK
-	}
-	return domain, rules, walkOK
+	return w.best(), w.rules, walkOK
 }
 
 // asString views a host as a string without copying. The bytes are a

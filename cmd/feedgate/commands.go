@@ -230,12 +230,10 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, warnings, err)
 		return 1
 	}
-	now := time.Now()
-	if *at != "" {
-		if now, err = rules.ParseInstant(*at, p.Location); err != nil {
-			fmt.Fprintf(stderr, "feedgate explain: -at: %v\n", err)
-			return 2
-		}
+	now, err := instantOrNow(*at, p.Location)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate explain: -at: %v\n", err)
+		return 2
 	}
 	var client netip.Addr
 	if *clientIP != "" {
@@ -351,4 +349,12 @@ func runCA(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "created %s (give it to clients to trust) and %s (keep it secret)\n", certFile, keyFile)
 	fmt.Fprintf(stdout, "use them in the policy:\n\n[tls.intercept]\nhosts = [\"...\"]\nca_cert = %q\nca_key = %q\n", certFile, keyFile)
 	return 0
+}
+
+// instantOrNow parses an -at flag in the policy's timezone; "" is now.
+func instantOrNow(at string, loc *time.Location) (time.Time, error) {
+	if at == "" {
+		return time.Now(), nil
+	}
+	return rules.ParseInstant(at, loc)
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/rules"
@@ -90,12 +89,10 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, warnings, err)
 		return 1
 	}
-	now := time.Now()
-	if *at != "" {
-		if now, err = rules.ParseInstant(*at, p.Location); err != nil {
-			fmt.Fprintf(stderr, "feedgate export: -at: %v\n", err)
-			return 2
-		}
+	now, err := instantOrNow(*at, p.Location)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate export: -at: %v\n", err)
+		return 2
 	}
 	v := *vendor
 	if v == "" {
