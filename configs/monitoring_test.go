@@ -397,38 +397,7 @@ func TestAlertRulesPromtool(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Processes: feedgate, Prometheus, origins
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// feedgateBinary builds cmd/feedgate once for the package's tests.
-func feedgateBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "feedgate-monitoring")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, "feedgate"), "../cmd/feedgate").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ../cmd/feedgate: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(buildDir, "feedgate")
-}
+// feedgateBinary (deploy_test.go) builds the binary these tests run.
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
 type syncBuffer struct {
