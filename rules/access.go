@@ -101,17 +101,24 @@ func (f *fileCtx) parseAccess(pf *policyFile) Access {
 }
 
 // parseClientNet parses a CIDR, or a bare address as a one-address network.
+// IPv4-mapped networks are refused: clients are matched unmapped, so such
+// a network would never contain one.
 func parseClientNet(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		if p.Masked() != p {
-			return netip.Prefix{}, fmt.Errorf("client network %q has host bits set: did you mean %s?", s, p.Masked())
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err == nil && p.Masked() != p:
+		return netip.Prefix{}, fmt.Errorf("client network %q has host bits set: did you mean %s?", s, p.Masked())
+	case err != nil:
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("client network %q: want a CIDR such as \"10.0.0.0/8\" or an address", s)
 		}
-		return p, nil
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.PrefixFrom(a, a.BitLen()), nil
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("client network %q is IPv4-mapped: write it as IPv4 (%s)", s, unmapPrefix(p))
 	}
-	return netip.Prefix{}, fmt.Errorf("client network %q: want a CIDR such as \"10.0.0.0/8\" or an address", s)
+	return p, nil
 }
 
 // parsePortList parses a list of ports (integers) and ranges ("8000-8099").

@@ -117,11 +117,6 @@ func (f *fileCtx) parseClientGroups(groups map[string][]string) ([]ClientGroup, 
 		g := ClientGroup{Name: name}
 		for _, s := range list {
 			pfx, err := parseClientNet(s)
-			if err == nil && pfx.Addr().Is4In6() {
-				// Clients are matched unmapped, so such a network
-				// would never contain one.
-				err = fmt.Errorf("client network %q is IPv4-mapped: write it as IPv4 (%s)", s, unmapPrefix(pfx))
-			}
 			if err != nil {
 				f.errorf(key, "client group %q: %v", name, err)
 				continue
