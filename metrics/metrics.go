@@ -115,6 +115,7 @@ type Metrics struct {
 	reloadOK       prometheus.Gauge
 	reloadTime     prometheus.Gauge
 	catalogInfo    *prometheus.GaugeVec
+	policyInfo     *prometheus.GaugeVec
 
 	// ActiveHTTP and ActiveConnect count connections in flight.
 	ActiveHTTP, ActiveConnect prometheus.Gauge
@@ -171,6 +172,10 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		Namespace: namespace, Name: "catalog_info",
 		Help: "Always 1 for each catalog of the enforced policy; labels carry its vendor and version.",
 	}, []string{"vendor", "version"})
+	m.policyInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "policy_info",
+		Help: "Always 1 for the enforced policy; labels carry its name and mode (enforce, or report: blocks are only logged).",
+	}, []string{"policy", "mode"})
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
 		Help: "Requests and tunnels in flight, by kind (http or connect).",
@@ -206,7 +211,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	}
 
 	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, sniChecks,
-		reloads, m.reloadOK, m.reloadTime, m.catalogInfo, build, m.policy)
+		reloads, m.reloadOK, m.reloadTime, m.catalogInfo, m.policyInfo, build, m.policy)
 	if !opts.NoRuntimeCollectors {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -319,6 +324,8 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 			}
 		}
 	}
+	m.policyInfo.Reset()
+	m.policyInfo.WithLabelValues(p.Name, p.Mode.String()).Set(1)
 	m.catalogInfo.Reset()
 	for _, c := range p.Catalogs {
 		m.catalogInfo.WithLabelValues(c.Vendor, c.Version).Set(1)

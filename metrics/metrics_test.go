@@ -234,6 +234,7 @@ func TestReloadAndCatalogInfo(t *testing.T) {
 	want("feedgate_config_last_reload_successful", nil, 1)
 	want("feedgate_config_last_reload_success_timestamp_seconds", nil, float64(start.Unix()))
 	want("feedgate_catalog_info", []string{"kaspersky", p.Catalogs[0].Version}, 1)
+	want("feedgate_policy_info", []string{"enforce", p.Name}, 1)
 
 	m.ConfigReload(false, start.Add(time.Minute))
 	want("feedgate_config_reloads_total", []string{"failure"}, 1)
