@@ -10,6 +10,7 @@ package metrics
 import (
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,6 +323,15 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 			if len(r.Hosts()) == 0 && r.Vendor() == "" || slices.Contains(r.Categories(), cl.Category) && r.Vendor() == cl.Vendor {
 				pc.counter(c, i, effective(r.Action))
 			}
+		}
+	}
+	// A rule with a host list counts under the classes of its hosts:
+	// create those series too, found by classifying a host each pattern
+	// matches, so that rate() sees a host rule's first request as well.
+	for i, r := range p.Rules {
+		for _, h := range r.Hosts() {
+			sample := strings.Replace(h, "*", "x", 1)
+			pc.counter(p.Decide(rules.Request{Host: sample}).Class, i, effective(r.Action))
 		}
 	}
 	m.policyInfo.Reset()

@@ -246,3 +246,14 @@ func TestReloadAndCatalogInfo(t *testing.T) {
 	want("feedgate_config_last_reload_successful", nil, 1)
 	want("feedgate_config_last_reload_success_timestamp_seconds", nil, float64(start.Add(2*time.Minute).Unix()))
 }
+
+// TestHostRuleSeriesPreCreated: a rule that selects hosts has its series
+// from the start, under the class of its hosts, so that rate() and
+// increase() see its first request.
+func TestHostRuleSeriesPreCreated(t *testing.T) {
+	reg, m := newMetrics(t, mustTime(t, "2024-10-01T00:00:00Z"))
+	m.ForPolicy(defaultPolicy(t))
+	if got := counterValue(t, reg, "feedgate_requests_total", []string{"kaspersky", "web", "allow", "threat-intel-exempt"}); got != 0 {
+		t.Errorf("requests_total{kaspersky,web,allow,threat-intel-exempt} = %v before any request; want a series at 0", got)
+	}
+}
