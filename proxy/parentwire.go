@@ -13,17 +13,39 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
+// parent is one parent proxy: its URL for the transport (credentials as
+// userinfo, which the transport sends as Proxy-Authorization) and the
+// dialer that chains tunnels through it.
+type parent struct {
+	url    *url.URL
+	tunnel *parentProxy
+}
+
+func newParent(u *url.URL) (*parent, error) {
+	pp, err := newParentProxy(withoutUser(u), credentials(u))
+	if err != nil {
+		return nil, err
+	}
+	return &parent{url: u, tunnel: pp}, nil
+}
+
 // parentFunc says which parent proxy, if any, carries a request for a URL.
-type parentFunc func(*url.URL) (*url.URL, error)
+type parentFunc func(*url.URL) (*parent, error)
 
 // newParentFunc builds the parent proxy choice of upstream_proxy: nil for
-// direct connections, a fixed URL (with the credentials of the auth file),
-// or the proxy environment variables for "env".
+// direct connections, a fixed parent (with the credentials of the auth
+// file), built once, or the proxy environment variables for "env".
 func newParentFunc(up rules.UpstreamProxy) (parentFunc, error) {
 	switch {
 	case up.FromEnv:
 		f := httpproxy.FromEnvironment().ProxyFunc()
-		return func(u *url.URL) (*url.URL, error) { return f(u) }, nil
+		return func(u *url.URL) (*parent, error) {
+			pu, err := f(u)
+			if err != nil || pu == nil {
+				return nil, err
+			}
+			return newParent(pu)
+		}, nil
 	case up.URL != nil:
 		u := *up.URL
 		if up.AuthFile != "" {
@@ -34,10 +56,11 @@ func newParentFunc(up rules.UpstreamProxy) (parentFunc, error) {
 			user, pass, _ := strings.Cut(creds, ":")
 			u.User = url.UserPassword(user, pass)
 		}
-		if _, err := newParentProxy(withoutUser(&u), credentials(&u)); err != nil {
+		p, err := newParent(&u)
+		if err != nil {
 			return nil, fmt.Errorf("upstream_proxy: %w", err)
 		}
-		return func(*url.URL) (*url.URL, error) { return &u, nil }, nil
+		return func(*url.URL) (*parent, error) { return p, nil }, nil
 	}
 	return nil, nil
 }
@@ -62,11 +85,12 @@ func (s *Server) parentFor(req *http.Request) (*url.URL, error) {
 	if s.parent == nil {
 		return nil, nil
 	}
-	u, err := s.parent(req.URL)
-	if u != nil {
-		s.trustParent(u.Host)
+	p, err := s.parent(req.URL)
+	if p == nil {
+		return nil, err
 	}
-	return u, err
+	s.trustParent(p.url.Host)
+	return p.url, nil
 }
 
 // trustParent records a parent's address, so that the transport's dials
@@ -82,16 +106,12 @@ func (s *Server) isParent(hostport string) bool {
 // or chained through the parent proxy with a CONNECT of its own.
 func (s *Server) dialTarget(ctx context.Context, target string) (net.Conn, error) {
 	if s.parent != nil {
-		u, err := s.parent(&url.URL{Scheme: "https", Host: target})
+		p, err := s.parent(&url.URL{Scheme: "https", Host: target})
 		if err != nil {
 			return nil, fmt.Errorf("parent proxy for %s: %w", target, err)
 		}
-		if u != nil {
-			pp, err := newParentProxy(withoutUser(u), credentials(u))
-			if err != nil {
-				return nil, fmt.Errorf("parent proxy for %s: %w", target, err)
-			}
-			return pp.dialConnect(ctx, s.dialTrusted, target)
+		if p != nil {
+			return p.tunnel.dialConnect(ctx, s.dialTrusted, target)
 		}
 	}
 	return s.dialer.DialContext(ctx, "tcp", target)
