@@ -12,7 +12,10 @@ type TLSSettings struct {
 	// TunnelWithoutSNI is the least strict action for a CONNECT tunnel
 	// whose ClientHello carries no server name, or that is not TLS at
 	// all: such a tunnel cannot be checked against the host it claims, so
-	// an operator may flag or refuse it. The default is Allow.
+	// an operator may flag or refuse it. The default is Log: a CONNECT to
+	// an IP literal without a name is the typical way around a host
+	// policy, and must at least show up; block would break the TLS
+	// clients that rightly send no name to an address.
 	TunnelWithoutSNI Action
 	// SNITimeout is how long to wait for a tunnel's ClientHello.
 	SNITimeout time.Duration
@@ -88,7 +91,7 @@ func (p *Policy) Intercepts(host string) bool {
 
 // parseTLS validates the [tls] table.
 func (f *fileCtx) parseTLS(tf tlsFile) TLSSettings {
-	s := TLSSettings{TunnelWithoutSNI: Allow, SNITimeout: DefaultSNITimeout, CutTunnels: true}
+	s := TLSSettings{TunnelWithoutSNI: Log, SNITimeout: DefaultSNITimeout, CutTunnels: true}
 	if tf.TunnelWithoutSNI != "" {
 		if a, ok := ParseAction(tf.TunnelWithoutSNI); ok {
 			s.TunnelWithoutSNI = a

@@ -11,12 +11,13 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
-// The default policy intercepts nothing and goes direct.
+// The default policy flags tunnels without a name, intercepts nothing and
+// goes direct.
 func TestTLSDefaults(t *testing.T) {
 	p := loadDefault(t)
 	s := p.TLS
-	if s.TunnelWithoutSNI != rules.Allow || s.SNITimeout != 5*time.Second || !s.CutTunnels {
-		t.Errorf("TLS = %v, %v, cut %v; want allow, 5s, cut true", s.TunnelWithoutSNI, s.SNITimeout, s.CutTunnels)
+	if s.TunnelWithoutSNI != rules.Log || s.SNITimeout != 5*time.Second || !s.CutTunnels {
+		t.Errorf("TLS = %v, %v, cut %v; want log, 5s, cut true", s.TunnelWithoutSNI, s.SNITimeout, s.CutTunnels)
 	}
 	if ic := s.Intercept; ic.Hosts != nil || ic.CACert != "" || ic.CAKey != "" || ic.UpstreamCA != nil {
 		t.Errorf("Intercept = %+v; want none", ic)
@@ -94,16 +95,16 @@ func TestLoadTLSAndUpstreamForms(t *testing.T) {
 		name, policy string
 		want         string // settings as tlsSummary prints them
 	}{
-		{"empty", ``, "allow 5s cut=true intercept=[] upstream=direct"},
-		{"tls-partial", "[tls]\ntunnel_without_sni = \"log\"\n", "log 5s cut=true intercept=[] upstream=direct"},
-		{"tls-bounds", "[tls]\nsni_timeout = \"100ms\"\n", "allow 100ms cut=true intercept=[] upstream=direct"},
-		{"tls-bounds-high", "[tls]\nsni_timeout = \"1m\"\ncut_tunnels = true\n", "allow 1m0s cut=true intercept=[] upstream=direct"},
-		{"intercept-empty", "[tls.intercept]\nhosts = []\n", "allow 5s cut=true intercept=[] upstream=direct"},
-		{"env", "upstream_proxy = \"env\"\n", "allow 5s cut=true intercept=[] upstream=env"},
-		{"url", "upstream_proxy = \"http://10.1.2.3:8080\"\n", "allow 5s cut=true intercept=[] upstream=http://10.1.2.3:8080"},
-		{"url-upper-scheme", "upstream_proxy = \"HTTP://proxy.example:3128\"\n", "allow 5s cut=true intercept=[] upstream=http://proxy.example:3128"},
+		{"empty", ``, "log 5s cut=true intercept=[] upstream=direct"},
+		{"tls-partial", "[tls]\ntunnel_without_sni = \"allow\"\n", "allow 5s cut=true intercept=[] upstream=direct"},
+		{"tls-bounds", "[tls]\nsni_timeout = \"100ms\"\n", "log 100ms cut=true intercept=[] upstream=direct"},
+		{"tls-bounds-high", "[tls]\nsni_timeout = \"1m\"\ncut_tunnels = true\n", "log 1m0s cut=true intercept=[] upstream=direct"},
+		{"intercept-empty", "[tls.intercept]\nhosts = []\n", "log 5s cut=true intercept=[] upstream=direct"},
+		{"env", "upstream_proxy = \"env\"\n", "log 5s cut=true intercept=[] upstream=env"},
+		{"url", "upstream_proxy = \"http://10.1.2.3:8080\"\n", "log 5s cut=true intercept=[] upstream=http://10.1.2.3:8080"},
+		{"url-upper-scheme", "upstream_proxy = \"HTTP://proxy.example:3128\"\n", "log 5s cut=true intercept=[] upstream=http://proxy.example:3128"},
 		{"url-ipv6", "upstream_proxy = \"http://[2001:db8::1]:3128\"\nupstream_proxy_auth_file = \"/run/secrets/parent\"\n",
-			"allow 5s cut=true intercept=[] upstream=http://[2001:db8::1]:3128 auth=/run/secrets/parent"},
+			"log 5s cut=true intercept=[] upstream=http://[2001:db8::1]:3128 auth=/run/secrets/parent"},
 	}
 	dir := t.TempDir()
 	for _, tc := range tests {
