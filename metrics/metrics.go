@@ -52,11 +52,12 @@ const (
 	RejectPort        = "port"        // the port is not in connect_ports or http_ports
 	RejectDestination = "destination" // the address dialed is in a denied range
 	RejectLimit       = "limit"       // max_connections or max_tunnels reached
+	RejectClientLimit = "client_limit" // max_connections_per_client reached
 )
 
 // RejectReasons lists every refusal reason.
 func RejectReasons() []string {
-	return []string{RejectClient, RejectPort, RejectDestination, RejectLimit}
+	return []string{RejectClient, RejectPort, RejectDestination, RejectLimit, RejectClientLimit}
 }
 
 // Tunnel close reasons, the values of the "reason" label of
@@ -65,10 +66,13 @@ const (
 	TunnelIdle         = "idle"          // no bytes either way for tunnel_idle_timeout
 	TunnelShutdown     = "shutdown"      // feedgate was stopping
 	TunnelPolicyChange = "policy_change" // a rule window opened or closed, or a reload, and the tunnel's decision became block
+	TunnelLifetime     = "lifetime"      // open for max_tunnel_lifetime
 )
 
 // TunnelReasons lists every tunnel close reason.
-func TunnelReasons() []string { return []string{TunnelIdle, TunnelShutdown, TunnelPolicyChange} }
+func TunnelReasons() []string {
+	return []string{TunnelIdle, TunnelShutdown, TunnelPolicyChange, TunnelLifetime}
+}
 
 // SNI check results, the values of the "result" label of
 // feedgate_sni_checks_total.

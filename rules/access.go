@@ -154,9 +154,17 @@ type Limits struct {
 	// MaxTunnels caps concurrent CONNECT tunnels; beyond it a CONNECT is
 	// answered 503 with Retry-After.
 	MaxTunnels int
-	// TunnelIdleTimeout closes a tunnel with no bytes in either direction
-	// for this long (Squid's read_timeout is 15 minutes).
+	// TunnelIdleTimeout closes a tunnel, a websocket or a plain-HTTP
+	// exchange with no bytes in either direction for this long (Squid's
+	// read_timeout is 15 minutes).
 	TunnelIdleTimeout time.Duration
+	// MaxTunnelLifetime closes a tunnel or websocket that has been open
+	// this long, however busy; zero means no limit.
+	MaxTunnelLifetime time.Duration
+	// MaxConnectionsPerClient caps one client address's concurrent
+	// connections (tunnels included); beyond it a connection or tunnel is
+	// answered 429. Zero means no cap.
+	MaxConnectionsPerClient int
 }
 
 // Default limits.
@@ -170,6 +178,9 @@ type limitsFile struct {
 	MaxConnections    int           `toml:"max_connections"`
 	MaxTunnels        int           `toml:"max_tunnels"`
 	TunnelIdleTimeout time.Duration `toml:"tunnel_idle_timeout"`
+	MaxTunnelLifetime time.Duration `toml:"max_tunnel_lifetime"`
+	// MaxConnectionsPerClient is like squid's maxconn ACL.
+	MaxConnectionsPerClient int `toml:"max_connections_per_client"`
 }
 
 func (f *fileCtx) parseLimits(lf limitsFile) Limits {
@@ -182,6 +193,18 @@ func (f *fileCtx) parseLimits(lf limitsFile) Limits {
 	} else if lf.TunnelIdleTimeout > 0 && lf.TunnelIdleTimeout < time.Second {
 		f.errorf("limits.tunnel_idle_timeout", "tunnel_idle_timeout %s is shorter than a second: write a duration such as \"15m\"", lf.TunnelIdleTimeout)
 	}
+	if lf.MaxTunnelLifetime < 0 {
+		f.errorf("limits.max_tunnel_lifetime", "max_tunnel_lifetime must not be negative")
+	} else if lf.MaxTunnelLifetime > 0 && lf.MaxTunnelLifetime < time.Second {
+		f.errorf("limits.max_tunnel_lifetime", "max_tunnel_lifetime %s is shorter than a second: write a duration such as \"24h\"", lf.MaxTunnelLifetime)
+	} else {
+		l.MaxTunnelLifetime = lf.MaxTunnelLifetime
+	}
+	if lf.MaxConnectionsPerClient < 0 {
+		f.errorf("limits.max_connections_per_client", "max_connections_per_client must not be negative")
+	} else {
+		l.MaxConnectionsPerClient = lf.MaxConnectionsPerClient
+	}
 	if lf.MaxConnections > 0 {
 		l.MaxConnections = lf.MaxConnections
 	}
@@ -190,6 +213,9 @@ func (f *fileCtx) parseLimits(lf limitsFile) Limits {
 	}
 	if lf.TunnelIdleTimeout > 0 {
 		l.TunnelIdleTimeout = lf.TunnelIdleTimeout
+	}
+	if l.MaxConnectionsPerClient > l.MaxConnections {
+		f.errorf("limits.max_connections_per_client", "max_connections_per_client (%d) is above max_connections (%d)", l.MaxConnectionsPerClient, l.MaxConnections)
 	}
 	if l.MaxTunnels > l.MaxConnections {
 		f.errorf("limits.max_tunnels", "max_tunnels (%d) is above max_connections (%d): every tunnel is a client connection", l.MaxTunnels, l.MaxConnections)
