@@ -34,6 +34,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "feedgate: CONNECT needs a target of the form host:port", http.StatusBadRequest)
 		return
 	}
+	if _, err := rules.CanonicalHost(host); err != nil {
+		// Never tunnelled: a parent proxy or a resolver may read a name
+		// that the policy cannot.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: invalid host name in CONNECT target", http.StatusBadRequest)
+		return
+	}
 	rec := &record{kind: metrics.KindConnect, client: clientAddr(r), method: r.Method, host: host, port: port}
 	if !s.admit(st, w, r, rec, start) {
 		return
@@ -64,18 +71,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// A tunnel slot is held from here until the tunnel closes.
-	n := s.tunnelSlots.Add(1)
-	defer s.tunnelSlots.Add(-1)
-	if lim := st.policy.Limits; n > int64(lim.MaxTunnels) {
-		s.m.Rejected(metrics.RejectLimit)
-		rec.status, rec.rejected = http.StatusServiceUnavailable, metrics.RejectLimit
-		w.Header().Set("Retry-After", "1")
-		w.Header().Set("X-Feedgate-Reason", metrics.RejectLimit)
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: too many tunnels open", http.StatusServiceUnavailable)
-		s.finish(st, rec, start)
+	if !s.takeTunnelSlot(st, w, r, rec, start) {
 		return
 	}
+	defer s.releaseTunnelSlot(rec.client)
 	if s.certs != nil && st.policy.Intercepts(host) {
 		s.serveIntercept(st, w, r, rec, start, host, port)
 		return
@@ -117,8 +116,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	t := &tunnel{client: conn, upstream: up, idle: st.policy.Limits.TunnelIdleTimeout, in: in}
 	t.class.Store(int32(rec.decision.Class))
-	s.tunnels.add(t)
-	defer s.tunnels.remove(t)
+	s.live.add(t)
+	defer s.live.remove(t)
+	if life := st.policy.Limits.MaxTunnelLifetime; life > 0 {
+		lt := time.AfterFunc(life, func() { t.lifetimeClosed.Store(true); t.close() })
+		defer lt.Stop()
+	}
 	// Bytes the client pipelined behind the CONNECT headers (often the
 	// TLS ClientHello) are already in the server's buffer.
 	var early []byte
@@ -129,11 +132,17 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		t.close()
 	}
 	t.run(st.counters, func() ([]byte, bool) { return s.checkHello(st, t, rec, early) })
+	if t.st != nil {
+		st = t.st // the policy the tunnel was settled under
+	}
 	s.count(st, rec)
 	switch {
 	case t.idleClosed.Load():
 		s.m.TunnelClosed(metrics.TunnelIdle)
 		rec.closed = metrics.TunnelIdle
+	case t.lifetimeClosed.Load():
+		s.m.TunnelClosed(metrics.TunnelLifetime)
+		rec.closed = metrics.TunnelLifetime
 	case t.cutBy() != nil:
 		s.m.TunnelClosed(metrics.TunnelPolicyChange)
 		rec.closed, rec.cutRule = metrics.TunnelPolicyChange, t.cutBy().RuleName
@@ -156,6 +165,11 @@ type tunnel struct {
 	in      tunnelInputs
 	settled bool
 	cutDec  *rules.Decision
+	// st is the state the tunnel's decision was settled under (set once,
+	// before the copy loop starts).
+	st *state
+	// lifetimeClosed: max_tunnel_lifetime closed it.
+	lifetimeClosed atomic.Bool
 	// idle closes the tunnel after no bytes in either direction for this
 	// long; lastActive (UnixNano) is when either direction last moved.
 	idle       time.Duration
@@ -188,6 +202,18 @@ func (t *tunnel) kernelSawBytes() bool {
 // Close closes both sides; it implements io.Closer for the tunnel set.
 func (t *tunnel) Close() error { t.close(); return nil }
 
+func (t *tunnel) tunnelLike() bool { return true }
+
+func (t *tunnel) redecide(p *rules.Policy, at time.Time) (rules.Decision, bool) {
+	t.mu.Lock()
+	in, settled := t.in, t.settled
+	t.mu.Unlock()
+	if !settled {
+		return rules.Decision{}, false
+	}
+	return decideTunnel(p, in, at), true
+}
+
 // cut closes the tunnel because the policy now blocks it with d.
 func (t *tunnel) cut(d rules.Decision) {
 	t.mu.Lock()
@@ -213,11 +239,17 @@ func (t *tunnel) close() {
 }
 
 // run copies both directions until both are done, passing half-closes on.
-// The upstream's bytes flow at once (a server that speaks first is not held
-// up); the client's start with what first returns, its ClientHello, and
-// only if first says the tunnel may go on.
+// Nothing moves until first has decided the tunnel on the client's first
+// bytes (its ClientHello): not even a server that speaks first gets a byte
+// to the client before a decision that could be block. Then the client's
+// bytes go upstream, starting with what first returned.
 func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool)) {
 	t.lastActive.Store(time.Now().UnixNano())
+	b, ok := first()
+	if !ok {
+		t.close()
+		return
+	}
 	if t.idle > 0 {
 		t.kernelSawBytes() // the baseline for the first idle check
 	}
@@ -227,9 +259,7 @@ func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool)) {
 		t.pipe(t.client, t.upstream, func(n int64) { t.received.Add(n); pc.Received(int(t.class.Load()), n) })
 	}()
 	sent := func(n int64) { t.sent.Add(n); pc.Sent(int(t.class.Load()), n) }
-	if b, ok := first(); !ok {
-		t.close()
-	} else if n, err := t.upstream.Write(b); err != nil {
+	if n, err := t.upstream.Write(b); err != nil {
 		t.close()
 	} else {
 		sent(int64(n))

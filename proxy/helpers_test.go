@@ -658,14 +658,20 @@ func (o *tlsOrigin) Conns() int {
 	return o.conns
 }
 
-func newTLSOrigin(t *testing.T) *tlsOrigin {
+func newTLSOrigin(t *testing.T) *tlsOrigin { return newTLSOriginWith(t, nil) }
+
+// newTLSOriginWith is newTLSOrigin serving h instead of originHandler.
+func newTLSOriginWith(t *testing.T, h http.Handler) *tlsOrigin {
 	t.Helper()
 	cert, err := testCert()
 	if err != nil {
 		t.Fatalf("test certificate: %v", err)
 	}
 	o := &tlsOrigin{origin: &origin{}}
-	s := httptest.NewUnstartedServer(originHandler(o.origin))
+	if h == nil {
+		h = originHandler(o.origin)
+	}
+	s := httptest.NewUnstartedServer(h)
 	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {

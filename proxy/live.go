@@ -110,6 +110,9 @@ type exchange struct {
 	// life closes an upgraded connection at max_tunnel_lifetime.
 	life *time.Timer
 
+	// done is set when the exchange is over (stop).
+	done *atomic.Bool
+
 	mu       sync.Mutex
 	upgraded bool
 	upstream io.Closer // the upgraded upstream connection
@@ -119,7 +122,7 @@ type exchange struct {
 }
 
 func newExchange(req rules.Request, client net.Conn, cancel context.CancelFunc, idle time.Duration) *exchange {
-	e := &exchange{req: req, client: client, cancel: cancel, idle: idle}
+	e := &exchange{req: req, client: client, cancel: cancel, idle: idle, done: new(atomic.Bool)}
 	e.touch()
 	if idle > 0 {
 		e.timer = time.AfterFunc(idle, e.checkIdle)
@@ -157,6 +160,7 @@ func (e *exchange) upgrade(upstream io.Closer, lifetime time.Duration) {
 
 // stop disarms the timers once the exchange is over.
 func (e *exchange) stop() {
+	e.done.Store(true)
 	if e.timer != nil {
 		e.timer.Stop()
 	}
@@ -185,6 +189,11 @@ func (e *exchange) closedReason() string {
 	return r
 }
 
+// abortGrace is how long an idle plain exchange whose upstream request was
+// cancelled may take to end by itself (flushing what it has to the client)
+// before its client connection is closed under it.
+const abortGrace = time.Second
+
 func (e *exchange) abort(reason string, d *rules.Decision) {
 	e.mu.Lock()
 	if e.aborted {
@@ -192,10 +201,21 @@ func (e *exchange) abort(reason string, d *rules.Decision) {
 		return
 	}
 	e.aborted, e.reason, e.cutDec = true, reason, d
-	up := e.upstream
+	up, upgraded, done := e.upstream, e.upgraded, e.done
 	e.mu.Unlock()
 	if e.cancel != nil {
 		e.cancel()
+	}
+	if reason == metrics.TunnelIdle && !upgraded && e.client != nil {
+		// Cancelling fails the upstream read, and the exchange ends
+		// with what the client already has. A client that stalls its
+		// own request body is not woken by that: close it after a grace.
+		time.AfterFunc(abortGrace, func() {
+			if !done.Load() {
+				_ = e.client.Close()
+			}
+		})
+		return
 	}
 	if e.client != nil {
 		_ = e.client.Close()

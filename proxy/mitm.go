@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -59,8 +61,14 @@ func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Reques
 	}
 	s.m.ActiveConnect.Inc()
 	defer s.m.ActiveConnect.Dec()
-	s.tunnels.add(conn)
-	defer s.tunnels.remove(conn)
+	// The intercepted tunnel itself is live: cut when its host becomes
+	// blocked, closed at max_tunnel_lifetime and at shutdown. Its idle
+	// time is the inner server's, between requests.
+	outer := newExchange(rules.Request{Host: host, Port: port, Client: rec.client}, conn, nil, 0)
+	outer.upgrade(nil, st.policy.Limits.MaxTunnelLifetime)
+	s.live.add(outer)
+	defer s.live.remove(outer)
+	defer outer.stop()
 	if _, err := io.WriteString(conn, reply); err != nil {
 		_ = conn.Close()
 		s.finish(st, rec, start)
@@ -104,6 +112,11 @@ func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Reques
 		IdleTimeout:       st.policy.Limits.TunnelIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(io.Discard, "", 0),
+		// Cutting an inner exchange closes the client's TCP connection
+		// under the TLS layer.
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, conn)
+		},
 		ConnState: func(_ net.Conn, cs http.ConnState) {
 			if cs == http.StateClosed || cs == http.StateHijacked {
 				once.Do(func() { close(done) })
@@ -113,6 +126,16 @@ func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Reques
 	_ = hs.Serve(&oneConnListener{conn: tc})
 	<-done
 	_ = conn.Close()
+	outer.stop()
+	if reason, d := outer.closedBy(); reason != "" {
+		rec.closed = reason
+		if d != nil {
+			rec.cutRule = d.RuleName
+		}
+		if reason != metrics.TunnelShutdown {
+			s.m.TunnelClosed(reason)
+		}
+	}
 	s.finish(st, rec, start)
 }
 

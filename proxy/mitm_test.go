@@ -18,6 +18,13 @@ import (
 // between the cut-offs: its store paths are blocked, the rest is flagged.
 func interceptEnv(t *testing.T) (*env, *tlsOrigin, *x509.CertPool) {
 	t.Helper()
+	return interceptEnvWith(t, nil)
+}
+
+// interceptEnvWith is interceptEnv with an origin that serves h (nil: the
+// usual originHandler).
+func interceptEnvWith(t *testing.T, h http.Handler) (*env, *tlsOrigin, *x509.CertPool) {
+	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile, err := proxy.CreateCA(dir, "", time.Now())
 	if err != nil {
@@ -27,7 +34,7 @@ func interceptEnv(t *testing.T) (*env, *tlsOrigin, *x509.CertPool) {
 	if err != nil {
 		t.Fatalf("LoadCA: %v", err)
 	}
-	o := newTLSOrigin(t)
+	o := newTLSOriginWith(t, h)
 	p := defaultPolicyWith(t, fmt.Sprintf("[tls.intercept]\nhosts = [\"www.kaspersky.com\"]\nca_cert = %q\nca_key = %q\n",
 		filepath.ToSlash(certFile), filepath.ToSlash(keyFile)))
 	e := newEnv(t, envConfig{policy: p, now: betweenCutoffs, roots: o.roots, ca: ca,

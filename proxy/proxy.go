@@ -116,10 +116,17 @@ type Server struct {
 	gp      *goproxy.ProxyHttpServer
 	pool    *upstreamPool
 	state   atomic.Pointer[state]
-	tunnels tunnelSet
+	live    liveSet
 	// conns counts client connections the HTTP server holds (hijacked ones
-	// leave it); tunnelSlots counts CONNECTs from admission to close.
+	// leave it); tunnelSlots counts CONNECTs and websockets from admission
+	// to close; perClient counts both per client address.
 	conns, tunnelSlots atomic.Int64
+	perClient          clientConns
+	// gen moves at every policy swap and transition recheck, so that a
+	// tunnel settling its decision meanwhile can tell it raced one;
+	// recheckAt is the instant (UnixNano) of the last transition recheck.
+	gen       atomic.Uint64
+	recheckAt atomic.Int64
 	// recheck is the one timer armed for the policy's next transition.
 	recheck struct {
 		sync.Mutex
@@ -187,6 +194,7 @@ func New(opts Options) (*Server, error) {
 func (s *Server) SetPolicy(p *rules.Policy) {
 	st := &state{policy: p, counters: s.m.ForPolicy(p), blocks: renderBlocks(p)}
 	s.state.Store(st)
+	s.gen.Add(1)
 	s.recheckTunnels(st, s.clock.Now())
 	s.scheduleRecheck(st)
 }
@@ -280,6 +288,9 @@ func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response
 	}
 	if rwc, isRW := resp.Body.(io.ReadWriteCloser); isRW && resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body = &upgradedBody{ReadWriteCloser: rwc, rec: rec}
+		if rec.ex != nil {
+			rec.ex.upgrade(rwc, s.state.Load().policy.Limits.MaxTunnelLifetime)
+		}
 	} else {
 		resp.Body = &watchedBody{rc: resp.Body, rec: rec, s: s}
 	}
@@ -295,7 +306,10 @@ type watchedBody struct {
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF && b.rec.upstreamErr == "" {
+	if n > 0 && b.rec.ex != nil {
+		b.rec.ex.touch()
+	}
+	if err != nil && err != io.EOF && b.rec.upstreamErr == "" && !cutShort(b.rec.ex.closedReason()) {
 		reason := upstreamReason(err)
 		b.rec.upstreamErr = reason
 		b.s.m.UpstreamError(reason)
@@ -304,6 +318,10 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 }
 
 func (b *watchedBody) Close() error { return b.rc.Close() }
+
+// cutShort reports an exchange feedgate ended for a reason other than a
+// stall: the body read it failed is not an upstream error.
+func cutShort(reason string) bool { return reason != "" && reason != metrics.TunnelIdle }
 
 // upgradedBody counts the bytes of a switched-protocols connection; goproxy
 // copies both directions through it.
@@ -315,12 +333,18 @@ type upgradedBody struct {
 func (b *upgradedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadWriteCloser.Read(p)
 	b.rec.upgradedReceived.Add(int64(n))
+	if n > 0 && b.rec.ex != nil {
+		b.rec.ex.touch()
+	}
 	return n, err
 }
 
 func (b *upgradedBody) Write(p []byte) (int, error) {
 	n, err := b.ReadWriteCloser.Write(p)
 	b.rec.upgradedSent.Add(int64(n))
+	if n > 0 && b.rec.ex != nil {
+		b.rec.ex.touch()
+	}
 	return n, err
 }
 
@@ -334,7 +358,7 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 		return resp
 	}
 	rec, _ := ctx.Req.Context().Value(recordKey{}).(*record)
-	if rec != nil && rec.clientErr != nil {
+	if rec != nil && rec.clientErr.Load() {
 		resp := goproxy.NewResponse(ctx.Req, goproxy.ContentTypeText, http.StatusBadRequest,
 			"feedgate: malformed request body\n")
 		resp.Close = true
@@ -406,6 +430,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme), http.StatusBadRequest)
 		return
 	}
+	if r.URL.User != nil {
+		// RFC 9110 section 4.2.4: userinfo is deprecated in http(s)
+		// URIs, and a name before an '@' is a classic way to make one
+		// host look like another.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: request target with userinfo (user@host) refused", http.StatusBadRequest)
+		return
+	}
 	s.serveHTTPKind(w, r, metrics.KindHTTP)
 }
 
@@ -435,6 +467,13 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		}
 		port = p
 	}
+	if _, err := rules.CanonicalHost(host); err != nil {
+		// Never forwarded: a name the policy cannot read may still be
+		// one that a resolver or a parent proxy would.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: invalid host name in request URL", http.StatusBadRequest)
+		return
+	}
 	rec := &record{kind: kind, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
 	if !s.admit(st, w, r, rec, start) {
 		return
@@ -460,35 +499,117 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		return
 	}
 
+	removeHopHeaders(r.Header)
+	// Only a websocket upgrade keeps its Upgrade header. It will become a
+	// long-lived connection: it holds a tunnel slot, like a CONNECT.
+	if r.Header.Get("Upgrade") != "" {
+		if !s.takeTunnelSlot(st, w, r, rec, start) {
+			return
+		}
+		defer s.releaseTunnelSlot(rec.client)
+	}
 	s.m.ActiveHTTP.Inc()
 	defer s.m.ActiveHTTP.Dec()
-	removeHopHeaders(r.Header)
 	// Connection: close is hop-by-hop: the client's wish to close its own
 	// connection must not close the pooled connection upstream.
 	r.Close = false
 	addVia(r.Header, r)
+
+	// From here the exchange is live: a policy change can cut it, and it
+	// closes after the idle timeout without a byte either way, whichever
+	// forwarding path it takes.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ex := newExchange(rules.Request{Host: host, Port: port, Path: r.URL.Path, Client: rec.client},
+		connFrom(r.Context()), cancel, st.policy.Limits.TunnelIdleTimeout)
+	rec.ex = ex
+	s.live.add(ex)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{rc: r.Body, rec: rec}
 	}
-	cw := &countingWriter{ResponseWriter: w, tunnels: &s.tunnels}
-	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), recordKey{}, rec)))
+	cw := &countingWriter{ResponseWriter: w, ex: ex}
+	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(ctx, recordKey{}, rec)))
+	ex.stop()
 	if cw.hijacked != nil {
 		// goproxy returns from a websocket as soon as one side ends but
 		// never closes the client side; do it, so the client sees EOF.
 		_ = cw.hijacked.Close()
-		defer s.tunnels.remove(cw.hijacked) // after the record is written
 	}
 	rec.status, rec.received = cw.status, cw.n+rec.upgradedReceived.Load()
 	if rec.clientGone {
 		rec.status = statusClientClosed
 	}
-	rec.sent += rec.upgradedSent.Load()
+	if reason, d := ex.closedBy(); reason != "" {
+		// feedgate closed it: not a client that went away.
+		rec.closed, rec.clientGone = reason, false
+		if d != nil {
+			rec.cutRule = d.RuleName
+		}
+		// Shutdown is counted by closeAll; a plain exchange that
+		// stalled is an upstream timeout (counted as it failed), not a
+		// tunnel.
+		if reason != metrics.TunnelShutdown && (reason != metrics.TunnelIdle || ex.tunnelLike()) {
+			s.m.TunnelClosed(reason)
+		}
+		if cw.status == 0 || rec.status == statusClientClosed {
+			rec.status = closedStatus(reason)
+		}
+	}
+	rec.sent += rec.bodySent.Load() + rec.upgradedSent.Load()
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
 	st.counters.Sent(rec.decision.Class, rec.sent)
 	st.counters.Received(rec.decision.Class, rec.received)
 	s.finish(st, rec, start)
+	s.live.remove(ex) // after the record: shutdown waits for it
+}
+
+// closedStatus is the logged status of an exchange feedgate closed before
+// any response reached the client.
+func closedStatus(reason string) int {
+	switch reason {
+	case metrics.TunnelPolicyChange:
+		return http.StatusForbidden
+	case metrics.TunnelIdle:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusServiceUnavailable
+}
+
+// takeTunnelSlot takes a tunnel slot for a CONNECT or a websocket upgrade,
+// or answers 503 (max_tunnels) or 429 (max_connections_per_client) and
+// reports false. A slot taken must be given back with releaseTunnelSlot.
+func (s *Server) takeTunnelSlot(st *state, w http.ResponseWriter, r *http.Request, rec *record, start time.Time) bool {
+	lim := st.policy.Limits
+	n := s.tunnelSlots.Add(1)
+	// The connection the request came on is still counted as such until
+	// it is hijacked: one more than the cap is this very connection.
+	pc := s.perClient.add(rec.client, 1)
+	status, reason, msg := 0, "", ""
+	switch {
+	case n > int64(lim.MaxTunnels):
+		status, reason, msg = http.StatusServiceUnavailable, metrics.RejectLimit, "feedgate: too many tunnels open"
+	case lim.MaxConnectionsPerClient > 0 && pc > lim.MaxConnectionsPerClient+1:
+		status, reason, msg = http.StatusTooManyRequests, metrics.RejectClientLimit, "feedgate: too many connections from this client"
+	}
+	if status == 0 {
+		return true
+	}
+	s.releaseTunnelSlot(rec.client)
+	s.m.Rejected(reason)
+	rec.status, rec.rejected = status, reason
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("X-Feedgate-Reason", reason)
+	w.Header().Set("Connection", "close")
+	http.Error(w, msg, status)
+	s.finish(st, rec, start)
+	return false
+}
+
+func (s *Server) releaseTunnelSlot(client netip.Addr) {
+	s.tunnelSlots.Add(-1)
+	s.perClient.add(client, -1)
 }
 
 // hopHeaders are removed before forwarding (RFC 9110 section 7.6.1), with
@@ -530,7 +651,7 @@ type countingWriter struct {
 	status   int
 	n        int64
 	hijacked net.Conn
-	tunnels  *tunnelSet
+	ex       *exchange
 }
 
 func (w *countingWriter) WriteHeader(code int) {
@@ -570,13 +691,12 @@ func (w *countingWriter) Flush() { _ = http.NewResponseController(w.ResponseWrit
 
 func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked = c
-		// Shutdown must see the upgraded connection; serveHTTP removes
-		// it once goproxy is done with it.
-		w.tunnels.add(c)
+	if err != nil {
+		return nil, nil, err
 	}
-	return c, brw, err
+	// The websocket's bytes keep the exchange from going idle.
+	w.hijacked = &activeConn{Conn: c, e: w.ex}
+	return w.hijacked, brw, nil
 }
 
 func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -588,11 +708,14 @@ type countingBody struct {
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.rec.sent += int64(n)
-	if err != nil && err != io.EOF && b.rec.clientErr == nil {
+	b.rec.bodySent.Add(int64(n))
+	if n > 0 && b.rec.ex != nil {
+		b.rec.ex.touch()
+	}
+	if err != nil && err != io.EOF {
 		// A malformed body (bad chunking, short Content-Length) is the
 		// client's fault, not the upstream's.
-		b.rec.clientErr = err
+		b.rec.clientErr.Store(true)
 	}
 	return n, err
 }
@@ -610,6 +733,10 @@ func (s *Server) HTTPServer() *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
 		ConnState:         s.connState,
+		// A policy change cuts an exchange by closing its connection.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 	}
 }
 
@@ -620,17 +747,27 @@ func (s *Server) connState(c net.Conn, cs http.ConnState) {
 	switch cs {
 	case http.StateNew:
 		n := s.conns.Add(1)
-		if max := s.state.Load().policy.Limits.MaxConnections; n+s.tunnelSlots.Load() > int64(max) {
-			s.m.Rejected(metrics.RejectLimit)
+		lim := s.state.Load().policy.Limits
+		pc := s.perClient.add(remoteAddr(c), 1)
+		reply, reason := "", ""
+		switch {
+		case n+s.tunnelSlots.Load() > int64(lim.MaxConnections):
+			reply, reason = overloaded, metrics.RejectLimit
+		case lim.MaxConnectionsPerClient > 0 && pc > lim.MaxConnectionsPerClient:
+			reply, reason = tooManyFromClient, metrics.RejectClientLimit
+		}
+		if reply != "" {
+			s.m.Rejected(reason)
 			// The server has not read anything yet: answer and close.
 			// Closing makes the server report StateClosed, which
 			// gives the slot back.
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = io.WriteString(c, overloaded)
+			_, _ = io.WriteString(c, reply)
 			_ = c.Close()
 		}
 	case http.StateHijacked, http.StateClosed:
 		s.conns.Add(-1)
+		s.perClient.add(remoteAddr(c), -1)
 	}
 }
 
@@ -643,69 +780,22 @@ const overloaded = "HTTP/1.1 503 Service Unavailable\r\n" +
 	"Connection: close\r\n\r\n" +
 	"feedgate: too many connections open\n"
 
-// Shutdown closes the tunnels that are still open, so that their records are
-// written, and waits for them up to ctx's deadline. Call it after
+// tooManyFromClient is the reply to a connection beyond
+// max_connections_per_client: 429, the client's own doing (RFC 6585).
+const tooManyFromClient = "HTTP/1.1 429 Too Many Requests\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\n" +
+	"Retry-After: 1\r\n" +
+	"X-Feedgate-Reason: client_limit\r\n" +
+	"Content-Length: 48\r\n" +
+	"Connection: close\r\n\r\n" +
+	"feedgate: too many connections from this client\n"
+
+// Shutdown closes the connections that are still open (tunnels, upgraded
+// connections and plain requests still in flight), so that their records
+// are written, and waits for them up to ctx's deadline. Call it after
 // http.Server.Shutdown, which does not see hijacked connections.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopRecheck()
 	defer s.pool.closeIdle()
-	return s.tunnels.closeAll(ctx, s.m)
-}
-
-// tunnelSet tracks the connections http.Server.Shutdown cannot see because
-// they were hijacked: CONNECT tunnels and upgraded (websocket) connections.
-// Shutdown closes them and waits until their records are written.
-type tunnelSet struct {
-	mu   sync.Mutex
-	open map[io.Closer]struct{}
-	wg   sync.WaitGroup
-}
-
-func (ts *tunnelSet) add(c io.Closer) {
-	ts.mu.Lock()
-	if ts.open == nil {
-		ts.open = map[io.Closer]struct{}{}
-	}
-	ts.open[c] = struct{}{}
-	ts.wg.Add(1)
-	ts.mu.Unlock()
-}
-
-func (ts *tunnelSet) remove(c io.Closer) {
-	ts.mu.Lock()
-	delete(ts.open, c)
-	ts.mu.Unlock()
-	ts.wg.Done()
-}
-
-// list returns the open CONNECT tunnels.
-func (ts *tunnelSet) list() []*tunnel {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	var out []*tunnel
-	for c := range ts.open {
-		if t, ok := c.(*tunnel); ok {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-func (ts *tunnelSet) closeAll(ctx context.Context, m *metrics.Metrics) error {
-	ts.mu.Lock()
-	for c := range ts.open {
-		if _, isTunnel := c.(*tunnel); isTunnel {
-			m.TunnelClosed(metrics.TunnelShutdown)
-		}
-		_ = c.Close()
-	}
-	ts.mu.Unlock()
-	done := make(chan struct{})
-	go func() { ts.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("proxy: tunnels still closing: %w", ctx.Err())
-	}
+	return s.live.closeAll(ctx, s.m)
 }

@@ -37,7 +37,12 @@ type record struct {
 	sni         string // a tunnel's ClientHello server name
 	sniResult   string // a tunnel's SNI check result, "" if not checked
 	cutRule     string // the rule that cut a tunnel at a policy change
-	clientErr   error  // reading the client's request body failed
+	// clientErr: reading the client's request body failed. The body is
+	// read by net/http's transport goroutine, which may still run when
+	// the handler ends, so it and bodySent are atomics.
+	clientErr atomic.Bool
+	bodySent  atomic.Int64
+	ex        *exchange // the live exchange of a forwarded request
 	// Bytes of an upgraded connection, copied by goroutines of goproxy.
 	upgradedSent, upgradedReceived atomic.Int64
 }

@@ -96,11 +96,13 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		case errors.Is(err, io.EOF) && len(buf) > 0:
 			result = metrics.SNINotTLS
 		case errors.Is(err, io.EOF):
-			// The client half-closed before saying anything: nothing to
-			// check, and the copy loop passes the half-close on.
+			// The client half-closed before saying anything: there is
+			// no name to check, so the tunnel is a tunnel without one;
+			// if that is allowed the copy loop passes the half-close on.
 			_ = t.client.SetReadDeadline(time.Time{})
-			s.settleTunnel(st, t, rec, tunnelInputs{req: t.in.req})
-			return nil, true
+			s.m.SNICheck(metrics.SNINone)
+			rec.sniResult = metrics.SNINone
+			return nil, s.settleTunnel(t, rec, tunnelInputs{req: t.in.req, noSNI: true})
 		default:
 			return nil, false // the connection failed or was closed
 		}
@@ -115,7 +117,7 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 	}
 	s.m.SNICheck(result)
 	rec.sni, rec.sniResult = in.sni, result
-	if !s.settleTunnel(st, t, rec, in) {
+	if !s.settleTunnel(t, rec, in) {
 		if result == metrics.SNIMatch || result == metrics.SNIMismatch || result == metrics.SNINone {
 			_ = t.client.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = t.client.Write(tlsAccessDenied[:])
@@ -130,13 +132,33 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 // was accepted (by its ClientHello): it got a 200 and then a close.
 const closedBlocked = "blocked"
 
-// settleTunnel makes the tunnel's final decision from its inputs, counts
-// it, and reports whether the tunnel may carry bytes.
-func (s *Server) settleTunnel(st *state, t *tunnel, rec *record, in tunnelInputs) bool {
-	d := decideTunnel(st.policy, in, s.clock.Now())
-	t.mu.Lock()
-	t.in, t.settled = in, true
-	t.mu.Unlock()
+// settleTunnel makes the tunnel's final decision from its inputs, under
+// the policy current now (not the one of the CONNECT: a reload may have
+// landed while the ClientHello was awaited), counts it, and reports whether
+// the tunnel may carry bytes.
+//
+// A policy swap or transition recheck that runs while the tunnel settles
+// skips it if it is not settled yet; so the decision is made again until no
+// swap or recheck started in between. Either the recheck saw the tunnel
+// settled and decided it itself, or the loop sees the new generation.
+func (s *Server) settleTunnel(t *tunnel, rec *record, in tunnelInputs) bool {
+	var st *state
+	var d rules.Decision
+	for {
+		gen := s.gen.Load()
+		st = s.state.Load()
+		at := s.clock.Now()
+		if last := time.Unix(0, s.recheckAt.Load()); at.Before(last) {
+			at = last // a transition recheck already decided at that instant
+		}
+		d = decideTunnel(st.policy, in, at)
+		t.mu.Lock()
+		t.in, t.settled, t.st = in, true, st
+		t.mu.Unlock()
+		if s.gen.Load() == gen {
+			break
+		}
+	}
 	t.class.Store(int32(d.Class))
 	rec.decision = d
 	s.count(st, rec)
@@ -159,22 +181,16 @@ func (s *Server) count(st *state, rec *record) {
 	}
 }
 
-// recheckTunnels decides every settled tunnel again at an instant and
-// closes those whose answer is now block. It runs when a rule window opens
+// recheckTunnels decides every open connection again at an instant and
+// cuts those whose answer is now block. It runs when a rule window opens
 // or closes and after a reload.
 func (s *Server) recheckTunnels(st *state, at time.Time) {
 	if !st.policy.TLS.CutTunnels {
 		return
 	}
-	for _, t := range s.tunnels.list() {
-		t.mu.Lock()
-		in, settled := t.in, t.settled
-		t.mu.Unlock()
-		if !settled {
-			continue // still reading its ClientHello; it decides with the clock itself
-		}
-		if d := decideTunnel(st.policy, in, at); d.Action == rules.Block {
-			t.cut(d)
+	for _, c := range s.live.list() {
+		if d, ok := c.redecide(st.policy, at); ok && d.Action == rules.Block {
+			c.cut(d)
 		}
 	}
 }
@@ -206,6 +222,8 @@ func (s *Server) scheduleRecheck(st *state) {
 		if at.Before(next) {
 			at = next
 		}
+		s.recheckAt.Store(at.UnixNano())
+		s.gen.Add(1)
 		s.recheckTunnels(st, at)
 		s.scheduleRecheck(st)
 	})
