@@ -549,7 +549,7 @@ func hostileCases(tb testing.TB) []hostileCase {
 		// origin would see it: the name resolves to it.
 		{name: "blocked-upper-case", raw: "GET http://DNL-01.GEO.KASPERSKY.COM/h/bp HTTP/1.1\r\nHost: DNL-01.GEO.KASPERSKY.COM\r\n\r\n", want: wantBlocked, status: 403},
 		{name: "blocked-trailing-dot", raw: "GET http://dnl-01.geo.kaspersky.com./h/bp HTTP/1.1\r\nHost: dnl-01.geo.kaspersky.com.\r\n\r\n", want: wantBlocked, status: 403},
-		{name: "blocked-behind-userinfo", raw: "GET http://www.example.test@dnl-01.geo.kaspersky.com/h/bp HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantBlocked, status: 403},
+		{name: "blocked-behind-userinfo", raw: "GET http://www.example.test@dnl-01.geo.kaspersky.com/h/bp HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantBlocked, status: 400},
 		{name: "blocked-host-header-decoy", raw: "GET " + blockedTarget + "bp HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantBlocked, status: 403},
 		// Refused by the policy or by the port rules: either way not
 		// forwarded.
@@ -567,8 +567,16 @@ func hostileCases(tb testing.TB) []hostileCase {
 		// Userinfo and Host: the origin gets the URL's host, never the
 		// credentials, never the client's Host header.
 		{name: "userinfo-in-url", raw: "GET http://user:pass@www.example.test/h/userinfo HTTP/1.1\r\n" + hostHdr + "\r\n",
-			want: wantForwarded, check: originGot("/h/userinfo", "Authorization"),
-			comment: "userinfo is dropped: the origin gets Host www.example.test, the path only, and no Authorization header"},
+			want: wantRejected, status: 400,
+			comment: "userinfo in a request target is refused (RFC 9110 section 4.2.4)"},
+		{name: "userinfo-empty", raw: "GET http://@www.example.test/h/userinfo HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantRejected, status: 400},
+		// Spellings that a resolver or a parent proxy could still read
+		// but the policy cannot: refused, never forwarded.
+		{name: "blocked-two-trailing-dots", raw: "GET http://ksn.kaspersky.com../h/bp HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantBlocked, status: 400},
+		{name: "blocked-connect-two-trailing-dots", method: "CONNECT", raw: connectRequest("ksn.kaspersky.com..:443"), want: wantBlocked, status: 400},
+		{name: "blocked-connect-percent-encoded-dot", method: "CONNECT", raw: "CONNECT ksn%E3%80%82kaspersky.com:443 HTTP/1.1\r\nHost: www.example.test:443\r\n\r\n", want: wantBlocked, status: 400},
+		{name: "blocked-percent-encoded-host", raw: "GET http://ksn%2ekaspersky.com/h/bp HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantBlocked, status: 400},
+		{name: "blocked-connect-empty-label", method: "CONNECT", raw: connectRequest("ksn..kaspersky.com:443"), want: wantBlocked, status: 400},
 		{name: "host-header-differs-from-url", raw: "GET " + exampleTarget + "host-mismatch HTTP/1.1\r\nHost: other.example.test\r\n\r\n",
 			want: wantForwarded, check: originGot("/h/host-mismatch"),
 			comment: "the absolute URI wins over the Host header (RFC 9112 section 3.2.2)"},

@@ -539,7 +539,8 @@ func TestNoLeakConnectHalfClosedAtOnce(t *testing.T) {
 	}
 	recs := e.waitRecords(t, 2, map[string]any{"kind": "connect", "host": "sink.example.test"})
 	for _, r := range recs {
-		checkRecord(t, r, map[string]any{"status": 200, "action": "allow"})
+		// No usable name, so tunnel_without_sni flags them (the default).
+		checkRecord(t, r, map[string]any{"status": 200, "action": "log", "rule": "tunnel_without_sni"})
 		if _, ok := r["error"]; ok {
 			t.Errorf("record names an upstream error: %v", r)
 		}

@@ -68,7 +68,9 @@ func TestConnectSNI(t *testing.T) {
 			metrics.SNIMismatch, true, "log", "sales-cutoff-flag", "kaspersky", "update"},
 		{"innocuous-sni-matches", "www.example.test", "www.example.test", afterCutoffs, "",
 			metrics.SNIMatch, true, "allow", "default", "none", "none"},
-		{"no-sni-allowed-by-default", "www.example.test", "", afterCutoffs, "",
+		{"no-sni-flagged-by-default", "www.example.test", "", afterCutoffs, "",
+			metrics.SNINone, true, "log", "tunnel_without_sni", "none", "none"},
+		{"no-sni-allowed-by-setting", "www.example.test", "", afterCutoffs, "[tls]\ntunnel_without_sni = \"allow\"\n",
 			metrics.SNINone, true, "allow", "default", "none", "none"},
 		{"no-sni-blocked-by-setting", "www.example.test", "", afterCutoffs, "[tls]\ntunnel_without_sni = \"block\"\n",
 			metrics.SNINone, false, "block", "tunnel_without_sni", "none", "none"},
@@ -166,7 +168,7 @@ func TestConnectSNINotTLSAndTimeout(t *testing.T) {
 			}
 			_ = c.CloseWrite()
 			_, _ = io.Copy(io.Discard, c)
-			e.waitRecord(t, map[string]any{"kind": "connect", "sni_result": tt.result, "action": "allow"})
+			e.waitRecord(t, map[string]any{"kind": "connect", "sni_result": tt.result, "action": "log", "rule": "tunnel_without_sni"})
 			e.waitIdle(t)
 			e.checkDeltas(t, before, delta{sniSeries(tt.result), 1})
 		})
