@@ -183,6 +183,36 @@ func (c *soakClient) resetMidBody() (bool, int, error) {
 	return sent, resp.StatusCode, nil
 }
 
+// websocket upgrades a new connection to host (an echo server) and sends
+// one line through it.
+func (c *soakClient) websocket(host string) (bool, int, error) {
+	conn, err := net.DialTimeout("tcp", c.e.addr, soakOpLimit)
+	if err != nil {
+		return false, 0, fmt.Errorf("dial proxy: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(soakOpLimit))
+	if _, err := fmt.Fprintf(conn, "GET http://%s/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", host, host); err != nil {
+		return false, 0, fmt.Errorf("writing the upgrade: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return true, 0, fmt.Errorf("reading the upgrade response: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return true, resp.StatusCode, fmt.Errorf("upgrade status %d; want 101", resp.StatusCode)
+	}
+	if _, err := io.WriteString(conn, "soak\n"); err != nil {
+		return true, resp.StatusCode, fmt.Errorf("websocket write: %w", err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "soak\n" {
+		return true, resp.StatusCode, fmt.Errorf("websocket echo %q, %v", line, err)
+	}
+	return true, resp.StatusCode, nil
+}
+
 // connect opens a tunnel to host:443. For a 200 it makes a TLS handshake
 // with the origin through the tunnel and GETs /hello; otherwise it checks
 // the proxy's reply.
@@ -276,6 +306,8 @@ func soakOps() []*soakOp {
 			do: func(c *soakClient) (bool, int, error) {
 				return c.connect("store.kaspersky.com", 403, "X-Feedgate-Rule", "sales-cutoff-store")
 			}},
+		{name: "websocket log", weight: 2, key: soakKey{"http", "ws.kaspersky.com", "log"}, vendor: "kaspersky", category: "web", rule: "sales-cutoff-flag", exactStatus: true,
+			do: func(c *soakClient) (bool, int, error) { return c.websocket("ws.kaspersky.com") }},
 		{name: "connect dns failure", weight: 1, key: soakKey{"connect", "nx.example.test", "allow"}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
 				return c.connect("nx.example.test", 502, "X-Feedgate-Error", metrics.ReasonDNS)
@@ -387,6 +419,7 @@ func TestSoak(t *testing.T) {
 		_ = c.SetLinger(0) // the close sends a reset
 	})
 	refused := closedPort(t)
+	ws := newRawUpstream(t, wsEcho)
 	log := &soakLog{byKey: map[soakKey]int{}, byStatus: map[soakStatusKey]int{}, errors: map[string]int{}}
 	e := newEnv(t, envConfig{
 		now:   betweenCutoffs,
@@ -402,6 +435,7 @@ func TestSoak(t *testing.T) {
 			"store.kaspersky.com:443:" + refused,
 			"reset.example.test:80:" + resetMid.Addr(),
 			"refused.example.test:80:" + refused,
+			"ws.kaspersky.com:80:" + ws.Addr(),
 		},
 	})
 
