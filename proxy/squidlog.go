@@ -2,12 +2,12 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/url"
+	"math"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -23,6 +23,9 @@ import (
 // TCP_TUNNEL for tunnels, TCP_MISS for forwarded requests (feedgate does
 // not cache), TCP_MISS_ABORTED when the client left first. The policy's
 // answer (rule, action) is not in this format; use the JSON format for it.
+//
+// Parsers split the line on whitespace, so every field is one token of
+// printable ASCII whatever the record holds: see appendSquidLine.
 type SquidHandler struct {
 	mu *sync.Mutex
 	w  io.Writer
@@ -40,77 +43,307 @@ func (h *SquidHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 // WithGroup implements slog.Handler.
 func (h *SquidHandler) WithGroup(string) slog.Handler { return h }
 
+// squidRecord is what a Squid line shows of a decision record.
+type squidRecord struct {
+	kind, client, method, host, path, action, rejected, closed, errReason string
+	port, status, received                                                int64
+	seconds                                                               float64
+}
+
+// squidBufs holds line buffers, so that a line costs no allocation. A
+// line is at most four fields of maxSquidField and some numbers, so no
+// buffer grows past about 33 KiB.
+var squidBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
 // Handle implements slog.Handler.
 func (h *SquidHandler) Handle(_ context.Context, r slog.Record) error {
-	var kind, client, method, host, path, action, rejected, closed, errReason string
-	var port, status int64
-	var received int64
-	var seconds float64
+	var s squidRecord
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
 		case "kind":
-			kind = a.Value.String()
+			s.kind = a.Value.String()
 		case "client":
-			client = a.Value.String()
+			s.client = a.Value.String()
 		case "method":
-			method = a.Value.String()
+			s.method = a.Value.String()
 		case "host":
-			host = a.Value.String()
+			s.host = a.Value.String()
 		case "port":
-			port = a.Value.Int64()
+			s.port = attrInt(a.Value)
 		case "path":
-			path = a.Value.String()
+			s.path = a.Value.String()
 		case "action":
-			action = a.Value.String()
+			s.action = a.Value.String()
 		case "rejected":
-			rejected = a.Value.String()
+			s.rejected = a.Value.String()
 		case "closed":
-			closed = a.Value.String()
+			s.closed = a.Value.String()
 		case "error":
-			errReason = a.Value.String()
+			s.errReason = a.Value.String()
 		case "status":
-			status = a.Value.Int64()
+			s.status = attrInt(a.Value)
 		case "bytes_received":
-			received = a.Value.Int64()
+			s.received = attrInt(a.Value)
 		case "duration_seconds":
-			seconds = a.Value.Float64()
+			if a.Value.Kind() == slog.KindFloat64 {
+				s.seconds = a.Value.Float64()
+			}
 		}
 		return true
 	})
-	code, hier := "TCP_MISS", "HIER_DIRECT/"+host
+	bp := squidBufs.Get().(*[]byte)
+	line := appendSquidLine((*bp)[:0], r.Time.UnixMilli(), &s)
+	h.mu.Lock()
+	_, err := h.w.Write(line)
+	h.mu.Unlock()
+	*bp = line
+	squidBufs.Put(bp)
+	return err
+}
+
+// attrInt is v as an int64, or 0 if it is not an integer: slog.Value's
+// Int64 panics on any other kind, and a log line is not worth a panic.
+func attrInt(v slog.Value) int64 {
+	switch v.Kind() {
+	case slog.KindInt64:
+		return v.Int64()
+	case slog.KindUint64:
+		return int64(min(v.Uint64(), math.MaxInt64))
+	}
+	return 0
+}
+
+// appendSquidLine appends the record's line, newline included. Numbers
+// are clamped into what the format's fields can hold, and every string
+// from the record is escaped into one token (see the escape sets below),
+// so no value can add a field or a line.
+func appendSquidLine(b []byte, ms int64, s *squidRecord) []byte {
+	code, hierDirect := "TCP_MISS", true
 	switch {
-	case action == "block" || rejected != "" || closed == closedBlocked:
-		code, hier = "TCP_DENIED", "HIER_NONE/-"
-	case status == statusClientClosed:
+	case s.action == "block" || s.rejected != "" || s.closed == closedBlocked:
+		code, hierDirect = "TCP_DENIED", false
+	case s.status == statusClientClosed:
 		code = "TCP_MISS_ABORTED"
-	case kind == "connect":
+	case s.kind == "connect":
 		code = "TCP_TUNNEL"
 	}
-	if errReason != "" && status >= 500 {
-		hier = "HIER_NONE/-"
+	if s.errReason != "" && s.status >= 500 {
+		hierDirect = false
 	}
-	target := net.JoinHostPort(host, strconv.FormatInt(port, 10))
-	if kind != "connect" {
-		scheme, defPort := "http", int64(80)
-		if kind == KindMITM {
-			scheme, defPort = "https", 443
+
+	ms = max(ms, 0)
+	b = strconv.AppendInt(b, ms/1000, 10)
+	b = append(b, '.')
+	b = appendPadded(b, ms%1000, 3, '0')
+	b = append(b, ' ')
+	b = appendPadded(b, elapsedMillis(s.seconds), 6, ' ')
+	b = append(b, ' ')
+	b = appendSquidAddr(b, s.client, false)
+	b = append(b, ' ')
+	b = append(b, code...)
+	b = append(b, '/')
+	status := s.status
+	if status < 0 || status > 999 {
+		// Squid's 000 is "no status": what it writes when it has none.
+		status = 0
+	}
+	b = appendPadded(b, status, 3, '0')
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, max(s.received, 0), 10)
+	b = append(b, ' ')
+	if s.method == "" {
+		b = append(b, '-')
+	} else {
+		b = appendEscaped(b, s.method, &methodSafe, len(b)+maxSquidField)
+	}
+	b = append(b, ' ')
+	b = appendSquidURL(b, s)
+	b = append(b, " - "...)
+	if hierDirect {
+		b = append(b, "HIER_DIRECT/"...)
+		b = appendSquidAddr(b, s.host, true)
+	} else {
+		b = append(b, "HIER_NONE/-"...)
+	}
+	// The user is always "-" (feedgate does not authenticate clients) and
+	// so is the content type, which feedgate does not record.
+	return append(b, " -\n"...)
+}
+
+// elapsedMillis converts a duration in seconds to whole milliseconds,
+// with NaN and negative durations as 0 and huge ones capped, since a float
+// converted out of int64's range is implementation-defined in Go.
+func elapsedMillis(seconds float64) int64 {
+	ms := seconds * 1000
+	switch {
+	case !(ms >= 0):
+		return 0
+	case ms >= math.MaxInt64/2:
+		return math.MaxInt64 / 2
+	}
+	return int64(ms)
+}
+
+// appendPadded appends a non-negative n right-aligned in width with pad.
+func appendPadded(b []byte, n int64, width int, pad byte) []byte {
+	var digits [20]byte
+	d := strconv.AppendInt(digits[:0], n, 10)
+	for i := len(d); i < width; i++ {
+		b = append(b, pad)
+	}
+	return append(b, d...)
+}
+
+// maxSquidField bounds each field built from request data. It is Squid's
+// MAX_URL, the longest URL Squid logs: a megabyte-long request target
+// would otherwise make a line that syslog relays truncate or split, and a
+// split turns the tail of an attacker's URL into a line of its own. A
+// longer field is cut, as Squid cuts it, but never inside an escape.
+const maxSquidField = 8192
+
+// The escape sets: bytes written as they are; every other byte is written
+// as %XX with upper-case hex, as Squid's rfc1738 escaping writes it. None
+// holds a space, a control byte, DEL or a non-ASCII byte, so an escaped
+// field is one token of printable ASCII, and none holds '%', so every
+// field decodes back to exactly what the record held.
+var (
+	// pathSafe is for the URL path: RFC 3986's pchar and '/', unescaped.
+	// It is stricter than Squid's rfc1738_escape_unescaped, which also
+	// keeps '%' (the record's path is decoded, so a '%' in it is a
+	// literal one) and '?' (a path holding one must not decode as a
+	// query); Squid 5.7 does not even apply that to %ru, and logs raw
+	// UTF-8, quotes and angle brackets.
+	pathSafe = byteSet(alnum + "-._" + "!$&()*+,;=:@/")
+	// hostSafe is for host names: what DNS names hold. Anything else in a
+	// host (a '/', '@' or ':' that would move the URL's path, userinfo or
+	// port) is escaped.
+	hostSafe = byteSet(alnum + "-._")
+	// ipv6Safe is for the address part of a bracketed host, which
+	// netip.ParseAddr has already checked: escaping is only a guard.
+	ipv6Safe = byteSet("0123456789ABCDEFabcdef:.")
+	// methodSafe is RFC 9110's tchar without '%', so that an escaped
+	// method cannot be mistaken for a sent one.
+	methodSafe = byteSet(alnum + "!#$&'*+-.^_`|~")
+)
+
+const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+func byteSet(chars string) (set [256]bool) {
+	for i := 0; i < len(chars); i++ {
+		set[chars[i]] = true
+	}
+	return set
+}
+
+const upperHex = "0123456789ABCDEF"
+
+// appendEscaped appends s with every byte outside safe as %XX, and stops
+// before the first byte or escape that would take len(b) past limit, so
+// that a huge value is neither escaped whole nor cut inside an escape.
+func appendEscaped(b []byte, s string, safe *[256]bool, limit int) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if safe[c] {
+			if len(b) >= limit {
+				break
+			}
+			b = append(b, c)
+		} else {
+			if len(b)+3 > limit {
+				break
+			}
+			b = append(b, '%', upperHex[c>>4], upperHex[c&15])
 		}
-		target = scheme + "://" + host
-		if port != defPort {
-			target = scheme + "://" + net.JoinHostPort(host, strconv.FormatInt(port, 10))
+	}
+	return b
+}
+
+// appendSquidAddr appends an address field: the client (%>a), or the peer
+// (%<a), which for feedgate is the host as the client named it. An IP
+// address is written in its usual text form, but with a zone (which may
+// be any string) as in a URL, "%25" then the zone escaped, so that the
+// field decodes back to the address; anything else is "-" for the
+// client, which is always an address, and an escaped name for the peer.
+func appendSquidAddr(b []byte, s string, nameOK bool) []byte {
+	if s == "" {
+		return append(b, '-')
+	}
+	limit := len(b) + maxSquidField
+	a, ok := parseIP(s)
+	switch {
+	case ok:
+		b = a.WithZone("").AppendTo(b)
+		if z := a.Zone(); z != "" {
+			b = append(b, "%25"...)
+			b = appendEscaped(b, z, &hostSafe, limit)
 		}
-		// Squid logs URLs escaped: a space in a path must not split
-		// the line's fields.
-		target += (&url.URL{Path: path}).EscapedPath()
+	case nameOK:
+		b = appendEscaped(b, s, &hostSafe, limit)
+	default:
+		b = append(b, '-')
 	}
-	if client == "" {
-		client = "-"
+	return b
+}
+
+// appendSquidURL appends the request URL (%ru): http://host[:port]/path,
+// https:// for an intercepted request, and host:port for a CONNECT.
+func appendSquidURL(b []byte, s *squidRecord) []byte {
+	if s.host == "" {
+		// Nothing identifies the target; a bare path or port is not a URL.
+		return append(b, '-')
 	}
-	ms := r.Time.UnixMilli()
-	line := fmt.Sprintf("%d.%03d %6d %s %s/%03d %d %s %s - %s -\n",
-		ms/1000, ms%1000, int64(seconds*1000), client, code, status, received, method, target, hier)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, err := io.WriteString(h.w, line)
-	return err
+	limit := len(b) + maxSquidField
+	// A huge host is cut short of the limit so that the port is kept
+	// whole: parsers split host:port at the last ':'.
+	hostLimit := limit - len("]:-9223372036854775808")
+	if s.kind == "connect" {
+		b = appendURLHost(b, s.host, hostLimit)
+		b = append(b, ':')
+		return strconv.AppendInt(b, s.port, 10)
+	}
+	scheme, defPort := "http://", int64(80)
+	if s.kind == KindMITM {
+		scheme, defPort = "https://", 443
+	}
+	b = append(b, scheme...)
+	b = appendURLHost(b, s.host, hostLimit)
+	if s.port != defPort {
+		b = append(b, ':')
+		b = strconv.AppendInt(b, s.port, 10)
+	}
+	if s.path != "" && s.path[0] != '/' {
+		// Without it the path would run into the host: host "a" and
+		// path ".evil.example/x" would read as http://a.evil.example/x.
+		b = append(b, '/')
+	}
+	return appendEscaped(b, s.path, &pathSafe, limit)
+}
+
+// appendURLHost appends a URL's host: an IPv6 address in brackets, with
+// a zone as RFC 6874 writes it, "%25" then the zone escaped, so that a
+// zone such as "eth0 x" stays in the token. Any other host is escaped as
+// a name, a ':' included, so that only the port follows a raw ':'.
+func appendURLHost(b []byte, host string, limit int) []byte {
+	if a, ok := parseIP(host); !ok || !a.Is6() {
+		return appendEscaped(b, host, &hostSafe, limit)
+	}
+	addr, zone, hasZone := strings.Cut(host, "%")
+	b = append(b, '[')
+	b = appendEscaped(b, addr, &ipv6Safe, limit)
+	if hasZone {
+		b = append(b, "%25"...)
+		b = appendEscaped(b, zone, &hostSafe, limit)
+	}
+	return append(b, ']')
+}
+
+// parseIP is netip.ParseAddr without its error, which costs an allocation
+// per host name: names are ruled out first, as an IPv6 address has a ':'
+// and an IPv4 one only digits and dots.
+func parseIP(s string) (netip.Addr, bool) {
+	if !strings.Contains(s, ":") && strings.Trim(s, "0123456789.") != "" {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(s)
+	return a, err == nil
 }
