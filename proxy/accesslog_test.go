@@ -1,7 +1,11 @@
 package proxy_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -48,6 +52,7 @@ func TestSquidAccessLog(t *testing.T) {
 	})
 	seen := map[string]bool{}
 	for _, l := range lines {
+		checkSquidLine(t, l+"\n")
 		m := squidLine.FindStringSubmatch(l)
 		if m == nil {
 			t.Errorf("line %q does not parse as Squid's native format", l)
@@ -83,6 +88,50 @@ func TestJSONRecordFields(t *testing.T) {
 			if _, ok := r[k]; !ok {
 				t.Errorf("%s record has no %q field: %v", kind, k, r)
 			}
+		}
+	}
+}
+
+// TestSquidAccessLogHostileTargets sends request targets that decode to
+// spaces, CR LF and zones through the proxy: each request still logs
+// exactly one line of Squid's format (checkSquidLine, squidlog_test.go).
+func TestSquidAccessLogHostileTargets(t *testing.T) {
+	t.Parallel()
+	refuse := func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("this test dials nothing")
+	}
+	e := newEnv(t, envConfig{squid: true, dial: refuse})
+	reqs := []struct{ raw, url string }{
+		{"GET http://[fe80::1%25eth0%20x]/a%20b%0D%0Ac HTTP/1.1\r\nHost: [fe80::1%25eth0%20x]\r\n",
+			"http://[fe80::1%25eth0%20x]/a%20b%0D%0Ac"},
+		{"GET http://www.example.test/x%0D%0A1727582400.000%20forged HTTP/1.1\r\nHost: www.example.test\r\n",
+			"http://www.example.test/x%0D%0A1727582400.000%20forged"},
+		{"GET http://www.example.test/\xc3\xbc\"<> HTTP/1.1\r\nHost: www.example.test\r\n",
+			"http://www.example.test/%C3%BC%22%3C%3E"},
+		{"PURGE~|`^ http://www.example.test/ HTTP/1.1\r\nHost: www.example.test\r\n",
+			"http://www.example.test/"},
+		{"CONNECT [fe80::1%25eth0%20x]:443 HTTP/1.1\r\nHost: [fe80::1%25eth0%20x]:443\r\n",
+			"[fe80::1%2525eth0%2520x]:443"},
+	}
+	for _, r := range reqs {
+		c := e.dial(t)
+		if _, err := io.WriteString(c, r.raw+"Connection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, c)
+	}
+	var lines []string
+	waitFor(t, "every request's log line", func() bool {
+		lines = strings.SplitAfter(e.log.String(), "\n")
+		return len(lines) > len(reqs)
+	})
+	seen := map[string]bool{}
+	for _, l := range lines[:len(lines)-1] {
+		seen[checkSquidLine(t, l)[sqURL]] = true
+	}
+	for _, r := range reqs {
+		if !seen[r.url] {
+			t.Errorf("no line with URL %s in:\n%s", r.url, e.log.String())
 		}
 	}
 }
