@@ -286,6 +286,10 @@ func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response
 	if !ok {
 		return resp, nil
 	}
+	// A body of unknown length (chunked or closed-delimited) may be a
+	// stream: relay each piece as it comes, as httputil.ReverseProxy
+	// does, rather than when a buffer fills.
+	rec.streamed = resp.ContentLength < 0
 	if rwc, isRW := resp.Body.(io.ReadWriteCloser); isRW && resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body = &upgradedBody{ReadWriteCloser: rwc, rec: rec}
 		if rec.ex != nil {
@@ -527,7 +531,7 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{rc: r.Body, rec: rec}
 	}
-	cw := &countingWriter{ResponseWriter: w, ex: ex}
+	cw := &countingWriter{ResponseWriter: w, ex: ex, rec: rec}
 	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(ctx, recordKey{}, rec)))
 	ex.stop()
 	if cw.hijacked != nil {
@@ -652,6 +656,7 @@ type countingWriter struct {
 	n        int64
 	hijacked net.Conn
 	ex       *exchange
+	rec      *record
 }
 
 func (w *countingWriter) WriteHeader(code int) {
@@ -678,13 +683,46 @@ func (w *countingWriter) ReadFrom(src io.Reader) (int64, error) {
 	}
 	var n int64
 	var err error
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+	if w.rec != nil && w.rec.streamed {
+		n, err = copyFlushing(w.ResponseWriter, src)
+	} else if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
 		n, err = rf.ReadFrom(src)
 	} else {
 		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
 	}
 	w.n += n
 	return n, err
+}
+
+// streamBufs are the buffers of copyFlushing.
+var streamBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyFlushing copies src to w and flushes after every write, so that a
+// streamed body reaches the client piece by piece.
+func copyFlushing(w http.ResponseWriter, src io.Reader) (int64, error) {
+	bp := streamBufs.Get().(*[]byte)
+	defer streamBufs.Put(bp)
+	rc := http.NewResponseController(w)
+	var n int64
+	for {
+		nr, rerr := src.Read(*bp)
+		if nr > 0 {
+			nw, werr := w.Write((*bp)[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if err := rc.Flush(); err != nil {
+				return n, err
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
 }
 
 func (w *countingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }

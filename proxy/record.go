@@ -43,6 +43,7 @@ type record struct {
 	clientErr atomic.Bool
 	bodySent  atomic.Int64
 	ex        *exchange // the live exchange of a forwarded request
+	streamed  bool      // the response body's length is unknown: flush it as it comes
 	// Bytes of an upgraded connection, copied by goroutines of goproxy.
 	upgradedSent, upgradedReceived atomic.Int64
 }
