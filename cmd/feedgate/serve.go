@@ -45,6 +45,10 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 // finish after SIGTERM or SIGINT.
 const shutdownGrace = 10 * time.Second
 
+// closeGrace bounds closing the connections left after shutdownGrace and
+// writing their records.
+const closeGrace = 5 * time.Second
+
 // logFlushInterval bounds how long a decision record waits in the buffer.
 const logFlushInterval = 200 * time.Millisecond
 
@@ -225,8 +229,13 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	if err := proxyHTTP.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errLog.Warn("proxy shutdown", "error", err)
 	}
-	if err := srv.Shutdown(ctx); err != nil {
-		errLog.Warn("tunnel shutdown", "error", err)
+	// Whatever is still open now (tunnels, websockets, plain requests
+	// that outlived the grace) is closed; its records are written as it
+	// closes, which takes a moment of its own even when the grace ran out.
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), closeGrace)
+	defer cancelClose()
+	if err := srv.Shutdown(closeCtx); err != nil {
+		errLog.Warn("connection shutdown", "error", err)
 	}
 	_ = adminHTTP.Shutdown(ctx)
 	stopInv() // the inventory saves once more as it stops
