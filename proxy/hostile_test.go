@@ -406,6 +406,7 @@ type hostileCase struct {
 	status  int // exact status for wantRejected and wantBlocked; 0: any 4xx or a close
 	check   func(t *testing.T, got seenRequest)
 	comment string // what happens, for the test log
+	rule    string // wantBlocked with 403: the X-Feedgate-Rule; "" means updates-cutoff
 }
 
 // Request-building shorthands. Paths of hostile requests start with /h/;
@@ -572,6 +573,16 @@ func hostileCases(tb testing.TB) []hostileCase {
 		{name: "userinfo-empty", raw: "GET http://@www.example.test/h/userinfo HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantRejected, status: 400},
 		// Spellings that a resolver or a parent proxy could still read
 		// but the policy cannot: refused, never forwarded.
+		// Store paths spelled as origin servers read them: each is the
+		// store page /buy (sales-cutoff-store), never the host's web
+		// entry (updates-cutoff).
+		{name: "store-path-dot-segment", raw: "GET http://www.kaspersky.com/./buy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "store-path-double-slash", raw: "GET http://www.kaspersky.com//buy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "store-path-dot-dot", raw: "GET http://www.kaspersky.com/x/../buy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "store-path-percent-encoded", raw: "GET http://www.kaspersky.com/%62uy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "store-path-encoded-dots", raw: "GET http://www.kaspersky.com/x/%2e%2e/buy/now HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "store-path-upper-case", raw: "GET http://www.kaspersky.com/BUY HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "not-store-path-prefix-only", raw: "GET http://www.kaspersky.com/buyer-guide HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "updates-cutoff"},
 		{name: "blocked-two-trailing-dots", raw: "GET http://ksn.kaspersky.com../h/bp HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantBlocked, status: 400},
 		{name: "blocked-connect-two-trailing-dots", method: "CONNECT", raw: connectRequest("ksn.kaspersky.com..:443"), want: wantBlocked, status: 400},
 		{name: "blocked-connect-percent-encoded-dot", method: "CONNECT", raw: "CONNECT ksn%E3%80%82kaspersky.com:443 HTTP/1.1\r\nHost: www.example.test:443\r\n\r\n", want: wantBlocked, status: 400},
@@ -736,8 +747,8 @@ func TestHostileInput(t *testing.T) {
 				if first.status != tc.status {
 					t.Errorf("status = %d; want %d", first.status, tc.status)
 				}
-				if tc.status == http.StatusForbidden && first.header.Get("X-Feedgate-Rule") != "updates-cutoff" {
-					t.Errorf("X-Feedgate-Rule = %q; want %q", first.header.Get("X-Feedgate-Rule"), "updates-cutoff")
+				if want := cmp.Or(tc.rule, "updates-cutoff"); tc.status == http.StatusForbidden && first.header.Get("X-Feedgate-Rule") != want {
+					t.Errorf("X-Feedgate-Rule = %q; want %q", first.header.Get("X-Feedgate-Rule"), want)
 				}
 				if len(seen) != 0 {
 					t.Errorf("origin got %d requests (first %s %s); want none", len(seen), seen[0].method, seen[0].uri)
