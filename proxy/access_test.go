@@ -166,7 +166,7 @@ func TestDestinationPolicy(t *testing.T) {
 		{"private 172.16/12, denied", "172.20.0.1", true, "private"},
 		{"private 192.168/16, denied", "192.168.1.1", true, "private"},
 		{"shared address space, denied", "100.64.0.1", true, "private"},
-		{"unique local IPv6, denied", "fd00:ec2::254", true, "private"},
+		{"unique local IPv6, denied", "fd12:3456::1", true, "private"},
 		{"just outside 172.16/12", "172.32.0.1", true, ""},
 		{"feedgate's own listener", "198.51.100.99", false, "feedgate itself"},
 	}
