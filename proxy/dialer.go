@@ -62,7 +62,9 @@ type Dialer struct {
 	// come from Overrides (the operator's -resolve is trusted): resolved
 	// addresses and IP literals alike, so a name that resolves to a denied
 	// address is refused whatever its name (no DNS-rebinding gap).
-	// proxy.New installs the destination policy here when Guard is nil.
+	// proxy.New leaves an injected Dialer as it is and dials through a
+	// copy whose Guard is the destination policy, followed by this Guard
+	// if set.
 	Guard func(netip.AddrPort) error
 	// Dial connects to an address; nil means a net.Dialer. Tests record
 	// the address here instead of connecting.
@@ -77,6 +79,8 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 // DialTrusted dials an address from the operator's own configuration (a
 // parent proxy) like DialContext, but without the Guard: a parent on a
 // private or loopback address is the operator's choice, not a client's.
+// Only code that dials such an address may call it, never with an address
+// a client named.
 func (d *Dialer) DialTrusted(ctx context.Context, network, addr string) (net.Conn, error) {
 	return d.dial(ctx, network, addr, nil)
 }
@@ -157,4 +161,90 @@ func (d *Dialer) dial(ctx context.Context, network, addr string, guard func(neti
 		}
 	}
 	return nil, firstErr
+}
+
+// destinationDialer returns the dialer for the destinations clients name:
+// the injected one (Options.Dialer) with the destination policy applied,
+// or a Dialer with the system resolver. The injected value is never
+// modified, so that one Dialer can serve several Servers, each with its own
+// policy and listeners.
+func (s *Server) destinationDialer(injected ContextDialer) ContextDialer {
+	d, isDialer := injected.(*Dialer)
+	if injected != nil && !isDialer {
+		return &guardedDialer{inner: injected, check: s.checkDestination}
+	}
+	c := Dialer{Timeout: s.opts.DialTimeout}
+	if d != nil {
+		c = *d
+	}
+	c.Guard = s.checkDestination
+	if d != nil && d.Guard != nil {
+		own := d.Guard
+		c.Guard = func(ap netip.AddrPort) error {
+			if err := s.checkDestination(ap); err != nil {
+				return err
+			}
+			return own(ap)
+		}
+	}
+	return &c
+}
+
+// guardedDialer applies the destination policy to an injected dialer that
+// is not a *Dialer, which resolves names where feedgate cannot see the
+// address it picks. An IP literal is checked before the dial, so that
+// nothing is sent to a denied one. Every connection is then checked by its
+// RemoteAddr, the address actually connected to; a denied one is closed
+// before anything is written to it, but the connection was made.
+type guardedDialer struct {
+	inner ContextDialer
+	check func(netip.AddrPort) error
+}
+
+func (g *guardedDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %q: %w", addr, err)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("dial %q: invalid port: %w", addr, err)
+		}
+		if err := g.check(netip.AddrPortFrom(ip.Unmap(), uint16(port))); err != nil {
+			return nil, err
+		}
+	}
+	c, err := g.inner.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, fmt.Errorf("dial %s: the dialer returned no connection and no error", addr)
+	}
+	ap, ok := remoteAddrPort(c)
+	if !ok {
+		// Fail closed: a dialer whose connections do not say where they
+		// lead cannot be held to the policy.
+		_ = c.Close()
+		return nil, fmt.Errorf("dial %s: the connection's remote address %q is not an IP address and port, so the destination policy cannot check it", addr, c.RemoteAddr())
+	}
+	if err := g.check(ap); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func remoteAddrPort(c net.Conn) (netip.AddrPort, bool) {
+	switch a := c.RemoteAddr().(type) {
+	case nil:
+		return netip.AddrPort{}, false
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return ap, ap.IsValid()
+	default:
+		ap, err := netip.ParseAddrPort(a.String())
+		return ap, err == nil
+	}
 }

@@ -117,10 +117,14 @@ func (s *Server) dialTarget(ctx context.Context, target string) (net.Conn, error
 	return s.dialer.DialContext(ctx, "tcp", target)
 }
 
-// dialTrusted dials a parent proxy.
+// dialTrusted dials a parent proxy: through the injected dialer, without
+// the destination policy.
 func (s *Server) dialTrusted(ctx context.Context, network, addr string) (net.Conn, error) {
-	if d, ok := s.dialer.(*Dialer); ok {
+	switch d := s.dialer.(type) {
+	case *Dialer:
 		return d.DialTrusted(ctx, network, addr)
+	case *guardedDialer:
+		return d.inner.DialContext(ctx, network, addr)
 	}
-	return s.dialer.DialContext(ctx, network, addr)
+	return nil, fmt.Errorf("dial parent proxy %s: no dialer for trusted addresses (%T)", addr, s.dialer)
 }

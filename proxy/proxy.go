@@ -60,6 +60,17 @@ type Options struct {
 	// Clock is the policy clock; nil means the system clock.
 	Clock Clock
 	// Dialer dials upstreams; nil means a Dialer with the system resolver.
+	// New never modifies it. The destination policy applies to what it
+	// dials for clients: a *Dialer is used through a copy whose Guard is
+	// the policy (ahead of its own Guard), which vets every address before
+	// it is dialed. Any other ContextDialer has IP literals vetted before
+	// the dial and every connection's RemoteAddr vetted after it; a
+	// connection whose RemoteAddr is not an IP address and port is closed
+	// and the dial fails. So such a dialer that resolves names itself has
+	// already connected when it reached a denied address (feedgate writes
+	// nothing on that connection), and one that tunnels is judged by the
+	// address its connections report. Parent proxies (upstream_proxy) are
+	// dialed through it without the policy.
 	Dialer ContextDialer
 	// RootCAs verify upstream TLS for absolute https:// requests; nil means
 	// the system roots.
@@ -151,12 +162,7 @@ func New(opts Options) (*Server, error) {
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
-	if s.dialer == nil {
-		s.dialer = &Dialer{Timeout: opts.DialTimeout}
-	}
-	if d, ok := s.dialer.(*Dialer); ok && d.Guard == nil {
-		d.Guard = s.checkDestination
-	}
+	s.dialer = s.destinationDialer(opts.Dialer)
 	if s.log == nil {
 		s.log = discard
 	}
