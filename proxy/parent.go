@@ -20,6 +20,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // parentProxy is a parent HTTP proxy that requests are sent through.
@@ -84,6 +87,13 @@ func newParentProxy(u *url.URL, credentials string) (*parentProxy, error) {
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		return nil, fmt.Errorf("parent proxy %s: invalid port %q", shown, port)
 	}
+	// Spelled as net/http's transport spells the address it dials, which
+	// is how the parent's address is recognised there (see dialHTTP).
+	if !isASCII(host) {
+		if host, err = idna.Lookup.ToASCII(host); err != nil {
+			return nil, fmt.Errorf("parent proxy %s: host: %w", shown, err)
+		}
+	}
 	p := &parentProxy{addr: net.JoinHostPort(host, port)}
 	if credentials != "" {
 		if err := checkCredentials(credentials); err != nil {
@@ -92,6 +102,15 @@ func newParentProxy(u *url.URL, credentials string) (*parentProxy, error) {
 		p.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(credentials))
 	}
 	return p, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // checkCredentials checks a "user:password" value. Its errors never quote

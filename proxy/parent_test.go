@@ -11,17 +11,26 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpproxy"
+
+	"github.com/feedgate/feedgate/configs"
+	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/rules"
 )
 
 // parentTestWait bounds every wait in these tests. It only keeps a broken
@@ -751,5 +760,183 @@ func TestCredentialsFileTooOpen(t *testing.T) {
 	}
 	if _, err := credentialsFileTooOpen(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: error %v is not fs.ErrNotExist", err)
+	}
+}
+
+func TestProxyRequestStart(t *testing.T) {
+	for _, tt := range []struct {
+		p    string
+		want bool
+	}{
+		{"GET http://www.example.test/ HTTP/1.1\r\n", true},
+		{"POST http://www.example.test:8080/x?y HTTP/1.1\r\n", true},
+		{"CONNECT www.example.test:443 HTTP/1.1\r\n", true},
+		{"GET / HTTP/1.1\r\nHost: www.example.test\r\n", false},
+		{"OPTIONS * HTTP/1.1\r\n", false},
+		// net/http sends https through a proxy as CONNECT, never so.
+		{"GET https://www.example.test/ HTTP/1.1\r\n", false},
+		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 http://", false},
+		{"G\x00T http://www.example.test/ HTTP/1.1\r\n", false},
+		{"GET", false},
+		{" http://www.example.test/", false},
+		{"", false},
+	} {
+		if got := proxyRequestStart([]byte(tt.p)); got != tt.want {
+			t.Errorf("proxyRequestStart(%q) = %v; want %v", tt.p, got, tt.want)
+		}
+	}
+}
+
+// TestEnvParents: the parents of the proxy variables are built once, from
+// the values as httpproxy reads them, and only their addresses are
+// trusted.
+func TestEnvParents(t *testing.T) {
+	ps := envParents(&httpproxy.Config{
+		HTTPProxy:  "127.0.0.1:3128", // no scheme: http:// is implied
+		HTTPSProxy: "http://gw:s3cret@proxy.example.test:8080",
+		NoProxy:    "direct.example.test",
+	})
+	wantAddrs := map[string]bool{"127.0.0.1:3128": true, "proxy.example.test:8080": true}
+	if !maps.Equal(ps.addrs, wantAddrs) {
+		t.Errorf("trusted addresses %v; want %v", ps.addrs, wantAddrs)
+	}
+	choose := func(rawURL string) *parent {
+		t.Helper()
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ps.choose(u)
+		if err != nil {
+			t.Fatalf("choose(%s): %v", rawURL, err)
+		}
+		return p
+	}
+	h1, h2 := choose("http://www.example.test/"), choose("http://other.example.test/")
+	if h1 == nil || h1 != h2 || h1.tunnel.addr != "127.0.0.1:3128" {
+		t.Errorf("plain HTTP parents %p, %p; want the one built for 127.0.0.1:3128", h1, h2)
+	}
+	s := choose("https://www.example.test/")
+	if s == nil || s.tunnel.addr != "proxy.example.test:8080" || s.tunnel.proxyAuthorization() == "" {
+		t.Errorf("https parent %+v; want proxy.example.test:8080 with credentials", s)
+	}
+	for _, direct := range []string{"http://direct.example.test/", "http://127.0.0.1:3128/", "http://localhost:3128/"} {
+		if p := choose(direct); p != nil {
+			t.Errorf("%s goes through %s; want direct", direct, p.tunnel.addr)
+		}
+	}
+
+	// A variable that is no usable parent is not trusted, and fails the
+	// requests that would use it.
+	ps = envParents(&httpproxy.Config{HTTPSProxy: "https://secure.example.test:443"})
+	if len(ps.addrs) != 0 {
+		t.Errorf("trusted addresses %v; want none", ps.addrs)
+	}
+	if p, err := ps.choose(&url.URL{Scheme: "https", Host: "www.example.test"}); p != nil || err == nil {
+		t.Errorf("choose with an https:// parent = %v, %v; want an error", p, err)
+	}
+}
+
+// pipeDialer connects every dial to one end of a pipe and keeps the other.
+type pipeDialer struct {
+	mu     sync.Mutex
+	dialed []string
+	peers  []net.Conn
+}
+
+func (d *pipeDialer) dial(_ context.Context, _, addr string) (net.Conn, error) {
+	ours, theirs := net.Pipe()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dialed = append(d.dialed, addr)
+	d.peers = append(d.peers, theirs)
+	return ours, nil
+}
+
+func (d *pipeDialer) state() ([]string, []net.Conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.dialed...), append([]net.Conn(nil), d.peers...)
+}
+
+// TestParentTrustIsConfiguredOnly: only a configured parent's address is
+// dialed without the destination policy, whatever the parent choice
+// returns, and a transport connection to it carries proxy requests only.
+func TestParentTrustIsConfiguredOnly(t *testing.T) {
+	pol, _, err := rules.Load(rules.FS{FS: configs.Files()}, configs.DefaultPolicy, rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd := &pipeDialer{}
+	s, err := New(Options{Policy: pol, Metrics: metrics.New(prometheus.NewRegistry(), metrics.Options{NoRuntimeCollectors: true}),
+		Dialer: &Dialer{Dial: pd.dial}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	configured, err := newParent(&url.URL{Scheme: "http", Host: "127.0.0.1:3128"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A choice that returns a parent the configuration never built, as a
+	// broken Proxy function could.
+	stray, err := newParent(&url.URL{Scheme: "http", Host: "127.0.0.9:3128"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.parent = &parents{choose: func(*url.URL) (*parent, error) { return stray, nil }, addrs: map[string]bool{configured.tunnel.addr: true}}
+	ctx := parentTestCtx(t)
+
+	if c, err := s.dialParent(ctx, "tcp", "127.0.0.9:3128"); err == nil || !strings.Contains(err.Error(), "not a configured parent") {
+		t.Errorf("dialParent of an unconfigured address = %v, %v; want refused", c, err)
+	}
+	if c, err := s.dialTarget(ctx, "www.example.test:443"); err == nil || !strings.Contains(err.Error(), "not a configured parent") {
+		t.Errorf("CONNECT through an unconfigured parent = %v, %v; want refused", c, err)
+	}
+	var destErr *DestinationError
+	if c, err := s.dialHTTP(ctx, "tcp", "127.0.0.9:3128"); !errors.As(err, &destErr) || destErr.Reason != reasonLoopback {
+		t.Errorf("dialHTTP of an unconfigured loopback address = %v, %v; want refused as loopback", c, err)
+	}
+	if dialed, _ := pd.state(); len(dialed) != 0 {
+		t.Fatalf("dialed %v; want nothing", dialed)
+	}
+
+	// The configured parent is dialed, and a direct request written to it
+	// is refused before a byte of it leaves.
+	c, err := s.dialHTTP(ctx, "tcp", "127.0.0.1:3128")
+	if err != nil {
+		t.Fatalf("dialHTTP of the configured parent: %v", err)
+	}
+	for i := range 2 {
+		if _, err := c.Write([]byte("GET /secret HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n")); !errors.As(err, &destErr) || destErr.Reason != reasonParent {
+			t.Errorf("write %d of an origin-form request = %v; want refused as parent proxy", i, err)
+		}
+	}
+	_ = c.Close()
+	// A proxy request goes through.
+	c2, err := s.dialHTTP(ctx, "tcp", "127.0.0.1:3128")
+	if err != nil {
+		t.Fatalf("dialHTTP of the configured parent: %v", err)
+	}
+	const proxyReq = "GET http://www.example.test/ HTTP/1.1\r\nHost: www.example.test\r\n\r\n"
+	dialed, peers := pd.state()
+	if want := []string{"127.0.0.1:3128", "127.0.0.1:3128"}; !slices.Equal(dialed, want) {
+		t.Fatalf("dialed %v; want %v", dialed, want)
+	}
+	got := make(chan []byte, 2)
+	for _, p := range peers {
+		go func() { b, _ := io.ReadAll(p); got <- b }()
+	}
+	if _, err := c2.Write([]byte(proxyReq)); err != nil {
+		t.Errorf("writing a proxy request: %v", err)
+	}
+	_ = c2.Close()
+	var all []string
+	for range peers {
+		all = append(all, string(<-got))
+	}
+	slices.Sort(all)
+	if want := []string{"", proxyReq}; !slices.Equal(all, want) {
+		t.Errorf("the parent's ends read %q; want %q", all, want)
 	}
 }

@@ -3,10 +3,13 @@ package proxy_test
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -19,6 +22,16 @@ type authParent struct {
 	addr    string
 	denied  atomic.Int64
 	allowed atomic.Int64
+
+	mu   sync.Mutex
+	uris []string // request targets as received, in order
+}
+
+// requestURIs returns the request targets the parent received.
+func (p *authParent) requestURIs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.uris...)
 }
 
 func newAuthParent(t *testing.T, resolve []string, user, pass string) *authParent {
@@ -30,6 +43,9 @@ func newAuthParent(t *testing.T, resolve []string, user, pass string) *authParen
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.uris = append(p.uris, r.RequestURI)
+		p.mu.Unlock()
 		if user != "" && r.Header.Get("Proxy-Authorization") != want {
 			p.denied.Add(1)
 			w.Header().Set("Proxy-Authenticate", `Basic realm="parent"`)
@@ -150,5 +166,87 @@ func TestParentProxyFromEnv(t *testing.T) {
 				t.Errorf("requests through the parent: %d; want via parent = %v", got, tt.viaParent)
 			}
 		})
+	}
+}
+
+// TestParentAddressNotTrustedForClients: with upstream_proxy = "env",
+// requests the proxy variables send direct are dialed under the
+// destination policy even when they name the parent's own address, before
+// and after feedgate has used the parent. Trust in the parent's address
+// used to be learned from the first request through it and then extended
+// to every dial of that address, so a client could reach the parent (here
+// on loopback, which net/http never proxies) as an origin server.
+func TestParentAddressNotTrustedForClients(t *testing.T) {
+	o := newOrigin(t)
+	parent := newAuthParent(t, []string{"www.example.test:80:" + hostPort(t, o.URL)}, "", "")
+	_, pport, err := net.SplitHostPort(parent.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HTTP_PROXY", "http://"+parent.addr)
+	t.Setenv("HTTPS_PROXY", "http://"+parent.addr)
+	t.Setenv("NO_PROXY", "")
+	e := newEnv(t, policyWith(t, "upstream_proxy = \"env\"\n"+
+		"http_ports = [80, "+pport+"]\nconnect_ports = [443, "+pport+"]"))
+	c, tr := e.client(t, nil)
+
+	viaParent := func() {
+		t.Helper()
+		if resp, body := get(t, c, "http://www.example.test/small"); resp.StatusCode != 200 || body == "" {
+			t.Fatalf("plain HTTP through the parent: %d %q", resp.StatusCode, body)
+		}
+	}
+	viaParent()
+	for _, tt := range []struct {
+		name, req, reason string
+	}{
+		{"plain HTTP to the parent's address", "GET http://" + parent.addr + "/secret HTTP/1.1\r\nHost: " + parent.addr + "\r\n\r\n", "parent proxy"},
+		{"https to the parent's address", "GET https://" + parent.addr + "/secret HTTP/1.1\r\nHost: " + parent.addr + "\r\n\r\n", "parent proxy"},
+		{"plain HTTP to the parent, spelled otherwise", "GET http://[::ffff:127.0.0.1]:" + pport + "/secret HTTP/1.1\r\nHost: [::ffff:127.0.0.1]:" + pport + "\r\n\r\n", "loopback"},
+		{"CONNECT to the parent's address", "CONNECT " + parent.addr + " HTTP/1.1\r\nHost: " + parent.addr + "\r\n\r\n", "loopback"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.snapshot(t, rejectedSeries("destination"))
+			resp := rawRequest(t, e, tt.req)
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Feedgate-Reason") != "destination" {
+				t.Fatalf("status %d, X-Feedgate-Reason %q, body %q; want 403 destination", resp.StatusCode, resp.Header.Get("X-Feedgate-Reason"), body)
+			}
+			if want := "refused: " + tt.reason + " address"; !strings.Contains(string(body), want) {
+				t.Errorf("body %q; want it to say %q", body, want)
+			}
+			e.checkDeltas(t, before, delta{rejectedSeries("destination"), 1})
+			// The parent still carries what the variables send to it.
+			viaParent()
+		})
+	}
+	tr.CloseIdleConnections()
+	for _, uri := range parent.requestURIs() {
+		if strings.Contains(uri, "secret") {
+			t.Errorf("the parent received %q", uri)
+		}
+	}
+}
+
+// TestFixedParentCarriesRequestsForItself: with a fixed upstream_proxy
+// every request goes through the parent, a request for the parent's own
+// address too: the parent gets it in proxy form, never as a direct
+// request, and decides it by its own policy (this parent's http_ports do
+// not include its own port).
+func TestFixedParentCarriesRequestsForItself(t *testing.T) {
+	t.Parallel()
+	parent := newAuthParent(t, nil, "", "")
+	_, pport, err := net.SplitHostPort(parent.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, policyWith(t, fmt.Sprintf("upstream_proxy = %q\nhttp_ports = [80, %s]\n", "http://"+parent.addr, pport)))
+	resp := rawRequest(t, e, "GET http://"+parent.addr+"/secret HTTP/1.1\r\nHost: "+parent.addr+"\r\n\r\n")
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Feedgate-Reason") != "port" {
+		t.Errorf("status %d, X-Feedgate-Reason %q; want the parent's 403 port", resp.StatusCode, resp.Header.Get("X-Feedgate-Reason"))
+	}
+	uris := parent.requestURIs()
+	if want := "http://" + parent.addr + "/secret"; len(uris) != 1 || uris[0] != want {
+		t.Errorf("the parent received %q; want [%q]", uris, want)
 	}
 }

@@ -1,13 +1,16 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http/httpproxy"
 
 	"github.com/feedgate/feedgate/rules"
@@ -29,23 +32,25 @@ func newParent(u *url.URL) (*parent, error) {
 	return &parent{url: u, tunnel: pp}, nil
 }
 
-// parentFunc says which parent proxy, if any, carries a request for a URL.
-type parentFunc func(*url.URL) (*parent, error)
+// parents is the parent proxy choice of upstream_proxy. A parent is dialed
+// without the destination policy, and that trust comes from the operator's
+// configuration alone: addrs holds the dial addresses of the parents built
+// from it, spelled as net/http's transport spells them, and nothing a
+// client does adds to it.
+type parents struct {
+	// choose says which parent, if any, carries a request for a URL.
+	choose func(*url.URL) (*parent, error)
+	addrs  map[string]bool
+}
 
 // newParentFunc builds the parent proxy choice of upstream_proxy: nil for
 // direct connections, a fixed parent (with the credentials of the auth
-// file), built once, or the proxy environment variables for "env".
-func newParentFunc(up rules.UpstreamProxy) (parentFunc, error) {
+// file), or the proxy environment variables for "env". Every parent is
+// built here, once.
+func newParentFunc(up rules.UpstreamProxy) (*parents, error) {
 	switch {
 	case up.FromEnv:
-		f := httpproxy.FromEnvironment().ProxyFunc()
-		return func(u *url.URL) (*parent, error) {
-			pu, err := f(u)
-			if err != nil || pu == nil {
-				return nil, err
-			}
-			return newParent(pu)
-		}, nil
+		return envParents(httpproxy.FromEnvironment()), nil
 	case up.URL != nil:
 		u := *up.URL
 		if up.AuthFile != "" {
@@ -60,9 +65,65 @@ func newParentFunc(up rules.UpstreamProxy) (parentFunc, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upstream_proxy: %w", err)
 		}
-		return func(*url.URL) (*parent, error) { return p, nil }, nil
+		return &parents{
+			choose: func(*url.URL) (*parent, error) { return p, nil },
+			addrs:  map[string]bool{p.tunnel.addr: true},
+		}, nil
 	}
 	return nil, nil
+}
+
+// envParents builds the parents of HTTP_PROXY and HTTPS_PROXY. A value
+// that is not a usable parent is not trusted, and each request that would
+// use it fails with its error.
+func envParents(cfg *httpproxy.Config) *parents {
+	f := cfg.ProxyFunc()
+	built := map[string]*parent{}
+	ps := &parents{addrs: map[string]bool{}}
+	for _, v := range []string{cfg.HTTPProxy, cfg.HTTPSProxy} {
+		u, err := parseEnvProxy(v)
+		if err != nil || u == nil {
+			continue
+		}
+		p, err := newParent(u)
+		if err != nil {
+			continue
+		}
+		built[u.String()] = p
+		ps.addrs[p.tunnel.addr] = true
+	}
+	ps.choose = func(u *url.URL) (*parent, error) {
+		pu, err := f(u)
+		if err != nil || pu == nil {
+			return nil, err
+		}
+		if p, ok := built[pu.String()]; ok {
+			return p, nil
+		}
+		// Not a parent built above (its value does not parse as one,
+		// or httpproxy parsed it otherwise): its error is reported
+		// here, and its address is not trusted.
+		return newParent(pu)
+	}
+	return ps
+}
+
+// parseEnvProxy parses a proxy variable as httpproxy does: a value without
+// a scheme is taken as http://value.
+func parseEnvProxy(v string) (*url.URL, error) {
+	if v == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		if u, err := url.Parse("http://" + v); err == nil {
+			return u, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("proxy variable %q: %w", v, err)
+	}
+	return u, nil
 }
 
 func withoutUser(u *url.URL) *url.URL {
@@ -85,41 +146,57 @@ func (s *Server) parentFor(req *http.Request) (*url.URL, error) {
 	if s.parent == nil {
 		return nil, nil
 	}
-	p, err := s.parent(req.URL)
+	p, err := s.parent.choose(req.URL)
 	if p == nil {
 		return nil, err
 	}
-	s.trustParent(p.url.Host)
 	return p.url, nil
 }
 
-// trustParent records a parent's address, so that the transport's dials
-// to it skip the destination policy (see Dialer.DialTrusted).
-func (s *Server) trustParent(hostport string) { s.parents.Store(hostport, true) }
-
-func (s *Server) isParent(hostport string) bool {
-	_, ok := s.parents.Load(hostport)
-	return ok
-}
-
 // dialTarget opens the upstream connection of a CONNECT tunnel: directly,
-// or chained through the parent proxy with a CONNECT of its own.
+// with the destination policy, or chained through the parent proxy with a
+// CONNECT of its own.
 func (s *Server) dialTarget(ctx context.Context, target string) (net.Conn, error) {
 	if s.parent != nil {
-		p, err := s.parent(&url.URL{Scheme: "https", Host: target})
+		p, err := s.parent.choose(&url.URL{Scheme: "https", Host: target})
 		if err != nil {
 			return nil, fmt.Errorf("parent proxy for %s: %w", target, err)
 		}
 		if p != nil {
-			return p.tunnel.dialConnect(ctx, s.dialTrusted, target)
+			return p.tunnel.dialConnect(ctx, s.dialParent, target)
 		}
 	}
 	return s.dialer.DialContext(ctx, "tcp", target)
 }
 
-// dialTrusted dials a parent proxy: through the injected dialer, without
-// the destination policy.
-func (s *Server) dialTrusted(ctx context.Context, network, addr string) (net.Conn, error) {
+// dialHTTP dials for plain HTTP: the transport and the pool. The transport
+// dials the parent proxy it chose through here as well, and nothing tells
+// that dial from a direct one to the same address, which a client can ask
+// for when the parent is not used for its URL (NO_PROXY, or net/http never
+// proxying loopback). So a configured parent's address is dialed without
+// the policy, but the connection must then carry proxy requests only: the
+// transport writes a CONNECT or an absolute URI first only to a proxy it
+// chose, and a direct request (origin form, or a TLS handshake) is refused
+// before a byte of it leaves. Every other address gets the policy.
+func (s *Server) dialHTTP(ctx context.Context, network, addr string) (net.Conn, error) {
+	if s.parent == nil || !s.parent.addrs[addr] {
+		return s.dialer.DialContext(ctx, network, addr)
+	}
+	c, err := s.dialParent(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &parentConn{Conn: c}, nil
+}
+
+// dialParent dials a parent proxy through the injected dialer, without the
+// destination policy: the parent is the operator's choice. It dials only
+// the configured parents' addresses, so that no caller can widen the trust
+// to an address a client named.
+func (s *Server) dialParent(ctx context.Context, network, addr string) (net.Conn, error) {
+	if s.parent == nil || !s.parent.addrs[addr] {
+		return nil, fmt.Errorf("dial parent proxy %s: not a configured parent proxy", addr)
+	}
 	switch d := s.dialer.(type) {
 	case *Dialer:
 		return d.DialTrusted(ctx, network, addr)
@@ -127,4 +204,47 @@ func (s *Server) dialTrusted(ctx context.Context, network, addr string) (net.Con
 		return d.inner.DialContext(ctx, network, addr)
 	}
 	return nil, fmt.Errorf("dial parent proxy %s: no dialer for trusted addresses (%T)", addr, s.dialer)
+}
+
+// parentConn is a transport's connection to a parent proxy. Its first write
+// must start a proxy request (see dialHTTP); otherwise that write and all
+// later ones fail with a DestinationError, and the transport closes the
+// connection. The transport writes from one goroutine at a time; the state
+// is atomic only so that a stray concurrent write cannot slip through.
+type parentConn struct {
+	net.Conn
+	state atomic.Int32 // 0 unchecked, 1 proxy requests, 2 refused
+}
+
+func (c *parentConn) Write(p []byte) (int, error) {
+	switch c.state.Load() {
+	case 1:
+		return c.Conn.Write(p)
+	case 0:
+		if proxyRequestStart(p) {
+			c.state.CompareAndSwap(0, 1)
+			return c.Write(p)
+		}
+		c.state.Store(2)
+	}
+	// Not closed here: the transport closes it with this error, which is
+	// then the one its caller sees.
+	ap, _ := remoteAddrPort(c.Conn)
+	return 0, &DestinationError{Addr: ap, Reason: reasonParent}
+}
+
+// proxyRequestStart reports whether p starts a request of the kind only a
+// proxy is sent: CONNECT, or a method and an absolute http URI (net/http
+// sends https requests through a proxy in a CONNECT tunnel).
+func proxyRequestStart(p []byte) bool {
+	method, rest, ok := bytes.Cut(p, []byte{' '})
+	if !ok || len(method) == 0 {
+		return false
+	}
+	for _, c := range method {
+		if !httpguts.IsTokenRune(rune(c)) {
+			return false
+		}
+	}
+	return string(method) == http.MethodConnect || bytes.HasPrefix(rest, []byte("http://"))
 }

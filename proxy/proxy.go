@@ -120,10 +120,8 @@ type Server struct {
 	m      *metrics.Metrics
 	certs  *certCache // nil without an interception CA
 	// parent chooses the parent proxy (upstream_proxy), nil for direct
-	// connections; parents holds the parent addresses seen, which are
-	// dialed without the destination policy.
-	parent  parentFunc
-	parents sync.Map
+	// connections.
+	parent  *parents
 	gp      *goproxy.ProxyHttpServer
 	pool    *upstreamPool
 	state   atomic.Pointer[state]
@@ -219,10 +217,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 		defer cancel()
-		if s.parent != nil && s.isParent(addr) {
-			return s.dialTrusted(ctx, network, addr)
-		}
-		return s.dialer.DialContext(ctx, network, addr)
+		return s.dialHTTP(ctx, network, addr)
 	}
 	s.pool = &upstreamPool{dial: dial, responseHeaderTimeout: s.opts.ResponseHeaderTimeout,
 		idleTimeout: 90 * time.Second, maxIdlePerHost: 64,
