@@ -45,12 +45,13 @@ const (
 	reasonMetadata    = "metadata"
 	reasonNAT64Local  = "local-use NAT64"
 	reasonSelf        = "feedgate itself"
+	reasonPrivate     = "private"
+	reasonSiteLocal   = "site-local"
+	reasonReserved    = "reserved"
+
 	// reasonParent refuses a direct request to a parent proxy's address
 	// (see dialHTTP).
-	reasonParent    = "parent proxy"
-	reasonPrivate   = "private"
-	reasonSiteLocal = "site-local"
-	reasonReserved  = "reserved"
+	reasonParent = "parent proxy"
 )
 
 var (
