@@ -214,14 +214,14 @@ func (t *tunnel) redecide(p *rules.Policy, at time.Time) (rules.Decision, bool) 
 	return decideTunnel(p, in, at), true
 }
 
-// cut closes the tunnel because the policy now blocks it with d.
-func (t *tunnel) cut(d rules.Decision) {
+// markCut notes that the policy now blocks the tunnel with d; Close then
+// closes it.
+func (t *tunnel) markCut(d rules.Decision) {
 	t.mu.Lock()
 	if t.cutDec == nil {
 		t.cutDec = &d
 	}
 	t.mu.Unlock()
-	t.close()
 }
 
 // cutBy returns the decision that cut the tunnel, nil if none did.

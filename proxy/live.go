@@ -26,8 +26,11 @@ type cuttable interface {
 	// false while it has no decision of its own yet (a tunnel still
 	// reading its ClientHello decides with the newest policy itself).
 	redecide(p *rules.Policy, at time.Time) (d rules.Decision, ok bool)
-	// cut closes the connection because the policy now blocks it with d.
-	cut(d rules.Decision)
+	// markCut notes that the policy now blocks the connection with d;
+	// Close then closes it. Every connection to cut is marked before any
+	// is closed, so that one whose carrier closed first (a request in an
+	// intercepted tunnel) still knows why.
+	markCut(d rules.Decision)
 	// tunnelLike reports a connection that counts as a tunnel in
 	// feedgate_tunnels_closed_total at shutdown.
 	tunnelLike() bool
@@ -200,7 +203,11 @@ func (e *exchange) abort(reason string, d *rules.Decision) {
 		e.mu.Unlock()
 		return
 	}
-	e.aborted, e.reason, e.cutDec = true, reason, d
+	e.aborted = true
+	if e.reason == "" { // markCut may have named the reason already
+		e.reason, e.cutDec = reason, d
+	}
+	reason = e.reason
 	up, upgraded, done := e.upstream, e.upgraded, e.done
 	e.mu.Unlock()
 	if e.cancel != nil {
@@ -231,9 +238,15 @@ func (e *exchange) redecide(p *rules.Policy, at time.Time) (rules.Decision, bool
 	return p.Decide(req), true
 }
 
-func (e *exchange) cut(d rules.Decision) { e.abort(metrics.TunnelPolicyChange, &d) }
+func (e *exchange) markCut(d rules.Decision) {
+	e.mu.Lock()
+	if e.reason == "" {
+		e.reason, e.cutDec = metrics.TunnelPolicyChange, &d
+	}
+	e.mu.Unlock()
+}
 
-// Close aborts the exchange at shutdown.
+// Close aborts the exchange: at shutdown, or after markCut.
 func (e *exchange) Close() error { e.abort(metrics.TunnelShutdown, nil); return nil }
 
 func (e *exchange) tunnelLike() bool {

@@ -698,23 +698,27 @@ func (w *countingWriter) ReadFrom(src io.Reader) (int64, error) {
 // streamBufs are the buffers of copyFlushing.
 var streamBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copyFlushing copies src to w and flushes after every write, so that a
-// streamed body reaches the client piece by piece.
+// streamLatency is how long a piece of a streamed body may wait in the
+// response buffer before it is flushed to the client.
+const streamLatency = 10 * time.Millisecond
+
+// copyFlushing copies src to w, flushing at most streamLatency after a
+// write, so that a streamed body reaches the client piece by piece without
+// a flush per read when it is fast (as httputil.ReverseProxy's
+// FlushInterval does).
 func copyFlushing(w http.ResponseWriter, src io.Reader) (int64, error) {
 	bp := streamBufs.Get().(*[]byte)
 	defer streamBufs.Put(bp)
-	rc := http.NewResponseController(w)
+	lw := &latencyWriter{w: w, rc: http.NewResponseController(w)}
+	defer lw.stop()
 	var n int64
 	for {
 		nr, rerr := src.Read(*bp)
 		if nr > 0 {
-			nw, werr := w.Write((*bp)[:nr])
+			nw, werr := lw.Write((*bp)[:nr])
 			n += int64(nw)
 			if werr != nil {
 				return n, werr
-			}
-			if err := rc.Flush(); err != nil {
-				return n, err
 			}
 		}
 		if rerr == io.EOF {
@@ -723,6 +727,51 @@ func copyFlushing(w http.ResponseWriter, src io.Reader) (int64, error) {
 		if rerr != nil {
 			return n, rerr
 		}
+	}
+}
+
+// latencyWriter flushes what was written at most streamLatency later, from
+// a timer; the mutex keeps the timer's flush and the copy's writes apart.
+type latencyWriter struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	t       *time.Timer
+	pending bool
+	done    bool
+}
+
+func (lw *latencyWriter) Write(p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	n, err := lw.w.Write(p)
+	if !lw.pending && err == nil {
+		lw.pending = true
+		if lw.t == nil {
+			lw.t = time.AfterFunc(streamLatency, lw.flush)
+		} else {
+			lw.t.Reset(streamLatency)
+		}
+	}
+	return n, err
+}
+
+func (lw *latencyWriter) flush() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.pending && !lw.done {
+		_ = lw.rc.Flush()
+	}
+	lw.pending = false
+}
+
+// stop ends the timer; what is left is flushed as the handler returns.
+func (lw *latencyWriter) stop() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.done = true
+	if lw.t != nil {
+		lw.t.Stop()
 	}
 }
 

@@ -188,10 +188,15 @@ func (s *Server) recheckTunnels(st *state, at time.Time) {
 	if !st.policy.TLS.CutTunnels {
 		return
 	}
+	var cut []cuttable
 	for _, c := range s.live.list() {
 		if d, ok := c.redecide(st.policy, at); ok && d.Action == rules.Block {
-			c.cut(d)
+			c.markCut(d)
+			cut = append(cut, c)
 		}
+	}
+	for _, c := range cut {
+		_ = c.Close()
 	}
 }
 
