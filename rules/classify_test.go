@@ -84,29 +84,96 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestCanonicalHost(t *testing.T) {
-	tests := []struct {
-		in, want string
-		ok       bool
-	}{
-		{"s00.upd.kaspersky.com", "s00.upd.kaspersky.com", true},
-		{"S00.UPD.Kaspersky.COM.", "s00.upd.kaspersky.com", true},
-		{"[2a03:2480:8000::1]", "2a03:2480:8000::1", true},
-		{"[::1]", "::1", true},
-		{"bücher.kaspersky.com", "xn--bcher-kva.kaspersky.com", true},
-		{"BÜCHER.kaspersky.com.", "xn--bcher-kva.kaspersky.com", true},
-		{"кaspersky.com", "xn--aspersky-l9g.com", true},
-		{"ｋａｓｐｅｒｓｋｙ.com", "kaspersky.com", true},
-		{"kaspersky.com。", "kaspersky.com", true},
-		{"", "", false},
-		{".", "", false},
-		{"[]", "", false},
-		{strings.Repeat("a", 256), "", false},
+type hostCase struct {
+	line    int
+	in      string
+	want    string // "" when CanonicalHost must fail
+	invalid bool
+}
+
+// readHostCases parses testdata/hosts.txt: "host canonical" per line, where
+// canonical is "error" for a host that has none, a field starting with '"'
+// is a Go string literal, and # starts a comment line.
+func readHostCases(tb testing.TB) []hostCase {
+	tb.Helper()
+	var cases []hostCase
+	for _, l := range readFields(tb, "testdata/hosts.txt", 2) {
+		c := hostCase{line: l.line, in: l.fields[0], want: l.fields[1]}
+		if c.want == "error" {
+			c.want, c.invalid = "", true
+		}
+		cases = append(cases, c)
 	}
-	for _, tc := range tests {
+	return cases
+}
+
+type fieldLine struct {
+	line   int
+	fields []string
+}
+
+// readFields reads a testdata table of n fields per line, split at spaces;
+// a field that starts with '"' is a Go string literal up to its closing
+// quote, and lines that are empty or start with # are skipped.
+func readFields(tb testing.TB, file string, n int) []fieldLine {
+	tb.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []fieldLine
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		var fields []string
+		for line != "" {
+			var f string
+			if line[0] == '"' {
+				q, err := strconv.QuotedPrefix(line)
+				if err != nil {
+					tb.Fatalf("%s:%d: %v", file, i+1, err)
+				}
+				f, _ = strconv.Unquote(q)
+				line = line[len(q):]
+			} else {
+				end := strings.IndexAny(line, " \t")
+				if end < 0 {
+					end = len(line)
+				}
+				f, line = line[:end], line[end:]
+			}
+			fields = append(fields, f)
+			line = strings.TrimLeft(line, " \t")
+		}
+		if len(fields) != n {
+			tb.Fatalf("%s:%d: got %d fields; want %d", file, i+1, len(fields), n)
+		}
+		out = append(out, fieldLine{line: i + 1, fields: fields})
+	}
+	return out
+}
+
+func TestCanonicalHost(t *testing.T) {
+	p := loadDefault(t)
+	for _, tc := range readHostCases(t) {
 		got, err := rules.CanonicalHost(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("CanonicalHost(%q) = %q, %v; want %q, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		if (err != nil) != tc.invalid || got != tc.want {
+			t.Errorf("hosts.txt:%d: CanonicalHost(%q) = %q, %v; want %q (error: %v)", tc.line, tc.in, got, err, tc.want, tc.invalid)
+		}
+		if err != nil && !strings.Contains(err.Error(), strconv.Quote(tc.in)) {
+			t.Errorf("hosts.txt:%d: CanonicalHost(%q) error %q does not name the host", tc.line, tc.in, err)
+		}
+		// The proxy relies on Decide to flag what it must refuse.
+		for _, path := range []string{"", "/"} {
+			d := p.Decide(rules.Request{Host: tc.in, Port: 443, Path: path, Time: updatesCutoff})
+			if d.Invalid != tc.invalid {
+				t.Errorf("hosts.txt:%d: Decide(%q, path %q).Invalid = %v; want %v", tc.line, tc.in, path, d.Invalid, tc.invalid)
+			}
+			if tc.invalid && d.Class != 0 {
+				t.Errorf("hosts.txt:%d: Decide(%q) = %s/%s; want unclassified", tc.line, tc.in, d.Vendor, d.Category)
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -165,21 +166,27 @@ func errString(err error) string {
 }
 
 // FuzzCanonicalHost checks host normalisation: CanonicalHost never panics;
-// the form it returns is lower-case ASCII (punycode for internationalised
-// names) and its own canonical form; and the policy decides a name exactly
-// as it decides that form, its ASCII upper-case spelling and the name with
-// a trailing dot. A name with no canonical form, or with an empty last
-// label, is never a vendor's.
+// it fails exactly when Decide flags the request Invalid, and such a host
+// is never a vendor's; the form it returns is its own canonical form, and
+// is either a DNS name (lower-case ASCII letters, digits, '-' and '_' in
+// labels of 1 to 63, 253 in all, no trailing dot, a last label that is a
+// number only in a dotted-decimal IPv4 address) or an IPv6 literal
+// without brackets; and the policy decides a name exactly as it decides
+// that form, its ASCII upper-case spelling and the form with a trailing
+// dot (or, for IPv6, in brackets).
 func FuzzCanonicalHost(f *testing.F) {
 	p := loadDefault(f)
 	for _, tc := range readClassifyCases(f) {
 		f.Add(tc.host)
 	}
+	for _, tc := range readHostCases(f) {
+		f.Add(tc.in)
+	}
 	for _, h := range []string{
 		"", ".", "..", "DNL-01.GEO.KASPERSKY.COM.", "[::1]", "[::1].", "::1", "[fe80::1%eth0]",
 		"ｋａｓｐｅｒｓｋｙ.com", "kaspersky\u3002com", "kaspersky\uff0ecom", "xn--80ak6aa92e.com", "café.example",
 		"KASPERSKY.com", "kaspersky.com.example.net", "notkaspersky.com", strings.Repeat("a.", 130) + "kaspersky.com",
-		"dnl-01.geo.kaspersky.com%2e", "\x00", "\xff\xfe",
+		"dnl-01.geo.kaspersky.com%2e", "\x00", "\xff\xfe", strings.Repeat("a.", 40) + "S07.UPD.KASPERSKY.COM",
 	} {
 		f.Add(h)
 	}
@@ -190,25 +197,17 @@ func FuzzCanonicalHost(f *testing.F) {
 	f.Fuzz(func(t *testing.T, host string) {
 		d := decide(host)
 		c, err := rules.CanonicalHost(host)
+		if (err != nil) != d.Invalid {
+			t.Fatalf("CanonicalHost(%q) error %v, but Decide's Invalid is %v", host, err, d.Invalid)
+		}
 		if err != nil {
-			if d.Vendor != rules.NoVendor {
+			if d.Class != 0 {
 				t.Fatalf("CanonicalHost(%q) fails, yet Decide classifies it as %s/%s", host, d.Vendor, d.Category)
 			}
 			return
 		}
-		for i := 0; i < len(c); i++ {
-			if c[i] >= 0x80 || 'A' <= c[i] && c[i] <= 'Z' {
-				t.Fatalf("CanonicalHost(%q) = %q; want lower-case ASCII", host, c)
-			}
-		}
-		if strings.HasSuffix(c, ".") {
-			// Only one trailing dot is ignored: a second one is an empty
-			// label, which no vendor's name has (testdata/classify.txt:
-			// kaspersky.com.. is none).
-			if d.Vendor != rules.NoVendor {
-				t.Fatalf("Decide(%q) = %s/%s; want no vendor for a name with an empty last label", host, d.Vendor, d.Category)
-			}
-			return
+		if msg := checkCanonicalForm(c); msg != "" {
+			t.Fatalf("CanonicalHost(%q) = %q: %s", host, c, msg)
 		}
 		if again, err := rules.CanonicalHost(c); err != nil || again != c {
 			t.Errorf("CanonicalHost(%q) = %q, but CanonicalHost(%q) = %q, %v; want it unchanged", host, c, c, again, err)
@@ -216,9 +215,11 @@ func FuzzCanonicalHost(f *testing.F) {
 		if dc := decide(c); dc != d {
 			t.Errorf("Decide(%q) = %+v; want the same as for its canonical form %q: %+v", host, d, c, dc)
 		}
-		variants := []string{asciiUpper(host)}
-		if !strings.HasSuffix(host, ".") {
-			variants = append(variants, host+".")
+		variants := []string{asciiUpper(host), asciiUpper(c)}
+		if strings.Contains(c, ":") {
+			variants = append(variants, "["+c+"]")
+		} else {
+			variants = append(variants, c+".", asciiUpper(c)+".")
 		}
 		for _, v := range variants {
 			if cv, err := rules.CanonicalHost(v); err != nil || cv != c {
@@ -229,4 +230,38 @@ func FuzzCanonicalHost(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkCanonicalForm returns what is wrong with c as a canonical host, ""
+// if nothing is.
+func checkCanonicalForm(c string) string {
+	if strings.Contains(c, ":") {
+		a, err := netip.ParseAddr(c)
+		if err != nil || !a.Is6() || a.Zone() != "" || a.String() != c {
+			return "want an IPv6 literal in RFC 5952 form, without zone"
+		}
+		return ""
+	}
+	if c == "" || len(c) > 253 {
+		return "want 1 to 253 characters"
+	}
+	labels := strings.Split(c, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return "want labels of 1 to 63 characters (no empty label, no trailing dot)"
+		}
+		for i := 0; i < len(l); i++ {
+			if b := l[i]; !('a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '-' || b == '_') {
+				return fmt.Sprintf("byte %q: want only [a-z0-9_-] in labels", b)
+			}
+		}
+	}
+	last := labels[len(labels)-1]
+	hex, isHex := strings.CutPrefix(last, "0x")
+	if strings.Trim(last, "0123456789") == "" || isHex && strings.Trim(hex, "0123456789abcdef") == "" {
+		if a, err := netip.ParseAddr(c); err != nil || !a.Is4() {
+			return "a last label that is a number, in a name that is not a dotted-decimal IPv4 address"
+		}
+	}
+	return ""
 }

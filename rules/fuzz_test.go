@@ -43,11 +43,21 @@ func FuzzDecide(f *testing.F) {
 		if e := p.Explain(req); e.Decision != d {
 			t.Fatalf("Explain(%q).Decision = %+v; want Decide's %+v", host, e.Decision, d)
 		}
+		// Invalid exactly when the host has no canonical form, and
+		// such a host is never a vendor's.
+		_, herr := rules.CanonicalHost(host)
+		if d.Invalid != (herr != nil) {
+			t.Fatalf("Decide(%q).Invalid = %v; CanonicalHost error %v", host, d.Invalid, herr)
+		}
+		if herr != nil && d.Class != 0 {
+			t.Fatalf("Decide(%q) = %s/%s for a host without a canonical form; want none", host, d.Vendor, d.Category)
+		}
 		variants := []string{asciiUpper(host)}
-		// Brackets are removed before the trailing dot, so "[x]." is not
-		// a variant of "[x]"; and "x.." is not one of "x.".
-		if !strings.HasPrefix(host, "[") && !strings.HasSuffix(host, ".") {
-			variants = append(variants, host+".", asciiUpper(host)+".")
+		// One trailing dot is ignored after IDNA mapping, so the
+		// variant is the canonical name with a dot ("x。." has two);
+		// IP literals take none.
+		if c, err := rules.CanonicalHost(host); err == nil && !strings.Contains(c, ":") {
+			variants = append(variants, c, c+".", asciiUpper(c)+".")
 		}
 		for _, v := range variants {
 			req.Host = v

@@ -3,88 +3,204 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
 
-// maxHostLen is the longest DNS name we canonicalise in a stack buffer. Longer
-// names are not valid DNS names; they are classified as unknown hosts.
+// maxHostLen is the size of the stack buffer a host is canonicalised into.
+// It is more than any canonical host needs (maxNameLen), so that a
+// too-long name is refused by length, never by buffer size.
 const maxHostLen = 255
+
+// maxNameLen is the longest DNS name in text form, without a trailing dot
+// (RFC 1035 section 2.3.4: 255 octets on the wire), and maxLabelLen the
+// longest label.
+const (
+	maxNameLen  = 253
+	maxLabelLen = 63
+)
 
 // hostBuf is the stack buffer a request's canonical host is written into, so
 // that classification allocates nothing.
 type hostBuf [maxHostLen]byte
 
+// Why a host has no canonical form. They are values, so that the request
+// path reports them without allocating.
+var (
+	errHostEmpty      = errors.New("empty")
+	errHostEmptyLabel = errors.New("empty label (a leading dot, two dots in a row, or more than one trailing dot)")
+	errHostLabelLen   = errors.New("label longer than 63 characters")
+	errHostLen        = errors.New("longer than 253 characters")
+	errHostChar       = errors.New("character not allowed in a host name (want letters, digits, '-', '_' and '.', or an IPv6 literal in brackets)")
+	errHostNumeric    = errors.New("ends in a number but is not an IPv4 address in dotted-decimal form")
+	errHostIPv6       = errors.New("not an IPv6 address (brackets hold IPv6 literals only, without a zone)")
+)
+
 // canonicalHost returns the form of host that patterns are compared with:
 // ASCII (punycode for internationalised names), lower case, without brackets
-// around IPv6 literals and without one trailing dot. A host that is in that
-// form already (the usual case) comes back as a substring of itself, s;
-// otherwise the canonical form is written into buf and returned as b. ok is
-// false when host cannot be a valid name, which callers treat as "not a
-// vendor host". It allocates only for non-ASCII input.
-func canonicalHost(buf *hostBuf, host string) (s string, b []byte, ok bool) {
-	host = strings.TrimSuffix(host, ".")
+// around IPv6 literals (which are in RFC 5952 form) and without one
+// trailing dot. A host in that form already (the usual case) comes back as
+// s, a substring of itself; a host that must be rewritten comes back as b,
+// in buf. It fails for every spelling that is not a plain DNS name or IP
+// literal once mapped as a resolver would: a proxy must not forward what it
+// cannot classify. It allocates only for non-ASCII input.
+//
+// What it accepts is what a resolver looks up. Letters, digits, '-' and
+// '_' (real names have underscores: SRV-style labels, some CDNs) in labels
+// of 1 to 63 characters, 253 characters in all; one trailing dot (the root
+// label); Unicode that IDNA's lookup mapping turns into such a name, as a
+// browser's address bar does (full-width letters, U+3002 IDEOGRAPHIC FULL
+// STOP as a dot). It refuses '%' and every other byte, empty labels
+// ("a..b", "a.b.."), a last label that is a number unless the whole name is
+// a dotted-decimal IPv4 address ("127.1" and "0x7f.1" are 127.0.0.1 to
+// inet_aton and to browsers), and brackets around anything but an IPv6
+// address without a zone.
+func canonicalHost(buf *hostBuf, host string) (s string, b []byte, err error) {
 	if host == "" {
-		return "", nil, false
+		return "", nil, errHostEmpty
 	}
-	if isCanonical(host) {
-		return host, nil, true
+	if host[0] == '[' {
+		if len(host) < 2 || host[len(host)-1] != ']' {
+			return "", nil, errHostIPv6
+		}
+		return canonicalIPv6(buf, host[1:len(host)-1])
 	}
-	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
-		host = host[1 : len(host)-1]
+	if strings.IndexByte(host, ':') >= 0 {
+		// An IPv6 literal without brackets is how canonical forms
+		// are written.
+		return canonicalIPv6(buf, host)
 	}
-	for i := 0; i < len(host); i++ {
-		if host[i] >= 0x80 {
+	name := host
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 0x80 {
+			// IDNA would read invalid UTF-8 as U+FFFD and give it a
+			// punycode name that no client meant.
+			if !utf8.ValidString(name) {
+				return "", nil, errHostChar
+			}
 			// The lookup profile converts names as a browser's address bar
 			// does before resolving them. A homograph stays a different
 			// punycode name, so it never turns into a catalogued domain.
-			a, err := idna.Lookup.ToASCII(host)
+			a, err := idna.Lookup.ToASCII(name)
 			if err != nil {
-				return "", nil, false
+				return "", nil, err
 			}
-			// A final ideographic full stop becomes a trailing dot
-			// only now.
-			host = strings.TrimSuffix(a, ".")
+			name = a
 			break
 		}
 	}
-	if host == "" || len(host) > len(buf) {
-		return "", nil, false
+	// One trailing dot only, whether it was written as '.' or as a
+	// character IDNA maps to one: a second is an empty label.
+	name = strings.TrimSuffix(name, ".")
+	upper, err := checkHostName(name)
+	if err != nil {
+		return "", nil, err
 	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
+	if !upper {
+		return name, nil, nil
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		buf[i] = c
 	}
-	return "", buf[:len(host)], true
+	return "", buf[:len(name)], nil
 }
 
-// isCanonical reports whether host needs no rewriting: lower-case letters,
-// digits, '-', '_' and '.' only.
-func isCanonical(host string) bool {
-	if len(host) > maxHostLen {
-		return false
+// checkHostName checks an ASCII name without its trailing dot, and reports
+// whether it has upper-case letters to rewrite.
+func checkHostName(name string) (upper bool, err error) {
+	if name == "" {
+		return false, errHostEmpty
 	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+	if len(name) > maxNameLen {
+		return false, errHostLen
+	}
+	start, last := 0, 0 // of the current label, of the last one
+	for i := 0; i <= len(name); i++ {
+		if i == len(name) || name[i] == '.' {
+			switch {
+			case i == start:
+				return false, errHostEmptyLabel
+			case i-start > maxLabelLen:
+				return false, errHostLabelLen
+			}
+			last, start = start, i+1
+			continue
+		}
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		case 'A' <= c && c <= 'Z':
+			upper = true
+		default:
+			return false, errHostChar
+		}
+	}
+	if endsInNumber(name[last:]) {
+		if a, err := netip.ParseAddr(name); err != nil || !a.Is4() {
+			return false, errHostNumeric
+		}
+	}
+	return upper, nil
+}
+
+// endsInNumber reports whether a last label makes a name an IPv4 address
+// to the WHATWG URL parser and inet_aton: all digits, or "0x" and hex
+// digits. No top-level domain looks like that.
+func endsInNumber(label string) bool {
+	if len(label) >= 2 && label[0] == '0' && (label[1] == 'x' || label[1] == 'X') {
+		for i := 2; i < len(label); i++ {
+			if !isHex(label[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(label); i++ {
+		if label[i] < '0' || label[i] > '9' {
 			return false
 		}
 	}
 	return true
 }
 
-// CanonicalHost returns the canonical form of a host name as the catalog
-// compares it (see canonicalHost), or an error for a name that cannot be one.
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// canonicalIPv6 canonicalises an IPv6 literal, without brackets, to its RFC
+// 5952 form. Zones ("fe80::1%eth0") are refused: they name an interface
+// of the client's machine, which means nothing to a proxy.
+func canonicalIPv6(buf *hostBuf, lit string) (s string, b []byte, err error) {
+	if strings.IndexByte(lit, '%') >= 0 {
+		return "", nil, errHostIPv6
+	}
+	a, err := netip.ParseAddr(lit)
+	if err != nil || !a.Is6() {
+		return "", nil, errHostIPv6
+	}
+	b = a.AppendTo(buf[:0])
+	if string(b) == lit {
+		return lit, nil, nil
+	}
+	return "", b, nil
+}
+
+// CanonicalHost returns the canonical form of a host name or IP literal, as
+// the catalog compares it (see canonicalHost), or an error for a spelling
+// that has none. Policy.Decide flags a request with such a host as
+// Decision.Invalid; a proxy must refuse it, never forward it.
 func CanonicalHost(host string) (string, error) {
 	var buf hostBuf
-	s, b, ok := canonicalHost(&buf, host)
-	if !ok {
-		return "", fmt.Errorf("invalid host name %q", host)
+	s, b, err := canonicalHost(&buf, host)
+	if err != nil {
+		return "", fmt.Errorf("invalid host name %q: %w", host, err)
 	}
 	if b != nil {
 		s = string(b)

@@ -62,7 +62,9 @@ type Class struct {
 // Request is what a decision is made about.
 type Request struct {
 	// Host is the host name or IP literal as the client sent it: any case,
-	// optionally with a trailing dot or IPv6 brackets, Unicode or punycode.
+	// optionally with one trailing dot or IPv6 brackets, Unicode or
+	// punycode. A host without a canonical form (see CanonicalHost) makes
+	// the decision Invalid.
 	Host string
 	// Port is the destination port; 0 means unknown.
 	Port int
@@ -92,6 +94,12 @@ type Decision struct {
 	// ClientGroup is the most specific client group of the request's
 	// client (see Policy.ClientGroup), "" if it is in none.
 	ClientGroup string
+	// Invalid is set when the request's host has no canonical form
+	// (CanonicalHost fails): the policy cannot tell what the request is,
+	// because a resolver or the next proxy may read the name in a way the
+	// catalog does not. A proxy must refuse such a request (400) and never
+	// forward it. The other fields are those of an unclassified request.
+	Invalid bool
 }
 
 // Rule is one compiled policy rule.
@@ -272,54 +280,53 @@ func (p *Policy) Decide(req Request) (d Decision) {
 	}
 	// The usual host is canonical already and needs no buffer; a buffer
 	// declared here would be zeroed on every call.
-	if h := strings.TrimSuffix(req.Host, "."); h != "" && len(h) <= maxHostLen {
-		t, hostRules, st := matchHashed(p.catalog, h, req.Port, req.Path, true)
-		switch st {
-		case walkNotCanonical:
-			return p.decideRewritten(req, groups, group)
-		case walkFallback:
-			t, hostRules = matchTree(p.catalog, h, req.Port, req.Path)
+	if h := strings.TrimSuffix(req.Host, "."); h != "" && len(h) <= maxNameLen {
+		if t, hostRules, st := matchHashed(p.catalog, h, req.Port, req.Path, true); st == walkOK {
+			class, pattern := 0, ""
+			if t != nil {
+				class, pattern = int(t.class), t.pattern
+			}
+			p.decideAt(&d, class, h, nil, hostRules, groups, req.Time.UnixNano())
+			d.Pattern, d.ClientGroup = pattern, group
+			return d
 		}
-		class, pattern := 0, ""
-		if t != nil {
-			class, pattern = int(t.class), t.pattern
-		}
-		p.decideAt(&d, class, h, nil, hostRules, groups, req.Time.UnixNano())
-		d.Pattern, d.ClientGroup = pattern, group
-		return d
+		// A host canonicalHost may have to rewrite or refuse, or one
+		// the hashed walk cannot take (too many labels, a hash
+		// collision): canonicalise it first.
 	}
 	return p.decideRewritten(req, groups, group)
 }
 
-// decideRewritten decides for a host that canonicalHost must rewrite, from
-// a client in groups whose most specific one is group.
+// decideRewritten decides for a host that must go through canonicalHost,
+// from a client in groups whose most specific one is group.
 func (p *Policy) decideRewritten(req Request, groups uint64, group string) (d Decision) {
 	var buf hostBuf
-	hs, hb, class, pattern, hostRules := p.classify(&buf, req)
+	hs, hb, class, pattern, hostRules, ok := p.classify(&buf, req.Host, req.Port, req.Path)
 	p.decideAt(&d, class, hs, hb, hostRules, groups, req.Time.UnixNano())
-	d.Pattern, d.ClientGroup = pattern, group
+	d.Pattern, d.ClientGroup, d.Invalid = pattern, group, !ok
 	return d
 }
 
-// classify canonicalises req's host (into buf if it must be rewritten; see
-// canonicalHost), finds its catalog class and pattern, and the bits of the
-// rules whose host lists match it. It returns separate values, not a struct,
-// so that escape analysis keeps buf on the caller's stack.
-func (p *Policy) classify(buf *hostBuf, req Request) (hs string, hb []byte, class int, pattern string, hostRules uint64) {
-	hs, hb, ok := canonicalHost(buf, req.Host)
-	if !ok {
-		return "", nil, 0, "", 0
+// classify canonicalises host (into buf if it must be rewritten; see
+// canonicalHost), finds its catalog class and pattern for port and path, and
+// the bits of the rules whose host lists match it; ok is false if the host
+// has no canonical form. It returns separate values, not a struct, so that
+// escape analysis keeps buf on the caller's stack.
+func (p *Policy) classify(buf *hostBuf, host string, port int, path string) (hs string, hb []byte, class int, pattern string, hostRules uint64, ok bool) {
+	hs, hb, err := canonicalHost(buf, host)
+	if err != nil {
+		return "", nil, 0, "", 0, false
 	}
 	var t *target
 	if hb != nil {
-		t, hostRules = match(p.catalog, hb, req.Port, req.Path)
+		t, hostRules = match(p.catalog, hb, port, path)
 	} else {
-		t, hostRules = match(p.catalog, hs, req.Port, req.Path)
+		t, hostRules = match(p.catalog, hs, port, path)
 	}
 	if t != nil {
-		return hs, hb, int(t.class), t.pattern, hostRules
+		return hs, hb, int(t.class), t.pattern, hostRules, true
 	}
-	return hs, hb, 0, "", hostRules
+	return hs, hb, 0, "", hostRules, true
 }
 
 // decideAt fills d, all but its Pattern and ClientGroup, for a classified
@@ -372,7 +379,7 @@ type Explanation struct {
 // when it next changes.
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
-	hs, hb, class, pattern, hostRules := p.classify(&buf, req)
+	hs, hb, class, pattern, hostRules, ok := p.classify(&buf, req.Host, req.Port, req.Path)
 	groups, group := p.clientGroups(req.Client)
 	at := func(t int64) Decision {
 		var d Decision
@@ -381,7 +388,7 @@ func (p *Policy) Explain(req Request) Explanation {
 	}
 	now := req.Time.UnixNano()
 	d := at(now)
-	d.Pattern, d.ClientGroup = pattern, group
+	d.Pattern, d.ClientGroup, d.Invalid = pattern, group, !ok
 	e := Explanation{Decision: d}
 	same := func(o Decision) bool { return o.Rule == d.Rule && o.Action == d.Action }
 	// Walk back over the transitions: the answer took effect at the latest one

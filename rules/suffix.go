@@ -140,17 +140,19 @@ func dotBytes(w uint64) uint64 {
 	return ^((x&^high + ^uint64(high)) | x) & high
 }
 
-// rewriteBytes reports whether any byte of w is non-ASCII or an upper-case
-// letter, the bytes canonicalHost rewrites.
-func rewriteBytes(w uint64) bool {
+// plainBytes reports whether every byte of w is one canonicalHost keeps as
+// it is: a lower-case letter, a digit, '-', '.' or '_'. Any other byte
+// (upper case, non-ASCII, '%', ':', ...) makes canonicalHost rewrite or
+// refuse the host.
+func plainBytes(w uint64) bool {
 	if w&high != 0 {
-		return true
+		return false
 	}
 	// With every byte below 0x80, adding 0x80-c sets a byte's top bit iff
 	// the byte is at least c, and no carry crosses bytes.
-	atLeastA := w + (0x80-'A')*ones
-	pastZ := w + (0x80-'Z'-1)*ones
-	return atLeastA&^pastZ&high != 0
+	atLeast := func(c uint64) uint64 { return w + (0x80-c)*ones }
+	in := func(lo, hi uint64) uint64 { return atLeast(lo) &^ atLeast(hi+1) }
+	return (in('a', 'z')|in('0', '9')|in('-', '.')|in('_', '_'))&high == high
 }
 
 // walkStatus says whether a hashed walk produced an answer.
@@ -158,14 +160,14 @@ type walkStatus uint8
 
 const (
 	walkOK           walkStatus = iota
-	walkNotCanonical            // the host must be rewritten first
+	walkNotCanonical            // the host must be rewritten (or refused) by canonicalHost first
 	walkFallback                // use the map walk (a hash collision, or an overlong host)
 )
 
 // matchHashed is match (see there for the precedence) over the suffix
 // table. With checkCanonical it also checks, in the same pass that finds
-// the dots, that host needs no rewriting by canonicalHost, and reports
-// walkNotCanonical if it does.
+// the dots, that canonicalHost would take host as it is (see plainBytes,
+// and plainLabels), and reports walkNotCanonical if it might not.
 func matchHashed(m *hostMatcher, host string, port int, path string, checkCanonical bool) (best *target, rules uint64, st walkStatus) {
 	if len(host) > maxHostLen {
 		return nil, 0, walkFallback
@@ -175,7 +177,7 @@ func matchHashed(m *hostMatcher, host string, port int, path string, checkCanoni
 	nd, i := 0, 0
 	for ; i+8 <= len(host); i += 8 {
 		w := load64(host, i)
-		if checkCanonical && rewriteBytes(w) {
+		if checkCanonical && !plainBytes(w) {
 			return nil, 0, walkNotCanonical
 		}
 		for d := dotBytes(w); d != 0; d &= d - 1 {
@@ -190,7 +192,7 @@ func matchHashed(m *hostMatcher, host string, port int, path string, checkCanoni
 		// The last word overlaps the ones before it; its bytes already
 		// seen are shifted out of the dot mask.
 		w := load64(host, len(host)-8)
-		if checkCanonical && rewriteBytes(w) {
+		if checkCanonical && !plainBytes(w) {
 			return nil, 0, walkNotCanonical
 		}
 		for d := dotBytes(w) >> (64 - 8*tail) << (64 - 8*tail); d != 0; d &= d - 1 {
@@ -203,7 +205,7 @@ func matchHashed(m *hostMatcher, host string, port int, path string, checkCanoni
 	} else {
 		for ; i < len(host); i++ {
 			c := host[i]
-			if checkCanonical && (c >= 0x80 || 'A' <= c && c <= 'Z') {
+			if checkCanonical && !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
 				return nil, 0, walkNotCanonical
 			}
 			if c == '.' {
@@ -215,7 +217,7 @@ func matchHashed(m *hostMatcher, host string, port int, path string, checkCanoni
 			}
 		}
 	}
-	if checkCanonical && len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+	if checkCanonical && !plainLabels(host, dots[:nd]) {
 		return nil, 0, walkNotCanonical
 	}
 
@@ -249,6 +251,26 @@ func matchHashed(m *hostMatcher, host string, port int, path string, checkCanoni
 		return nil, 0, walkFallback
 	}
 	return w.best(), w.rules, walkOK
+}
+
+// plainLabels reports whether a host of plain bytes, with dots at the
+// positions in dots, is a name canonicalHost takes as it is: at most
+// maxNameLen long, labels of 1 to maxLabelLen bytes, and a last label that
+// does not start with a digit (which canonicalHost must check for an IPv4
+// address or a number).
+func plainLabels(host string, dots []uint8) bool {
+	if host == "" || len(host) > maxNameLen {
+		return false
+	}
+	start := 0
+	for _, d := range dots {
+		if n := int(d) - start; n == 0 || n > maxLabelLen {
+			return false
+		}
+		start = int(d) + 1
+	}
+	n := len(host) - start
+	return n > 0 && n <= maxLabelLen && (host[start] < '0' || host[start] > '9')
 }
 
 // asString views a host as a string without copying. The bytes are a

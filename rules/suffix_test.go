@@ -79,27 +79,41 @@ func TestLabelHashIgnoresPosition(t *testing.T) {
 	}
 }
 
-func TestDotAndRewriteBytes(t *testing.T) {
+func TestDotAndPlainBytes(t *testing.T) {
 	for _, tc := range []struct {
-		word    string
-		dots    uint64
-		rewrite bool
+		word  string
+		dots  uint64
+		plain bool
 	}{
-		{"abcdefgh", 0, false},
-		{"a.b.c.d.", 0x8000800080008000, false},
-		{"........", 0x8080808080808080, false},
+		{"abcdefgh", 0, true},
+		{"a.b.c.d.", 0x8000800080008000, true},
+		{"........", 0x8080808080808080, true},
+		{"-_09az.z", 0x0080000000000000, true},
 		{"-_09az/:", 0, false},
-		{"@AZ[`{~\x7f", 0, true},
-		{"abcdefgZ", 0, true},
-		{"abcdefg\x80", 0, true},
-		{"\xff.......", 0x8080808080808000, true},
+		{"@AZ[`{~\x7f", 0, false},
+		{"abcdefgZ", 0, false},
+		{"abcdefg\x80", 0, false},
+		{"\xff.......", 0x8080808080808000, false},
+		{"abc%2edx", 0, false},
+		{"abcdef,g", 0, false},
 	} {
 		w := load64(tc.word, 0)
 		if got := dotBytes(w); got != tc.dots {
 			t.Errorf("dotBytes(%q) = %x; want %x", tc.word, got, tc.dots)
 		}
-		if got := rewriteBytes(w); got != tc.rewrite {
-			t.Errorf("rewriteBytes(%q) = %v; want %v", tc.word, got, tc.rewrite)
+		if got := plainBytes(w); got != tc.plain {
+			t.Errorf("plainBytes(%q) = %v; want %v", tc.word, got, tc.plain)
+		}
+	}
+	// Every byte value, in every position of a word of plain bytes.
+	for c := 0; c < 256; c++ {
+		want := 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_'
+		for pos := 0; pos < 8; pos++ {
+			word := []byte("abcdefgh")
+			word[pos] = byte(c)
+			if got := plainBytes(load64(string(word), 0)); got != want {
+				t.Errorf("plainBytes(%q) = %v; want %v", word, got, want)
+			}
 		}
 	}
 }

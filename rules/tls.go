@@ -68,16 +68,16 @@ type interceptFile struct {
 
 // Intercepts reports whether TLS to host is to be intercepted. The host is
 // canonicalised as Decide does (case, one trailing dot, IPv6 brackets,
-// Unicode). It is false when interception is off, and it does not allocate
-// for ASCII hosts.
+// Unicode). It is false when interception is off or the host has no
+// canonical form, and it does not allocate for ASCII hosts.
 func (p *Policy) Intercepts(host string) bool {
 	m := p.TLS.Intercept.hosts
 	if m == nil {
 		return false
 	}
 	var buf hostBuf
-	hs, hb, ok := canonicalHost(&buf, host)
-	if !ok {
+	hs, hb, err := canonicalHost(&buf, host)
+	if err != nil {
 		return false
 	}
 	var t *target
