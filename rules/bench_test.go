@@ -19,6 +19,8 @@ var decideRequests = []rules.Request{
 	{Host: "dnl-07.geo.kaspersky.com", Port: 80, Path: "/bases/av/"}, // label wildcard
 	{Host: "x.ksc.kaspersky.com", Port: 27200},                       // suffix with ports
 	{Host: "www.kaspersky.com", Port: 80, Path: "/renewal-center/"},  // path entry
+	{Host: "www.kaspersky.com", Port: 80, Path: "/Buy/Checkout"},     // path entry, folded case
+	{Host: "www.kaspersky.com", Port: 80, Path: "/buyer-guide"},      // not on a segment boundary
 	{Host: "support.kaspersky.co.jp", Port: 443},                     // domain fallback
 	{Host: "opentip.kaspersky.com", Port: 443},                       // host rule
 	{Host: "update.eset.com", Port: 443},                             // non-vendor
@@ -37,6 +39,17 @@ func TestDecideAllocs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A path that is not in normal form is rewritten, which allocates; the
+// common case, a path in normal form, is BenchmarkDecide's.
+func BenchmarkDecideRewrittenPath(b *testing.B) {
+	p := loadDefault(b)
+	reqs := []rules.Request{
+		{Host: "www.kaspersky.com", Port: 80, Path: "/x/../%62uy", Time: updatesCutoff},
+		{Host: "www.kaspersky.com", Port: 80, Path: "//renewal-center/./home;jsessionid=0123", Time: updatesCutoff},
+	}
+	benchDecide(b, p, reqs)
 }
 
 func BenchmarkDecide(b *testing.B) {

@@ -43,11 +43,12 @@ func FuzzDecide(f *testing.F) {
 		if e := p.Explain(req); e.Decision != d {
 			t.Fatalf("Explain(%q).Decision = %+v; want Decide's %+v", host, e.Decision, d)
 		}
-		// Invalid exactly when the host has no canonical form, and
-		// such a host is never a vendor's.
+		// Invalid exactly when the host or the path has no canonical
+		// form; a host without one is never a vendor's.
 		_, herr := rules.CanonicalHost(host)
-		if d.Invalid != (herr != nil) {
-			t.Fatalf("Decide(%q).Invalid = %v; CanonicalHost error %v", host, d.Invalid, herr)
+		_, perr := rules.NormalizePath(path)
+		if d.Invalid != (herr != nil || perr != nil) {
+			t.Fatalf("Decide(%q, path %q).Invalid = %v; CanonicalHost error %v, NormalizePath error %v", host, path, d.Invalid, herr, perr)
 		}
 		if herr != nil && d.Class != 0 {
 			t.Fatalf("Decide(%q) = %s/%s for a host without a canonical form; want none", host, d.Vendor, d.Category)
@@ -63,6 +64,17 @@ func FuzzDecide(f *testing.F) {
 			req.Host = v
 			if got := p.Decide(req); got != d {
 				t.Fatalf("Decide(%q) = %+v; want the same as Decide(%q) = %+v", v, got, host, d)
+			}
+		}
+		req.Host = host
+		if n, err := rules.NormalizePath(path); err == nil {
+			// Decide compares the normal form of the path, whatever its
+			// case.
+			for _, v := range []string{n, asciiUpper(path)} {
+				req.Path = v
+				if got := p.Decide(req); got != d {
+					t.Fatalf("Decide(%q, path %q) = %+v; want the same as for path %q: %+v", host, v, got, path, d)
+				}
 			}
 		}
 	})

@@ -580,11 +580,12 @@ func (l *loader) loadCatalog(p *Policy, name string, vendors map[string][]string
 		if len(e.Paths) > 0 {
 			paths = paths[:0]
 			for _, s := range e.Paths {
-				if !strings.HasPrefix(s, "/") || strings.ContainsAny(s, "?# ") {
-					f.errorf(key+".paths", "path prefix %q: want an absolute path such as \"/bases/\", without query", s)
+				pa, err := parseCatalogPath(s)
+				if err != nil {
+					f.errorf(key+".paths", "%v", err)
 					continue
 				}
-				paths = append(paths, s)
+				paths = append(paths, pa)
 			}
 		}
 		for _, h := range e.Hosts {

@@ -11,21 +11,42 @@ import (
 type target struct {
 	class   int32
 	ports   portRange
-	path    string // path prefix; "" matches every path
+	path    string // path prefix in normal form; "" matches every path, even a tunnel's
 	pattern string // the pattern as written, for explain
 }
 
 // refinedBefore orders targets on one pattern from most to least specific:
-// longer path prefix first, then a port range before any port.
+// longer path prefix first ("/" before none), whole segments before a
+// glob of the same text ("/buy" before "/buy*", which also matches
+// "/buyer"), then a port range before any port.
 func refinedBefore(a, b target) bool {
-	if len(a.path) != len(b.path) {
-		return len(a.path) > len(b.path)
+	if (a.path == "") != (b.path == "") {
+		return b.path == ""
+	}
+	ak, ag := pathKey(a.path)
+	bk, bg := pathKey(b.path)
+	if len(ak) != len(bk) {
+		return len(ak) > len(bk)
+	}
+	if ag != bg {
+		return bg
 	}
 	return !a.ports.any() && b.ports.any()
 }
 
+// samePaths reports whether two catalog path prefixes match the same
+// request paths.
+func samePaths(a, b string) bool {
+	if a == "" || b == "" {
+		return a == b
+	}
+	ak, ag := pathKey(a)
+	bk, bg := pathKey(b)
+	return ak == bk && ag == bg
+}
+
 func (t *target) matches(port int, path string) bool {
-	return t.ports.contains(port) && strings.HasPrefix(path, t.path)
+	return t.ports.contains(port) && (t.path == "" || underPath(path, t.path))
 }
 
 // labelGlob is one label-wildcard pattern under a parent name.
@@ -117,7 +138,7 @@ func (m *hostMatcher) add(p hostPattern, t target) bool {
 	t.pattern = p.String()
 	ins := func(list *[]target) bool {
 		for _, o := range *list {
-			if o.ports == t.ports && o.path == t.path {
+			if o.ports == t.ports && samePaths(o.path, t.path) {
 				return false
 			}
 		}

@@ -68,7 +68,10 @@ type Request struct {
 	Host string
 	// Port is the destination port; 0 means unknown.
 	Port int
-	// Path is the URL path of a plain-HTTP request, "" for a tunnel.
+	// Path is the URL path of a plain-HTTP request, "" for a tunnel:
+	// decoded (url.URL.Path) or not, in any form; it is normalised before
+	// it is matched (see NormalizePath). A path without a normal form
+	// makes the decision Invalid.
 	Path string
 	// Client is the client's address; the zero value means unknown.
 	Client netip.Addr
@@ -95,10 +98,13 @@ type Decision struct {
 	// client (see Policy.ClientGroup), "" if it is in none.
 	ClientGroup string
 	// Invalid is set when the request's host has no canonical form
-	// (CanonicalHost fails): the policy cannot tell what the request is,
-	// because a resolver or the next proxy may read the name in a way the
-	// catalog does not. A proxy must refuse such a request (400) and never
-	// forward it. The other fields are those of an unclassified request.
+	// (CanonicalHost fails) or its path no normal form (NormalizePath
+	// fails): the policy cannot tell what the request is, because
+	// resolvers and origins may read it in ways the catalog does not. A
+	// proxy must refuse such a request (400) and never forward it. The
+	// other fields are still filled in, as for the request with its path
+	// left out (an invalid host is unclassified), so that a caller that
+	// ignores Invalid is no worse off than with a tunnel to that host.
 	Invalid bool
 }
 
@@ -269,7 +275,8 @@ func (p *Policy) compile() {
 }
 
 // Decide returns the decision for req. It reads no clock: req.Time is the
-// instant decided for. It does not allocate for ASCII host names.
+// instant decided for. It does not allocate for ASCII host names and paths
+// in normal form; it allocates to normalise any other path.
 func (p *Policy) Decide(req Request) (d Decision) {
 	// The check is here, not only in clientGroups, so that a policy
 	// without groups pays no call.
@@ -278,10 +285,16 @@ func (p *Policy) Decide(req Request) (d Decision) {
 	if len(p.clientNets) > 0 {
 		groups, group = p.clientGroups(req.Client)
 	}
+	path, ok := requestPath(req.Path)
+	if !ok {
+		d = p.decideRewritten(req, "", groups, group)
+		d.Invalid = true
+		return d
+	}
 	// The usual host is canonical already and needs no buffer; a buffer
 	// declared here would be zeroed on every call.
 	if h := strings.TrimSuffix(req.Host, "."); h != "" && len(h) <= maxNameLen {
-		if t, hostRules, st := matchHashed(p.catalog, h, req.Port, req.Path, true); st == walkOK {
+		if t, hostRules, st := matchHashed(p.catalog, h, req.Port, path, true); st == walkOK {
 			class, pattern := 0, ""
 			if t != nil {
 				class, pattern = int(t.class), t.pattern
@@ -294,14 +307,14 @@ func (p *Policy) Decide(req Request) (d Decision) {
 		// the hashed walk cannot take (too many labels, a hash
 		// collision): canonicalise it first.
 	}
-	return p.decideRewritten(req, groups, group)
+	return p.decideRewritten(req, path, groups, group)
 }
 
 // decideRewritten decides for a host that must go through canonicalHost,
-// from a client in groups whose most specific one is group.
-func (p *Policy) decideRewritten(req Request, groups uint64, group string) (d Decision) {
+// with path, from a client in groups whose most specific one is group.
+func (p *Policy) decideRewritten(req Request, path string, groups uint64, group string) (d Decision) {
 	var buf hostBuf
-	hs, hb, class, pattern, hostRules, ok := p.classify(&buf, req.Host, req.Port, req.Path)
+	hs, hb, class, pattern, hostRules, ok := p.classify(&buf, req.Host, req.Port, path)
 	p.decideAt(&d, class, hs, hb, hostRules, groups, req.Time.UnixNano())
 	d.Pattern, d.ClientGroup, d.Invalid = pattern, group, !ok
 	return d
@@ -379,7 +392,8 @@ type Explanation struct {
 // when it next changes.
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
-	hs, hb, class, pattern, hostRules, ok := p.classify(&buf, req.Host, req.Port, req.Path)
+	path, pathOK := requestPath(req.Path)
+	hs, hb, class, pattern, hostRules, hostOK := p.classify(&buf, req.Host, req.Port, path)
 	groups, group := p.clientGroups(req.Client)
 	at := func(t int64) Decision {
 		var d Decision
@@ -388,7 +402,7 @@ func (p *Policy) Explain(req Request) Explanation {
 	}
 	now := req.Time.UnixNano()
 	d := at(now)
-	d.Pattern, d.ClientGroup, d.Invalid = pattern, group, !ok
+	d.Pattern, d.ClientGroup, d.Invalid = pattern, group, !pathOK || !hostOK
 	e := Explanation{Decision: d}
 	same := func(o Decision) bool { return o.Rule == d.Rule && o.Action == d.Action }
 	// Walk back over the transitions: the answer took effect at the latest one
