@@ -42,8 +42,7 @@ var (
 
 // canonicalHost returns the form of host that patterns are compared with:
 // ASCII (punycode for internationalised names), lower case, without brackets
-// around IPv6 literals (which are in RFC 5952 form) and without one
-// trailing dot. A host in that form already (the usual case) comes back as
+// around IPv6 literals and without one trailing dot. A host in that form already (the usual case) comes back as
 // s, a substring of itself; a host that must be rewritten comes back as b,
 // in buf. It fails for every spelling that is not a plain DNS name or IP
 // literal once mapped as a resolver would: a proxy must not forward what it
@@ -174,22 +173,31 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// canonicalIPv6 canonicalises an IPv6 literal, without brackets, to its RFC
-// 5952 form. Zones ("fe80::1%eth0") are refused: they name an interface
-// of the client's machine, which means nothing to a proxy.
+// canonicalIPv6 checks an IPv6 literal, without brackets, and lower-cases
+// it. It is not rewritten in RFC 5952 form: no pattern names an IP
+// literal, and formatting would cost every such request. Zones
+// ("fe80::1%eth0") are refused: they name an interface of the client's
+// machine, which means nothing to a proxy.
 func canonicalIPv6(buf *hostBuf, lit string) (s string, b []byte, err error) {
-	if strings.IndexByte(lit, '%') >= 0 {
+	if strings.IndexByte(lit, '%') >= 0 || len(lit) > len(buf) {
 		return "", nil, errHostIPv6
 	}
-	a, err := netip.ParseAddr(lit)
-	if err != nil || !a.Is6() {
+	if a, err := netip.ParseAddr(lit); err != nil || !a.Is6() {
 		return "", nil, errHostIPv6
 	}
-	b = a.AppendTo(buf[:0])
-	if string(b) == lit {
+	upper := false
+	for i := 0; i < len(lit); i++ {
+		c := lit[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+			upper = true
+		}
+		buf[i] = c
+	}
+	if !upper {
 		return lit, nil, nil
 	}
-	return "", b, nil
+	return "", buf[:len(lit)], nil
 }
 
 // CanonicalHost returns the canonical form of a host name or IP literal, as

@@ -73,31 +73,34 @@ func pathIsNormal(p string) bool {
 		return false
 	}
 	for i := 0; i < len(p); i++ {
-		switch p[i] {
-		case '%', '\\', ';', 0:
+		c := p[i]
+		if !pathSpecial[c] {
+			continue
+		}
+		if c != '/' {
 			return false
+		}
+		// The segment after this slash must not be empty (unless it is
+		// the last one, a trailing slash), "." or "..".
+		rest := p[i+1:]
+		if rest == "" {
+			return true
+		}
+		switch rest[0] {
 		case '/':
-			// The segment after this slash must not be empty (unless
-			// it is the last one, a trailing slash), "." or "..".
-			rest := p[i+1:]
-			if rest == "" {
-				return true
-			}
-			if rest[0] == '/' {
+			return false
+		case '.':
+			if len(rest) == 1 || rest[1] == '/' || rest[1] == '.' && (len(rest) == 2 || rest[2] == '/') {
 				return false
-			}
-			if rest[0] == '.' {
-				if len(rest) == 1 || rest[1] == '/' {
-					return false
-				}
-				if rest[1] == '.' && (len(rest) == 2 || rest[2] == '/') {
-					return false
-				}
 			}
 		}
 	}
 	return true
 }
+
+// pathSpecial marks the bytes pathIsNormal looks at: those normalizePath
+// rewrites, and '/', where dot segments and empty segments start.
+var pathSpecial = [256]bool{'%': true, '\\': true, ';': true, 0: true, '/': true}
 
 // normalizePath rewrites p into normal form. It allocates.
 func normalizePath(p string) (string, error) {
@@ -242,6 +245,11 @@ func underPath(p, prefix string) bool {
 	}
 	prefix, glob := pathKey(prefix)
 	i, j := 0, 0
+	// The usual path has the prefix's case, and a plain comparison
+	// settles it.
+	if len(p) >= len(prefix) && p[:len(prefix)] == prefix {
+		i, j = len(prefix), len(prefix)
+	}
 	for j < len(prefix) {
 		if i == len(p) {
 			return false

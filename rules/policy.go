@@ -285,11 +285,16 @@ func (p *Policy) Decide(req Request) (d Decision) {
 	if len(p.clientNets) > 0 {
 		groups, group = p.clientGroups(req.Client)
 	}
-	path, ok := requestPath(req.Path)
-	if !ok {
-		d = p.decideRewritten(req, "", groups, group)
-		d.Invalid = true
-		return d
+	// A tunnel has no path; most other paths are in normal form already.
+	path := req.Path
+	if path != "" && !pathIsNormal(path) {
+		n, err := normalizePath(path)
+		if err != nil {
+			d = p.decideRewritten(req, "", groups, group)
+			d.Invalid = true
+			return d
+		}
+		path = n
 	}
 	// The usual host is canonical already and needs no buffer; a buffer
 	// declared here would be zeroed on every call.

@@ -145,14 +145,19 @@ func dotBytes(w uint64) uint64 {
 // (upper case, non-ASCII, '%', ':', ...) makes canonicalHost rewrite or
 // refuse the host.
 func plainBytes(w uint64) bool {
-	if w&high != 0 {
-		return false
-	}
 	// With every byte below 0x80, adding 0x80-c sets a byte's top bit iff
-	// the byte is at least c, and no carry crosses bytes.
-	atLeast := func(c uint64) uint64 { return w + (0x80-c)*ones }
-	in := func(lo, hi uint64) uint64 { return atLeast(lo) &^ atLeast(hi+1) }
-	return (in('a', 'z')|in('0', '9')|in('-', '.')|in('_', '_'))&high == high
+	// the byte is at least c, and no carry crosses bytes; a byte of 0x80
+	// or more has its top bit set already, so w&high must be 0.
+	// The allowed bytes are the ranges '-'..'9' (but '/') and '_'..'z'
+	// (but '`').
+	lowRange := (w + (0x80-'-')*ones) &^ (w + (0x80-'9'-1)*ones)
+	highRange := (w + (0x80-'_')*ones) &^ (w + (0x80-'z'-1)*ones)
+	slash, backtick := w^('/'*ones), w^('`'*ones)
+	// A byte of slash or backtick is 0 where w has that byte: adding 0x7f
+	// sets the top bit of every other byte.
+	notSlash := (slash + 0x7f*ones) | slash
+	notBacktick := (backtick + 0x7f*ones) | backtick
+	return w&high == 0 && (lowRange&notSlash|highRange&notBacktick)&high == high
 }
 
 // walkStatus says whether a hashed walk produced an answer.
