@@ -11,6 +11,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -121,11 +122,11 @@ type Server struct {
 	certs  *certCache // nil without an interception CA
 	// parent chooses the parent proxy (upstream_proxy), nil for direct
 	// connections.
-	parent  *parents
-	gp      *goproxy.ProxyHttpServer
-	pool    *upstreamPool
-	state   atomic.Pointer[state]
-	live    liveSet
+	parent *parents
+	gp     *goproxy.ProxyHttpServer
+	pool   *upstreamPool
+	state  atomic.Pointer[state]
+	live   liveSet
 	// conns counts client connections the HTTP server holds (hijacked ones
 	// leave it); tunnelSlots counts CONNECTs and websockets from admission
 	// to close; perClient counts both per client address.
@@ -479,11 +480,25 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		http.Error(w, "feedgate: invalid host name in request URL", http.StatusBadRequest)
 		return
 	}
-	rec := &record{kind: kind, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
+	// The path is decided (and logged) as origin servers read it: dot
+	// segments removed, escapes decoded, slashes merged.
+	path, err := rules.NormalizePath(cmp.Or(r.URL.Path, "/"))
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: invalid path in request URL", http.StatusBadRequest)
+		return
+	}
+	rec := &record{kind: kind, client: clientAddr(r), method: r.Method, host: host, port: port, path: path}
 	if !s.admit(st, w, r, rec, start) {
 		return
 	}
-	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: r.URL.Path, Client: rec.client, Time: s.clock.Now()})
+	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.client, Time: s.clock.Now()})
+	if rec.decision.Invalid {
+		// Checked above; the policy's own verdict is final all the same.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "feedgate: request target the policy cannot read", http.StatusBadRequest)
+		return
+	}
 	rec.decided = true
 	s.count(st, rec)
 
@@ -525,7 +540,7 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	// forwarding path it takes.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ex := newExchange(rules.Request{Host: host, Port: port, Path: r.URL.Path, Client: rec.client},
+	ex := newExchange(rules.Request{Host: host, Port: port, Path: path, Client: rec.client},
 		connFrom(r.Context()), cancel, st.policy.Limits.TunnelIdleTimeout)
 	rec.ex = ex
 	s.live.add(ex)
