@@ -59,6 +59,24 @@ func TestExplainJSON(t *testing.T) {
 	}
 }
 
+// TestExplainReadsAsTheProxyDoes: explain decides the path as origins read
+// it, and says that a target the proxy cannot read is refused with 400.
+func TestExplainReadsAsTheProxyDoes(t *testing.T) {
+	got := explainOne(t, "2024-10-01T00:00:00Z", "http://www.kaspersky.com/x/..//%62uy/now")
+	if got["path"] != "/buy/now" || got["rule"] != "sales-cutoff-store" || got["invalid"] != nil {
+		t.Errorf("store path spelled oddly: %v; want path /buy/now decided by sales-cutoff-store", got)
+	}
+	got = explainOne(t, "2024-10-01T00:00:00Z", "ksn.kaspersky.com..")
+	if inv, _ := got["invalid"].(string); !strings.Contains(inv, "empty label") {
+		t.Errorf("two trailing dots: invalid = %v; want the reason it is refused", got["invalid"])
+	}
+	var stdout, stderr bytes.Buffer
+	run([]string{"explain", "ksn%2ekaspersky.com"}, &stdout, &stderr)
+	if !strings.Contains(stdout.String(), "refused with 400") {
+		t.Errorf("explain text for a percent-encoded host = %q; want it to say it is refused with 400", stdout.String())
+	}
+}
+
 func TestExplainSeveralTargetsOneLineEach(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"explain", "-at", "2024-10-01T00:00:00Z", "s01.upd.kaspersky.com", "example.org", "-json"}, &stdout, &stderr)

@@ -186,6 +186,7 @@ type explainJSON struct {
 	Host        string  `json:"host"`
 	Port        int     `json:"port"`
 	Path        string  `json:"path,omitempty"`
+	Invalid     string  `json:"invalid,omitempty"`
 	Client      string  `json:"client,omitempty"`
 	ClientGroup string  `json:"client_group,omitempty"`
 	At          string  `json:"at"`
@@ -253,13 +254,32 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		e := p.Explain(rules.Request{Host: t.Host, Port: t.Port, Path: t.Path, Client: client, Time: now})
+		// The proxy decides and logs the path as origins read it, and
+		// refuses with 400 what it cannot read; explain says the same.
+		invalid := ""
+		if _, err := rules.CanonicalHost(t.Host); err != nil {
+			invalid = err.Error()
+		} else if t.Path != "" {
+			if n, err := rules.NormalizePath(t.Path); err != nil {
+				invalid = err.Error()
+			} else {
+				t.Path = n
+			}
+		}
+		if invalid == "" && e.Invalid {
+			invalid = "the policy cannot read this request"
+		}
+		if invalid != "" && !*asJSON {
+			fmt.Fprintf(stdout, "%s: refused with 400 before any rule: %s\n", s, invalid)
+			continue
+		}
 		reason := ""
 		if e.Rule >= 0 {
 			reason = p.Rules[e.Rule].Reason
 		}
 		if *asJSON {
 			out := explainJSON{
-				Target: s, Host: t.Host, Port: t.Port, Path: t.Path, At: fmtTime(now, p.Location), Policy: p.Name,
+				Target: s, Host: t.Host, Port: t.Port, Path: t.Path, Invalid: invalid, At: fmtTime(now, p.Location), Policy: p.Name,
 				Vendor: e.Vendor, Category: e.Category, Pattern: e.Pattern, Rule: e.RuleName,
 				Action: e.Action.String(), ReportOnly: e.Reported, Reason: reason,
 				Client: *clientIP, ClientGroup: e.ClientGroup,
