@@ -48,16 +48,17 @@ func UpstreamReasons() []string {
 // feedgate_rejected_total: requests refused by the access rules rather than
 // by the policy.
 const (
-	RejectClient      = "client"      // the client is not in allowed_clients
-	RejectPort        = "port"        // the port is not in connect_ports or http_ports
-	RejectDestination = "destination" // the address dialed is in a denied range
-	RejectLimit       = "limit"       // max_connections or max_tunnels reached
+	RejectClient      = "client"       // the client is not in allowed_clients
+	RejectPort        = "port"         // the port is not in connect_ports or http_ports
+	RejectDestination = "destination"  // the address dialed is in a denied range
+	RejectLimit       = "limit"        // max_connections or max_tunnels reached
 	RejectClientLimit = "client_limit" // max_connections_per_client reached
+	RejectInvalid     = "invalid"      // a host, path or userinfo the policy cannot read (400)
 )
 
 // RejectReasons lists every refusal reason.
 func RejectReasons() []string {
-	return []string{RejectClient, RejectPort, RejectDestination, RejectLimit, RejectClientLimit}
+	return []string{RejectClient, RejectPort, RejectDestination, RejectLimit, RejectClientLimit, RejectInvalid}
 }
 
 // Tunnel close reasons, the values of the "reason" label of

@@ -50,6 +50,21 @@ func (s *Server) refuse(st *state, w http.ResponseWriter, r *http.Request, rec *
 	s.finish(st, rec, start)
 }
 
+// refuseInvalid answers 400 to a request whose target the policy cannot
+// read, and records it: such a request is an evasion attempt or a broken
+// client, and either is worth seeing in the log.
+func (s *Server) refuseInvalid(st *state, w http.ResponseWriter, rec *record, start time.Time, detail string) {
+	s.m.Rejected(metrics.RejectInvalid)
+	rec.status, rec.rejected = http.StatusBadRequest, metrics.RejectInvalid
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Feedgate-Reason", metrics.RejectInvalid)
+	h.Set("Connection", "close")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = io.WriteString(w, "feedgate: "+detail+"\n")
+	s.finish(st, rec, start)
+}
+
 // admit applies the client and port rules before anything else happens. It
 // reports false when it has answered the request itself.
 func (s *Server) admit(st *state, w http.ResponseWriter, r *http.Request, rec *record, start time.Time) bool {

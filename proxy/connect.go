@@ -34,15 +34,14 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "feedgate: CONNECT needs a target of the form host:port", http.StatusBadRequest)
 		return
 	}
+	rec := &record{kind: metrics.KindConnect, client: clientAddr(r), method: r.Method, host: host, port: port}
+	if !s.admit(st, w, r, rec, start) {
+		return
+	}
 	if _, err := rules.CanonicalHost(host); err != nil {
 		// Never tunnelled: a parent proxy or a resolver may read a name
 		// that the policy cannot.
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: invalid host name in CONNECT target", http.StatusBadRequest)
-		return
-	}
-	rec := &record{kind: metrics.KindConnect, client: clientAddr(r), method: r.Method, host: host, port: port}
-	if !s.admit(st, w, r, rec, start) {
+		s.refuseInvalid(st, w, rec, start, "invalid host name in CONNECT target")
 		return
 	}
 	in := tunnelInputs{req: rules.Request{Host: host, Port: port, Client: rec.client}}

@@ -436,14 +436,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme), http.StatusBadRequest)
 		return
 	}
-	if r.URL.User != nil {
-		// RFC 9110 section 4.2.4: userinfo is deprecated in http(s)
-		// URIs, and a name before an '@' is a classic way to make one
-		// host look like another.
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: request target with userinfo (user@host) refused", http.StatusBadRequest)
-		return
-	}
 	s.serveHTTPKind(w, r, metrics.KindHTTP)
 }
 
@@ -473,30 +465,34 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		}
 		port = p
 	}
+	rec := &record{kind: kind, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
+	if !s.admit(st, w, r, rec, start) {
+		return
+	}
+	// Never forwarded: a name or path the policy cannot read may still be
+	// one that a resolver, a parent proxy or the origin would. Userinfo
+	// (RFC 9110 section 4.2.4) is a classic way to make one host look like
+	// another.
+	if r.URL.User != nil {
+		s.refuseInvalid(st, w, rec, start, "request target with userinfo (user@host)")
+		return
+	}
 	if _, err := rules.CanonicalHost(host); err != nil {
-		// Never forwarded: a name the policy cannot read may still be
-		// one that a resolver or a parent proxy would.
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: invalid host name in request URL", http.StatusBadRequest)
+		s.refuseInvalid(st, w, rec, start, "invalid host name in request URL")
 		return
 	}
 	// The path is decided (and logged) as origin servers read it: dot
 	// segments removed, escapes decoded, slashes merged.
 	path, err := rules.NormalizePath(cmp.Or(r.URL.Path, "/"))
 	if err != nil {
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: invalid path in request URL", http.StatusBadRequest)
+		s.refuseInvalid(st, w, rec, start, "invalid path in request URL")
 		return
 	}
-	rec := &record{kind: kind, client: clientAddr(r), method: r.Method, host: host, port: port, path: path}
-	if !s.admit(st, w, r, rec, start) {
-		return
-	}
+	rec.path = path
 	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.client, Time: s.clock.Now()})
 	if rec.decision.Invalid {
 		// Checked above; the policy's own verdict is final all the same.
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: request target the policy cannot read", http.StatusBadRequest)
+		s.refuseInvalid(st, w, rec, start, "request target the policy cannot read")
 		return
 	}
 	rec.decided = true

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +81,133 @@ func TestUnreadableTargetsRefusedLive(t *testing.T) {
 	res = curl(t, nil, "-x", "http://"+inst.Proxy, "http://www.example.test/")
 	if res.status != "200" {
 		t.Errorf("after the refusals: status %s; want 200", res.status)
+	}
+}
+
+// TestStorePathSpellingsLive: curl sends store paths as written
+// (--path-as-is); the real binary reads them as origins do and blocks
+// each as the store page, never as the host's web entry.
+func TestStorePathSpellingsLive(t *testing.T) {
+	f := newFixture(t)
+	inst := f.start(t, betweenCuts)
+	for _, path := range []string{"/buy", "/./buy", "//buy", "/x/../buy", "/%62uy", "/BUY/now", "/buy;jsessionid=1"} {
+		res := curl(t, nil, "-x", "http://"+inst.Proxy, "--path-as-is", "http://www.kaspersky.com"+path)
+		if res.status != "403" || !strings.Contains(res.headers, "X-Feedgate-Rule: sales-cutoff-store") {
+			t.Errorf("%s: status %s, headers %q; want 403 from sales-cutoff-store", path, res.status, res.headers)
+		}
+	}
+	// A longer segment is not the store page: between the cut-offs the
+	// host's web entry is flagged and forwarded.
+	res := curl(t, nil, "-x", "http://"+inst.Proxy, "http://www.kaspersky.com/buyer-guide")
+	if res.status != "200" {
+		t.Errorf("/buyer-guide: status %s; want 200 (web, flagged)", res.status)
+	}
+	rec := findRecord(t, inst.waitRecords(8), "www.kaspersky.com", "http")
+	if rec["path"] == nil {
+		t.Errorf("record without a path: %v", rec)
+	}
+}
+
+// TestWebsocketCutAtCutoffLive: a websocket to an update host opened two
+// seconds before the updates cut-off is closed when the policy clock
+// passes it.
+func TestWebsocketCutAtCutoffLive(t *testing.T) {
+	ws, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	go func() {
+		for {
+			c, err := ws.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				fmt.Fprint(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					fmt.Fprint(c, line)
+				}
+			}()
+		}
+	}()
+	inst := start(t, "-at", "2024-09-29T03:59:58Z", "-resolve", "s01.upd.kaspersky.com:80:"+ws.Addr().String())
+	c, err := net.Dial("tcp", inst.Proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET http://s01.upd.kaspersky.com/ws HTTP/1.1\r\nHost: s01.upd.kaspersky.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v; want 101", resp, err)
+	}
+	started := time.Now()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	for {
+		if _, err := fmt.Fprint(c, "ping\n"); err != nil {
+			break
+		}
+		if _, err := br.ReadString('\n'); err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if took := time.Since(started); took > 12*time.Second {
+		t.Fatalf("the websocket ran %v; want it closed at the cut-off, about 2 s after it opened", took.Round(time.Second))
+	}
+	rec := findRecord(t, inst.waitRecords(1), "s01.upd.kaspersky.com", "http")
+	wantFields(t, rec, map[string]any{"status": float64(101), "closed": "policy_change", "cut_rule": "updates-cutoff"})
+}
+
+// TestSquidLineHostileTargetsLive: in Squid format, request targets that
+// carry encoded spaces, CR/LF or an IPv6 zone still give one line of ten
+// fields each, as SIEM parsers split it.
+func TestSquidLineHostileTargetsLive(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.toml")
+	if err := os.WriteFile(policy, []byte(reloadPolicy("2024-08-01T00:00:00")+"\n[log]\nformat = \"squid\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inst := f.start(t, betweenCuts, "-config", policy, "-resolve", "www.example.test:80:127.0.0.1:"+f.plain.port())
+	targets := []string{
+		"GET http://www.example.test/a%20b%0d%0aX%20y HTTP/1.1\r\nHost: www.example.test\r\n\r\n",
+		"GET http://[fe80::1%25eth0%20x]/zone HTTP/1.1\r\nHost: www.example.test\r\n\r\n",
+		"GET http://www.example.test/%22quoted%22%09tab HTTP/1.1\r\nHost: www.example.test\r\n\r\n",
+	}
+	for _, raw := range targets {
+		c, err := net.Dial("tcp", inst.Proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprint(c, raw)
+		_, _ = http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+	}
+	if err := inst.stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(inst.stdout.String()), "\n")
+	if len(lines) != len(targets) {
+		t.Fatalf("%d lines for %d requests:\n%s", len(lines), len(targets), inst.stdout)
+	}
+	line := regexp.MustCompile(`^\d+\.\d{3} +\d+ \S+ [A-Z_]+/\d{3} \d+ \S+ \S+ - [A-Z_]+/\S+ \S+$`)
+	for _, l := range lines {
+		if n := len(strings.Fields(l)); n != 10 || !line.MatchString(l) {
+			t.Errorf("line %q has %d fields or is not Squid's native format", l, n)
+		}
 	}
 }
