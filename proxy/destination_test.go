@@ -88,6 +88,12 @@ func TestDestinationTable(t *testing.T) {
 							port = 443
 							req = "CONNECT " + host + ":443 HTTP/1.1\r\nHost: " + host + ":443\r\n\r\n"
 						}
+						if form == "literal" && c.addr.Zone() != "" {
+							// A zone in a request target is no host name:
+							// refused before any dial, whatever the address.
+							checkInvalidTarget(t, e, rec, req)
+							return
+						}
 						checkDestinationVerdict(t, e, rec, req, c.want[mode], netip.AddrPortFrom(dialHost.Unmap(), uint16(port)).String())
 					})
 				}
@@ -113,6 +119,18 @@ func destinationLiteral(t *testing.T, addr netip.Addr, method string) (string, n
 		}
 	}
 	return "[" + text + "]", dialed
+}
+
+func checkInvalidTarget(t *testing.T, e *env, rec *recordingDial, req string) {
+	t.Helper()
+	seen := len(rec.dialed())
+	resp := rawRequest(t, e, req)
+	if resp.StatusCode != 400 || resp.Header.Get("X-Feedgate-Reason") != "invalid" {
+		t.Errorf("status %d, X-Feedgate-Reason %q; want 400 invalid", resp.StatusCode, resp.Header.Get("X-Feedgate-Reason"))
+	}
+	if dialed := rec.dialed()[seen:]; len(dialed) != 0 {
+		t.Errorf("the dialer was asked for %v; want nothing", dialed)
+	}
 }
 
 func checkDestinationVerdict(t *testing.T, e *env, rec *recordingDial, req, want, wantDial string) {
