@@ -11,10 +11,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/feedgate/feedgate/rules"
 )
 
 // chTestWait bounds the capture of a ClientHello; it only keeps a broken
@@ -277,12 +284,73 @@ func TestClientHelloMultiRecord(t *testing.T) {
 	})
 }
 
-// TestClientHelloTooBig checks the maxClientHello contract: a hello that
-// needs more bytes is refused as soon as its lengths show it, and no buffer
-// of maxClientHello bytes is ever "incomplete".
+// chTestPadded returns a ClientHello handshake message (header included)
+// whose body is exactly bodyLen bytes, filled up with a padding extension
+// (RFC 7685) after a server_name for chTestKaspersky.
+func chTestPadded(tb testing.TB, bodyLen int) []byte {
+	tb.Helper()
+	sni := chTestSNI(chTestKaspersky)
+	const padExt = 21
+	fixed := len(chTestBody(nil, []byte{0x13, 0x01}, []byte{0}, append(bytes.Clone(sni), chTestExt(padExt, nil)...)))
+	if bodyLen < fixed {
+		tb.Fatalf("chTestPadded: a body of %d bytes is too short", bodyLen)
+	}
+	body := chTestBody(nil, []byte{0x13, 0x01}, []byte{0}, append(sni, chTestExt(padExt, make([]byte, bodyLen-fixed))...))
+	return append([]byte{tlsTypeClientHello, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+}
+
+// chTestRecords frames a handshake message in records of size bytes (the
+// last takes what is left).
+func chTestRecords(msg []byte, size int) []byte {
+	var out []byte
+	for len(msg) > 0 {
+		n := min(size, len(msg))
+		out = append(out, chTestRecord(tlsRecordTypeHandshake, []byte{3, 1}, msg[:n])...)
+		msg = msg[n:]
+	}
+	return out
+}
+
+// chTestPrefixes returns the prefix lengths of an n-byte stream worth
+// checking: all the short ones, a sample of the rest, those around at, and
+// n itself. Checking every prefix of an 80 KiB stream cut into thousands of
+// records would take minutes.
+func chTestPrefixes(n, at int) []int {
+	var ks []int
+	for k := 0; k <= n; k++ {
+		if k < 64 || k%997 == 0 || k >= at-8 && k <= at+8 || k == n {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// TestClientHelloTooBig checks the maxClientHello contract: the largest
+// ClientHello Go accepts fits, even in small records; a hello that needs
+// more bytes is refused as soon as its lengths show it; and no buffer of
+// maxClientHello bytes is ever "incomplete".
 func TestClientHelloTooBig(t *testing.T) {
-	big := chTestCapture(t, &tls.Config{ServerName: chTestKaspersky, NextProtos: chTestALPN(16, 200)})
-	huge := chTestCapture(t, &tls.Config{ServerName: chTestKaspersky, NextProtos: chTestALPN(100, 200)})
+	largest := chTestPadded(t, maxClientHelloLen)
+	t.Run("largest-fits", func(t *testing.T) {
+		// Full records, and the smallest records in which it still
+		// fits (see maxClientHello).
+		for _, size := range []int{tlsMaxRecordLen, 1000, 21} {
+			data := chTestRecords(largest, size)
+			if len(data) > maxClientHello {
+				t.Fatalf("%d-byte records: %d bytes, more than maxClientHello", size, len(data))
+			}
+			for _, k := range chTestPrefixes(len(data), len(data)) {
+				name, st := clientHelloServerName(data[:k:k])
+				want := helloIncomplete
+				if k == len(data) {
+					want = helloComplete
+				}
+				if st != want || want == helloComplete && string(name) != chTestKaspersky {
+					t.Fatalf("%d-byte records, %d of %d bytes: %q, %v; want %v", size, k, len(data), name, st, want)
+				}
+			}
+		}
+	})
 	tests := []struct {
 		name string
 		data []byte
@@ -290,30 +358,37 @@ func TestClientHelloTooBig(t *testing.T) {
 		// helloNotTLS; 0 means anywhere up to maxClientHello.
 		decidedAt int
 	}{
-		// crypto/tls sends a 20 KiB hello in two records; its handshake
-		// header declares the length.
-		{"crypto-tls-two-records", huge, tlsRecordHeaderLen + tlsHandshakeHeaderLen},
-		// 4.6 KiB cut into 1-byte records is 28 KiB of stream; the
-		// parser gives up once the records so far leave too little room.
-		{"one-byte-records", chTestOneByteRecords(t, big), 0},
+		// The handshake header declares the length.
+		{"one-byte-too-long", chTestRecords(chTestPadded(t, maxClientHelloLen+1), tlsMaxRecordLen), tlsRecordHeaderLen + tlsHandshakeHeaderLen},
+		{"header-cut-by-records", chTestRecords(chTestPadded(t, maxClientHelloLen+1), 1), 3*(tlsRecordHeaderLen+1) + tlsRecordHeaderLen + 1},
+		// The largest hello in 20-byte records, and 14 KB in 1-byte
+		// records: the parser gives up once the records so far leave
+		// too little room.
+		{"largest-small-records", chTestRecords(largest, 20), 0},
+		{"one-byte-records", chTestRecords(chTestPadded(t, 14000), 1), 0},
+		// Skipped records count too.
+		{"empty-records", bytes.Repeat(chTestRecord(tlsRecordTypeHandshake, []byte{3, 3}, nil), maxClientHello/tlsRecordHeaderLen+1), 0},
+		{"warning-alerts", bytes.Repeat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112}), maxClientHello/7+1), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if len(tt.data) <= maxClientHello {
-				t.Fatalf("test hello is only %d bytes", len(tt.data))
+			if tt.decidedAt == 0 && len(tt.data) <= maxClientHello {
+				t.Fatalf("test stream is only %d bytes", len(tt.data))
 			}
-			first := -1 // the first length that is helloNotTLS
-			for k := 0; k <= len(tt.data); k++ {
-				_, st := clientHelloServerName(tt.data[:k])
-				switch {
-				case st == helloNotTLS && first < 0:
-					first = k
-				case st == helloComplete, first >= 0 && st != helloNotTLS:
+			// A refusal never changes, so the first refused prefix can
+			// be found by bisection; the samples check the rest.
+			first := sort.Search(len(tt.data)+1, func(k int) bool {
+				_, st := clientHelloServerName(tt.data[:k:k])
+				return st == helloNotTLS
+			})
+			for _, k := range chTestPrefixes(len(tt.data), first) {
+				_, st := clientHelloServerName(tt.data[:k:k])
+				if want := k >= first; st == helloComplete || (st == helloNotTLS) != want {
 					t.Fatalf("%d bytes: %v (not TLS from %d bytes)", k, st, first)
 				}
 			}
 			t.Logf("%d-byte stream refused after %d bytes", len(tt.data), first)
-			if first < 0 || first > maxClientHello || (tt.decidedAt > 0 && first != tt.decidedAt) {
+			if first > maxClientHello || (tt.decidedAt > 0 && first != tt.decidedAt) {
 				t.Fatalf("refused after %d bytes; want %d (0: any up to %d)", first, tt.decidedAt, maxClientHello)
 			}
 		})
@@ -376,6 +451,19 @@ func TestClientHelloHandMade(t *testing.T) {
 		return b
 	}
 	good := chTestHelloWith(alpn, chTestSNI("a.example"))
+	// before puts records in front of good, between puts them after its
+	// first 10 handshake bytes.
+	before := func(recs ...[]byte) []byte { return append(bytes.Join(recs, nil), good...) }
+	between := func(recs ...[]byte) []byte {
+		split := chTestReframe(t, good, 10)
+		return append(append(bytes.Clone(split[:15]), bytes.Join(recs, nil)...), split[15:]...)
+	}
+	emptyHS := chTestRecord(tlsRecordTypeHandshake, []byte{3, 3}, nil)
+	emptyCCS := chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, nil)
+	ccs := chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{1})
+	alert := func(level, desc byte) []byte {
+		return chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{level, desc})
+	}
 	tests := []struct {
 		name string
 		data []byte
@@ -388,49 +476,90 @@ func TestClientHelloHandMade(t *testing.T) {
 		{"empty-extensions-block", chTestFrame(chTestBody(nil, suite, null, []byte{})), helloComplete, ""},
 		{"no-sni", chTestHelloWith(alpn), helloComplete, ""},
 		{"session-id-32", chTestFrame(chTestBody(make([]byte, 32), suite, null, chTestSNI("a.example"))), helloComplete, "a.example"},
-		{"record-ssl30", withVersion(good, 3, 0), helloComplete, "a.example"},
-		{"record-tls13", withVersion(good, 3, 4), helloComplete, "a.example"},
+		// Go's server takes session IDs longer than RFC 8446's 32 bytes.
+		{"session-id-33", chTestFrame(chTestBody(make([]byte, 33), suite, null, chTestSNI("a.example"))), helloComplete, "a.example"},
+		{"session-id-255", chTestFrame(chTestBody(make([]byte, 255), suite, null, chTestSNI("a.example"))), helloComplete, "a.example"},
 		{"other-name-type-skipped", chTestHelloWith(chTestExt(0, chTestVec16(append(append([]byte{7}, chTestVec16([]byte("zz"))...),
 			append([]byte{0}, chTestVec16([]byte("a.example"))...)...)))), helloComplete, "a.example"},
 		{"underscore-and-digits", chTestHelloWith(chTestSNI("_srv.host-1.example")), helloComplete, "_srv.host-1.example"},
+
+		// Record versions: Go takes anything below 0x1000 until it has
+		// chosen a version, OpenSSL any 3.x.
+		{"record-ssl30", withVersion(good, 3, 0), helloComplete, "a.example"},
+		{"record-tls13", withVersion(good, 3, 4), helloComplete, "a.example"},
+		{"record-tls14", withVersion(good, 3, 5), helloComplete, "a.example"},
+		{"record-3ff", withVersion(good, 3, 0xff), helloComplete, "a.example"},
+		{"record-0000", withVersion(good, 0, 0), helloComplete, "a.example"},
+		{"record-major-2", withVersion(good, 2, 0), helloComplete, "a.example"},
+		{"record-fff", withVersion(good, 0x0f, 0xff), helloComplete, "a.example"},
+
+		// Records that a server skips (see clientHelloServerName).
+		{"empty-handshake-before", before(emptyHS), helloComplete, "a.example"},
+		{"empty-handshakes-before", before(emptyHS, emptyHS, emptyHS), helloComplete, "a.example"},
+		{"empty-handshake-between", between(emptyHS), helloComplete, "a.example"},
+		{"empty-ccs-before", before(emptyCCS), helloComplete, "a.example"},
+		{"warning-alert-before", before(alert(1, 112)), helloComplete, "a.example"},
+		{"warning-alerts-between", between(alert(1, 112), alert(1, 100)), helloComplete, "a.example"},
+		{"user-canceled-before", before(alert(2, 90)), helloComplete, "a.example"},
+		{"everything-before", before(emptyCCS, alert(1, 10), emptyHS), helloComplete, "a.example"},
+
+		// Names: raw, as servers pass them on; canonicalSNI says which
+		// host they name (TestCanonicalSNI).
+		{"name-upper-case", chTestHelloWith(chTestSNI("A.Example")), helloComplete, "A.Example"},
+		{"name-trailing-dot", chTestHelloWith(chTestSNI("a.example.")), helloComplete, "a.example."},
+		{"name-colon-port", chTestHelloWith(chTestSNI("a.example:443")), helloComplete, "a.example:443"},
+		{"name-dot-colon-port", chTestHelloWith(chTestSNI("a.example.:443")), helloComplete, "a.example.:443"},
+		{"name-utf8", chTestHelloWith(chTestSNI("bücher.example")), helloComplete, "bücher.example"},
+		{"name-punycode", chTestHelloWith(chTestSNI("xn--bcher-kva.example")), helloComplete, "xn--bcher-kva.example"},
+		{"name-255", chTestHelloWith(chTestSNI(strings.Repeat("a", 255))), helloComplete, strings.Repeat("a", 255)},
+		{"name-255-dot-port", chTestHelloWith(chTestSNI(strings.Repeat("a", 255) + ".:65535")), helloComplete, strings.Repeat("a", 255) + ".:65535"},
 
 		// Unusable names are no name.
 		{"name-empty", chTestHelloWith(chTestSNI("")), helloComplete, ""},
 		{"name-nul", chTestHelloWith(chTestSNI("a.example\x00.evil")), helloComplete, ""},
 		{"name-slash", chTestHelloWith(chTestSNI("a.example/x")), helloComplete, ""},
-		{"name-colon-port", chTestHelloWith(chTestSNI("a.example:443")), helloComplete, ""},
 		{"name-space", chTestHelloWith(chTestSNI("a example")), helloComplete, ""},
 		{"name-crlf", chTestHelloWith(chTestSNI("a.example\r\nX: y")), helloComplete, ""},
-		{"name-utf8", chTestHelloWith(chTestSNI("bücher.example")), helloComplete, ""},
+		{"name-bidi-override", chTestHelloWith(chTestSNI("a\u202eb.example")), helloComplete, ""},
+		{"name-invalid-utf8", chTestHelloWith(chTestSNI("a\xffb.example")), helloComplete, ""},
 		{"name-ipv6", chTestHelloWith(chTestSNI("[::1]")), helloComplete, ""},
 		{"name-leading-dot", chTestHelloWith(chTestSNI(".example")), helloComplete, ""},
 		{"name-double-dot", chTestHelloWith(chTestSNI("a..example")), helloComplete, ""},
-		{"name-trailing-dot", chTestHelloWith(chTestSNI("a.example.")), helloComplete, ""},
-		{"name-255", chTestHelloWith(chTestSNI(strings.Repeat("a", 255))), helloComplete, strings.Repeat("a", 255)},
+		{"name-two-trailing-dots", chTestHelloWith(chTestSNI("a.example..")), helloComplete, ""},
+		{"name-port-only", chTestHelloWith(chTestSNI(":443")), helloComplete, ""},
+		{"name-port-not-digits", chTestHelloWith(chTestSNI("a.example:https")), helloComplete, ""},
+		{"name-port-too-long", chTestHelloWith(chTestSNI("a.example:000443")), helloComplete, ""},
 		{"name-256", chTestHelloWith(chTestSNI(strings.Repeat("a", 256))), helloComplete, ""},
 
 		// Not TLS.
 		{"http", []byte("GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"), helloNotTLS, ""},
 		{"http-first-byte", []byte("G"), helloNotTLS, ""},
 		{"ssh", []byte("SSH-2.0-OpenSSH_9.6\r\n"), helloNotTLS, ""},
-		{"alert", chTestRecord(21, []byte{3, 3}, []byte{2, 40}), helloNotTLS, ""},
-		{"change-cipher-spec", chTestRecord(20, []byte{3, 3}, []byte{1}), helloNotTLS, ""},
+		{"alert", alert(2, 40), helloNotTLS, ""},
+		{"close-notify", alert(1, 0), helloNotTLS, ""},
+		{"alert-unknown-level", alert(3, 112), helloNotTLS, ""},
+		{"alert-3-bytes", chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112, 0}), helloNotTLS, ""},
+		{"alert-empty", chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, nil), helloNotTLS, ""},
+		// Before the first ClientHello both servers refuse it; after a
+		// HelloRetryRequest it is skipped (TestSecondClientHello).
+		{"change-cipher-spec", ccs, helloNotTLS, ""},
+		{"change-cipher-spec-before", before(ccs), helloNotTLS, ""},
 		{"application-data", chTestRecord(23, []byte{3, 3}, []byte("hello")), helloNotTLS, ""},
+		{"application-data-empty", chTestRecord(23, []byte{3, 3}, nil), helloNotTLS, ""},
 		{"sslv2-hello", []byte{0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15}, helloNotTLS, ""},
 		{"server-hello", chTestRecord(22, []byte{3, 3}, []byte{2, 0, 0, 1, 0}), helloNotTLS, ""},
-		{"record-major-2", withVersion(good, 2, 0), helloNotTLS, ""},
-		{"record-tls14", withVersion(good, 3, 5), helloNotTLS, ""},
-		{"alert-after-first-record", append(chTestReframe(t, good, 10)[:15], chTestRecord(21, []byte{3, 3}, []byte{2, 40})...), helloNotTLS, ""},
+		{"record-major-16", withVersion(good, 0x10, 0), helloNotTLS, ""},
+		{"record-1603", withVersion(good, 0x16, 3), helloNotTLS, ""},
+		{"alert-after-first-record", between(alert(2, 40)), helloNotTLS, ""},
 
 		// Bogus lengths.
-		{"record-len-0", []byte{22, 3, 1, 0, 0}, helloNotTLS, ""},
 		{"record-len-2^14+1", []byte{22, 3, 1, 0x40, 0x01}, helloNotTLS, ""},
 		{"record-len-max", []byte{22, 3, 1, 0xff, 0xff}, helloNotTLS, ""},
-		{"handshake-len-too-big", []byte{22, 3, 1, 0x40, 0x00, 1, 0x00, 0x3f, 0xfd}, helloNotTLS, ""},
+		{"handshake-len-too-big", []byte{22, 3, 1, 0x40, 0x00, 1, 0x01, 0x00, 0x01}, helloNotTLS, ""},
 		{"handshake-len-2^24-1", []byte{22, 3, 1, 0x40, 0x00, 1, 0xff, 0xff, 0xff}, helloNotTLS, ""},
 		{"handshake-len-0", chTestFrame(nil), helloNotTLS, ""},
 		{"body-too-short", chTestFrame(make([]byte, 33)), helloNotTLS, ""},
-		{"session-id-33", chTestFrame(chTestBody(make([]byte, 33), suite, null, nil)), helloNotTLS, ""},
+		{"session-id-len-past-end", chTestFrame(append(make([]byte, 34), 40, 1, 2)), helloNotTLS, ""},
 		{"suites-odd", chTestFrame(chTestBody(nil, []byte{0x13, 0x01, 0x13}, null, nil)), helloNotTLS, ""},
 		{"suites-empty", chTestFrame(chTestBody(nil, nil, null, nil)), helloNotTLS, ""},
 		{"compression-empty", chTestFrame(chTestBody(nil, suite, nil, nil)), helloNotTLS, ""},
@@ -453,9 +582,15 @@ func TestClientHelloHandMade(t *testing.T) {
 			chTestCheck(t, tt.data, tt.st, tt.want)
 			if tt.st == helloComplete {
 				chTestEveryPrefix(t, tt.data, tt.want)
-				chTestCheck(t, chTestReframe(t, tt.data, 7, 20), tt.st, tt.want)
+				if tt.data[0] == tlsRecordTypeHandshake && int(binary.BigEndian.Uint16(tt.data[3:]))+tlsRecordHeaderLen == len(tt.data) {
+					chTestCheck(t, chTestReframe(t, tt.data, 7, 20), tt.st, tt.want)
+				}
 			}
 		})
+	}
+	// A prefix that is only records a server skips is a valid start.
+	for _, data := range [][]byte{emptyHS, emptyCCS, alert(1, 112), append(bytes.Clone(emptyHS), alert(2, 90)...)} {
+		chTestCheck(t, data, helloIncomplete, "")
 	}
 }
 
@@ -474,25 +609,290 @@ func TestClientHelloInvalidRealName(t *testing.T) {
 	}
 }
 
-// chTestValidName is the fuzz oracle for a usable name, written apart from
-// validSNIHostName.
-var chTestValidName = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+// chTestName is a host_name from testdata/clienthello/names.txt.
+type chTestName struct {
+	raw       string
+	canonical string // "" if it names no host
+	line      int
+}
+
+// chTestNames reads testdata/clienthello/names.txt.
+func chTestNames(tb testing.TB) []chTestName {
+	tb.Helper()
+	const file = "testdata/clienthello/names.txt"
+	text, err := os.ReadFile(file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []chTestName
+	for i, line := range strings.Split(string(text), "\n") {
+		if line = strings.TrimSpace(line); line == "" || line[0] == '#' {
+			continue
+		}
+		q, err := strconv.QuotedPrefix(line)
+		if err != nil {
+			tb.Fatalf("%s:%d: %v", file, i+1, err)
+		}
+		raw, _ := strconv.Unquote(q)
+		canonical := strings.TrimSpace(line[len(q):])
+		switch {
+		case canonical == "-":
+			canonical = ""
+		case canonical == "":
+			tb.Fatalf("%s:%d: no canonical form (\"-\" for none)", file, i+1)
+		}
+		out = append(out, chTestName{raw, canonical, i + 1})
+	}
+	if len(out) < 10 {
+		tb.Fatalf("%s: only %d names", file, len(out))
+	}
+	return out
+}
+
+// TestCanonicalSNI checks canonicalSNI against names.txt, and that the
+// parser passes on exactly the raw names it accepts.
+func TestCanonicalSNI(t *testing.T) {
+	names := chTestNames(t)
+	names = append(names,
+		chTestName{raw: strings.Repeat("a", 255), canonical: strings.Repeat("a", 255)},
+		chTestName{raw: strings.Repeat("A", 255) + ".:443", canonical: strings.Repeat("a", 255)},
+		chTestName{raw: strings.Repeat("a", 256)},
+		chTestName{raw: strings.Repeat("ü", 128)},
+	)
+	for _, n := range names {
+		c, ok := canonicalSNI([]byte(n.raw))
+		if c != n.canonical || ok != (n.canonical != "") {
+			t.Errorf("line %d: canonicalSNI(%q) = %q, %v; want %q", n.line, n.raw, c, ok, n.canonical)
+		}
+		if usableSNI([]byte(n.raw)) != ok {
+			t.Errorf("line %d: usableSNI(%q) = %v; canonicalSNI says %v", n.line, n.raw, !ok, ok)
+		}
+		want := ""
+		if ok {
+			want = n.raw
+		}
+		if name, st := clientHelloServerName(chTestHelloWith(chTestSNI(n.raw))); st != helloComplete || string(name) != want {
+			t.Errorf("line %d: a hello naming %q: %q, %v; want %q", n.line, n.raw, name, st, want)
+		}
+	}
+}
+
+// TestClientHelloEnd checks where the records of a ClientHello end, which
+// is where a second ClientHello starts after a HelloRetryRequest.
+func TestClientHelloEnd(t *testing.T) {
+	hello := chTestHelloWith(chTestSNI("a.example"))
+	split := chTestReframe(t, hello, 10)
+	empty := chTestRecord(tlsRecordTypeHandshake, []byte{3, 3}, nil)
+	ccs := chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{1})
+	// The last record carries 3 bytes more than the hello.
+	extra := append(bytes.Clone(split), 1, 2, 3)
+	binary.BigEndian.PutUint16(extra[15+3:], uint16(len(split)-15-tlsRecordHeaderLen+3))
+	tests := []struct {
+		name string
+		data []byte
+		end  int
+		st   helloStatus
+	}{
+		{"one-record", hello, len(hello), helloComplete},
+		{"one-record-then-ccs", append(bytes.Clone(hello), ccs...), len(hello), helloComplete},
+		{"two-records", split, len(split), helloComplete},
+		{"empty-record-before", append(bytes.Clone(empty), hello...), len(empty) + len(hello), helloComplete},
+		// An empty record after the hello belongs to what follows.
+		{"empty-record-after", append(bytes.Clone(hello), empty...), len(hello), helloComplete},
+		{"record-longer-than-hello", extra, len(extra), helloComplete},
+		{"record-longer-than-hello-cut", extra[:len(extra)-1], 0, helloIncomplete},
+		{"prefix", hello[:len(hello)-1], 0, helloIncomplete},
+		{"http", []byte("GET / HTTP/1.1\r\n"), 0, helloNotTLS},
+		{"malformed", chTestFrame(make([]byte, 40)), 0, helloNotTLS},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if end, st := clientHelloEnd(tt.data); end != tt.end || st != tt.st {
+				t.Fatalf("clientHelloEnd = %d, %v; want %d, %v", end, st, tt.end, tt.st)
+			}
+		})
+	}
+}
+
+// chTestServerHello is a ServerHello handshake message (header included)
+// with the given random.
+func chTestServerHello(random []byte) []byte {
+	body := append([]byte{3, 3}, random...)
+	body = append(body, chTestVec8(make([]byte, 32))...)
+	body = append(body, 0x13, 0x01, 0)
+	body = append(body, chTestVec16(chTestExt(43, []byte{3, 4}))...)
+	return append([]byte{tlsTypeServerHello, 0, byte(len(body) >> 8), byte(len(body))}, body...)
+}
+
+// TestServerHelloStatus checks serverHelloStatus on hand-made server
+// answers; TestHelloRetryRequest checks it on real ones.
+func TestServerHelloStatus(t *testing.T) {
+	hrr := chTestServerHello(helloRetryRandom[:])
+	sh := chTestServerHello(bytes.Repeat([]byte{0x5a}, 32))
+	nearly := bytes.Clone(helloRetryRandom[:])
+	nearly[31] ^= 1
+	rec := func(typ byte, payload ...byte) []byte { return chTestRecord(typ, []byte{3, 3}, payload) }
+	hs := func(msg []byte) []byte { return rec(tlsRecordTypeHandshake, msg...) }
+	tests := []struct {
+		name  string
+		data  []byte
+		isHRR bool
+		st    helloStatus
+	}{
+		{"hrr", hs(hrr), true, helloComplete},
+		{"server-hello", hs(sh), false, helloComplete},
+		{"random-off-by-one-bit", hs(chTestServerHello(nearly)), false, helloComplete},
+		{"hrr-then-ccs", append(hs(hrr), rec(tlsRecordTypeCCS, 1)...), true, helloComplete},
+		{"hrr-in-three-records", chTestRecords(hrr, 20), true, helloComplete},
+		{"hrr-in-one-byte-records", chTestRecords(hrr, 1), true, helloComplete},
+		{"warning-before", append(rec(tlsRecordTypeAlert, 1, 112), hs(sh)...), false, helloComplete},
+		{"ccs-before", append(rec(tlsRecordTypeCCS, 1), hs(hrr)...), true, helloComplete},
+		{"empty-before", append(rec(tlsRecordTypeHandshake), hs(hrr)...), true, helloComplete},
+		// A TLS 1.2 server's first flight: more messages follow in the
+		// same record.
+		{"server-hello-and-more", hs(append(bytes.Clone(sh), 11, 0, 0, 3, 0, 0, 0)), false, helloComplete},
+		{"fatal-alert", rec(tlsRecordTypeAlert, 2, 40), false, helloNotTLS},
+		{"close-notify", rec(tlsRecordTypeAlert, 1, 0), false, helloNotTLS},
+		{"client-hello", chTestHelloWith(chTestSNI("a.example")), false, helloNotTLS},
+		{"http", []byte("HTTP/1.1 400 Bad Request\r\n\r\n"), false, helloNotTLS},
+		{"body-too-short", hs([]byte{tlsTypeServerHello, 0, 0, 33}), false, helloIncomplete},
+		{"body-33-bytes", hs(append([]byte{tlsTypeServerHello, 0, 0, 33}, make([]byte, 33)...)), false, helloNotTLS},
+		{"too-long", hs([]byte{tlsTypeServerHello, 1, 0, 1}), false, helloNotTLS},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			isHRR, st := serverHelloStatus(tt.data)
+			if isHRR != tt.isHRR || st != tt.st {
+				t.Fatalf("serverHelloStatus = %v, %v; want %v, %v", isHRR, st, tt.isHRR, tt.st)
+			}
+			chTestServerPrefixes(t, tt.data)
+		})
+	}
+}
+
+// chTestServerPrefixes checks that every prefix of data gives
+// serverHelloStatus's answer for data, or helloIncomplete.
+func chTestServerPrefixes(t *testing.T, data []byte) {
+	t.Helper()
+	isHRR, st := serverHelloStatus(data)
+	for k := range len(data) {
+		h, s := serverHelloStatus(data[:k:k])
+		if s != helloIncomplete && (s != st || h != isHRR) || s == helloIncomplete && h {
+			t.Fatalf("prefix of %d/%d bytes: %v, %v; whole: %v, %v", k, len(data), h, s, isHRR, st)
+		}
+	}
+}
+
+// TestSecondClientHello checks secondClientHelloServerName on hand-made
+// client bytes after a HelloRetryRequest; TestHelloRetryRequest checks it
+// on real ones.
+func TestSecondClientHello(t *testing.T) {
+	hello := chTestHelloWith(chTestSNI("b.example"))
+	split := chTestReframe(t, hello, 10)
+	ccs := chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{1})
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	tests := []struct {
+		name string
+		data []byte
+		st   helloStatus
+		want string
+	}{
+		{"no-ccs", hello, helloComplete, "b.example"},
+		{"ccs", cat(ccs, hello), helloComplete, "b.example"},
+		{"ccs-twice", cat(ccs, ccs, hello), helloComplete, "b.example"},
+		{"ccs-between-records", cat(split[:15], ccs, split[15:]), helloComplete, "b.example"},
+		{"ccs-record-version-0301", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 1}, []byte{1}), hello), helloComplete, "b.example"},
+		{"user-canceled", cat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{2, 90}), ccs, hello), helloComplete, "b.example"},
+		{"empty-ccs", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, nil), hello), helloComplete, "b.example"},
+		{"ccs-not-1", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{2}), hello), helloNotTLS, ""},
+		{"ccs-2-bytes", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{1, 1}), hello), helloNotTLS, ""},
+		{"application-data", cat(ccs, chTestRecord(23, []byte{3, 3}, []byte{1, 2, 3}), hello), helloNotTLS, ""},
+		{"fatal-alert", cat(ccs, chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{2, 40})), helloNotTLS, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name, st := secondClientHelloServerName(tt.data)
+			if st != tt.st || string(name) != tt.want {
+				t.Fatalf("secondClientHelloServerName = %q, %v; want %q, %v", name, st, tt.want, tt.st)
+			}
+			for k := range len(tt.data) {
+				if n, s := secondClientHelloServerName(tt.data[:k:k]); s != helloIncomplete && (s != st || !bytes.Equal(n, name)) {
+					t.Fatalf("prefix of %d/%d bytes: %q, %v", k, len(tt.data), n, s)
+				}
+			}
+		})
+	}
+	t.Run("first-hello-refuses-ccs", func(t *testing.T) {
+		chTestCheck(t, cat(ccs, hello), helloNotTLS, "")
+	})
+}
+
+// chTestCanonicalHost is the fuzz oracle for a canonical host, written apart
+// from canonicalSNIHost.
+var chTestCanonicalHost = regexp.MustCompile(`^[a-z0-9_-]+(\.[a-z0-9_-]+)*$`)
+
+// chTestLogSafe reports whether b is printable UTF-8 without spaces: safe
+// in a log line whatever its format.
+func chTestLogSafe(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if r == ' ' || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// chTestFuzzSeeds are inputs in every form the parsers accept.
+func chTestFuzzSeeds(tb testing.TB) [][]byte {
+	tb.Helper()
+	var seeds [][]byte
+	for _, tc := range chTestRealConfigs()[:5] {
+		hello := chTestCapture(tb, tc.cfg)
+		seeds = append(seeds, hello, chTestReframe(tb, hello, 3, 100))
+	}
+	good := chTestHelloWith(chTestSNI("a.example"))
+	for _, name := range []string{"a.example", "A.Example.", "a.example:443", "bücher.example", "a.example..", "a\x00b"} {
+		seeds = append(seeds, chTestHelloWith(chTestSNI(name)))
+	}
+	rec := func(typ byte, payload ...byte) []byte { return chTestRecord(typ, []byte{3, 3}, payload) }
+	seeds = append(seeds,
+		append(rec(tlsRecordTypeHandshake), good...),
+		append(rec(tlsRecordTypeCCS), good...),
+		append(rec(tlsRecordTypeCCS, 1), good...),
+		append(rec(tlsRecordTypeAlert, 1, 112), good...),
+		append(rec(tlsRecordTypeAlert, 2, 90), good...),
+		append([]byte{22, 0, 0}, good[3:]...),
+		chTestRecords(chTestPadded(tb, 20000), 5000),
+		rec(tlsRecordTypeHandshake, chTestServerHello(helloRetryRandom[:])...),
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		[]byte("SSH-2.0-OpenSSH_9.6\r\n"),
+	)
+	return seeds
+}
 
 func FuzzClientHelloServerName(f *testing.F) {
-	for _, tc := range chTestRealConfigs()[:5] {
-		hello := chTestCapture(f, tc.cfg)
-		f.Add(hello, uint16(len(hello)/2))
-		f.Add(chTestReframe(f, hello, 3, 100), uint16(9))
+	for i, seed := range chTestFuzzSeeds(f) {
+		f.Add(seed, uint16(len(seed)/2+i))
 	}
-	f.Add(chTestHelloWith(chTestSNI("a.example")), uint16(0))
-	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), uint16(3))
-	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"), uint16(3))
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
 		name, st := clientHelloServerName(data)
 		switch st {
 		case helloComplete:
-			if name != nil && (len(name) > maxSNIHostName || !chTestValidName.Match(name)) {
-				t.Fatalf("complete with unusable name %q", name)
+			if name == nil {
+				break
+			}
+			c, ok := canonicalSNI(name)
+			if !ok || !chTestCanonicalHost.MatchString(c) || len(c) > maxSNIHostName {
+				t.Fatalf("complete with name %q, whose canonical form is %q, %v", name, c, ok)
+			}
+			if again, err := rules.CanonicalHost(c); err != nil || again != c {
+				t.Fatalf("canonicalSNI(%q) = %q, which rules.CanonicalHost makes %q, %v", name, c, again, err)
+			}
+			if !chTestLogSafe(name) {
+				t.Fatalf("complete with name %q, not safe to log", name)
 			}
 		case helloIncomplete:
 			if name != nil {
@@ -517,12 +917,54 @@ func FuzzClientHelloServerName(f *testing.F) {
 				}
 			}
 		}
-		// A prefix is undecided or decided the same way.
+		// Fed in pieces, as the caller reads it, the stream is undecided
+		// until it is decided the same way as whole. (At most 8 pieces:
+		// each costs a parse, and executions per second matter more.)
 		if len(data) > 0 {
-			k := int(cut) % len(data)
-			name3, st3 := clientHelloServerName(data[:k:k])
-			if st3 != helloIncomplete && (st3 != st || !bytes.Equal(name3, name)) {
-				t.Fatalf("prefix of %d bytes: %q, %v; whole: %q, %v", k, name3, st3, name, st)
+			step := max(int(cut)%len(data)+1, len(data)/8)
+			for k := 0; k < len(data); k += step {
+				name3, st3 := clientHelloServerName(data[:k:k])
+				if st3 != helloIncomplete && (st3 != st || !bytes.Equal(name3, name)) {
+					t.Fatalf("prefix of %d bytes: %q, %v; whole: %q, %v", k, name3, st3, name, st)
+				}
+			}
+		}
+		// After a HelloRetryRequest the same bytes give the same name:
+		// that parser only skips more.
+		if st == helloComplete {
+			if name4, st4 := secondClientHelloServerName(data); st4 != st || !bytes.Equal(name4, name) {
+				t.Fatalf("secondClientHelloServerName: %q, %v; clientHelloServerName: %q, %v", name4, st4, name, st)
+			}
+			end, st5 := clientHelloEnd(data)
+			if st5 == helloComplete {
+				if name5, st6 := clientHelloServerName(data[:end:end]); end > len(data) || st6 != st || !bytes.Equal(name5, name) {
+					t.Fatalf("clientHelloEnd = %d; the first %d bytes give %q, %v", end, end, name5, st6)
+				}
+			}
+		}
+	})
+}
+
+func FuzzServerHelloStatus(f *testing.F) {
+	for _, seed := range chTestFuzzSeeds(f) {
+		f.Add(seed)
+	}
+	f.Add(chTestRecords(chTestServerHello(helloRetryRandom[:]), 7))
+	f.Add(append(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112}), chTestRecords(chTestServerHello(make([]byte, 32)), 50)...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		isHRR, st := serverHelloStatus(data)
+		if st != helloComplete && isHRR || st > helloNotTLS {
+			t.Fatalf("%v, %v", isHRR, st)
+		}
+		if st == helloIncomplete && len(data) >= maxClientHello {
+			t.Fatalf("incomplete after %d bytes", len(data))
+		}
+		for _, k := range []int{len(data) / 3, len(data) / 2, len(data) - 1} {
+			if k < 0 {
+				continue
+			}
+			if h, s := serverHelloStatus(data[:k:k]); s != helloIncomplete && (s != st || h != isHRR) {
+				t.Fatalf("prefix of %d bytes: %v, %v; whole: %v, %v", k, h, s, isHRR, st)
 			}
 		}
 	})
@@ -546,6 +988,22 @@ func TestClientHelloAllocs(t *testing.T) {
 			}
 		})
 	}
+	t.Run("odd-ascii-names", func(t *testing.T) {
+		for _, name := range []string{"A.Example.", "a.example:443", "a.example.:443"} {
+			hello := chTestHelloWith(chTestSNI(name))
+			if n := testing.AllocsPerRun(100, func() { clientHelloServerName(hello) }); n != 0 {
+				t.Errorf("%q: %v allocations; want 0", name, n)
+			}
+		}
+	})
+	t.Run("skipped-records-before", func(t *testing.T) {
+		hello := chTestCapture(t, &tls.Config{ServerName: chTestKaspersky})
+		data := append(chTestRecord(tlsRecordTypeHandshake, []byte{3, 3}, nil), chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112})...)
+		data = append(data, hello...)
+		if n := testing.AllocsPerRun(100, func() { clientHelloServerName(data) }); n != 0 {
+			t.Errorf("%v allocations per single-record hello after skipped records; want 0", n)
+		}
+	})
 	t.Run("three-records", func(t *testing.T) {
 		// The documented cost of a hello cut into records: one copy.
 		split := chTestReframe(t, chTestCapture(t, &tls.Config{ServerName: chTestKaspersky}), 100, 200)
