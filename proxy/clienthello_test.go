@@ -6,13 +6,21 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -613,7 +621,10 @@ func TestClientHelloInvalidRealName(t *testing.T) {
 type chTestName struct {
 	raw       string
 	canonical string // "" if it names no host
-	line      int
+	// goAccepts and opensslAccepts say whether Go's and OpenSSL's servers
+	// accept a ClientHello carrying the name.
+	goAccepts, opensslAccepts bool
+	line                      int
 }
 
 // chTestNames reads testdata/clienthello/names.txt.
@@ -634,14 +645,15 @@ func chTestNames(tb testing.TB) []chTestName {
 			tb.Fatalf("%s:%d: %v", file, i+1, err)
 		}
 		raw, _ := strconv.Unquote(q)
-		canonical := strings.TrimSpace(line[len(q):])
-		switch {
-		case canonical == "-":
-			canonical = ""
-		case canonical == "":
-			tb.Fatalf("%s:%d: no canonical form (\"-\" for none)", file, i+1)
+		f := strings.Fields(line[len(q):])
+		if len(f) != 3 || !slices.Contains([]string{"accept", "refuse"}, f[1]) || !slices.Contains([]string{"accept", "refuse"}, f[2]) {
+			tb.Fatalf("%s:%d: want a quoted name, a canonical host or \"-\", and \"accept\" or \"refuse\" for go and openssl", file, i+1)
 		}
-		out = append(out, chTestName{raw, canonical, i + 1})
+		n := chTestName{raw: raw, canonical: f[0], goAccepts: f[1] == "accept", opensslAccepts: f[2] == "accept", line: i + 1}
+		if n.canonical == "-" {
+			n.canonical = ""
+		}
+		out = append(out, n)
 	}
 	if len(out) < 10 {
 		tb.Fatalf("%s: only %d names", file, len(out))
@@ -843,6 +855,34 @@ func chTestLogSafe(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// chTestCertPEM makes a self-signed ECDSA certificate for chTestKaspersky
+// and returns it and its key in PEM.
+func chTestCertPEM(tb testing.TB) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: chTestKaspersky},
+		DNSNames:     []string{chTestKaspersky},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
 
 // chTestFuzzSeeds are inputs in every form the parsers accept.
