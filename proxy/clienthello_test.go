@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode"
@@ -885,6 +886,100 @@ func chTestCertPEM(tb testing.TB) (certPEM, keyPEM []byte) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
 
+// chTestRecorder is a client's connection that keeps what goes through it.
+type chTestRecorder struct {
+	net.Conn
+	mu             sync.Mutex
+	sent, received []byte
+}
+
+func (r *chTestRecorder) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	r.sent = append(r.sent, b...)
+	r.mu.Unlock()
+	return r.Conn.Write(b)
+}
+
+func (r *chTestRecorder) Read(b []byte) (int, error) {
+	n, err := r.Conn.Read(b)
+	r.mu.Lock()
+	r.received = append(r.received, b[:n]...)
+	r.mu.Unlock()
+	return n, err
+}
+
+// chTestHRRCapture runs a crypto/tls handshake with a HelloRetryRequest on
+// loopback (the server takes only P-256 key shares, the client offers
+// X25519 first) and returns what the client sent and received. (Not on a
+// net.Pipe: both ends write at once after the HelloRetryRequest, which an
+// unbuffered pipe deadlocks.)
+func chTestHRRCapture(tb testing.TB) (sent, received []byte) {
+	tb.Helper()
+	certPEM, keyPEM := chTestCertPEM(tb)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	errc := make(chan error, 1)
+	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer func() { _ = s.Close() }()
+		_ = s.SetDeadline(time.Now().Add(chTestWait))
+		errc <- tls.Server(s, &tls.Config{Certificates: []tls.Certificate{cert}, CurvePreferences: []tls.CurveID{tls.CurveP256}}).Handshake()
+	}()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), chTestWait)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rec := &chTestRecorder{Conn: c}
+	_ = c.SetDeadline(time.Now().Add(chTestWait))
+	err = tls.Client(rec, &tls.Config{ServerName: chTestKaspersky, InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}).Handshake()
+	_ = c.Close()
+	if serr := <-errc; err != nil || serr != nil {
+		tb.Fatalf("a handshake with a HelloRetryRequest: client: %v; server: %v", err, serr)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.sent, rec.received
+}
+
+// TestHelloRetryRequestGo checks the HelloRetryRequest helpers on a
+// recorded crypto/tls exchange; TestHelloRetryRequest covers OpenSSL too.
+func TestHelloRetryRequestGo(t *testing.T) {
+	sent, received := chTestHRRCapture(t)
+	if isHRR, st := serverHelloStatus(received); !isHRR || st != helloComplete {
+		t.Fatalf("serverHelloStatus = %v, %v; want true, complete", isHRR, st)
+	}
+	chTestServerPrefixes(t, received)
+	end, st := clientHelloEnd(sent)
+	if st != helloComplete {
+		t.Fatalf("clientHelloEnd: %v", st)
+	}
+	chTestCheck(t, sent, helloComplete, chTestKaspersky)
+	if rest := sent[end:]; rest[0] != tlsRecordTypeCCS {
+		t.Errorf("Go's client sent % x after its first ClientHello; want a ChangeCipherSpec first", rest[:min(len(rest), 8)])
+	}
+	name, st := secondClientHelloServerName(sent[end:])
+	if st != helloComplete || string(name) != chTestKaspersky {
+		t.Fatalf("secondClientHelloServerName = %q, %v", name, st)
+	}
+	// The server's answer to the second ClientHello, after its own
+	// ChangeCipherSpec, is a plain ServerHello.
+	_, hrrEnd, _ := handshakeMessage(received, tlsTypeServerHello, true)
+	if isHRR, st := serverHelloStatus(received[hrrEnd:]); isHRR || st != helloComplete {
+		t.Errorf("serverHelloStatus after the HelloRetryRequest = %v, %v; want false, complete", isHRR, st)
+	}
+}
+
 // chTestFuzzSeeds are inputs in every form the parsers accept.
 func chTestFuzzSeeds(tb testing.TB) [][]byte {
 	tb.Helper()
@@ -898,6 +993,13 @@ func chTestFuzzSeeds(tb testing.TB) [][]byte {
 		seeds = append(seeds, chTestHelloWith(chTestSNI(name)))
 	}
 	rec := func(typ byte, payload ...byte) []byte { return chTestRecord(typ, []byte{3, 3}, payload) }
+	// A real exchange with a HelloRetryRequest: the client's bytes from
+	// its second ClientHello on, and the server's answers.
+	sent, received := chTestHRRCapture(tb)
+	if end, st := clientHelloEnd(sent); st == helloComplete {
+		seeds = append(seeds, sent[end:])
+	}
+	seeds = append(seeds, received)
 	seeds = append(seeds,
 		append(rec(tlsRecordTypeHandshake), good...),
 		append(rec(tlsRecordTypeCCS), good...),
@@ -969,8 +1071,22 @@ func FuzzClientHelloServerName(f *testing.F) {
 				}
 			}
 		}
-		// After a HelloRetryRequest the same bytes give the same name:
-		// that parser only skips more.
+		// After a HelloRetryRequest the parser skips more, and holds to
+		// the same contract.
+		name2, st2 := secondClientHelloServerName(data)
+		if name2 != nil && (st2 != helloComplete || !usableSNI(name2) || !chTestLogSafe(name2)) {
+			t.Fatalf("secondClientHelloServerName: %q, %v", name2, st2)
+		}
+		if st2 == helloIncomplete && len(data) >= maxClientHello {
+			t.Fatalf("secondClientHelloServerName: incomplete after %d bytes", len(data))
+		}
+		if k := int(cut) % (len(data) + 1); k < len(data) {
+			if n, s := secondClientHelloServerName(data[:k:k]); s != helloIncomplete && (s != st2 || !bytes.Equal(n, name2)) {
+				t.Fatalf("secondClientHelloServerName: prefix of %d bytes: %q, %v; whole: %q, %v", k, n, s, name2, st2)
+			}
+		}
+		// The same bytes give the same name to both parsers when the
+		// first one completes.
 		if st == helloComplete {
 			if name4, st4 := secondClientHelloServerName(data); st4 != st || !bytes.Equal(name4, name) {
 				t.Fatalf("secondClientHelloServerName: %q, %v; clientHelloServerName: %q, %v", name4, st4, name, st)
