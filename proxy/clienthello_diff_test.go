@@ -1448,6 +1448,29 @@ func dtRecordTypes(b []byte) []string {
 	return types
 }
 
+// dtKeyShareGroups returns the groups of a ClientHello's key shares.
+func dtKeyShareGroups(t *testing.T, hello *dtHello) []uint16 {
+	t.Helper()
+	const keyShareExt = 51
+	var groups []uint16
+	for _, e := range hello.exts {
+		if e.typ != keyShareExt {
+			continue
+		}
+		if len(e.data) < 2 {
+			t.Fatalf("key_share extension % x", e.data)
+		}
+		for b := e.data[2:]; len(b) > 0; {
+			if len(b) < 4 || len(b) < 4+int(binary.BigEndian.Uint16(b[2:])) {
+				t.Fatalf("key_share extension % x", e.data)
+			}
+			groups = append(groups, binary.BigEndian.Uint16(b))
+			b = b[4+int(binary.BigEndian.Uint16(b[2:])):]
+		}
+	}
+	return groups
+}
+
 // dtHRRRandom is SHA-256("HelloRetryRequest") (RFC 8446 4.1.3), spelled
 // out apart from helloRetryRandom.
 var dtHRRRandom, _ = hex.DecodeString("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
@@ -1468,6 +1491,15 @@ func TestHelloRetryRequest(t *testing.T) {
 				r, o := h.relay(t, server, client, dtFrame{}, nil)
 				if !o.completed {
 					t.Fatalf("the handshake failed: %v", o.err)
+				}
+				// The client offers X25519 and P-256 but sends a key share
+				// for X25519 only, which the server cannot use.
+				msg, err := dtReadHello(bytes.NewReader(r.first))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if groups := dtKeyShareGroups(t, dtParseHello(t, msg)); !slices.Equal(groups, []uint16{uint16(tls.X25519)}) {
+					t.Errorf("the first ClientHello has key shares for %#04x; want X25519 only", groups)
 				}
 				randoms := dtServerHellos(r.toClient)
 				if len(randoms) == 0 || !bytes.Equal(randoms[0], dtHRRRandom) {
