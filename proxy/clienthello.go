@@ -128,12 +128,12 @@ var helloRetryRandom = [32]byte{
 // size once, on the call that finds it complete, and name is a slice of that
 // copy; incomplete prefixes never allocate. The result for a buffer that
 // holds a complete ClientHello does not depend on any bytes after it.
+//
+// A caller that reads a stream and calls again with each longer prefix
+// should use a helloScanner, which answers the same in linear time.
 func clientHelloServerName(data []byte) (name []byte, st helloStatus) {
-	body, _, st := handshakeMessage(data, tlsTypeClientHello, false)
-	if st != helloComplete {
-		return nil, st
-	}
-	return parseClientHello(body)
+	var s helloScanner
+	return s.clientHelloServerName(data)
 }
 
 // clientHelloEnd returns the length of the records that carry the
@@ -143,7 +143,8 @@ func clientHelloServerName(data []byte) (name []byte, st helloStatus) {
 // is helloIncomplete until the record that ends the ClientHello has arrived
 // whole.
 func clientHelloEnd(data []byte) (end int, st helloStatus) {
-	body, end, st := handshakeMessage(data, tlsTypeClientHello, false)
+	var s helloScanner
+	body, end, st := s.message(data, tlsTypeClientHello, false)
 	if st != helloComplete {
 		return 0, st
 	}
@@ -165,11 +166,8 @@ func clientHelloEnd(data []byte) (end int, st helloStatus) {
 // handshake records), and so are user_canceled alerts (both servers ignore
 // them in TLS 1.3); otherwise the answer is clientHelloServerName's.
 func secondClientHelloServerName(data []byte) (name []byte, st helloStatus) {
-	body, _, st := handshakeMessage(data, tlsTypeClientHello, true)
-	if st != helloComplete {
-		return nil, st
-	}
-	return parseClientHello(body)
+	var s helloScanner
+	return s.secondClientHelloServerName(data)
 }
 
 // serverHelloStatus parses the start of a server's byte stream, its answer
@@ -184,7 +182,57 @@ func secondClientHelloServerName(data []byte) (name []byte, st helloStatus) {
 // warning alerts (OpenSSL sends unrecognized_name before its ServerHello in
 // TLS 1.2) and ChangeCipherSpec records are skipped.
 func serverHelloStatus(data []byte) (isHRR bool, st helloStatus) {
-	body, _, st := handshakeMessage(data, tlsTypeServerHello, true)
+	var s helloScanner
+	return s.serverHelloStatus(data)
+}
+
+// helloScanner carries the parse of one stream from call to call. The
+// functions above walk every record of data on each call, and a caller
+// that calls again with each longer prefix of a stream makes that
+// quadratic: a hello cut into one-byte records and sent a byte at a time
+// costs some 5*10^8 record steps, seconds of CPU, before maxClientHello is
+// reached. A
+// helloScanner remembers the records it has walked, so that all the calls
+// together cost time linear in the stream's length.
+//
+// Its methods answer exactly as the functions of the same names do,
+// provided each call on a scanner passes a prefix of the same stream, at
+// least as long as the last one, and always to the same method. (A shorter
+// prefix starts the scanner over.) It keeps offsets, not slices, so the
+// caller may move the stream to a larger buffer between calls. The zero
+// value is ready to use.
+type helloScanner struct {
+	pos    int  // the first record not walked yet
+	have   int  // how many bytes of the message the records before pos hold
+	need   int  // the message's length with its header, once known; else 0
+	start  int  // where the message's first byte is
+	split  bool // the message spans records
+	hs     [tlsHandshakeHeaderLen]byte
+	walked int // records walked, counted for the tests
+}
+
+// clientHelloServerName is the function clientHelloServerName, resumed.
+func (s *helloScanner) clientHelloServerName(data []byte) (name []byte, st helloStatus) {
+	body, _, st := s.message(data, tlsTypeClientHello, false)
+	if st != helloComplete {
+		return nil, st
+	}
+	return parseClientHello(body)
+}
+
+// secondClientHelloServerName is the function secondClientHelloServerName,
+// resumed.
+func (s *helloScanner) secondClientHelloServerName(data []byte) (name []byte, st helloStatus) {
+	body, _, st := s.message(data, tlsTypeClientHello, true)
+	if st != helloComplete {
+		return nil, st
+	}
+	return parseClientHello(body)
+}
+
+// serverHelloStatus is the function serverHelloStatus, resumed.
+func (s *helloScanner) serverHelloStatus(data []byte) (isHRR bool, st helloStatus) {
+	body, _, st := s.message(data, tlsTypeServerHello, true)
 	if st != helloComplete {
 		return false, st
 	}
@@ -195,25 +243,33 @@ func serverHelloStatus(data []byte) (isHRR bool, st helloStatus) {
 	return bytes.Equal(body[version:version+len(helloRetryRandom)], helloRetryRandom[:]), helloComplete
 }
 
-// handshakeMessage walks the records at the start of data and returns the
-// body (without its 4-byte header) of the first handshake message, which
-// must be of type typ, once all of it is there: a slice of data when it lies
-// in one record, a copy otherwise. end is the offset just past the record
-// that holds its last byte; that record may not have arrived whole. With
-// skipCCS, non-empty ChangeCipherSpec records are skipped too.
+// message walks the records at the start of data, from the first one it
+// has not walked yet, and returns the body (without its 4-byte header) of
+// the first handshake message, which must be of type typ, once all of it is
+// there: a slice of data when it lies in one record, a copy otherwise. end
+// is the offset just past the record that holds its last byte; that record
+// may not have arrived whole. With skipCCS, non-empty ChangeCipherSpec
+// records are skipped too.
 //
 // Every check uses only bytes before the point it looks at, and the bytes
 // are looked at in stream order, so a prefix that is helloNotTLS stays so
-// whatever follows, and a helloComplete answer never changes.
-func handshakeMessage(data []byte, typ byte, skipCCS bool) (body []byte, end int, st helloStatus) {
+// whatever follows, and a helloComplete answer never changes. That is also
+// why resuming at the first record not walked gives the same answers.
+func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte, end int, st helloStatus) {
+	if len(data) < s.pos {
+		*s = helloScanner{walked: s.walked}
+	}
 	// The handshake header may itself be cut by a record boundary, so it
 	// is gathered byte by byte; need is the handshake message's length
 	// once the header is known.
-	var hs [tlsHandshakeHeaderLen]byte
-	have, need := 0, tlsHandshakeHeaderLen
-	start, single := 0, true // where the message starts; whether in one record
-	pos := 0                 // start of the current record in data
+	hs, have, need := s.hs, s.have, s.need
+	if need == 0 {
+		need = tlsHandshakeHeaderLen
+	}
+	start, single := s.start, !s.split // where the message starts; whether in one record
+	pos := s.pos                       // start of the current record in data
 	for {
+		s.walked++
 		// The message ends at least need-have bytes after this record's
 		// header; one that cannot end within maxClientHello is refused
 		// here, whether or not its bytes have arrived. Skipped records
@@ -254,6 +310,7 @@ func handshakeMessage(data []byte, typ byte, skipCCS bool) (body []byte, end int
 			// it elsewhere too errs on the lenient side); Go refuses
 			// both. Both refuse empty alerts.
 			pos = next
+			s.save(pos, have, need, start, single, hs)
 			continue
 		case rec[0] == tlsRecordTypeAlert:
 			// An alert is two bytes, level and description.
@@ -267,6 +324,7 @@ func handshakeMessage(data []byte, typ byte, skipCCS bool) (body []byte, end int
 				return nil, 0, helloNotTLS
 			}
 			pos = next
+			s.save(pos, have, need, start, single, hs)
 			continue
 		case rec[0] == tlsRecordTypeCCS:
 			// A ChangeCipherSpec is the one byte 1.
@@ -280,6 +338,7 @@ func handshakeMessage(data []byte, typ byte, skipCCS bool) (body []byte, end int
 				return nil, 0, helloNotTLS
 			}
 			pos = next
+			s.save(pos, have, need, start, single, hs)
 			continue
 		}
 		if have == 0 {
@@ -327,7 +386,14 @@ func handshakeMessage(data []byte, typ byte, skipCCS bool) (body []byte, end int
 			return nil, 0, helloMore(last)
 		}
 		pos = next
+		s.save(pos, have, need, start, single, hs)
 	}
+}
+
+// save records the walk's state at the start of the record at pos, all
+// records before it walked.
+func (s *helloScanner) save(pos, have, need, start int, single bool, hs [tlsHandshakeHeaderLen]byte) {
+	s.pos, s.have, s.need, s.start, s.split, s.hs = pos, have, need, start, !single, hs
 }
 
 // helloSkippableAlert reports whether a server ignores an alert of level
@@ -351,7 +417,7 @@ func helloMore(end int) helloStatus {
 
 // helloReassemble copies the body of a handshake message of need bytes
 // (header included) out of the records at the start of data, which
-// handshakeMessage has checked and found to hold all of it. Only non-empty
+// message has checked and found to hold all of it. Only non-empty
 // handshake records carry it: the others were skipped.
 func helloReassemble(data []byte, need int) []byte {
 	msg := make([]byte, 0, need)

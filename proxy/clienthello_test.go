@@ -840,6 +840,101 @@ func TestSecondClientHello(t *testing.T) {
 	})
 }
 
+// TestHelloScanner feeds streams to a helloScanner in ever longer prefixes,
+// as the tunnel code reads them: every answer must be the stateless
+// function's, and all the calls together must walk a number of records
+// linear in the stream's length.
+func TestHelloScanner(t *testing.T) {
+	hello := chTestCapture(t, &tls.Config{ServerName: chTestKaspersky})
+	oneByte := chTestOneByteRecords(t, hello)
+	skipped := append(bytes.Repeat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112}), 500), oneByte...)
+	sent, received := chTestHRRCapture(t)
+	end, _ := clientHelloEnd(sent)
+	type answer struct {
+		name  string
+		isHRR bool
+		st    helloStatus
+	}
+	methods := map[string]struct {
+		stateless func([]byte) answer
+		resumed   func(*helloScanner, []byte) answer
+	}{
+		"client": {
+			func(b []byte) answer { n, st := clientHelloServerName(b); return answer{string(n), false, st} },
+			func(s *helloScanner, b []byte) answer {
+				n, st := s.clientHelloServerName(b)
+				return answer{string(n), false, st}
+			},
+		},
+		"second": {
+			func(b []byte) answer { n, st := secondClientHelloServerName(b); return answer{string(n), false, st} },
+			func(s *helloScanner, b []byte) answer {
+				n, st := s.secondClientHelloServerName(b)
+				return answer{string(n), false, st}
+			},
+		},
+		"server": {
+			func(b []byte) answer { h, st := serverHelloStatus(b); return answer{"", h, st} },
+			func(s *helloScanner, b []byte) answer { h, st := s.serverHelloStatus(b); return answer{"", h, st} },
+		},
+	}
+	tests := []struct {
+		name, method string
+		data         []byte
+	}{
+		{"one-record", "client", hello},
+		{"one-byte-records", "client", oneByte},
+		{"skipped-records", "client", skipped},
+		{"too-many-records", "client", chTestRecords(chTestPadded(t, 14000), 1)},
+		{"not-tls-midway", "client", append(bytes.Clone(oneByte[:600]), "GET / HTTP/1.1\r\n\r\n"...)},
+		{"second-hello", "second", sent[end:]},
+		{"second-hello-one-byte-records", "second", append(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{1}), oneByte...)},
+		{"server-hello", "server", received},
+		{"server-hello-one-byte-records", "server", chTestRecords(chTestServerHello(helloRetryRandom[:]), 1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := methods[tt.method]
+			records := 0
+			for rest := tt.data; len(rest) >= tlsRecordHeaderLen; records++ {
+				rest = rest[min(len(rest), tlsRecordHeaderLen+int(binary.BigEndian.Uint16(rest[3:]))):]
+			}
+			for _, step := range []int{1, 7, 1000} {
+				var s helloScanner
+				calls := 0
+				for k := 0; ; k = min(k+step, len(tt.data)) {
+					calls++
+					got := m.resumed(&s, tt.data[:k:k])
+					// The stateless answer costs a walk of every record:
+					// compare a sample, and every decided answer.
+					if calls%101 == 0 || got.st != helloIncomplete || k == len(tt.data) {
+						if want := m.stateless(tt.data[:k:k]); got != want {
+							t.Fatalf("step %d, %d bytes: resumed %+v; stateless %+v", step, k, got, want)
+						}
+					}
+					if k == len(tt.data) || got.st != helloIncomplete {
+						break
+					}
+				}
+				if limit := 2 * (records + calls); s.walked > limit {
+					t.Errorf("step %d: %d calls walked %d records; want at most %d", step, calls, s.walked, limit)
+				}
+			}
+		})
+	}
+	t.Run("shorter-prefix-starts-over", func(t *testing.T) {
+		var s helloScanner
+		s.clientHelloServerName(oneByte[:len(oneByte)-1])
+		if name, st := s.clientHelloServerName(oneByte[:100]); st != helloIncomplete || name != nil {
+			t.Fatalf("after a shorter prefix: %q, %v", name, st)
+		}
+		chTestCheck(t, oneByte, helloComplete, chTestKaspersky)
+		if name, st := s.clientHelloServerName(oneByte); st != helloComplete || string(name) != chTestKaspersky {
+			t.Fatalf("%q, %v", name, st)
+		}
+	})
+}
+
 // chTestCanonicalHost is the fuzz oracle for a canonical host, written apart
 // from canonicalSNIHost.
 var chTestCanonicalHost = regexp.MustCompile(`^[a-z0-9_-]+(\.[a-z0-9_-]+)*$`)
@@ -974,7 +1069,7 @@ func TestHelloRetryRequestGo(t *testing.T) {
 	}
 	// The server's answer to the second ClientHello, after its own
 	// ChangeCipherSpec, is a plain ServerHello.
-	_, hrrEnd, _ := handshakeMessage(received, tlsTypeServerHello, true)
+	_, hrrEnd, _ := new(helloScanner).message(received, tlsTypeServerHello, true)
 	if isHRR, st := serverHelloStatus(received[hrrEnd:]); isHRR || st != helloComplete {
 		t.Errorf("serverHelloStatus after the HelloRetryRequest = %v, %v; want false, complete", isHRR, st)
 	}
@@ -1060,14 +1155,19 @@ func FuzzClientHelloServerName(f *testing.F) {
 			}
 		}
 		// Fed in pieces, as the caller reads it, the stream is undecided
-		// until it is decided the same way as whole. (At most 8 pieces:
+		// until it is decided the same way as whole, and a helloScanner
+		// answers each piece as the function does. (At most 8 pieces:
 		// each costs a parse, and executions per second matter more.)
 		if len(data) > 0 {
 			step := max(int(cut)%len(data)+1, len(data)/8)
-			for k := 0; k < len(data); k += step {
+			var s helloScanner
+			for k := 0; k <= len(data); k += step {
 				name3, st3 := clientHelloServerName(data[:k:k])
-				if st3 != helloIncomplete && (st3 != st || !bytes.Equal(name3, name)) {
+				if k < len(data) && st3 != helloIncomplete && (st3 != st || !bytes.Equal(name3, name)) {
 					t.Fatalf("prefix of %d bytes: %q, %v; whole: %q, %v", k, name3, st3, name, st)
+				}
+				if name4, st4 := s.clientHelloServerName(data[:k:k]); st4 != st3 || !bytes.Equal(name4, name3) {
+					t.Fatalf("prefix of %d bytes: helloScanner %q, %v; clientHelloServerName %q, %v", k, name4, st4, name3, st3)
 				}
 			}
 		}
@@ -1160,6 +1260,16 @@ func TestClientHelloAllocs(t *testing.T) {
 			t.Errorf("%v allocations per single-record hello after skipped records; want 0", n)
 		}
 	})
+	t.Run("scanner", func(t *testing.T) {
+		hello := chTestCapture(t, &tls.Config{ServerName: chTestKaspersky})
+		if n := testing.AllocsPerRun(100, func() {
+			var s helloScanner
+			s.clientHelloServerName(hello[:100])
+			s.clientHelloServerName(hello)
+		}); n != 0 {
+			t.Errorf("%v allocations per single-record hello read in two parts; want 0", n)
+		}
+	})
 	t.Run("three-records", func(t *testing.T) {
 		// The documented cost of a hello cut into records: one copy.
 		split := chTestReframe(t, chTestCapture(t, &tls.Config{ServerName: chTestKaspersky}), 100, 200)
@@ -1189,4 +1299,17 @@ func BenchmarkClientHelloServerName(b *testing.B) {
 			}
 		})
 	}
+	// A hello in one-byte records that arrives a byte at a time, read as
+	// the tunnel code should read it.
+	dripped := chTestOneByteRecords(b, goDefault)
+	b.Run("one-byte-records-dripped-scanner", func(b *testing.B) {
+		b.SetBytes(int64(len(dripped)))
+		b.ReportAllocs()
+		for b.Loop() {
+			var s helloScanner
+			for k := range len(dripped) + 1 {
+				s.clientHelloServerName(dripped[:k])
+			}
+		}
+	})
 }
