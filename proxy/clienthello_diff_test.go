@@ -1254,6 +1254,9 @@ func dtBodyCases(t *testing.T, h *dtHarness) []dtBody {
 			hello.setSNI(dtName)
 			hello.insertExt(0, dtExt{tlsExtServerName, chTestVec16(entry(0, "www.example.test"))})
 		})
+		// RFC 6066 allows 2^16-1 bytes; OpenSSL takes 255.
+		add("name-255-bytes", dtBoth, base, func(hello *dtHello) { hello.setSNI(strings.Repeat("a", 255)) })
+		add("name-256-bytes", dtGoOnly, base, func(hello *dtHello) { hello.setSNI(strings.Repeat("a", 256)) })
 		// TLS 1.3 forbids offering compression: the servers see the
 		// name but refuse the hello, so the parser is free. TLS 1.2
 		// servers pick null.
