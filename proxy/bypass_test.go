@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -301,4 +302,107 @@ func TestNoUpstreamBytesBeforeDecision(t *testing.T) {
 			e.waitRecord(t, map[string]any{"host": "www.example.test", "rule": tt.wantRule, "action": tt.wantAction, "sni_result": tt.wantSNIStat})
 		})
 	}
+}
+
+// helloRewriter is a client connection that rewrites one name into another
+// of the same length in everything written after the first write: the
+// second ClientHello of a TLS 1.3 handshake that got a HelloRetryRequest.
+// (The handshake then fails at its end, because the transcripts differ;
+// the proxy has decided long before.)
+type helloRewriter struct {
+	net.Conn
+	from, to []byte
+	writes   int
+}
+
+func (c *helloRewriter) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes > 1 {
+		p = bytes.ReplaceAll(p, c.from, c.to)
+	}
+	return c.Conn.Write(p)
+}
+
+// TestTunnelHelloRetryRequest: a TLS 1.3 handshake whose server asks for another
+// key share (a HelloRetryRequest) passes through the proxy intact, and the
+// second ClientHello it brings is decided too: one that names a blocked
+// host ends the tunnel.
+func TestTunnelHelloRetryRequest(t *testing.T) {
+	t.Parallel()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server accepts only P-256 and the client offers an X25519 key
+	// share first: the server must ask again.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
+		CurvePreferences: []tls.CurveID{tls.CurveP256}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	roots := x509.NewCertPool()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	roots.AddCert(leaf)
+	// www1.example.test and ksn.kaspersky.com have the same length.
+	e := newEnv(t, envConfig{resolve: []string{"www1.example.test:443:" + ln.Addr().String()}})
+	clientCfg := func() *tls.Config {
+		return &tls.Config{RootCAs: roots, ServerName: "www1.example.test", InsecureSkipVerify: true,
+			CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}, MinVersion: tls.VersionTLS13}
+	}
+
+	t.Run("handshake-passes", func(t *testing.T) {
+		c, resp := openTunnel(t, e, "www1.example.test:443")
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %d", resp.StatusCode)
+		}
+		tc := tls.Client(c, clientCfg())
+		_ = tc.SetDeadline(time.Now().Add(waitLimit))
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("a handshake with a HelloRetryRequest through the proxy: %v", err)
+		}
+		if got := tc.ConnectionState().CurveID; got != tls.CurveP256 {
+			t.Errorf("negotiated %v; want P-256 after the retry", got)
+		}
+		if _, err := io.WriteString(tc, "ping"); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(tc, b); err != nil || string(b) != "ping" {
+			t.Fatalf("echo over TLS: %q, %v", b, err)
+		}
+		tc.Close()
+		e.waitRecord(t, map[string]any{"host": "www1.example.test", "sni": "www1.example.test", "sni_retry": "www1.example.test", "action": "allow"})
+	})
+
+	t.Run("second-hello-blocked", func(t *testing.T) {
+		c, resp := openTunnel(t, e, "www1.example.test:443")
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %d", resp.StatusCode)
+		}
+		rc := &recordingConn{Conn: c, r: c}
+		rw := &helloRewriter{Conn: rc, from: []byte("www1.example.test"), to: []byte("ksn.kaspersky.com")}
+		tc := tls.Client(rw, clientCfg())
+		_ = tc.SetDeadline(time.Now().Add(waitLimit))
+		if err := tc.Handshake(); err == nil {
+			t.Fatalf("the handshake succeeded")
+		}
+		if got := rc.Bytes(); !bytes.HasSuffix(got, []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49}) {
+			t.Errorf("the client's last bytes %x; want an access_denied alert", got[max(0, len(got)-16):])
+		}
+		e.waitRecord(t, map[string]any{"host": "www1.example.test", "sni": "www1.example.test", "sni_retry": "ksn.kaspersky.com",
+			"action": "block", "rule": "updates-cutoff", "closed": "blocked"})
+	})
 }

@@ -529,9 +529,10 @@ func usableSNI(b []byte) bool {
 	if !ok {
 		return false
 	}
-	if ascii {
+	if ascii && !lastLabelNumeric(b) {
 		// sniHost has checked all that rules.CanonicalHost needs of an
-		// ASCII host, which it only lower-cases.
+		// ASCII host, which it only lower-cases; a name ending in a
+		// number is an IPv4 literal or refused, which it decides.
 		return true
 	}
 	_, ok = canonicalSNI(b)
@@ -557,6 +558,25 @@ func canonicalSNI(raw []byte) (host string, ok bool) {
 		return "", false
 	}
 	return c, true
+}
+
+// DNS name limits (RFC 1035), which rules.CanonicalHost enforces too.
+const (
+	maxDNSLabel = 63
+	maxDNSName  = 253
+)
+
+// lastLabelNumeric reports whether the host_name's last label (before any
+// ":port" or trailing dot) starts with a digit.
+func lastLabelNumeric(b []byte) bool {
+	if i := bytes.IndexByte(b, ':'); i >= 0 {
+		b = b[:i]
+	}
+	b = bytes.TrimSuffix(b, []byte("."))
+	if i := bytes.LastIndexByte(b, '.'); i >= 0 {
+		b = b[i+1:]
+	}
+	return len(b) > 0 && '0' <= b[0] && b[0] <= '9'
 }
 
 // sniHost strips a ":port" and then one trailing dot off a raw host_name
@@ -588,7 +608,7 @@ func sniHost(raw []byte) (host []byte, ascii, ok bool) {
 	for _, c := range raw {
 		switch {
 		case c == '.':
-			if label == 0 {
+			if label == 0 || label > maxDNSLabel {
 				return nil, false, false
 			}
 			label = 0
@@ -601,7 +621,7 @@ func sniHost(raw []byte) (host []byte, ascii, ok bool) {
 		}
 		label++
 	}
-	if label == 0 {
+	if label == 0 || label > maxDNSLabel || ascii && len(raw) > maxDNSName {
 		return nil, false, false
 	}
 	if !ascii {

@@ -520,8 +520,9 @@ func TestClientHelloHandMade(t *testing.T) {
 		{"name-dot-colon-port", chTestHelloWith(chTestSNI("a.example.:443")), helloComplete, "a.example.:443"},
 		{"name-utf8", chTestHelloWith(chTestSNI("bücher.example")), helloComplete, "bücher.example"},
 		{"name-punycode", chTestHelloWith(chTestSNI("xn--bcher-kva.example")), helloComplete, "xn--bcher-kva.example"},
-		{"name-255", chTestHelloWith(chTestSNI(strings.Repeat("a", 255))), helloComplete, strings.Repeat("a", 255)},
-		{"name-255-dot-port", chTestHelloWith(chTestSNI(strings.Repeat("a", 255) + ".:65535")), helloComplete, strings.Repeat("a", 255) + ".:65535"},
+		{"name-253", chTestHelloWith(chTestSNI(longSNIName)), helloComplete, longSNIName},
+		{"name-253-dot-port", chTestHelloWith(chTestSNI(longSNIName + ".:65535")), helloComplete, longSNIName + ".:65535"},
+		{"name-255-one-label", chTestHelloWith(chTestSNI(strings.Repeat("a", 255))), helloComplete, ""},
 
 		// Unusable names are no name.
 		{"name-empty", chTestHelloWith(chTestSNI("")), helloComplete, ""},
@@ -662,13 +663,22 @@ func chTestNames(tb testing.TB) []chTestName {
 	return out
 }
 
+// longSNIName is the longest DNS name: 253 bytes in labels of 63.
+var longSNIName = strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)
+
 // TestCanonicalSNI checks canonicalSNI against names.txt, and that the
 // parser passes on exactly the raw names it accepts.
 func TestCanonicalSNI(t *testing.T) {
 	names := chTestNames(t)
 	names = append(names,
-		chTestName{raw: strings.Repeat("a", 255), canonical: strings.Repeat("a", 255)},
-		chTestName{raw: strings.Repeat("A", 255) + ".:443", canonical: strings.Repeat("a", 255)},
+		// Servers pass on a 255-byte label; no DNS name has one
+		// (rules.CanonicalHost refuses it), so it is no usable name.
+		chTestName{raw: strings.Repeat("a", 255)},
+		chTestName{raw: strings.Repeat("A", 255) + ".:443"},
+		chTestName{raw: strings.Repeat("a", 63) + ".b", canonical: strings.Repeat("a", 63) + ".b"},
+		chTestName{raw: strings.Repeat("a", 64) + ".b"},
+		chTestName{raw: "example.123"},
+		chTestName{raw: "192.0.2.1:443", canonical: "192.0.2.1"},
 		chTestName{raw: strings.Repeat("a", 256)},
 		chTestName{raw: strings.Repeat("ü", 128)},
 	)

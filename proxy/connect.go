@@ -130,7 +130,8 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if _, err := io.WriteString(conn, reply); err != nil {
 		t.close()
 	}
-	t.run(st.counters, func() ([]byte, bool) { return s.checkHello(st, t, rec, early) })
+	t.run(st.counters, func() ([]byte, bool) { return s.checkHello(st, t, rec, early) },
+		func(sent, received func(int64)) bool { return s.checkRetry(st, t, rec, sent, received) })
 	if t.st != nil {
 		st = t.st // the policy the tunnel was settled under
 	}
@@ -169,6 +170,10 @@ type tunnel struct {
 	st *state
 	// lifetimeClosed: max_tunnel_lifetime closed it.
 	lifetimeClosed atomic.Bool
+	// hello is set by checkHello for a tunnel that opened with a whole
+	// ClientHello: the copy loop then follows the handshake through the
+	// server's answer (checkRetry).
+	hello *helloState
 	// idle closes the tunnel after no bytes in either direction for this
 	// long; lastActive (UnixNano) is when either direction last moved.
 	idle       time.Duration
@@ -242,29 +247,35 @@ func (t *tunnel) close() {
 // bytes (its ClientHello): not even a server that speaks first gets a byte
 // to the client before a decision that could be block. Then the client's
 // bytes go upstream, starting with what first returned.
-func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool)) {
+//
+// For a tunnel that opened with a TLS ClientHello, retry then follows the
+// handshake through the server's first answer before the splice starts
+// (a HelloRetryRequest brings a second ClientHello to decide).
+func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool), retry func(sent, received func(int64)) bool) {
 	t.lastActive.Store(time.Now().UnixNano())
 	b, ok := first()
 	if !ok {
 		t.close()
 		return
 	}
+	sent := func(n int64) { t.sent.Add(n); pc.Sent(int(t.class.Load()), n) }
+	received := func(n int64) { t.received.Add(n); pc.Received(int(t.class.Load()), n) }
+	n, err := t.upstream.Write(b)
+	sent(int64(n))
+	if err != nil || t.hello != nil && !retry(sent, received) {
+		t.close()
+		return
+	}
+	t.lastActive.Store(time.Now().UnixNano())
 	if t.idle > 0 {
 		t.kernelSawBytes() // the baseline for the first idle check
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t.pipe(t.client, t.upstream, func(n int64) { t.received.Add(n); pc.Received(int(t.class.Load()), n) })
+		t.pipe(t.client, t.upstream, received)
 	}()
-	sent := func(n int64) { t.sent.Add(n); pc.Sent(int(t.class.Load()), n) }
-	if n, err := t.upstream.Write(b); err != nil {
-		t.close()
-	} else {
-		sent(int64(n))
-		t.lastActive.Store(time.Now().UnixNano())
-		t.pipe(t.upstream, t.client, sent)
-	}
+	t.pipe(t.upstream, t.client, sent)
 	<-done
 	t.close()
 }

@@ -34,7 +34,8 @@ type record struct {
 	rejected    string // access-rule refusal reason, "" if none
 	closed      string // why feedgate closed a tunnel ("idle"), "" if a peer did
 	counted     bool   // the decision is in feedgate_requests_total
-	sni         string // a tunnel's ClientHello server name
+	sni         string // a tunnel's ClientHello server name, as sent
+	sni2        string // the server name of its second ClientHello (after a HelloRetryRequest)
 	sniResult   string // a tunnel's SNI check result, "" if not checked
 	cutRule     string // the rule that cut a tunnel at a policy change
 	// clientErr: reading the client's request body failed. The body is
@@ -107,6 +108,9 @@ func (s *Server) finish(st *state, rec *record, start time.Time) {
 	)
 	if rec.sniResult != "" {
 		attrs = append(attrs, slog.String("sni", rec.sni), slog.String("sni_result", rec.sniResult))
+	}
+	if rec.sni2 != "" {
+		attrs = append(attrs, slog.String("sni_retry", rec.sni2))
 	}
 	if rec.closed != "" {
 		attrs = append(attrs, slog.String("closed", rec.closed))

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -31,6 +33,9 @@ type tunnelInputs struct {
 	req   rules.Request // the CONNECT target, its client and port
 	sni   string        // the ClientHello's server name, "" if none
 	noSNI bool          // not TLS, no server name, or no ClientHello in time
+	// sni2 is the server name of a second ClientHello, after a
+	// HelloRetryRequest ("" if none): both names are decided, always.
+	sni2 string
 }
 
 // decideTunnel decides a tunnel at an instant: the CONNECT host and the
@@ -40,8 +45,11 @@ func decideTunnel(p *rules.Policy, in tunnelInputs, at time.Time) rules.Decision
 	req := in.req
 	req.Time = at
 	d := p.Decide(req)
-	if in.sni != "" {
-		req.Host = in.sni
+	for _, name := range [...]string{in.sni, in.sni2} {
+		if name == "" {
+			continue
+		}
+		req.Host = name
 		// On a tie the vendor's answer is kept: a Kaspersky name behind an
 		// innocuous CONNECT host is Kaspersky traffic in the log and the
 		// counters, whatever the action.
@@ -67,57 +75,59 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 	p := st.policy
 	buf := make([]byte, len(early), max(len(early), 4096))
 	copy(buf, early)
-	_ = t.client.SetReadDeadline(time.Now().Add(p.TLS.SNITimeout))
+	var sc helloScanner
 	var name []byte
+	buf, hs, err := readHello(t.client, buf, p.TLS.SNITimeout, func(b []byte) helloStatus {
+		var st helloStatus
+		name, st = sc.clientHelloServerName(b)
+		return st
+	})
 	result := ""
-	for result == "" {
-		n, hs := clientHelloServerName(buf)
-		switch {
-		case hs == helloComplete && n == nil:
-			result = metrics.SNINone
-		case hs == helloComplete:
-			name = n
-			result = metrics.SNIMatch
-		case hs == helloNotTLS || len(buf) >= maxClientHello:
-			result = metrics.SNINotTLS
-		}
-		if result != "" {
-			break
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, make([]byte, min(cap(buf), maxClientHello-len(buf)))...)[:len(buf)]
-		}
-		m, err := t.client.Read(buf[len(buf):min(cap(buf), maxClientHello)])
-		buf = buf[:len(buf)+m]
-		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			result = metrics.SNITimeout
-		case errors.Is(err, io.EOF) && len(buf) > 0:
-			result = metrics.SNINotTLS
-		case errors.Is(err, io.EOF):
-			// The client half-closed before saying anything: there is
-			// no name to check, so the tunnel is a tunnel without one;
-			// if that is allowed the copy loop passes the half-close on.
-			_ = t.client.SetReadDeadline(time.Time{})
-			s.m.SNICheck(metrics.SNINone)
-			rec.sniResult = metrics.SNINone
-			return nil, s.settleTunnel(t, rec, tunnelInputs{req: t.in.req, noSNI: true})
-		default:
-			return nil, false // the connection failed or was closed
-		}
+	switch {
+	case hs == helloComplete && name == nil:
+		result = metrics.SNINone
+	case hs == helloComplete:
+		result = metrics.SNIMatch
+	case hs == helloNotTLS:
+		result = metrics.SNINotTLS
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		result = metrics.SNITimeout
+	case errors.Is(err, io.EOF) && len(buf) > 0:
+		result = metrics.SNINotTLS
+	case errors.Is(err, io.EOF):
+		// The client half-closed before saying anything: there is no
+		// name to check, so the tunnel is a tunnel without one; if that
+		// is allowed the copy loop passes the half-close on.
+		s.m.SNICheck(metrics.SNINone)
+		rec.sniResult = metrics.SNINone
+		return nil, s.settleTunnel(t, rec, tunnelInputs{req: t.in.req, noSNI: true}, true)
+	default:
+		return nil, false // the connection failed or was closed
 	}
-	_ = t.client.SetReadDeadline(time.Time{})
 	in := tunnelInputs{req: t.in.req, noSNI: result != metrics.SNIMatch}
 	if name != nil {
-		in.sni = string(name)
-		if a, err := rules.CanonicalHost(in.sni); err != nil || !sameHost(a, t.in.req.Host) {
+		// The record keeps the name as sent; the decision uses the host
+		// it names, as the servers read it (one trailing dot and a
+		// ":port" stripped, case folded, IDNA).
+		rec.sni = string(name)
+		canon, _ := canonicalSNI(name) // the parser only returns usable names
+		in.sni = canon
+		if !sameHost(canon, t.in.req.Host) {
 			result = metrics.SNIMismatch
 		}
 	}
+	if hs == helloComplete {
+		// After a HelloRetryRequest the client sends a second
+		// ClientHello; t.hello tells the copy loop where it starts.
+		if end, st := clientHelloEnd(buf); st == helloComplete {
+			t.hello = &helloState{after: bytes.Clone(buf[end:])}
+		}
+	}
 	s.m.SNICheck(result)
-	rec.sni, rec.sniResult = in.sni, result
-	if !s.settleTunnel(t, rec, in) {
+	rec.sniResult = result
+	// A TLS tunnel is counted after checkRetry, which may make its
+	// decision stricter; a refused one at once.
+	if !s.settleTunnel(t, rec, in, t.hello == nil) {
 		if result == metrics.SNIMatch || result == metrics.SNIMismatch || result == metrics.SNINone {
 			_ = t.client.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = t.client.Write(tlsAccessDenied[:])
@@ -126,6 +136,119 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		return nil, false
 	}
 	return buf, true
+}
+
+// readHello reads c into buf, with a deadline timeout away, until parse
+// finds the bytes complete or not TLS, or maxClientHello bytes are there
+// (then not TLS). err is the read error that ended it early.
+func readHello(c net.Conn, buf []byte, timeout time.Duration, parse func([]byte) helloStatus) ([]byte, helloStatus, error) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	for {
+		if len(buf) > 0 {
+			switch st := parse(buf); {
+			case st != helloIncomplete:
+				return buf, st, nil
+			case len(buf) >= maxClientHello:
+				return buf, helloNotTLS, nil
+			}
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, min(max(cap(buf), 4096), maxClientHello-len(buf)))...)[:len(buf)]
+		}
+		m, err := c.Read(buf[len(buf):min(cap(buf), maxClientHello)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if m > 0 {
+				if st := parse(buf); st != helloIncomplete {
+					return buf, st, nil
+				}
+			}
+			return buf, helloIncomplete, err
+		}
+	}
+}
+
+// helloState is what the copy loop needs to follow a TLS handshake past a
+// HelloRetryRequest: the client's bytes after its first ClientHello (already
+// sent upstream).
+type helloState struct {
+	after []byte
+}
+
+// serverHelloTimeout bounds the wait for the server's answer to a
+// ClientHello, which decides whether a second ClientHello follows.
+const serverHelloTimeout = 10 * time.Second
+
+// checkRetry follows a TLS tunnel through the server's first answer. If it
+// is a HelloRetryRequest, the client's second ClientHello, which may name
+// another server, is read and the tunnel decided again with it. It relays
+// the bytes it reads (counting them) and reports whether the tunnel may go
+// on.
+func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received func(int64)) bool {
+	// The tunnel is counted once, with its final decision, however this
+	// ends (checkHello left it uncounted).
+	defer func() { s.count(t.st, rec) }()
+	var sc helloScanner
+	var hrr bool
+	up, hs, err := readHello(t.upstream, make([]byte, 0, 4096), serverHelloTimeout, func(b []byte) helloStatus {
+		var st helloStatus
+		hrr, st = sc.serverHelloStatus(b)
+		return st
+	})
+	if len(up) > 0 {
+		n, werr := t.client.Write(up)
+		received(int64(n))
+		if werr != nil {
+			return false
+		}
+	}
+	if hs != helloComplete || !hrr {
+		// Not a retry (or the server said nothing in time, or closed):
+		// the copy loop takes over, passing on what comes.
+		return err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	var sc2 helloScanner
+	var name []byte
+	already := len(t.hello.after)
+	cbuf := append(make([]byte, 0, max(already, 4096)), t.hello.after...)
+	cbuf, hs, err = readHello(t.client, cbuf, st.policy.TLS.SNITimeout, func(b []byte) helloStatus {
+		var st helloStatus
+		name, st = sc2.secondClientHelloServerName(b)
+		return st
+	})
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
+		return false
+	}
+	t.mu.Lock()
+	in := t.in
+	t.mu.Unlock()
+	// Both ClientHellos are decided from now on; a second one without a
+	// usable name makes the tunnel one without a name.
+	if hs != helloComplete || name == nil {
+		in.noSNI = true
+	} else {
+		canon, _ := canonicalSNI(name)
+		in.sni2 = canon
+		rec.sni2 = string(name)
+		if !sameHost(canon, in.req.Host) {
+			rec.sniResult = metrics.SNIMismatch
+		}
+	}
+	if !s.settleTunnel(t, rec, in, false) {
+		_ = t.client.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = t.client.Write(tlsAccessDenied[:])
+		rec.closed = closedBlocked
+		return false
+	}
+	if b := cbuf[already:]; len(b) > 0 {
+		n, werr := t.upstream.Write(b)
+		sent(int64(n))
+		if werr != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // closedBlocked is the record's "closed" value for a tunnel refused after it
@@ -141,7 +264,7 @@ const closedBlocked = "blocked"
 // skips it if it is not settled yet; so the decision is made again until no
 // swap or recheck started in between. Either the recheck saw the tunnel
 // settled and decided it itself, or the loop sees the new generation.
-func (s *Server) settleTunnel(t *tunnel, rec *record, in tunnelInputs) bool {
+func (s *Server) settleTunnel(t *tunnel, rec *record, in tunnelInputs, count bool) bool {
 	var st *state
 	var d rules.Decision
 	for {
@@ -161,7 +284,9 @@ func (s *Server) settleTunnel(t *tunnel, rec *record, in tunnelInputs) bool {
 	}
 	t.class.Store(int32(d.Class))
 	rec.decision = d
-	s.count(st, rec)
+	if count || d.Action == rules.Block {
+		s.count(st, rec)
+	}
 	return d.Action != rules.Block
 }
 
