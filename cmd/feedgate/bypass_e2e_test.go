@@ -2,10 +2,13 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -210,4 +213,95 @@ func TestSquidLineHostileTargetsLive(t *testing.T) {
 			t.Errorf("line %q has %d fields or is not Squid's native format", l, n)
 		}
 	}
+}
+
+// TestSNISpellingsLive: after the updates cut-off, a CONNECT to an
+// innocuous host whose ClientHello names an update host in a spelling that
+// servers accept (upper case, one trailing dot, ":port") or that is framed
+// as servers still read it (record version 0x0300, the hello split over
+// records) is blocked by that name, whichever TLS client sends it:
+// OpenSSL's s_client or Go's crypto/tls through a framing relay.
+func TestSNISpellingsLive(t *testing.T) {
+	f := newFixture(t)
+	inst := f.start(t, afterUpdates, "-resolve", "innocuous.test:443:127.0.0.1:"+f.tls.port())
+	hits := f.tls.hits.Load()
+	names := []string{"DNL-01.GEO.KASPERSKY.COM", "dnl-01.geo.kaspersky.com.", "dnl-01.geo.kaspersky.com:443"}
+	for _, name := range names {
+		cmd := exec.Command("openssl", "s_client", "-proxy", inst.Proxy, "-connect", "innocuous.test:443",
+			"-servername", name, "-verify_quiet", "-brief")
+		cmd.Stdin = strings.NewReader("GET / HTTP/1.1\r\nHost: innocuous.test\r\n\r\n")
+		out, err := cmd.CombinedOutput()
+		if err == nil && strings.Contains(string(out), originPayload) {
+			t.Errorf("openssl -servername %q reached the origin after the cut-off:\n%s", name, out)
+		}
+	}
+	for _, frame := range []string{"version-0300", "split"} {
+		c, err := net.Dial("tcp", inst.Proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprint(c, "CONNECT innocuous.test:443 HTTP/1.1\r\nHost: innocuous.test:443\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %v, %v", resp, err)
+		}
+		tc := tls.Client(&reframer{Conn: c, r: br, mode: frame}, &tls.Config{ServerName: "dnl-01.geo.kaspersky.com", RootCAs: f.pool})
+		if err := tc.Handshake(); err == nil {
+			t.Errorf("%s: the handshake through the proxy succeeded after the cut-off", frame)
+		}
+		c.Close()
+	}
+	recs := inst.waitRecords(len(names) + 2)
+	seen := 0
+	for _, r := range recs {
+		if r["host"] != "innocuous.test" {
+			continue
+		}
+		seen++
+		if r["action"] != "block" || r["rule"] != "updates-cutoff" || r["closed"] != "blocked" {
+			t.Errorf("record %v; want block by updates-cutoff, closed blocked", r)
+		}
+	}
+	if seen != len(names)+2 {
+		t.Errorf("%d records for innocuous.test; want %d", seen, len(names)+2)
+	}
+	if got := f.tls.hits.Load(); got != hits {
+		t.Errorf("the origin served %d requests", got-hits)
+	}
+}
+
+// reframer rewrites the first record a TLS client writes (its
+// ClientHello): with record version 0x0300, or cut into two records.
+type reframer struct {
+	net.Conn
+	r    io.Reader
+	mode string
+	done bool
+}
+
+func (c *reframer) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *reframer) Write(p []byte) (int, error) {
+	if c.done || len(p) < 10 || p[0] != 22 {
+		return c.Conn.Write(p)
+	}
+	c.done = true
+	body := p[5:]
+	var out []byte
+	switch c.mode {
+	case "version-0300":
+		out = append([]byte{22, 3, 0, byte(len(body) >> 8), byte(len(body))}, body...)
+	case "split":
+		h := len(body) / 2
+		out = append(out, 22, 3, 1, byte(h>>8), byte(h))
+		out = append(out, body[:h]...)
+		out = append(out, 22, 3, 1, byte((len(body)-h)>>8), byte(len(body)-h))
+		out = append(out, body[h:]...)
+	}
+	if _, err := c.Conn.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
