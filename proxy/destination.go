@@ -10,11 +10,13 @@ package proxy
 //     services, 169.254.169.254 among them), unspecified and 0.0.0.0/8,
 //     multicast, the limited broadcast, the cloud metadata and platform
 //     services that live outside link-local, the local-use NAT64 prefix,
-//     and feedgate's own listeners. Nothing legitimate behind a forward
+//     the deprecated site-local fec0::/10 (RFC 3879: nothing on the
+//     Internet is there, and a network that kept it uses it for its own
+//     hosts), and feedgate's own listeners. Nothing legitimate behind a forward
 //     proxy lives there, and reaching them is what an attacker who can
 //     name a URL wants. A future allow-list must never lift these.
 //   - only with deny_private: private and other internal space (RFC 1918,
-//     100.64.0.0/10, fc00::/7, the deprecated site-local fec0::/10) and
+//     100.64.0.0/10, fc00::/7) and
 //     space that is not globally routable (documentation, benchmarking,
 //     240.0.0.0/4, IPv6 outside 2000::/3). The Internet never routes these
 //     to anyone, so a network that uses them uses them internally, like
@@ -104,7 +106,8 @@ var (
 		netip.MustParsePrefix("3fff::/20"),     // documentation (RFC 9637)
 	}
 	// siteLocal is deprecated (RFC 3879) but still routed inside the
-	// networks that kept it: private space, as fc00::/7 replaced it.
+	// networks that kept it; unlike fc00::/7 nothing legitimate behind a
+	// forward proxy is addressed there, so it is always refused.
 	siteLocal = netip.MustParsePrefix("fec0::/10")
 
 	// Forms that carry an IPv4 address. ::ffff:0:0/96 (IPv4-mapped)
@@ -193,7 +196,7 @@ func classify(ip netip.Addr) verdict {
 	case ip.IsPrivate():
 		return verdict{reason: reasonPrivate, private: true}
 	case siteLocal.Contains(ip):
-		return verdict{reason: reasonSiteLocal, private: true}
+		return verdict{reason: reasonSiteLocal}
 	case !globalUnicast6.Contains(ip), inAny(reserved6, ip):
 		return verdict{reason: reasonReserved, private: true}
 	}

@@ -18,8 +18,8 @@ type Access struct {
 	// file; feedgate refuses to listen beyond loopback without it.
 	ClientsConfigured bool
 	// DenyPrivate also refuses destinations in private ranges (RFC 1918,
-	// RFC 6598 shared space, IPv6 ULA), site-local fec0::/10 and space that
-	// is not globally routable (the proxy's destination table). Off by
+	// RFC 6598 shared space, IPv6 ULA) and space that is not globally
+	// routable (the proxy's destination table). Off by
 	// default: an internal egress gateway often proxies to internal
 	// mirrors.
 	DenyPrivate bool
