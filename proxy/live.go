@@ -62,6 +62,18 @@ func (ls *liveSet) remove(c cuttable) {
 	ls.wg.Done()
 }
 
+// hasExchange reports whether an exchange is open.
+func (ls *liveSet) hasExchange() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for c := range ls.open {
+		if _, ok := c.(*exchange); ok {
+			return true
+		}
+	}
+	return false
+}
+
 // list returns the open connections.
 func (ls *liveSet) list() []cuttable {
 	ls.mu.Lock()
@@ -105,16 +117,15 @@ type exchange struct {
 	client net.Conn // the client connection; nil if unknown (then only cancel)
 	cancel context.CancelFunc
 
-	// last is when a byte last moved either way (UnixNano); the watchdog
-	// closes the exchange after the idle timeout without one.
-	last  atomic.Int64
-	idle  time.Duration
-	timer *time.Timer
+	// last is when a byte last moved either way (UnixNano); the idle
+	// sweep closes the exchange after the idle timeout without one.
+	last atomic.Int64
+	idle time.Duration
 	// life closes an upgraded connection at max_tunnel_lifetime.
 	life *time.Timer
 
 	// done is set when the exchange is over (stop).
-	done *atomic.Bool
+	done atomic.Bool
 
 	mu       sync.Mutex
 	upgraded bool
@@ -125,24 +136,19 @@ type exchange struct {
 }
 
 func newExchange(req rules.Request, client net.Conn, cancel context.CancelFunc, idle time.Duration) *exchange {
-	e := &exchange{req: req, client: client, cancel: cancel, idle: idle, done: new(atomic.Bool)}
+	e := &exchange{req: req, client: client, cancel: cancel, idle: idle}
 	e.touch()
-	if idle > 0 {
-		e.timer = time.AfterFunc(idle, e.checkIdle)
-	}
 	return e
 }
 
 // touch notes that bytes moved. It is on the body path: an atomic store.
 func (e *exchange) touch() { e.last.Store(time.Now().UnixNano()) }
 
-func (e *exchange) checkIdle() {
-	quiet := time.Since(time.Unix(0, e.last.Load()))
-	if quiet < e.idle {
-		e.timer.Reset(e.idle - quiet)
-		return
+// checkIdle closes the exchange if no byte moved for its idle timeout.
+func (e *exchange) checkIdle(now time.Time) {
+	if e.idle > 0 && !e.done.Load() && now.Sub(time.Unix(0, e.last.Load())) >= e.idle {
+		e.abort(metrics.TunnelIdle, nil)
 	}
-	e.abort(metrics.TunnelIdle, nil)
 }
 
 // upgrade notes that the exchange became a long-lived connection: a
@@ -164,9 +170,6 @@ func (e *exchange) upgrade(upstream io.Closer, lifetime time.Duration) {
 // stop disarms the timers once the exchange is over.
 func (e *exchange) stop() {
 	e.done.Store(true)
-	if e.timer != nil {
-		e.timer.Stop()
-	}
 	e.mu.Lock()
 	if e.life != nil {
 		e.life.Stop()
@@ -208,7 +211,7 @@ func (e *exchange) abort(reason string, d *rules.Decision) {
 		e.reason, e.cutDec = reason, d
 	}
 	reason = e.reason
-	up, upgraded, done := e.upstream, e.upgraded, e.done
+	up, upgraded := e.upstream, e.upgraded
 	e.mu.Unlock()
 	if e.cancel != nil {
 		e.cancel()
@@ -218,7 +221,7 @@ func (e *exchange) abort(reason string, d *rules.Decision) {
 		// with what the client already has. A client that stalls its
 		// own request body is not woken by that: close it after a grace.
 		time.AfterFunc(abortGrace, func() {
-			if !done.Load() {
+			if !e.done.Load() {
 				_ = e.client.Close()
 			}
 		})
@@ -253,6 +256,65 @@ func (e *exchange) tunnelLike() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.upgraded
+}
+
+// idleSweep is how often open exchanges are checked for idleness: one
+// timer for all of them, armed while any is open, rather than one per
+// request. An idle exchange is closed between tunnel_idle_timeout and that
+// plus idleSweep after its last byte.
+const idleSweep = 500 * time.Millisecond
+
+// idleSweeper runs the idle sweep over the live set.
+type idleSweeper struct {
+	armed atomic.Bool
+	mu    sync.Mutex
+	t     *time.Timer
+	done  bool
+}
+
+// watch makes sure a sweep is coming; it is called for every new exchange,
+// so its common case is one atomic load.
+func (sw *idleSweeper) watch(ls *liveSet) {
+	if sw.armed.Load() || !sw.armed.CompareAndSwap(false, true) {
+		return
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.done {
+		return
+	}
+	if sw.t == nil {
+		sw.t = time.AfterFunc(idleSweep, func() { sw.sweep(ls) })
+	} else {
+		sw.t.Reset(idleSweep)
+	}
+}
+
+func (sw *idleSweeper) sweep(ls *liveSet) {
+	now := time.Now()
+	open := false
+	for _, c := range ls.list() {
+		if e, ok := c.(*exchange); ok {
+			open = true
+			e.checkIdle(now)
+		}
+	}
+	sw.armed.Store(false)
+	// An exchange added after the list was taken saw the sweep armed and
+	// did not arm it; look again now that it is not.
+	if open || ls.hasExchange() {
+		sw.watch(ls)
+	}
+}
+
+// stop disarms the sweep for good (shutdown).
+func (sw *idleSweeper) stop() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.done = true
+	if sw.t != nil {
+		sw.t.Stop()
+	}
 }
 
 // activeConn is a hijacked client connection (a websocket) whose reads and

@@ -132,6 +132,8 @@ type Server struct {
 	// to close; perClient counts both per client address.
 	conns, tunnelSlots atomic.Int64
 	perClient          clientConns
+	// idle sweeps open exchanges for tunnel_idle_timeout.
+	idle idleSweeper
 	// gen moves at every policy swap and transition recheck, so that a
 	// tunnel settling its decision meanwhile can tell it raced one;
 	// recheckAt is the instant (UnixNano) of the last transition recheck.
@@ -540,6 +542,7 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		connFrom(r.Context()), cancel, st.policy.Limits.TunnelIdleTimeout)
 	rec.ex = ex
 	s.live.add(ex)
+	s.idle.watch(&s.live)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{rc: r.Body, rec: rec}
 	}
@@ -895,6 +898,7 @@ const tooManyFromClient = "HTTP/1.1 429 Too Many Requests\r\n" +
 // http.Server.Shutdown, which does not see hijacked connections.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopRecheck()
+	defer s.idle.stop()
 	defer s.pool.closeIdle()
 	return s.live.closeAll(ctx, s.m)
 }
