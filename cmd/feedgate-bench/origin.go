@@ -87,7 +87,8 @@ func serveOrigin() error {
 	select {}
 }
 
-// serveSource streams bytes to every connection until the client closes.
+// serveSource streams bytes to every connection, once the client has said
+// something (its ClientHello), until the client closes.
 func serveSource(l net.Listener) {
 	buf := make([]byte, 1<<20)
 	for {
@@ -97,6 +98,9 @@ func serveSource(l net.Listener) {
 		}
 		go func() {
 			defer c.Close()
+			if _, err := c.Read(make([]byte, 16<<10)); err != nil {
+				return
+			}
 			for {
 				if _, err := c.Write(buf); err != nil {
 					return
