@@ -44,7 +44,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.refuseInvalid(st, w, rec, start, "invalid host name in CONNECT target")
 		return
 	}
-	in := tunnelInputs{req: rules.Request{Host: host, Port: port, Client: rec.client}}
+	in := rules.Tunnel{Target: rules.Request{Host: host, Port: port, Client: rec.client}}
 	rec.decision = decideTunnel(st.policy, in, s.clock.Now())
 	rec.decided = true
 
@@ -162,7 +162,7 @@ type tunnel struct {
 	// mu guards what the tunnel was decided on, and the decision that cut
 	// it at a policy change.
 	mu      sync.Mutex
-	in      tunnelInputs
+	in      rules.Tunnel
 	settled bool
 	cutDec  *rules.Decision
 	// st is the state the tunnel's decision was settled under (set once,

@@ -18,52 +18,10 @@ import (
 // It is valid before the handshake, as a server's early alerts are.
 var tlsAccessDenied = [...]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49}
 
-// stricter reports whether a is a stricter answer than b: block over log
-// over allow, and a block reported in report mode over a plain log.
-func stricter(a, b rules.Decision) bool {
-	if a.Action != b.Action {
-		return a.Action > b.Action
-	}
-	return a.Reported && !b.Reported
-}
-
-// tunnelInputs are what a tunnel was decided on, kept so that it can be
-// decided again when the policy changes.
-type tunnelInputs struct {
-	req   rules.Request // the CONNECT target, its client and port
-	sni   string        // the ClientHello's server name, "" if none
-	noSNI bool          // not TLS, no server name, or no ClientHello in time
-	// sni2 is the server name of a second ClientHello, after a
-	// HelloRetryRequest ("" if none): both names are decided, always.
-	sni2 string
-}
-
-// decideTunnel decides a tunnel at an instant: the CONNECT host and the
-// SNI name are each decided, the stricter answer wins, and a tunnel
-// without a usable server name is raised to tunnel_without_sni.
-func decideTunnel(p *rules.Policy, in tunnelInputs, at time.Time) rules.Decision {
-	req := in.req
-	req.Time = at
-	d := p.Decide(req)
-	for _, name := range [...]string{in.sni, in.sni2} {
-		if name == "" {
-			continue
-		}
-		req.Host = name
-		// On a tie the vendor's answer is kept: a Kaspersky name behind an
-		// innocuous CONNECT host is Kaspersky traffic in the log and the
-		// counters, whatever the action.
-		if o := p.Decide(req); stricter(o, d) || !stricter(d, o) && d.Class == 0 && o.Class != 0 {
-			d = o
-		}
-	}
-	if floor := p.TLS.TunnelWithoutSNI; in.noSNI && floor > d.Action {
-		d.Rule, d.RuleName, d.Action, d.Reported = rules.NoSNIRule, rules.NoSNIRuleName, floor, false
-		if p.Mode == rules.Report && floor == rules.Block {
-			d.Action, d.Reported = rules.Log, true
-		}
-	}
-	return d
+// decideTunnel decides a tunnel's inputs at an instant.
+func decideTunnel(p *rules.Policy, in rules.Tunnel, at time.Time) rules.Decision {
+	in.Target.Time = at
+	return p.DecideTunnel(in)
 }
 
 // checkHello reads the client's first bytes, up to a whole ClientHello or
@@ -100,19 +58,19 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		// is allowed the copy loop passes the half-close on.
 		s.m.SNICheck(metrics.SNINone)
 		rec.sniResult = metrics.SNINone
-		return nil, s.settleTunnel(t, rec, tunnelInputs{req: t.in.req, noSNI: true}, true)
+		return nil, s.settleTunnel(t, rec, rules.Tunnel{Target: t.in.Target, NoSNI: true}, true)
 	default:
 		return nil, false // the connection failed or was closed
 	}
-	in := tunnelInputs{req: t.in.req, noSNI: result != metrics.SNIMatch}
+	in := rules.Tunnel{Target: t.in.Target, NoSNI: result != metrics.SNIMatch}
 	if name != nil {
 		// The record keeps the name as sent; the decision uses the host
 		// it names, as the servers read it (one trailing dot and a
 		// ":port" stripped, case folded, IDNA).
 		rec.sni = string(name)
 		canon, _ := canonicalSNI(name) // the parser only returns usable names
-		in.sni = canon
-		if !sameHost(canon, t.in.req.Host) {
+		in.SNI = canon
+		if !sameHost(canon, t.in.Target.Host) {
 			result = metrics.SNIMismatch
 		}
 	}
@@ -226,12 +184,12 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	// Both ClientHellos are decided from now on; a second one without a
 	// usable name makes the tunnel one without a name.
 	if hs != helloComplete || name == nil {
-		in.noSNI = true
+		in.NoSNI = true
 	} else {
 		canon, _ := canonicalSNI(name)
-		in.sni2 = canon
+		in.RetrySNI = canon
 		rec.sni2 = string(name)
-		if !sameHost(canon, in.req.Host) {
+		if !sameHost(canon, in.Target.Host) {
 			rec.sniResult = metrics.SNIMismatch
 		}
 	}
@@ -264,7 +222,7 @@ const closedBlocked = "blocked"
 // skips it if it is not settled yet; so the decision is made again until no
 // swap or recheck started in between. Either the recheck saw the tunnel
 // settled and decided it itself, or the loop sees the new generation.
-func (s *Server) settleTunnel(t *tunnel, rec *record, in tunnelInputs, count bool) bool {
+func (s *Server) settleTunnel(t *tunnel, rec *record, in rules.Tunnel, count bool) bool {
 	var st *state
 	var d rules.Decision
 	for {
