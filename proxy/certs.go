@@ -37,6 +37,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/atomicfile"
 )
 
 const (
@@ -104,10 +106,10 @@ func CreateCA(dir, org string, now time.Time) (certFile, keyFile string, err err
 	if err != nil {
 		return "", "", fmt.Errorf("create CA in %s: %w", dir, err)
 	}
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, keyPEM, 0o600); err != nil {
 		return "", "", fmt.Errorf("create CA: writing key: %w", err)
 	}
-	if err := writeFileAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certFile, certPEM, 0o644); err != nil {
 		// The key was created by this call a moment ago; without its
 		// certificate it is useless and would make a retry refuse.
 		_ = os.Remove(keyFile)
@@ -160,55 +162,6 @@ func newCAPEM(org string, now time.Time) (certPEM, keyPEM []byte, err error) {
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return certPEM, keyPEM, nil
-}
-
-// writeFileAtomic writes data to name through a synced temporary file in
-// the same directory and a rename, so readers (and a crash) see either no
-// file or the whole file, with mode already set.
-func writeFileAtomic(name string, data []byte, mode os.FileMode) (err error) {
-	dir, base := filepath.Split(name)
-	if dir == "" {
-		dir = "."
-	}
-	// CreateTemp opens with 0600, so the key is never readable by others,
-	// not even while it is being written.
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	// Chmod rather than OpenFile's mode: it is not filtered by the umask,
-	// so the result is exactly mode.
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	// Without the sync, a crash after the rename can leave the final name
-	// pointing at an empty or partial file on some file systems.
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	// Make the rename itself durable. Best effort: the contents are already
-	// safe, and some platforms cannot sync a directory.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }
 
 // randomSerial returns a random serial in [1, 2^128): RFC 5280 wants it

@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"runtime"
 	"time"
 
+	"github.com/feedgate/feedgate/proxy/internal/atomicfile"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -128,7 +127,7 @@ func (inv *Inventory) Save() error {
 	if err != nil {
 		return fmt.Errorf("inventory: encoding state: %w", err)
 	}
-	if err := writeFileAtomic(inv.stateFile, data); err != nil {
+	if err := atomicfile.Write(inv.stateFile, data, 0o600); err != nil {
 		return fmt.Errorf("inventory: saving state: %w", err)
 	}
 	inv.mu.Lock()
@@ -172,62 +171,4 @@ func (inv *Inventory) Run(ctx context.Context, interval time.Duration, onError f
 		<-ctx.Done()
 	}
 	report(inv.Save())
-}
-
-// writeFileAtomic replaces path with data via a temporary file in the same
-// directory (a rename is atomic only within one file system), mode 0600
-// because the file lists internal addresses.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if err := writeSyncClose(f, data); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-// writeSyncClose writes data to f and closes it, reporting the first error.
-func writeSyncClose(f *os.File, data []byte) error {
-	err := f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		// Without the fsync, a crash soon after the rename can leave an
-		// empty file under the final name.
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// syncDir makes a rename in dir durable. Windows does not support fsync on
-// a directory; there the rename is as durable as the file system makes it.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
-	}
-	return nil
 }
