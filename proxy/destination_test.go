@@ -80,7 +80,7 @@ func TestDestinationTable(t *testing.T) {
 						host := fmt.Sprintf("d%d.example.test", i)
 						dialHost := c.addr
 						if form == "literal" {
-							host, dialHost = destinationLiteral(t, c.addr, method)
+							host, dialHost = destinationLiteral(c.addr)
 						}
 						port := 80
 						req := "GET http://" + host + "/ HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
@@ -103,22 +103,17 @@ func TestDestinationTable(t *testing.T) {
 }
 
 // destinationLiteral spells addr as a request's host and returns the
-// address the proxy will make of it. A zone is percent-encoded; net/http
-// decodes it in a URL, but a CONNECT target is taken as sent.
-func destinationLiteral(t *testing.T, addr netip.Addr, method string) (string, netip.Addr) {
-	t.Helper()
+// address the proxy will make of it. A zoned address is spelled with its
+// zone percent-encoded, which the proxy refuses before any dial.
+func destinationLiteral(addr netip.Addr) (string, netip.Addr) {
 	if addr.Is4() {
 		return addr.String(), addr
 	}
 	text := addr.WithZone("").String()
-	dialed := addr
 	if z := addr.Zone(); z != "" {
 		text += "%25" + z
-		if method == "CONNECT" {
-			dialed = addr.WithZone("25" + z)
-		}
 	}
-	return "[" + text + "]", dialed
+	return "[" + text + "]", addr
 }
 
 func checkInvalidTarget(t *testing.T, e *env, rec *recordingDial, req string) {

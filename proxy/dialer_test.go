@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
 )
 
@@ -213,32 +210,8 @@ func upPort(ap netip.AddrPort) string { return strings.TrimPrefix(ap.String(), a
 // dialer as Options.Dialer exactly as given.
 func newEnvWithDialer(t *testing.T, cfg envConfig, dialer proxy.ContextDialer) *env {
 	t.Helper()
-	e := &env{clock: &fakeClock{now: afterCutoffs}, reg: prometheus.NewRegistry(), log: &syncBuffer{}}
-	m := metrics.New(e.reg, metrics.Options{Now: e.clock.Now, NoRuntimeCollectors: true})
-	srv, err := proxy.New(proxy.Options{
-		Policy: cfg.policy, Metrics: m, DecisionLog: decisionLog(e.log, false), Clock: e.clock,
-		Dialer: dialer, Listeners: cfg.listeners,
-	})
-	if err != nil {
-		t.Fatalf("proxy.New: %v", err)
-	}
-	e.srv = srv
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.hs = srv.HTTPServer()
-	e.addr = ln.Addr().String()
-	go func() { _ = e.hs.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = e.hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("proxy Shutdown: %v", err)
-		}
-	})
-	return e
+	cfg.dialer = dialer
+	return newEnv(t, cfg)
 }
 
 // destinationRequests are a plain-HTTP and a CONNECT request for host.

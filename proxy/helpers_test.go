@@ -189,6 +189,9 @@ type envConfig struct {
 	squid bool
 	// dial replaces the Dialer's connect step (to record addresses).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// dialer, if set, is passed as proxy.Options.Dialer exactly as given,
+	// instead of a proxy.Dialer built from resolve, resolver and dial.
+	dialer proxy.ContextDialer
 	// listeners are passed as proxy.Options.Listeners.
 	listeners []netip.AddrPort
 	// roots verify upstream TLS (proxy.Options.RootCAs); ca is the
@@ -255,12 +258,16 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	}
 	e := &env{clock: &fakeClock{now: cfg.now}, reg: prometheus.NewRegistry(), log: &syncBuffer{}, resolver: cfg.resolver}
 	m := metrics.New(e.reg, metrics.Options{Now: e.clock.Now, NoRuntimeCollectors: true})
+	var dialer proxy.ContextDialer = &proxy.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial}
+	if cfg.dialer != nil {
+		dialer = cfg.dialer
+	}
 	srv, err := proxy.New(proxy.Options{
 		Policy:                cfg.policy,
 		Metrics:               m,
 		DecisionLog:           decisionLog(cmp.Or[io.Writer](cfg.logTo, e.log), cfg.squid),
 		Clock:                 e.clock,
-		Dialer:                &proxy.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial},
+		Dialer:                dialer,
 		Listeners:             cfg.listeners,
 		DialTimeout:           cfg.dialTimeout,
 		ResponseHeaderTimeout: cfg.responseHeaderTimeout,
