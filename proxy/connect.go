@@ -38,14 +38,14 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if !s.admit(st, w, r, rec, start) {
 		return
 	}
-	if _, err := rules.CanonicalHost(host); err != nil {
+	in := rules.Tunnel{Target: rules.Request{Host: host, Port: port, Client: rec.client}}
+	rec.decision = decideTunnel(st.policy, in, s.clock.Now())
+	if rec.decision.Invalid {
 		// Never tunnelled: a parent proxy or a resolver may read a name
 		// that the policy cannot.
 		s.refuseInvalid(st, w, rec, start, "invalid host name in CONNECT target")
 		return
 	}
-	in := rules.Tunnel{Target: rules.Request{Host: host, Port: port, Client: rec.client}}
-	rec.decision = decideTunnel(st.policy, in, s.clock.Now())
 	rec.decided = true
 
 	if rec.decision.Action == rules.Block {

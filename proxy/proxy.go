@@ -479,10 +479,6 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		s.refuseInvalid(st, w, rec, start, "request target with userinfo (user@host)")
 		return
 	}
-	if _, err := rules.CanonicalHost(host); err != nil {
-		s.refuseInvalid(st, w, rec, start, "invalid host name in request URL")
-		return
-	}
 	// The path is decided (and logged) as origin servers read it: dot
 	// segments removed, escapes decoded, slashes merged.
 	path, err := rules.NormalizePath(cmp.Or(r.URL.Path, "/"))
@@ -493,8 +489,8 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	rec.path = path
 	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.client, Time: s.clock.Now()})
 	if rec.decision.Invalid {
-		// Checked above; the policy's own verdict is final all the same.
-		s.refuseInvalid(st, w, rec, start, "request target the policy cannot read")
+		// The path was normal; the host has no canonical form.
+		s.refuseInvalid(st, w, rec, start, "invalid host name in request URL")
 		return
 	}
 	rec.decided = true
