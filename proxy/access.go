@@ -2,13 +2,12 @@ package proxy
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/rules"
 )
 
 // DestinationError is a dial refused by the destination policy.
@@ -21,70 +20,114 @@ func (e *DestinationError) Error() string {
 	return fmt.Sprintf("destination %s refused: %s address", e.Addr, e.Reason)
 }
 
-// refuse answers a request refused by the access rules: 403 with the reason
-// in X-Feedgate-Reason, counted, and recorded. A refused CONNECT gets the
-// reply in one write and a lingering close, like a policy block.
-func (s *Server) refuse(st *state, w http.ResponseWriter, r *http.Request, rec *record, reason, detail string, start time.Time) {
-	s.m.Rejected(reason)
-	rec.status, rec.rejected = http.StatusForbidden, reason
-	body := "feedgate: request refused: " + detail + "\n"
-	if r.Method == http.MethodConnect {
-		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			_, _ = io.WriteString(conn, "HTTP/1.1 403 Forbidden\r\n"+
-				"Content-Type: text/plain; charset=utf-8\r\n"+
-				"Content-Length: "+strconv.Itoa(len(body))+"\r\n"+
-				"X-Feedgate-Reason: "+reason+"\r\n"+
-				"Cache-Control: no-store\r\n"+
-				"Connection: close\r\n\r\n"+body)
-			s.finish(st, rec, start)
-			lingerClose(conn)
-			return
-		}
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Feedgate-Reason", reason)
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusForbidden)
-	_, _ = io.WriteString(w, body)
-	s.finish(st, rec, start)
+// Admission comes before any decision: is the client allowed, may it
+// reach this port, is there room for another connection or tunnel. It
+// takes addresses and ports, not HTTP requests, so that every way in (the
+// proxy port's requests and CONNECTs, and connections that arrive without
+// either) is admitted by the same code; each caller answers a refusal in
+// its own protocol.
+
+// refusal is admission's answer to what it refused: the reason (a
+// feedgate_rejected_total label and the record's "rejected"), the status
+// an HTTP client gets, and a sentence for the reply body.
+type refusal struct {
+	reason string
+	status int
+	detail string
 }
 
-// refuseInvalid answers 400 to a request whose target the policy cannot
-// read, and records it: such a request is an evasion attempt or a broken
-// client, and either is worth seeing in the log.
-func (s *Server) refuseInvalid(st *state, w http.ResponseWriter, rec *record, start time.Time, detail string) {
-	s.m.Rejected(metrics.RejectInvalid)
-	rec.status, rec.rejected = http.StatusBadRequest, metrics.RejectInvalid
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Feedgate-Reason", metrics.RejectInvalid)
-	h.Set("Connection", "close")
-	w.WriteHeader(http.StatusBadRequest)
-	_, _ = io.WriteString(w, "feedgate: "+detail+"\n")
-	s.finish(st, rec, start)
+// targetPorts says which port list a target is checked against: a target
+// feedgate reaches over TLS (CONNECT, https://) is checked against
+// connect_ports, plain HTTP against http_ports. what names the target in
+// the refusal ("CONNECT", "https", "plain HTTP").
+type targetPorts struct {
+	tls  bool
+	what string
 }
 
-// admit applies the client and port rules before anything else happens. It
-// reports false when it has answered the request itself.
-func (s *Server) admit(st *state, w http.ResponseWriter, r *http.Request, rec *record, start time.Time) bool {
-	a := &st.policy.Access
-	if !a.ClientAllowed(rec.client) {
-		s.refuse(st, w, r, rec, metrics.RejectClient, "client "+clientString(rec.client)+" is not in allowed_clients", start)
-		return false
+var (
+	portsConnect   = targetPorts{tls: true, what: "CONNECT"}
+	portsHTTPS     = targetPorts{tls: true, what: "https"}
+	portsPlainHTTP = targetPorts{tls: false, what: "plain HTTP"}
+)
+
+// admit applies the client and port rules to a target. It returns nil if
+// the target may go on to the policy.
+func admit(a *rules.Access, client netip.Addr, port int, tp targetPorts) *refusal {
+	if !a.ClientAllowed(client) {
+		return &refusal{metrics.RejectClient, http.StatusForbidden, "client " + clientString(client) + " is not in allowed_clients"}
 	}
-	if r.Method == http.MethodConnect && !a.ConnectPortAllowed(rec.port) {
-		s.refuse(st, w, r, rec, metrics.RejectPort, "CONNECT to port "+strconv.Itoa(rec.port)+" is not allowed (connect_ports: "+a.ConnectPorts()+")", start)
-		return false
+	if tp.tls && !a.ConnectPortAllowed(port) {
+		return &refusal{metrics.RejectPort, http.StatusForbidden, tp.what + " to port " + strconv.Itoa(port) + " is not allowed (connect_ports: " + a.ConnectPorts() + ")"}
 	}
-	if r.Method != http.MethodConnect && r.URL.Scheme == "https" && !a.ConnectPortAllowed(rec.port) {
-		// feedgate itself speaks TLS upstream: the TLS ports apply.
-		s.refuse(st, w, r, rec, metrics.RejectPort, "https to port "+strconv.Itoa(rec.port)+" is not allowed (connect_ports: "+a.ConnectPorts()+")", start)
-		return false
+	if !tp.tls && !a.HTTPPortAllowed(port) {
+		return &refusal{metrics.RejectPort, http.StatusForbidden, tp.what + " to port " + strconv.Itoa(port) + " is not allowed (http_ports: " + a.HTTPPorts() + ")"}
 	}
-	if r.Method != http.MethodConnect && r.URL.Scheme != "https" && !a.HTTPPortAllowed(rec.port) {
-		s.refuse(st, w, r, rec, metrics.RejectPort, "plain HTTP to port "+strconv.Itoa(rec.port)+" is not allowed (http_ports: "+a.HTTPPorts()+")", start)
-		return false
+	return nil
+}
+
+// invalid is the refusal of a request whose target the policy cannot read:
+// an evasion attempt or a broken client, either worth seeing in the log.
+func invalid(status int, detail string) *refusal {
+	return &refusal{metrics.RejectInvalid, status, detail}
+}
+
+// takeTunnelSlot takes a tunnel slot for a CONNECT or a websocket upgrade,
+// or refuses it: 503 beyond max_tunnels, 429 beyond
+// max_connections_per_client. A slot taken must be given back with
+// releaseTunnelSlot. The connection the tunnel came on is still counted as
+// a connection until it is hijacked (or for as long as it carries a
+// websocket): one more than the per-client cap is that very connection.
+func (s *Server) takeTunnelSlot(lim *rules.Limits, client netip.Addr) *refusal {
+	n := s.tunnelSlots.Add(1)
+	pc := s.perClient.add(client, 1)
+	switch {
+	case n > int64(lim.MaxTunnels):
+		s.releaseTunnelSlot(client)
+		return &refusal{metrics.RejectLimit, http.StatusServiceUnavailable, "too many tunnels open"}
+	case lim.MaxConnectionsPerClient > 0 && pc > lim.MaxConnectionsPerClient+1:
+		s.releaseTunnelSlot(client)
+		return &refusal{metrics.RejectClientLimit, http.StatusTooManyRequests, "too many connections from this client"}
 	}
-	return true
+	return nil
+}
+
+func (s *Server) releaseTunnelSlot(client netip.Addr) {
+	s.tunnelSlots.Add(-1)
+	s.perClient.add(client, -1)
+}
+
+// openConn admits a new client connection under max_connections and
+// max_connections_per_client, or refuses it; a connection admitted must be
+// given back with closeConn (a refused one too: the count is taken first,
+// so that concurrent arrivals cannot all squeeze under the cap).
+func (s *Server) openConn(client netip.Addr) *refusal {
+	n := s.conns.Add(1)
+	lim := &s.state.Load().policy.Limits
+	pc := s.perClient.add(client, 1)
+	switch {
+	case n+s.tunnelSlots.Load() > int64(lim.MaxConnections):
+		return &refusal{metrics.RejectLimit, http.StatusServiceUnavailable, "too many connections open"}
+	case lim.MaxConnectionsPerClient > 0 && pc > lim.MaxConnectionsPerClient:
+		return &refusal{metrics.RejectClientLimit, http.StatusTooManyRequests, "too many connections from this client"}
+	}
+	return nil
+}
+
+func (s *Server) closeConn(client netip.Addr) {
+	s.conns.Add(-1)
+	s.perClient.add(client, -1)
+}
+
+// reject counts a refusal and puts it in the record.
+func (s *Server) reject(rec *record, rf *refusal) {
+	s.m.Rejected(rf.reason)
+	rec.Status, rec.Rejected = rf.status, rf.reason
+}
+
+func clientString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

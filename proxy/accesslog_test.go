@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // squidLine is Squid's native access.log format, from its documentation
@@ -52,7 +54,7 @@ func TestSquidAccessLog(t *testing.T) {
 	})
 	seen := map[string]bool{}
 	for _, l := range lines {
-		checkSquidLine(t, l+"\n")
+		testutil.CheckSquidLine(t, l+"\n")
 		m := squidLine.FindStringSubmatch(l)
 		if m == nil {
 			t.Errorf("line %q does not parse as Squid's native format", l)
@@ -94,7 +96,7 @@ func TestJSONRecordFields(t *testing.T) {
 
 // TestSquidAccessLogHostileTargets sends request targets that decode to
 // spaces, CR LF and zones through the proxy: each request still logs
-// exactly one line of Squid's format (checkSquidLine, squidlog_test.go).
+// exactly one line of Squid's format (testutil.CheckSquidLine).
 func TestSquidAccessLogHostileTargets(t *testing.T) {
 	t.Parallel()
 	refuse := func(context.Context, string, string) (net.Conn, error) {
@@ -127,7 +129,7 @@ func TestSquidAccessLogHostileTargets(t *testing.T) {
 	})
 	seen := map[string]bool{}
 	for _, l := range lines[:len(lines)-1] {
-		seen[checkSquidLine(t, l)[sqURL]] = true
+		seen[testutil.CheckSquidLine(t, l)[testutil.SqURL]] = true
 	}
 	for _, r := range reqs {
 		if !seen[r.url] {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -21,61 +22,65 @@ const (
 	established11 = "HTTP/1.1 200 Connection established\r\n\r\n"
 )
 
+// serveConnect answers a CONNECT: admission, the decision on the target,
+// then a tunnel (or an intercepted tunnel) on the hijacked connection.
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	st := s.state.Load()
+	rec := s.begin(accesslog.KindConnect, clientAddr(r), r.Method, "", 0)
+	defer s.finish(rec)
 	// The target must be in authority form, host:port, and nothing else:
 	// no path, no userinfo, not an origin-form path with a Host header.
 	target := r.RequestURI
 	host, portStr, err := net.SplitHostPort(target)
 	port, perr := strconv.Atoi(portStr)
 	if err != nil || host == "" || perr != nil || port <= 0 || port > 65535 || strings.ContainsAny(target, "/@?#") {
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: CONNECT needs a target of the form host:port", http.StatusBadRequest)
+		rec.Host = target
+		s.refuseMalformed(w, rec, http.StatusBadRequest, "feedgate: CONNECT needs a target of the form host:port", true)
 		return
 	}
-	rec := &record{kind: metrics.KindConnect, client: clientAddr(r), method: r.Method, host: host, port: port}
-	if !s.admit(st, w, r, rec, start) {
+	rec.Host, rec.Port = host, port
+	st := rec.st
+	if rf := admit(&st.policy.Access, rec.Client, port, portsConnect); rf != nil {
+		s.refuseHTTP(w, r, rec, rf)
 		return
 	}
-	in := rules.Tunnel{Target: rules.Request{Host: host, Port: port, Client: rec.client}}
-	rec.decision = decideTunnel(st.policy, in, s.clock.Now())
-	if rec.decision.Invalid {
+	in := rules.Tunnel{Target: rules.Request{Host: host, Port: port, Client: rec.Client}}
+	rec.Decision = decideTunnel(st.policy, in, s.clock.Now())
+	if rec.Decision.Invalid {
 		// Never tunnelled: a parent proxy or a resolver may read a name
 		// that the policy cannot.
-		s.refuseInvalid(st, w, rec, start, "invalid host name in CONNECT target")
+		s.refuseHTTP(w, r, rec, invalid(http.StatusBadRequest, "invalid host name in CONNECT target"))
 		return
 	}
-	rec.decided = true
+	rec.Decided = true
 
-	if rec.decision.Action == rules.Block {
-		s.count(st, rec)
-		rec.status = http.StatusForbidden
-		b := st.blocks[rec.decision.Rule+1][rec.decision.Class]
+	if rec.Decision.Action == rules.Block {
+		s.count(rec)
+		rec.Status = http.StatusForbidden
+		b := st.blocks[rec.Decision.Rule+1][rec.Decision.Class]
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			// Not hijackable (HTTP/2): an ordinary response does.
 			w.Header().Set("X-Feedgate-Rule", b.rule)
 			w.WriteHeader(http.StatusForbidden)
 			_, _ = w.Write(b.body)
-			s.finish(st, rec, start)
 			return
 		}
 		// One write, so that clients that read the status line and close
 		// see the whole reply.
 		_, _ = conn.Write(b.connect)
-		s.finish(st, rec, start)
+		s.finish(rec) // before the linger, which may take seconds
 		lingerClose(conn)
 		return
 	}
 
 	// A tunnel slot is held from here until the tunnel closes.
-	if !s.takeTunnelSlot(st, w, r, rec, start) {
+	if rf := s.takeTunnelSlot(&st.policy.Limits, rec.Client); rf != nil {
+		s.refuseHTTP(w, r, rec, rf)
 		return
 	}
-	defer s.releaseTunnelSlot(rec.client)
+	defer s.releaseTunnelSlot(rec.Client)
 	if s.certs != nil && st.policy.Intercepts(host) {
-		s.serveIntercept(st, w, r, rec, start, host, port)
+		s.serveIntercept(w, r, rec)
 		return
 	}
 	s.m.ActiveConnect.Inc()
@@ -89,37 +94,28 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var destErr *DestinationError
 		if errors.As(err, &destErr) {
-			s.refuse(st, w, r, rec, metrics.RejectDestination, destErr.Error(), start)
+			s.refuseHTTP(w, r, rec, &refusal{metrics.RejectDestination, http.StatusForbidden, destErr.Error()})
 			return
 		}
 		reason := upstreamReason(err)
 		s.m.UpstreamError(reason)
 		s.errLog.Debug("upstream error", "host", r.Host, "reason", reason, "error", err)
-		rec.status, rec.upstreamErr = upstreamStatus(reason), reason
+		rec.Status, rec.Error = upstreamStatus(reason), reason
 		w.Header().Set("Connection", "close")
 		w.Header().Set("X-Feedgate-Error", reason)
-		http.Error(w, "feedgate: "+upstreamDetail(err, reason)+" ("+r.Host+")", rec.status)
-		s.finish(st, rec, start)
+		http.Error(w, "feedgate: "+upstreamDetail(err, reason)+" ("+r.Host+")", rec.Status)
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		_ = up.Close()
+		rec.Status = http.StatusHTTPVersionNotSupported
 		http.Error(w, "feedgate: CONNECT is not supported on this connection", http.StatusHTTPVersionNotSupported)
 		return
 	}
-	rec.status = http.StatusOK
 	reply := established11
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		reply = established10
-	}
-	t := &tunnel{client: conn, upstream: up, idle: st.policy.Limits.TunnelIdleTimeout, in: in}
-	t.class.Store(int32(rec.decision.Class))
-	s.live.add(t)
-	defer s.live.remove(t)
-	if life := st.policy.Limits.MaxTunnelLifetime; life > 0 {
-		lt := time.AfterFunc(life, func() { t.lifetimeClosed.Store(true); t.close() })
-		defer lt.Stop()
 	}
 	// Bytes the client pipelined behind the CONNECT headers (often the
 	// TLS ClientHello) are already in the server's buffer.
@@ -127,28 +123,49 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ = brw.Reader.Peek(n)
 	}
-	if _, err := io.WriteString(conn, reply); err != nil {
-		t.close()
+	s.serveTunnel(rec, in, conn, early, up, reply)
+}
+
+// serveTunnel relays a decided (allow or log) tunnel between a client
+// connection and its upstream: it writes reply to the client (the CONNECT's
+// 200; nothing for a connection that asked for no answer), decides the
+// tunnel again on the client's first bytes (its ClientHello) and on a
+// second ClientHello after a HelloRetryRequest, then copies both ways
+// until both sides are done, feedgate closes it (idle, lifetime, a policy
+// change) or shutdown does. early holds client bytes already read. It does
+// not depend on how the connection arrived: any net.Conn with a target
+// will do.
+func (s *Server) serveTunnel(rec *record, in rules.Tunnel, conn net.Conn, early []byte, up net.Conn, reply string) {
+	st := rec.st
+	rec.Status = http.StatusOK
+	t := &tunnel{client: conn, upstream: up, idle: st.policy.Limits.TunnelIdleTimeout, in: in}
+	t.class.Store(int32(rec.Decision.Class))
+	s.live.add(t)
+	rec.live = t // the record is written before the tunnel leaves the set
+	if life := st.policy.Limits.MaxTunnelLifetime; life > 0 {
+		lt := time.AfterFunc(life, func() { t.lifetimeClosed.Store(true); t.close() })
+		defer lt.Stop()
+	}
+	if reply != "" {
+		if _, err := io.WriteString(conn, reply); err != nil {
+			t.close()
+		}
 	}
 	t.run(st.counters, func() ([]byte, bool) { return s.checkHello(st, t, rec, early) },
 		func(sent, received func(int64)) bool { return s.checkRetry(st, t, rec, sent, received) })
-	if t.st != nil {
-		st = t.st // the policy the tunnel was settled under
-	}
-	s.count(st, rec)
+	s.count(rec)
 	switch {
 	case t.idleClosed.Load():
 		s.m.TunnelClosed(metrics.TunnelIdle)
-		rec.closed = metrics.TunnelIdle
+		rec.Closed = metrics.TunnelIdle
 	case t.lifetimeClosed.Load():
 		s.m.TunnelClosed(metrics.TunnelLifetime)
-		rec.closed = metrics.TunnelLifetime
+		rec.Closed = metrics.TunnelLifetime
 	case t.cutBy() != nil:
 		s.m.TunnelClosed(metrics.TunnelPolicyChange)
-		rec.closed, rec.cutRule = metrics.TunnelPolicyChange, t.cutBy().RuleName
+		rec.Closed, rec.CutRule = metrics.TunnelPolicyChange, t.cutBy().RuleName
 	}
-	rec.sent, rec.received = t.sent.Load(), t.received.Load()
-	s.finish(st, rec, start)
+	rec.Sent, rec.Received = t.sent.Load(), t.received.Load()
 }
 
 // tunnel relays bytes between a hijacked client connection and an upstream.
@@ -165,9 +182,6 @@ type tunnel struct {
 	in      rules.Tunnel
 	settled bool
 	cutDec  *rules.Decision
-	// st is the state the tunnel's decision was settled under (set once,
-	// before the copy loop starts).
-	st *state
 	// lifetimeClosed: max_tunnel_lifetime closed it.
 	lifetimeClosed atomic.Bool
 	// hello is set by checkHello for a tunnel that opened with a whole

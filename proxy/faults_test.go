@@ -259,7 +259,10 @@ func TestUpstreamResetMidBodyIsCounted(t *testing.T) {
 }
 
 // TestMalformedInput: bad requests get a 4xx (or a closed connection) and
-// the proxy keeps serving; none of them is decided, recorded or counted.
+// the proxy keeps serving. None of them is decided or counted as a request;
+// each one that reached the proxy's handler is recorded as rejected
+// "invalid" (as Squid logs error:invalid-request), so that scans and
+// evasion attempts show in the log.
 func TestMalformedInput(t *testing.T) {
 	t.Parallel()
 	o := newOrigin(t)
@@ -270,19 +273,25 @@ func TestMalformedInput(t *testing.T) {
 		name       string
 		raw        string
 		wantStatus int // 0: any 4xx or a closed connection
+		// recorded: the request reached the handler, which records it;
+		// net/http answers the others before there is a request.
+		recorded bool
 	}{
-		{"relative-uri", "GET /bases/x.dif HTTP/1.1\r\nHost: www.example.test\r\n\r\n", 400},
-		{"connect-without-port", "CONNECT s01.upd.kaspersky.com HTTP/1.1\r\nHost: s01.upd.kaspersky.com\r\n\r\n", 400},
-		{"connect-port-zero", connectRequest("www.example.test:0"), 400},
-		{"connect-port-too-big", connectRequest("www.example.test:70000"), 400},
-		{"connect-port-not-a-number", connectRequest("www.example.test:https"), 400},
-		{"connect-empty-host", connectRequest(":443"), 400},
-		{"ftp-scheme", "GET ftp://files.example.test/pub/x HTTP/1.1\r\nHost: files.example.test\r\n\r\n", 400},
-		{"http-port-too-big", "GET http://www.example.test:99999/ HTTP/1.1\r\nHost: www.example.test:99999\r\n\r\n", 400},
-		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 0},
-		{"no-request-line", "\r\n\r\n\r\n", 0},
-		{"huge-header", "GET http://www.example.test/ HTTP/1.1\r\nHost: www.example.test\r\nX-Big: " + strings.Repeat("a", 80<<10) + "\r\n\r\n", 431},
+		{"relative-uri", "GET /bases/x.dif HTTP/1.1\r\nHost: www.example.test\r\n\r\n", 400, true},
+		{"connect-without-port", "CONNECT s01.upd.kaspersky.com HTTP/1.1\r\nHost: s01.upd.kaspersky.com\r\n\r\n", 400, true},
+		{"connect-port-zero", connectRequest("www.example.test:0"), 400, true},
+		{"connect-port-too-big", connectRequest("www.example.test:70000"), 400, true},
+		{"connect-port-not-a-number", connectRequest("www.example.test:https"), 400, false},
+		{"connect-empty-host", connectRequest(":443"), 400, true},
+		{"ftp-scheme", "GET ftp://files.example.test/pub/x HTTP/1.1\r\nHost: files.example.test\r\n\r\n", 400, true},
+		{"http-port-too-big", "GET http://www.example.test:99999/ HTTP/1.1\r\nHost: www.example.test:99999\r\n\r\n", 400, true},
+		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 0, false},
+		{"no-request-line", "\r\n\r\n\r\n", 0, false},
+		{"huge-header", "GET http://www.example.test/ HTTP/1.1\r\nHost: www.example.test\r\nX-Big: " + strings.Repeat("a", 80<<10) + "\r\n\r\n", 431, false},
 	}
+	invalidSeries := rejectedSeries(metrics.RejectInvalid)
+	before := e.snapshot(t, invalidSeries)
+	recorded := 0
 	served := 0
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -310,13 +319,25 @@ func TestMalformedInput(t *testing.T) {
 				t.Fatalf("request after %s got %d %q; want 200 %q", tt.name, resp2.StatusCode, body, "hello from origin\n")
 			}
 			served++
+			if tt.recorded {
+				recorded++
+			}
 		})
 	}
-	e.waitRecords(t, served, map[string]any{"host": "www.example.test"})
+	e.waitRecords(t, served, map[string]any{"host": "www.example.test", "action": "allow"})
+	e.waitRecords(t, recorded, map[string]any{"rejected": metrics.RejectInvalid, "status": 400})
 	e.waitIdle(t)
-	if n := len(e.records(t)); n != served {
-		t.Errorf("decision records = %d; want %d (only the normal requests)", n, served)
+	if n := len(e.records(t)); n != served+recorded {
+		t.Errorf("decision records = %d; want %d (the normal requests and the recorded refusals)", n, served+recorded)
 	}
+	for _, r := range e.records(t) {
+		if r["rejected"] != nil {
+			if _, decided := r["action"]; decided {
+				t.Errorf("a malformed request was decided: %v", r)
+			}
+		}
+	}
+	e.checkDeltas(t, before, delta{invalidSeries, float64(recorded)})
 	if got := e.value(t, requestsSeries("none", "none", "allow", "default")); got != float64(served) {
 		t.Errorf("requests_total{none,none,allow,default} = %v; want %d", got, served)
 	}

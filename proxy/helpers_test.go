@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -38,6 +37,7 @@ import (
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -232,11 +232,11 @@ func loadTestPolicy(t *testing.T, file string) *rules.Policy {
 	return p
 }
 
-func decisionLog(w io.Writer, squid bool) *slog.Logger {
+func decisionLog(w io.Writer, squid bool) accesslog.Sink {
 	if squid {
-		return slog.New(proxy.NewSquidHandler(w))
+		return accesslog.NewSquid(w)
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return accesslog.NewJSON(w)
 }
 
 func newEnv(t testing.TB, cfg envConfig) *env {
@@ -265,7 +265,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	srv, err := proxy.New(proxy.Options{
 		Policy:                cfg.policy,
 		Metrics:               m,
-		DecisionLog:           decisionLog(cmp.Or[io.Writer](cfg.logTo, e.log), cfg.squid),
+		AccessLog:             decisionLog(cmp.Or[io.Writer](cfg.logTo, e.log), cfg.squid),
 		Clock:                 e.clock,
 		Dialer:                dialer,
 		Listeners:             cfg.listeners,

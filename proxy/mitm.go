@@ -15,12 +15,9 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/rules"
 )
-
-// KindMITM is the decision record's kind for a request read inside an
-// intercepted tunnel.
-const KindMITM = "mitm"
 
 // maxLeafCerts bounds the leaf certificates kept for intercepted hosts;
 // the least recently used are signed again when needed.
@@ -42,14 +39,16 @@ const closedHandshake = "tls_handshake"
 //
 // The inner HTTP server gives the intercepted connection what goproxy's own
 // MITM loop lacks: header size and read timeouts and an idle timeout.
-func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Request, rec *record, start time.Time, host string, port int) {
+func (s *Server) serveIntercept(w http.ResponseWriter, r *http.Request, rec *record) {
+	st, host, port := rec.st, rec.Host, rec.Port
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		rec.Status = http.StatusHTTPVersionNotSupported
 		http.Error(w, "feedgate: CONNECT is not supported on this connection", http.StatusHTTPVersionNotSupported)
 		return
 	}
-	s.count(st, rec)
-	rec.status = http.StatusOK
+	s.count(rec)
+	rec.Status = http.StatusOK
 	reply := established11
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		reply = established10
@@ -64,14 +63,13 @@ func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Reques
 	// The intercepted tunnel itself is live: cut when its host becomes
 	// blocked, closed at max_tunnel_lifetime and at shutdown. Its idle
 	// time is the inner server's, between requests.
-	outer := newExchange(rules.Request{Host: host, Port: port, Client: rec.client}, conn, nil, 0)
+	outer := newExchange(rules.Request{Host: host, Port: port, Client: rec.Client}, conn, nil, 0)
 	outer.upgrade(nil, st.policy.Limits.MaxTunnelLifetime)
 	s.live.add(outer)
-	defer s.live.remove(outer)
+	rec.live = outer // the record is written before the tunnel leaves the set
 	defer outer.stop()
 	if _, err := io.WriteString(conn, reply); err != nil {
 		_ = conn.Close()
-		s.finish(st, rec, start)
 		return
 	}
 	canon, _ := rules.CanonicalHost(host)
@@ -92,15 +90,14 @@ func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Reques
 	})
 	_ = tc.SetDeadline(time.Now().Add(mitmHandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		s.errLog.Debug("interception handshake failed", "host", host, "client", clientString(rec.client), "error", err)
-		rec.closed = closedHandshake
+		s.errLog.Debug("interception handshake failed", "host", host, "client", clientString(rec.Client), "error", err)
+		rec.Closed = closedHandshake
 		_ = conn.Close()
-		s.finish(st, rec, start)
 		return
 	}
 	_ = tc.SetDeadline(time.Time{})
-	rec.sniResult = "intercepted"
-	rec.sni = tc.ConnectionState().ServerName
+	rec.SNIResult = "intercepted"
+	rec.SNI = tc.ConnectionState().ServerName
 
 	done := make(chan struct{})
 	var once sync.Once
@@ -128,15 +125,14 @@ func (s *Server) serveIntercept(st *state, w http.ResponseWriter, r *http.Reques
 	_ = conn.Close()
 	outer.stop()
 	if reason, d := outer.closedBy(); reason != "" {
-		rec.closed = reason
+		rec.Closed = reason
 		if d != nil {
-			rec.cutRule = d.RuleName
+			rec.CutRule = d.RuleName
 		}
 		if reason != metrics.TunnelShutdown {
 			s.m.TunnelClosed(reason)
 		}
 	}
-	s.finish(st, rec, start)
 }
 
 // serveInner handles one request read inside an intercepted tunnel. Its
@@ -149,8 +145,12 @@ func (s *Server) serveInner(w http.ResponseWriter, r *http.Request, host string,
 		reqHost = h
 	}
 	if c, err := rules.CanonicalHost(reqHost); err != nil || c != host {
-		w.Header().Set("Connection", "close")
-		http.Error(w, "feedgate: this intercepted connection is for "+host+", not "+reqHost, http.StatusMisdirectedRequest)
+		// A request that tries to leave the tunnel's host is recorded
+		// like any target the policy will not read.
+		rec := s.begin(accesslog.KindMITM, clientAddr(r), r.Method, reqHost, port)
+		rec.Path = r.URL.Path
+		defer s.finish(rec)
+		s.refuseMalformed(w, rec, http.StatusMisdirectedRequest, "feedgate: this intercepted connection is for "+host+", not "+reqHost, true)
 		return
 	}
 	r.URL.Scheme = "https"
@@ -158,7 +158,7 @@ func (s *Server) serveInner(w http.ResponseWriter, r *http.Request, host string,
 	if port != 443 {
 		r.URL.Host = net.JoinHostPort(host, strconv.Itoa(port))
 	}
-	s.serveHTTPKind(w, r, KindMITM)
+	s.serveHTTPKind(w, r, accesslog.KindMITM)
 }
 
 // prefixConn replays bytes read before the TLS handshake (pipelined behind

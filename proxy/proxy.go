@@ -31,6 +31,7 @@ import (
 	"github.com/elazarl/goproxy"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -54,8 +55,9 @@ type Options struct {
 	Policy *rules.Policy
 	// Metrics receives counters; required.
 	Metrics *metrics.Metrics
-	// DecisionLog receives one record per request; nil discards them.
-	DecisionLog *slog.Logger
+	// AccessLog receives one decision record per request, connection
+	// refusal aside; nil discards them.
+	AccessLog accesslog.Sink
 	// ErrorLog receives operational messages; nil discards them.
 	ErrorLog *slog.Logger
 	// Clock is the policy clock; nil means the system clock.
@@ -116,7 +118,7 @@ type Server struct {
 	opts   Options
 	clock  Clock
 	dialer ContextDialer
-	log    *slog.Logger
+	log    accesslog.Sink
 	errLog *slog.Logger
 	m      *metrics.Metrics
 	certs  *certCache // nil without an interception CA
@@ -159,13 +161,13 @@ func New(opts Options) (*Server, error) {
 		opts.ResponseHeaderTimeout = 60 * time.Second
 	}
 	discard := slog.New(slog.DiscardHandler)
-	s := &Server{opts: opts, clock: opts.Clock, dialer: opts.Dialer, log: opts.DecisionLog, errLog: opts.ErrorLog, m: opts.Metrics}
+	s := &Server{opts: opts, clock: opts.Clock, dialer: opts.Dialer, log: opts.AccessLog, errLog: opts.ErrorLog, m: opts.Metrics}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
 	s.dialer = s.destinationDialer(opts.Dialer)
 	if s.log == nil {
-		s.log = discard
+		s.log = accesslog.Discard{}
 	}
 	if s.errLog == nil {
 		s.errLog = discard
@@ -317,9 +319,9 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	if n > 0 && b.rec.ex != nil {
 		b.rec.ex.touch()
 	}
-	if err != nil && err != io.EOF && b.rec.upstreamErr == "" && !cutShort(b.rec.ex.closedReason()) {
+	if err != nil && err != io.EOF && b.rec.Error == "" && !cutShort(b.rec.ex.closedReason()) {
 		reason := upstreamReason(err)
-		b.rec.upstreamErr = reason
+		b.rec.Error = reason
 		b.s.m.UpstreamError(reason)
 	}
 	return n, err
@@ -376,7 +378,7 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 	if errors.As(ctx.Error, &destErr) {
 		s.m.Rejected(metrics.RejectDestination)
 		if rec != nil {
-			rec.rejected = metrics.RejectDestination
+			rec.Rejected = metrics.RejectDestination
 		}
 		resp := goproxy.NewResponse(ctx.Req, goproxy.ContentTypeText, http.StatusForbidden,
 			"feedgate: request refused: "+destErr.Error()+"\n")
@@ -394,7 +396,7 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 	reason := upstreamReason(ctx.Error)
 	s.m.UpstreamError(reason)
 	if rec != nil {
-		rec.upstreamErr = reason
+		rec.Error = reason
 	}
 	s.errLog.Debug("upstream error", "host", ctx.Req.URL.Host, "reason", reason, "error", ctx.Error)
 	return errorResponse(ctx.Req, reason, upstreamDetail(ctx.Error, reason))
@@ -430,15 +432,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveConnect(w, r)
 		return
 	}
-	if !r.URL.IsAbs() || r.URL.Hostname() == "" {
-		http.Error(w, "feedgate is a forward proxy: send absolute-URI requests or CONNECT", http.StatusBadRequest)
+	if !r.URL.IsAbs() || r.URL.Hostname() == "" || r.URL.Scheme != "http" && r.URL.Scheme != "https" {
+		rec := s.begin(accesslog.KindHTTP, clientAddr(r), r.Method, r.URL.Hostname(), 0)
+		defer s.finish(rec)
+		if !r.URL.IsAbs() || r.URL.Hostname() == "" {
+			s.refuseMalformed(w, rec, http.StatusBadRequest, "feedgate is a forward proxy: send absolute-URI requests or CONNECT", false)
+		} else {
+			s.refuseMalformed(w, rec, http.StatusBadRequest, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme), false)
+		}
 		return
 	}
-	if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
-		http.Error(w, "feedgate: unsupported URL scheme "+strconv.Quote(r.URL.Scheme), http.StatusBadRequest)
-		return
-	}
-	s.serveHTTPKind(w, r, metrics.KindHTTP)
+	s.serveHTTPKind(w, r, accesslog.KindHTTP)
 }
 
 func clientAddr(r *http.Request) netip.Addr {
@@ -452,23 +456,27 @@ func clientAddr(r *http.Request) netip.Addr {
 // serveHTTPKind decides and forwards an absolute-URI request: a plain
 // one (kind http) or one read inside an intercepted tunnel (kind mitm).
 func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind string) {
-	start := time.Now()
-	st := s.state.Load()
 	host := r.URL.Hostname()
 	port := 80
+	ports := portsPlainHTTP
 	if r.URL.Scheme == "https" {
-		port = 443
+		port, ports = 443, portsHTTPS
 	}
+	rec := s.begin(kind, clientAddr(r), r.Method, host, port)
+	rec.Path = r.URL.Path
+	defer s.finish(rec)
 	if ps := r.URL.Port(); ps != "" {
 		p, err := strconv.Atoi(ps)
 		if err != nil || p <= 0 || p > 65535 {
-			http.Error(w, "feedgate: invalid port in request URL", http.StatusBadRequest)
+			rec.Port = 0
+			s.refuseMalformed(w, rec, http.StatusBadRequest, "feedgate: invalid port in request URL", false)
 			return
 		}
-		port = p
+		port, rec.Port = p, p
 	}
-	rec := &record{kind: kind, client: clientAddr(r), method: r.Method, host: host, port: port, path: r.URL.Path}
-	if !s.admit(st, w, r, rec, start) {
+	st := rec.st
+	if rf := admit(&st.policy.Access, rec.Client, port, ports); rf != nil {
+		s.refuseHTTP(w, r, rec, rf)
 		return
 	}
 	// Never forwarded: a name or path the policy cannot read may still be
@@ -476,28 +484,28 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	// (RFC 9110 section 4.2.4) is a classic way to make one host look like
 	// another.
 	if r.URL.User != nil {
-		s.refuseInvalid(st, w, rec, start, "request target with userinfo (user@host)")
+		s.refuseHTTP(w, r, rec, invalid(http.StatusBadRequest, "request target with userinfo (user@host)"))
 		return
 	}
 	// The path is decided (and logged) as origin servers read it: dot
 	// segments removed, escapes decoded, slashes merged.
 	path, err := rules.NormalizePath(cmp.Or(r.URL.Path, "/"))
 	if err != nil {
-		s.refuseInvalid(st, w, rec, start, "invalid path in request URL")
+		s.refuseHTTP(w, r, rec, invalid(http.StatusBadRequest, "invalid path in request URL"))
 		return
 	}
-	rec.path = path
-	rec.decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.client, Time: s.clock.Now()})
-	if rec.decision.Invalid {
+	rec.Path = path
+	rec.Decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.Client, Time: s.clock.Now()})
+	if rec.Decision.Invalid {
 		// The path was normal; the host has no canonical form.
-		s.refuseInvalid(st, w, rec, start, "invalid host name in request URL")
+		s.refuseHTTP(w, r, rec, invalid(http.StatusBadRequest, "invalid host name in request URL"))
 		return
 	}
-	rec.decided = true
-	s.count(st, rec)
+	rec.Decided = true
+	s.count(rec)
 
-	if rec.decision.Action == rules.Block {
-		b := st.blocks[rec.decision.Rule+1][rec.decision.Class]
+	if rec.Decision.Action == rules.Block {
+		b := st.blocks[rec.Decision.Rule+1][rec.Decision.Class]
 		h := w.Header()
 		if framedAmbiguously(r) {
 			closeAfterChunked(h)
@@ -508,8 +516,7 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusForbidden)
 		_, _ = w.Write(b.body)
-		rec.status = http.StatusForbidden
-		s.finish(st, rec, start)
+		rec.Status = http.StatusForbidden
 		return
 	}
 
@@ -517,10 +524,11 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	// Only a websocket upgrade keeps its Upgrade header. It will become a
 	// long-lived connection: it holds a tunnel slot, like a CONNECT.
 	if r.Header.Get("Upgrade") != "" {
-		if !s.takeTunnelSlot(st, w, r, rec, start) {
+		if rf := s.takeTunnelSlot(&st.policy.Limits, rec.Client); rf != nil {
+			s.refuseHTTP(w, r, rec, rf)
 			return
 		}
-		defer s.releaseTunnelSlot(rec.client)
+		defer s.releaseTunnelSlot(rec.Client)
 	}
 	s.m.ActiveHTTP.Inc()
 	defer s.m.ActiveHTTP.Dec()
@@ -534,10 +542,11 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	// forwarding path it takes.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ex := newExchange(rules.Request{Host: host, Port: port, Path: path, Client: rec.client},
+	ex := newExchange(rules.Request{Host: host, Port: port, Path: path, Client: rec.Client},
 		connFrom(r.Context()), cancel, st.policy.Limits.TunnelIdleTimeout)
 	rec.ex = ex
 	s.live.add(ex)
+	rec.live = ex // the record is written before the exchange leaves the set
 	s.idle.watch(&s.live)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{rc: r.Body, rec: rec}
@@ -550,15 +559,15 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		// never closes the client side; do it, so the client sees EOF.
 		_ = cw.hijacked.Close()
 	}
-	rec.status, rec.received = cw.status, cw.n+rec.upgradedReceived.Load()
+	rec.Status, rec.Received = cw.status, cw.n+rec.upgradedReceived.Load()
 	if rec.clientGone {
-		rec.status = statusClientClosed
+		rec.Status = accesslog.StatusClientClosed
 	}
 	if reason, d := ex.closedBy(); reason != "" {
 		// feedgate closed it: not a client that went away.
-		rec.closed, rec.clientGone = reason, false
+		rec.Closed, rec.clientGone = reason, false
 		if d != nil {
-			rec.cutRule = d.RuleName
+			rec.CutRule = d.RuleName
 		}
 		// Shutdown is counted by closeAll; a plain exchange that
 		// stalled is an upstream timeout (counted as it failed), not a
@@ -566,18 +575,16 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		if reason != metrics.TunnelShutdown && (reason != metrics.TunnelIdle || ex.tunnelLike()) {
 			s.m.TunnelClosed(reason)
 		}
-		if cw.status == 0 || rec.status == statusClientClosed {
-			rec.status = closedStatus(reason)
+		if cw.status == 0 || rec.Status == accesslog.StatusClientClosed {
+			rec.Status = closedStatus(reason)
 		}
 	}
-	rec.sent += rec.bodySent.Load() + rec.upgradedSent.Load()
-	if rec.status == 0 {
-		rec.status = http.StatusOK
+	rec.Sent += rec.bodySent.Load() + rec.upgradedSent.Load()
+	if rec.Status == 0 {
+		rec.Status = http.StatusOK
 	}
-	st.counters.Sent(rec.decision.Class, rec.sent)
-	st.counters.Received(rec.decision.Class, rec.received)
-	s.finish(st, rec, start)
-	s.live.remove(ex) // after the record: shutdown waits for it
+	st.counters.Sent(rec.Decision.Class, rec.Sent)
+	st.counters.Received(rec.Decision.Class, rec.Received)
 }
 
 // closedStatus is the logged status of an exchange feedgate closed before
@@ -590,41 +597,6 @@ func closedStatus(reason string) int {
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusServiceUnavailable
-}
-
-// takeTunnelSlot takes a tunnel slot for a CONNECT or a websocket upgrade,
-// or answers 503 (max_tunnels) or 429 (max_connections_per_client) and
-// reports false. A slot taken must be given back with releaseTunnelSlot.
-func (s *Server) takeTunnelSlot(st *state, w http.ResponseWriter, r *http.Request, rec *record, start time.Time) bool {
-	lim := st.policy.Limits
-	n := s.tunnelSlots.Add(1)
-	// The connection the request came on is still counted as such until
-	// it is hijacked: one more than the cap is this very connection.
-	pc := s.perClient.add(rec.client, 1)
-	status, reason, msg := 0, "", ""
-	switch {
-	case n > int64(lim.MaxTunnels):
-		status, reason, msg = http.StatusServiceUnavailable, metrics.RejectLimit, "feedgate: too many tunnels open"
-	case lim.MaxConnectionsPerClient > 0 && pc > lim.MaxConnectionsPerClient+1:
-		status, reason, msg = http.StatusTooManyRequests, metrics.RejectClientLimit, "feedgate: too many connections from this client"
-	}
-	if status == 0 {
-		return true
-	}
-	s.releaseTunnelSlot(rec.client)
-	s.m.Rejected(reason)
-	rec.status, rec.rejected = status, reason
-	w.Header().Set("Retry-After", "1")
-	w.Header().Set("X-Feedgate-Reason", reason)
-	w.Header().Set("Connection", "close")
-	http.Error(w, msg, status)
-	s.finish(st, rec, start)
-	return false
-}
-
-func (s *Server) releaseTunnelSlot(client netip.Addr) {
-	s.tunnelSlots.Add(-1)
-	s.perClient.add(client, -1)
 }
 
 // hopHeaders are removed before forwarding (RFC 9110 section 7.6.1), with
@@ -844,18 +816,12 @@ func (s *Server) HTTPServer() *http.Server {
 func (s *Server) connState(c net.Conn, cs http.ConnState) {
 	switch cs {
 	case http.StateNew:
-		n := s.conns.Add(1)
-		lim := s.state.Load().policy.Limits
-		pc := s.perClient.add(remoteAddr(c), 1)
-		reply, reason := "", ""
-		switch {
-		case n+s.tunnelSlots.Load() > int64(lim.MaxConnections):
-			reply, reason = overloaded, metrics.RejectLimit
-		case lim.MaxConnectionsPerClient > 0 && pc > lim.MaxConnectionsPerClient:
-			reply, reason = tooManyFromClient, metrics.RejectClientLimit
-		}
-		if reply != "" {
-			s.m.Rejected(reason)
+		if rf := s.openConn(remoteAddr(c)); rf != nil {
+			s.m.Rejected(rf.reason)
+			reply := overloaded
+			if rf.reason == metrics.RejectClientLimit {
+				reply = tooManyFromClient
+			}
 			// The server has not read anything yet: answer and close.
 			// Closing makes the server report StateClosed, which
 			// gives the slot back.
@@ -864,8 +830,7 @@ func (s *Server) connState(c net.Conn, cs http.ConnState) {
 			_ = c.Close()
 		}
 	case http.StateHijacked, http.StateClosed:
-		s.conns.Add(-1)
-		s.perClient.add(remoteAddr(c), -1)
+		s.closeConn(remoteAddr(c))
 	}
 }
 

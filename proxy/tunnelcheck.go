@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -57,7 +58,7 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		// name to check, so the tunnel is a tunnel without one; if that
 		// is allowed the copy loop passes the half-close on.
 		s.m.SNICheck(metrics.SNINone)
-		rec.sniResult = metrics.SNINone
+		rec.SNIResult = metrics.SNINone
 		return nil, s.settleTunnel(t, rec, rules.Tunnel{Target: t.in.Target, NoSNI: true}, true)
 	default:
 		return nil, false // the connection failed or was closed
@@ -67,7 +68,7 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		// The record keeps the name as sent; the decision uses the host
 		// it names, as the servers read it (one trailing dot and a
 		// ":port" stripped, case folded, IDNA).
-		rec.sni = string(name)
+		rec.SNI = string(name)
 		canon, _ := canonicalSNI(name) // the parser only returns usable names
 		in.SNI = canon
 		if !sameHost(canon, t.in.Target.Host) {
@@ -82,7 +83,7 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		}
 	}
 	s.m.SNICheck(result)
-	rec.sniResult = result
+	rec.SNIResult = result
 	// A TLS tunnel is counted after checkRetry, which may make its
 	// decision stricter; a refused one at once.
 	if !s.settleTunnel(t, rec, in, t.hello == nil) {
@@ -90,7 +91,7 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 			_ = t.client.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = t.client.Write(tlsAccessDenied[:])
 		}
-		rec.closed = closedBlocked
+		rec.Closed = accesslog.ClosedBlocked
 		return nil, false
 	}
 	return buf, true
@@ -146,7 +147,7 @@ const serverHelloTimeout = 10 * time.Second
 func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received func(int64)) bool {
 	// The tunnel is counted once, with its final decision, however this
 	// ends (checkHello left it uncounted).
-	defer func() { s.count(t.st, rec) }()
+	defer func() { s.count(rec) }()
 	var sc helloScanner
 	var hrr bool
 	up, hs, err := readHello(t.upstream, make([]byte, 0, 4096), serverHelloTimeout, func(b []byte) helloStatus {
@@ -188,15 +189,15 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	} else {
 		canon, _ := canonicalSNI(name)
 		in.RetrySNI = canon
-		rec.sni2 = string(name)
+		rec.SNIRetry = string(name)
 		if !sameHost(canon, in.Target.Host) {
-			rec.sniResult = metrics.SNIMismatch
+			rec.SNIResult = metrics.SNIMismatch
 		}
 	}
 	if !s.settleTunnel(t, rec, in, false) {
 		_ = t.client.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = t.client.Write(tlsAccessDenied[:])
-		rec.closed = closedBlocked
+		rec.Closed = accesslog.ClosedBlocked
 		return false
 	}
 	if b := cbuf[already:]; len(b) > 0 {
@@ -208,10 +209,6 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	}
 	return true
 }
-
-// closedBlocked is the record's "closed" value for a tunnel refused after it
-// was accepted (by its ClientHello): it got a 200 and then a close.
-const closedBlocked = "blocked"
 
 // settleTunnel makes the tunnel's final decision from its inputs, under
 // the policy current now (not the one of the CONNECT: a reload may have
@@ -234,16 +231,16 @@ func (s *Server) settleTunnel(t *tunnel, rec *record, in rules.Tunnel, count boo
 		}
 		d = decideTunnel(st.policy, in, at)
 		t.mu.Lock()
-		t.in, t.settled, t.st = in, true, st
+		t.in, t.settled = in, true
 		t.mu.Unlock()
 		if s.gen.Load() == gen {
 			break
 		}
 	}
 	t.class.Store(int32(d.Class))
-	rec.decision = d
+	rec.Decision, rec.st = d, st
 	if count || d.Action == rules.Block {
-		s.count(st, rec)
+		s.count(rec)
 	}
 	return d.Action != rules.Block
 }
@@ -254,12 +251,12 @@ func sameHost(canonical, connectHost string) bool {
 }
 
 // count counts a decided request once.
-func (s *Server) count(st *state, rec *record) {
-	if rec.decided && !rec.counted {
+func (s *Server) count(rec *record) {
+	if rec.Decided && !rec.counted {
 		rec.counted = true
-		st.counters.Request(rec.decision)
-		if inv := s.opts.Inventory; inv != nil && rec.decision.Class != 0 {
-			inv.Record(rec.client, rec.decision.Vendor, rec.decision.Category, rec.decision.Action.String(), rec.decision.RuleName)
+		rec.st.counters.Request(rec.Decision)
+		if inv := s.opts.Inventory; inv != nil && rec.Decision.Class != 0 {
+			inv.Record(rec.Client, rec.Decision.Vendor, rec.Decision.Category, rec.Decision.Action.String(), rec.Decision.RuleName)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/rules"
 )
@@ -85,23 +86,22 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	}
 	// Decision records are buffered and flushed every logFlushInterval and
 	// at exit, instead of one write per request.
-	var logFile *proxy.LogFile
+	var logFile *accesslog.File
 	var out io.Writer = stdout
 	if p.Log.File != "" {
-		if logFile, err = proxy.OpenLogFile(p.Log.File); err != nil {
+		if logFile, err = accesslog.OpenFile(p.Log.File); err != nil {
 			fmt.Fprintf(stderr, "feedgate run: [log] file: %v\n", err)
 			return 1
 		}
 		defer logFile.Close()
 		out = logFile
 	}
-	decisionOut := proxy.NewLogWriter(out, logFlushInterval)
+	decisionOut := accesslog.NewWriter(out, logFlushInterval)
 	defer decisionOut.Close()
-	var decisions *slog.Logger
-	if p.Log.Format == rules.LogSquid {
-		decisions = slog.New(proxy.NewSquidHandler(decisionOut))
-	} else {
-		decisions = slog.New(slog.NewJSONHandler(decisionOut, nil))
+	decisions, err := accesslog.New(p.Log.Format, decisionOut)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate run: [log] format: %v\n", err)
+		return 1
 	}
 	overrides := proxy.Overrides{}
 	for _, r := range resolves {
@@ -140,7 +140,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
 	opts := proxy.Options{
-		Policy: p, Metrics: m, DecisionLog: decisions, ErrorLog: errLog, Clock: clock,
+		Policy: p, Metrics: m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
 		Dialer:    &proxy.Dialer{Overrides: overrides},
 		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
 	}

@@ -1,4 +1,4 @@
-package proxy_test
+package accesslog_test
 
 import (
 	"fmt"
@@ -6,12 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 func TestLogWriterCloseFlushesEverything(t *testing.T) {
-	var out syncBuffer
-	w := proxy.NewLogWriter(&out, time.Hour) // no timed flush during the test
+	var out testutil.SyncBuffer
+	w := accesslog.NewWriter(&out, time.Hour) // no timed flush during the test
 	var want strings.Builder
 	for i := range 10000 {
 		line := fmt.Sprintf("{\"n\":%d}\n", i)
@@ -35,8 +36,8 @@ func TestLogWriterCloseFlushesEverything(t *testing.T) {
 }
 
 func TestLogWriterFlushesOnItsOwn(t *testing.T) {
-	var out syncBuffer
-	w := proxy.NewLogWriter(&out, 10*time.Millisecond)
+	var out testutil.SyncBuffer
+	w := accesslog.NewWriter(&out, 10*time.Millisecond)
 	defer w.Close()
 	w.Write([]byte("one record\n"))
 	deadline := time.Now().Add(10 * time.Second)

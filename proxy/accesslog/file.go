@@ -1,4 +1,4 @@
-package proxy
+package accesslog
 
 import (
 	"fmt"
@@ -6,22 +6,22 @@ import (
 	"sync"
 )
 
-// LogFile is an append-only log file that can be reopened under the same
+// File is an append-only log file that can be reopened under the same
 // name, so that logrotate can move it away and signal feedgate (SIGUSR1)
 // instead of copying and truncating it.
-type LogFile struct {
+type File struct {
 	mu   sync.Mutex
 	path string
 	f    *os.File
 }
 
-// OpenLogFile opens (creating if needed, mode 0640) path for appending.
-func OpenLogFile(path string) (*LogFile, error) {
+// OpenFile opens (creating if needed, mode 0640) path for appending.
+func OpenFile(path string) (*File, error) {
 	f, err := openAppend(path)
 	if err != nil {
 		return nil, err
 	}
-	return &LogFile{path: path, f: f}, nil
+	return &File{path: path, f: f}, nil
 }
 
 func openAppend(path string) (*os.File, error) {
@@ -33,7 +33,7 @@ func openAppend(path string) (*os.File, error) {
 }
 
 // Write appends p.
-func (l *LogFile) Write(p []byte) (int, error) {
+func (l *File) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.f.Write(p)
@@ -42,7 +42,7 @@ func (l *LogFile) Write(p []byte) (int, error) {
 // Reopen opens the path again and switches to it; on failure the old file
 // stays in use, so that no record is lost. Flush any buffer in front of
 // the file first, so that its records land in the file they belong to.
-func (l *LogFile) Reopen() error {
+func (l *File) Reopen() error {
 	f, err := openAppend(l.path)
 	if err != nil {
 		return err
@@ -55,7 +55,7 @@ func (l *LogFile) Reopen() error {
 }
 
 // Close closes the file.
-func (l *LogFile) Close() error {
+func (l *File) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.f.Close()

@@ -1,19 +1,18 @@
-package proxy
+package accesslog
 
 import (
-	"context"
 	"io"
-	"log/slog"
-	"math"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/feedgate/feedgate/rules"
 )
 
-// SquidHandler is a slog.Handler that writes each decision record as a
-// line of Squid's native access.log format, so that log analysers and SIEM
-// parsers written for Squid read feedgate's log unchanged:
+// Squid is a Sink that writes each record as a line of Squid's native
+// access.log format, so that log analysers and SIEM parsers written for
+// Squid read feedgate's log unchanged:
 //
 //	time.ms elapsed client code/status bytes method URL user hierarchy/peer type
 //	%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt
@@ -26,73 +25,23 @@ import (
 //
 // Parsers split the line on whitespace, so every field is one token of
 // printable ASCII whatever the record holds: see appendSquidLine.
-type SquidHandler struct {
-	mu *sync.Mutex
+type Squid struct {
+	mu sync.Mutex
 	w  io.Writer
 }
 
-// NewSquidHandler writes Squid access.log lines to w.
-func NewSquidHandler(w io.Writer) *SquidHandler { return &SquidHandler{mu: &sync.Mutex{}, w: w} }
-
-// Enabled implements slog.Handler: every decision record is written.
-func (h *SquidHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-// WithAttrs and WithGroup implement slog.Handler; the proxy uses neither.
-func (h *SquidHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-
-// WithGroup implements slog.Handler.
-func (h *SquidHandler) WithGroup(string) slog.Handler { return h }
-
-// squidRecord is what a Squid line shows of a decision record.
-type squidRecord struct {
-	kind, client, method, host, path, action, rejected, closed, errReason string
-	port, status, received                                                int64
-	seconds                                                               float64
-}
+// NewSquid writes Squid access.log lines to w.
+func NewSquid(w io.Writer) *Squid { return &Squid{w: w} }
 
 // squidBufs holds line buffers, so that a line costs no allocation. A
 // line is at most four fields of maxSquidField and some numbers, so no
 // buffer grows past about 33 KiB.
 var squidBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// Handle implements slog.Handler.
-func (h *SquidHandler) Handle(_ context.Context, r slog.Record) error {
-	var s squidRecord
-	r.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "kind":
-			s.kind = a.Value.String()
-		case "client":
-			s.client = a.Value.String()
-		case "method":
-			s.method = a.Value.String()
-		case "host":
-			s.host = a.Value.String()
-		case "port":
-			s.port = attrInt(a.Value)
-		case "path":
-			s.path = a.Value.String()
-		case "action":
-			s.action = a.Value.String()
-		case "rejected":
-			s.rejected = a.Value.String()
-		case "closed":
-			s.closed = a.Value.String()
-		case "error":
-			s.errReason = a.Value.String()
-		case "status":
-			s.status = attrInt(a.Value)
-		case "bytes_received":
-			s.received = attrInt(a.Value)
-		case "duration_seconds":
-			if a.Value.Kind() == slog.KindFloat64 {
-				s.seconds = a.Value.Float64()
-			}
-		}
-		return true
-	})
+// Write implements Sink.
+func (h *Squid) Write(r *Record) error {
 	bp := squidBufs.Get().(*[]byte)
-	line := appendSquidLine((*bp)[:0], r.Time.UnixMilli(), &s)
+	line := appendSquidLine((*bp)[:0], r)
 	h.mu.Lock()
 	_, err := h.w.Write(line)
 	h.mu.Unlock()
@@ -101,33 +50,22 @@ func (h *SquidHandler) Handle(_ context.Context, r slog.Record) error {
 	return err
 }
 
-// attrInt is v as an int64, or 0 if it is not an integer: slog.Value's
-// Int64 panics on any other kind, and a log line is not worth a panic.
-func attrInt(v slog.Value) int64 {
-	switch v.Kind() {
-	case slog.KindInt64:
-		return v.Int64()
-	case slog.KindUint64:
-		return int64(min(v.Uint64(), math.MaxInt64))
-	}
-	return 0
-}
-
 // appendSquidLine appends the record's line, newline included. Numbers
 // are clamped into what the format's fields can hold, and every string
 // from the record is escaped into one token (see the escape sets below),
 // so no value can add a field or a line.
-func appendSquidLine(b []byte, ms int64, s *squidRecord) []byte {
+func appendSquidLine(b []byte, s *Record) []byte {
+	ms := s.Time.UnixMilli()
 	code, hierDirect := "TCP_MISS", true
 	switch {
-	case s.action == "block" || s.rejected != "" || s.closed == closedBlocked:
+	case s.Decided && s.Decision.Action == rules.Block || s.Rejected != "" || s.Closed == ClosedBlocked:
 		code, hierDirect = "TCP_DENIED", false
-	case s.status == statusClientClosed:
+	case s.Status == StatusClientClosed:
 		code = "TCP_MISS_ABORTED"
-	case s.kind == "connect":
+	case s.Kind == KindConnect:
 		code = "TCP_TUNNEL"
 	}
-	if s.errReason != "" && s.status >= 500 {
+	if s.Error != "" && s.Status >= 500 {
 		hierDirect = false
 	}
 
@@ -136,52 +74,38 @@ func appendSquidLine(b []byte, ms int64, s *squidRecord) []byte {
 	b = append(b, '.')
 	b = appendPadded(b, ms%1000, 3, '0')
 	b = append(b, ' ')
-	b = appendPadded(b, elapsedMillis(s.seconds), 6, ' ')
+	b = appendPadded(b, max(s.Duration.Milliseconds(), 0), 6, ' ')
 	b = append(b, ' ')
-	b = appendSquidAddr(b, s.client, false)
+	b = appendSquidClient(b, s.Client)
 	b = append(b, ' ')
 	b = append(b, code...)
 	b = append(b, '/')
-	status := s.status
+	status := int64(s.Status)
 	if status < 0 || status > 999 {
 		// Squid's 000 is "no status": what it writes when it has none.
 		status = 0
 	}
 	b = appendPadded(b, status, 3, '0')
 	b = append(b, ' ')
-	b = strconv.AppendInt(b, max(s.received, 0), 10)
+	b = strconv.AppendInt(b, max(s.Received, 0), 10)
 	b = append(b, ' ')
-	if s.method == "" {
+	if s.Method == "" {
 		b = append(b, '-')
 	} else {
-		b = appendEscaped(b, s.method, &methodSafe, len(b)+maxSquidField)
+		b = appendEscaped(b, s.Method, &methodSafe, len(b)+maxSquidField)
 	}
 	b = append(b, ' ')
 	b = appendSquidURL(b, s)
 	b = append(b, " - "...)
 	if hierDirect {
 		b = append(b, "HIER_DIRECT/"...)
-		b = appendSquidAddr(b, s.host, true)
+		b = appendSquidPeer(b, s.Host)
 	} else {
 		b = append(b, "HIER_NONE/-"...)
 	}
 	// The user is always "-" (feedgate does not authenticate clients) and
 	// so is the content type, which feedgate does not record.
 	return append(b, " -\n"...)
-}
-
-// elapsedMillis converts a duration in seconds to whole milliseconds,
-// with NaN and negative durations as 0 and huge ones capped, since a float
-// converted out of int64's range is implementation-defined in Go.
-func elapsedMillis(seconds float64) int64 {
-	ms := seconds * 1000
-	switch {
-	case !(ms >= 0):
-		return 0
-	case ms >= math.MaxInt64/2:
-		return math.MaxInt64 / 2
-	}
-	return int64(ms)
 }
 
 // appendPadded appends a non-negative n right-aligned in width with pad.
@@ -258,37 +182,44 @@ func appendEscaped(b []byte, s string, safe *[256]bool, limit int) []byte {
 	return b
 }
 
-// appendSquidAddr appends an address field: the client (%>a), or the peer
-// (%<a), which for feedgate is the host as the client named it. An IP
-// address is written in its usual text form, but with a zone (which may
-// be any string) as in a URL, "%25" then the zone escaped, so that the
-// field decodes back to the address; anything else is "-" for the
-// client, which is always an address, and an escaped name for the peer.
-func appendSquidAddr(b []byte, s string, nameOK bool) []byte {
-	if s == "" {
+// appendSquidClient appends the client field (%>a): the address in its
+// usual text form, but with a zone (which may be any string) as in a URL,
+// "%25" then the zone escaped, so that the field decodes back to the
+// address; "-" if the client is unknown.
+func appendSquidClient(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, '-')
+	}
+	return appendAddr(b, a, len(b)+maxSquidField)
+}
+
+// appendSquidPeer appends the peer field (%<a), which for feedgate is the
+// host as the client named it: an IP address as appendSquidClient writes
+// it, anything else as an escaped name.
+func appendSquidPeer(b []byte, host string) []byte {
+	if host == "" {
 		return append(b, '-')
 	}
 	limit := len(b) + maxSquidField
-	a, ok := parseIP(s)
-	switch {
-	case ok:
-		b = a.WithZone("").AppendTo(b)
-		if z := a.Zone(); z != "" {
-			b = append(b, "%25"...)
-			b = appendEscaped(b, z, &hostSafe, limit)
-		}
-	case nameOK:
-		b = appendEscaped(b, s, &hostSafe, limit)
-	default:
-		b = append(b, '-')
+	if a, ok := parseIP(host); ok {
+		return appendAddr(b, a, limit)
+	}
+	return appendEscaped(b, host, &hostSafe, limit)
+}
+
+func appendAddr(b []byte, a netip.Addr, limit int) []byte {
+	b = a.WithZone("").AppendTo(b)
+	if z := a.Zone(); z != "" {
+		b = append(b, "%25"...)
+		b = appendEscaped(b, z, &hostSafe, limit)
 	}
 	return b
 }
 
 // appendSquidURL appends the request URL (%ru): http://host[:port]/path,
 // https:// for an intercepted request, and host:port for a CONNECT.
-func appendSquidURL(b []byte, s *squidRecord) []byte {
-	if s.host == "" {
+func appendSquidURL(b []byte, s *Record) []byte {
+	if s.Host == "" {
 		// Nothing identifies the target; a bare path or port is not a URL.
 		return append(b, '-')
 	}
@@ -296,27 +227,27 @@ func appendSquidURL(b []byte, s *squidRecord) []byte {
 	// A huge host is cut short of the limit so that the port is kept
 	// whole: parsers split host:port at the last ':'.
 	hostLimit := limit - len("]:-9223372036854775808")
-	if s.kind == "connect" {
-		b = appendURLHost(b, s.host, hostLimit)
+	if s.Kind == KindConnect {
+		b = appendURLHost(b, s.Host, hostLimit)
 		b = append(b, ':')
-		return strconv.AppendInt(b, s.port, 10)
+		return strconv.AppendInt(b, int64(s.Port), 10)
 	}
-	scheme, defPort := "http://", int64(80)
-	if s.kind == KindMITM {
+	scheme, defPort := "http://", 80
+	if s.Kind == KindMITM {
 		scheme, defPort = "https://", 443
 	}
 	b = append(b, scheme...)
-	b = appendURLHost(b, s.host, hostLimit)
-	if s.port != defPort {
+	b = appendURLHost(b, s.Host, hostLimit)
+	if s.Port != defPort {
 		b = append(b, ':')
-		b = strconv.AppendInt(b, s.port, 10)
+		b = strconv.AppendInt(b, int64(s.Port), 10)
 	}
-	if s.path != "" && s.path[0] != '/' {
+	if s.Path != "" && s.Path[0] != '/' {
 		// Without it the path would run into the host: host "a" and
 		// path ".evil.example/x" would read as http://a.evil.example/x.
 		b = append(b, '/')
 	}
-	return appendEscaped(b, s.path, &pathSafe, limit)
+	return appendEscaped(b, s.Path, &pathSafe, limit)
 }
 
 // appendURLHost appends a URL's host: an IPv6 address in brackets, with

@@ -1,63 +1,22 @@
-package proxy_test
+package accesslog_test
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
-	"log/slog"
 	"math"
 	"net/netip"
 	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
+	"github.com/feedgate/feedgate/rules"
 )
-
-// squidStrict is Squid's native access.log line (logformat squid:
-// %ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt) with each
-// field narrowed to what it may hold: the time in seconds with three
-// decimals; the elapsed milliseconds right-aligned in six columns; the
-// client address or "-"; the result code and a three-digit status; the
-// byte count; the method, an RFC 9110 token; the URL (absolute, or
-// host:port for a CONNECT, or "-"); the user; the hierarchy code and
-// peer; and the content type. Every field is printable ASCII without
-// spaces, and the line ends at its only newline.
-var squidStrict = regexp.MustCompile(`^` +
-	`(\d+)\.(\d{3})` +
-	` ( {5}\d| {4}\d{2}| {3}\d{3}| {2}\d{4}| \d{5}|[1-9]\d{5,})` +
-	` (-|\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f:.]*:[0-9a-f:.]*(?:%25(?:[A-Za-z0-9._-]|%[0-9A-F]{2})+)?)` +
-	` ([A-Z_]+)/(\d{3})` +
-	` (\d+)` +
-	" ([!#$%&'*+.^_`|~0-9A-Za-z-]+)" +
-	` (-|https?://[!-~]+|[!-~]+:-?\d+)` +
-	` ([!-~]+)` +
-	` ([A-Z_]+)/([!-~]+)` +
-	` ([!-~]+)` +
-	"\n$")
-
-// Submatch indexes in squidStrict.
-const (
-	sqClient = 4
-	sqMethod = 8
-	sqURL    = 9
-	sqUser   = 10
-	sqHier   = 11
-	sqPeer   = 12
-	sqType   = 13
-)
-
-// maxField is the handler's bound on a field built from request data
-// (Squid's MAX_URL).
-const maxField = 8192
-
-// escapes is a %XX escape as the handler writes it: upper-case hex.
-var escapes = regexp.MustCompile(`%[0-9A-F]{2}`)
 
 // squidRec is the part of a decision record that the Squid line shows.
 type squidRec struct {
@@ -74,82 +33,47 @@ func defaultSquidRec() squidRec {
 // squidTime is every test record's time: 1727582400.123.
 var squidTime = time.Unix(1727582400, 123e6)
 
-// line runs the record through a SquidHandler, with the attributes the
-// proxy writes (record.go), and returns what it wrote.
+// record is the typed record the proxy would hand to the sink. A client
+// that is no address is unknown (the zero netip.Addr), and a duration is
+// clamped into what a time.Duration holds, as any real one is.
+func (r squidRec) record() *accesslog.Record {
+	client, _ := netip.ParseAddr(r.client)
+	rec := &accesslog.Record{
+		Time: squidTime, Kind: r.kind, Client: client, Method: r.method, Host: r.host, Port: int(r.port),
+		Rejected: r.rejected, Status: int(r.status), Sent: 99, Received: r.bytes,
+		Duration: durationOf(r.seconds), Policy: "default", Closed: r.closed, Error: r.errReason,
+	}
+	if rec.HasPath() {
+		rec.Path = r.path
+	}
+	if a, ok := rules.ParseAction(r.action); ok {
+		rec.Decided, rec.Decision.Action = true, a
+	}
+	if r.kind == accesslog.KindConnect {
+		rec.SNI, rec.SNIResult = r.host+" sni\n", "mismatch"
+	}
+	return rec
+}
+
+func durationOf(seconds float64) time.Duration {
+	switch ns := seconds * 1e9; {
+	case !(ns > 0):
+		return 0
+	case ns >= math.MaxInt64:
+		return math.MaxInt64
+	default:
+		return time.Duration(ns)
+	}
+}
+
+// line runs the record through a Squid sink and returns what it wrote.
 func (r squidRec) line(tb testing.TB) string {
 	tb.Helper()
 	var buf bytes.Buffer
-	rec := slog.NewRecord(squidTime, slog.LevelInfo, "request", 0)
-	rec.AddAttrs(
-		slog.String("kind", r.kind),
-		slog.String("client", r.client),
-		slog.String("method", r.method),
-		slog.String("host", r.host),
-		slog.Int64("port", r.port),
-	)
-	if r.kind != "connect" {
-		rec.AddAttrs(slog.String("path", r.path))
-	}
-	if r.action != "" {
-		rec.AddAttrs(slog.String("action", r.action))
-	}
-	if r.rejected != "" {
-		rec.AddAttrs(slog.String("rejected", r.rejected))
-	}
-	rec.AddAttrs(
-		slog.Int64("status", r.status),
-		slog.Int64("bytes_sent", 99),
-		slog.Int64("bytes_received", r.bytes),
-		slog.Float64("duration_seconds", r.seconds),
-		slog.String("policy", "default"),
-	)
-	if r.kind == "connect" {
-		rec.AddAttrs(slog.String("sni", r.host+" sni\n"), slog.String("sni_result", "mismatch"))
-	}
-	if r.closed != "" {
-		rec.AddAttrs(slog.String("closed", r.closed))
-	}
-	if r.errReason != "" {
-		rec.AddAttrs(slog.String("error", r.errReason))
-	}
-	if err := proxy.NewSquidHandler(&buf).Handle(context.Background(), rec); err != nil {
-		tb.Fatalf("Handle: %v", err)
+	if err := accesslog.NewSquid(&buf).Write(r.record()); err != nil {
+		tb.Fatalf("Write: %v", err)
 	}
 	return buf.String()
-}
-
-// checkSquidLine checks that line is one line of Squid's native format
-// with exactly its 10 fields, and returns squidStrict's submatches.
-func checkSquidLine(tb testing.TB, line string) []string {
-	tb.Helper()
-	if strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") {
-		tb.Fatalf("not exactly one line: %.300q", line)
-	}
-	for i := 0; i < len(line)-1; i++ {
-		if c := line[i]; c < ' ' || c > '~' {
-			tb.Fatalf("byte %#02x at %d is not printable ASCII: %.300q", c, i, line)
-		}
-	}
-	if f := strings.Fields(line); len(f) != 10 {
-		tb.Fatalf("%d whitespace-separated fields, want 10: %.300q", len(f), line)
-	}
-	m := squidStrict.FindStringSubmatch(line)
-	if m == nil {
-		tb.Fatalf("line does not match Squid's native format: %.300q", line)
-	}
-	for _, i := range []int{sqClient, sqMethod, sqURL, sqPeer} {
-		// A '%' that starts no escape would make the field ambiguous.
-		if rest := escapes.ReplaceAllString(m[i], ""); strings.Contains(rest, "%") {
-			tb.Fatalf("field %q has a %% that starts no %%XX escape", m[i])
-		}
-		if len(m[i]) > maxField {
-			tb.Fatalf("field of %d bytes, want at most %d: %.100q...", len(m[i]), maxField, m[i])
-		}
-	}
-	if m[sqUser] != "-" || m[sqType] != "-" {
-		tb.Fatalf("user %q and type %q, want - and -: %q", m[sqUser], m[sqType], line)
-	}
-	return m
 }
 
 func unescape(tb testing.TB, field string) string {
@@ -189,39 +113,39 @@ func splitSquidURL(tb testing.TB, kind, field string) (host, port, path string) 
 }
 
 // checkRoundTrip checks that the line's escaped fields decode back to the
-// record's values. A field cut at maxField decodes to a prefix of what
+// record's values. A field cut at testutil.MaxSquidField decodes to a prefix of what
 // the record held.
 func checkRoundTrip(tb testing.TB, r squidRec, m []string) {
 	tb.Helper()
 	if r.method == "" {
-		if m[sqMethod] != "-" {
-			tb.Errorf("empty method logged as %q, want -", m[sqMethod])
+		if m[testutil.SqMethod] != "-" {
+			tb.Errorf("empty method logged as %q, want -", m[testutil.SqMethod])
 		}
-	} else if got := unescape(tb, m[sqMethod]); !decodesTo(nearCap(m[sqMethod]), got, r.method) {
+	} else if got := unescape(tb, m[testutil.SqMethod]); !decodesTo(nearCap(m[testutil.SqMethod]), got, r.method) {
 		tb.Errorf("method decodes to %.100q, want %.100q", got, r.method)
 	}
 
 	if a, err := netip.ParseAddr(r.client); err != nil {
-		if m[sqClient] != "-" {
-			tb.Errorf("client %.100q is no address but is logged as %.100q, want -", r.client, m[sqClient])
+		if m[testutil.SqClient] != "-" {
+			tb.Errorf("client %.100q is no address but is logged as %.100q, want -", r.client, m[testutil.SqClient])
 		}
-	} else if got := unescape(tb, m[sqClient]); !decodesTo(nearCap(m[sqClient]), got, a.String()) {
+	} else if got := unescape(tb, m[testutil.SqClient]); !decodesTo(nearCap(m[testutil.SqClient]), got, a.String()) {
 		tb.Errorf("client decodes to %.100q, want %.100q", got, a)
 	}
 
-	if m[sqHier] == "HIER_DIRECT" && r.host != "" {
+	if m[testutil.SqHier] == "HIER_DIRECT" && r.host != "" {
 		want := r.host
 		if a, err := netip.ParseAddr(r.host); err == nil {
 			want = a.String()
 		}
-		if got := unescape(tb, m[sqPeer]); !decodesTo(nearCap(m[sqPeer]), got, want) {
+		if got := unescape(tb, m[testutil.SqPeer]); !decodesTo(nearCap(m[testutil.SqPeer]), got, want) {
 			tb.Errorf("peer decodes to %.100q, want %.100q", got, want)
 		}
 	}
 
 	if r.host == "" {
-		if m[sqURL] != "-" {
-			tb.Errorf("URL without a host is %q, want -", m[sqURL])
+		if m[testutil.SqURL] != "-" {
+			tb.Errorf("URL without a host is %q, want -", m[testutil.SqURL])
 		}
 		return
 	}
@@ -232,7 +156,7 @@ func checkRoundTrip(tb testing.TB, r squidRec, m []string) {
 	case r.kind == "mitm" && r.port == 443, r.kind != "mitm" && r.port == 80:
 		wantPort = ""
 	}
-	got, cut := unescape(tb, m[sqURL]), nearCap(m[sqURL])
+	got, cut := unescape(tb, m[testutil.SqURL]), nearCap(m[testutil.SqURL])
 	if !cut {
 		// The whole URL decodes to the URL built from the record's
 		// values unescaped.
@@ -257,16 +181,16 @@ func checkRoundTrip(tb testing.TB, r squidRec, m []string) {
 	// A parser that splits the URL before it decodes the parts finds the
 	// record's host, port and path; a cut host or path is a prefix of
 	// the record's, and the port is never cut.
-	gotHost, gotPort, gotPath := splitSquidURL(tb, r.kind, m[sqURL])
+	gotHost, gotPort, gotPath := splitSquidURL(tb, r.kind, m[testutil.SqURL])
 	if !decodesTo(cut, gotHost, r.host) || gotPort != wantPort || !decodesTo(cut, gotPath, wantPath) {
 		tb.Errorf("URL %.200q splits into host %.100q, port %q, path %.100q; want %.100q, %q, %.100q",
-			m[sqURL], gotHost, gotPort, gotPath, r.host, wantPort, wantPath)
+			m[testutil.SqURL], gotHost, gotPort, gotPath, r.host, wantPort, wantPath)
 	}
 }
 
 // nearCap reports whether a field is long enough that the handler may
 // have cut it.
-func nearCap(field string) bool { return len(field) >= maxField-32 }
+func nearCap(field string) bool { return len(field) >= testutil.MaxSquidField-32 }
 
 // decodesTo reports whether decoded is want, or a prefix of it if the
 // field was cut.
@@ -384,7 +308,7 @@ func TestSquidHostile(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			line := c.rec.line(t)
-			m := checkSquidLine(t, line)
+			m := testutil.CheckSquidLine(t, line)
 			if got := strings.TrimSuffix(line, "\n"); got != c.want {
 				t.Errorf("line\n got %s\nwant %s", got, c.want)
 			}
@@ -415,7 +339,7 @@ func TestSquidEveryByte(t *testing.T) {
 						r.status = 200
 					}
 					line := r.line(t)
-					m := checkSquidLine(t, line)
+					m := testutil.CheckSquidLine(t, line)
 					if t.Failed() {
 						t.Fatalf("byte %#02x in %s of a %s record", b, field, kind)
 					}
@@ -457,12 +381,12 @@ func TestSquidLongFields(t *testing.T) {
 				r.client = "10.1.2.3"
 			}
 			line := r.line(t)
-			m := checkSquidLine(t, line)
+			m := testutil.CheckSquidLine(t, line)
 			checkRoundTrip(t, r, m)
-			if !nearCap(m[sqURL]) && !nearCap(m[sqMethod]) && !nearCap(m[sqClient]) {
+			if !nearCap(m[testutil.SqURL]) && !nearCap(m[testutil.SqMethod]) && !nearCap(m[testutil.SqClient]) {
 				t.Errorf("no field was cut: %.300q", line)
 			}
-			if len(line) > 4*maxField+200 {
+			if len(line) > 4*testutil.MaxSquidField+200 {
 				t.Errorf("line of %d bytes", len(line))
 			}
 		})
@@ -483,24 +407,22 @@ func FuzzSquidLine(f *testing.F) {
 		r := squidRec{kind: kind, host: host, path: path, method: method, client: client, errReason: errReason,
 			port: port, status: status, bytes: nbytes, seconds: seconds}
 		// Any kind but connect and mitm is logged as plain HTTP.
-		checkRoundTrip(t, r, checkSquidLine(t, r.line(t)))
+		checkRoundTrip(t, r, testutil.CheckSquidLine(t, r.line(t)))
 	})
 }
 
-// BenchmarkSquidHandler is one ordinary line: the handler runs once per
+// BenchmarkSquidHandler is one ordinary line: the sink runs once per
 // request.
 func BenchmarkSquidHandler(b *testing.B) {
-	h := proxy.NewSquidHandler(discard{})
-	rec := slog.NewRecord(squidTime, slog.LevelInfo, "request", 0)
-	rec.AddAttrs(
-		slog.String("kind", "http"), slog.String("client", "10.1.2.3"), slog.String("method", "GET"),
-		slog.String("host", "www.example.test"), slog.Int("port", 80), slog.String("path", "/bases/av.kdc"),
-		slog.String("action", "allow"), slog.Int("status", 200), slog.Int64("bytes_sent", 0),
-		slog.Int64("bytes_received", 48213), slog.Float64("duration_seconds", 0.012), slog.String("policy", "default"),
-	)
+	h := accesslog.NewSquid(discard{})
+	rec := &accesslog.Record{
+		Time: squidTime, Kind: "http", Client: netip.MustParseAddr("10.1.2.3"), Method: "GET",
+		Host: "www.example.test", Port: 80, Path: "/bases/av.kdc", Decided: true, Status: 200,
+		Received: 48213, Duration: 12 * time.Millisecond, Policy: "default",
+	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := h.Handle(context.Background(), rec); err != nil {
+		if err := h.Write(rec); err != nil {
 			b.Fatal(err)
 		}
 	}

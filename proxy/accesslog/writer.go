@@ -1,4 +1,4 @@
-package proxy
+package accesslog
 
 import (
 	"bufio"
@@ -7,11 +7,11 @@ import (
 	"time"
 )
 
-// LogWriter buffers the decision log so that a busy proxy does not make one
+// Writer buffers the decision log so that a busy proxy does not make one
 // write system call per request (as Squid buffers its access.log). What is
 // buffered reaches the underlying writer within the flush interval, when
 // the buffer fills, and on Close, so that no record is lost at shutdown.
-type LogWriter struct {
+type Writer struct {
 	mu     sync.Mutex
 	bw     *bufio.Writer
 	done   chan struct{}
@@ -19,16 +19,16 @@ type LogWriter struct {
 	wg     sync.WaitGroup
 }
 
-// NewLogWriter buffers w and flushes it every interval.
-func NewLogWriter(w io.Writer, interval time.Duration) *LogWriter {
-	l := &LogWriter{bw: bufio.NewWriterSize(w, 64<<10), done: make(chan struct{})}
+// NewWriter buffers w and flushes it every interval.
+func NewWriter(w io.Writer, interval time.Duration) *Writer {
+	l := &Writer{bw: bufio.NewWriterSize(w, 64<<10), done: make(chan struct{})}
 	l.wg.Add(1)
 	go l.flushLoop(interval)
 	return l
 }
 
 // Write implements io.Writer. slog handlers write one whole record per call.
-func (l *LogWriter) Write(p []byte) (int, error) {
+func (l *Writer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -38,14 +38,14 @@ func (l *LogWriter) Write(p []byte) (int, error) {
 }
 
 // Flush writes out what is buffered.
-func (l *LogWriter) Flush() error {
+func (l *Writer) Flush() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.bw.Flush()
 }
 
 // Close flushes and stops the flusher. Later writes fail.
-func (l *LogWriter) Close() error {
+func (l *Writer) Close() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -59,7 +59,7 @@ func (l *LogWriter) Close() error {
 	return err
 }
 
-func (l *LogWriter) flushLoop(interval time.Duration) {
+func (l *Writer) flushLoop(interval time.Duration) {
 	defer l.wg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()

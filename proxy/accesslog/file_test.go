@@ -1,4 +1,4 @@
-package proxy_test
+package accesslog_test
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 )
 
 // TestLogFileReopen is logrotate's move-and-signal: records written before
@@ -15,11 +15,11 @@ import (
 func TestLogFileReopen(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
-	f, err := proxy.OpenLogFile(path)
+	f, err := accesslog.OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := proxy.NewLogWriter(f, time.Hour) // only explicit flushes
+	w := accesslog.NewWriter(f, time.Hour) // only explicit flushes
 	w.Write([]byte("one\n"))
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)

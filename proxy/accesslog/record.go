@@ -1,0 +1,207 @@
+// Package accesslog is feedgate's decision log: the typed record of one
+// request or tunnel, the sinks that write it (JSON lines, Squid's native
+// access.log format), and the buffered, reopenable file they write to.
+//
+// The proxy fills one Record per request, whatever path the request took,
+// and hands it to a Sink once, when the request is over. Sinks read the
+// record's fields directly; nothing is passed by key name.
+package accesslog
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// Kinds of record: how the request reached feedgate.
+const (
+	// KindHTTP is an absolute-URI request on the proxy port.
+	KindHTTP = "http"
+	// KindConnect is a CONNECT tunnel.
+	KindConnect = "connect"
+	// KindMITM is a request read inside an intercepted tunnel
+	// ([tls.intercept]).
+	KindMITM = "mitm"
+)
+
+// StatusClientClosed is logged for a request whose client went away
+// before the upstream answered (nginx's convention; Squid logs it as an
+// abort).
+const StatusClientClosed = 499
+
+// ClosedBlocked is Closed for a tunnel refused after it was established:
+// its ClientHello named a host the policy blocks.
+const ClosedBlocked = "blocked"
+
+// Record is one request's decision record: what was asked, what the
+// policy said, and what happened. The zero value of a field means "not
+// known" or "not applicable", and the sinks leave such fields out where
+// the format allows it.
+type Record struct {
+	// Time is when the record was finished.
+	Time time.Time
+	// Kind is KindHTTP, KindConnect or KindMITM.
+	Kind   string
+	Client netip.Addr
+	Method string
+	// Host and Port are the target as the client named it.
+	Host string
+	Port int
+	// Path is the normalised path of an HTTP request (kinds http and
+	// mitm), "" for a tunnel.
+	Path string
+	// Decided is set once the policy decided the request; Decision is
+	// its answer. A request refused before that (Rejected) has none.
+	Decided  bool
+	Decision rules.Decision
+	// Rejected is the reason an access rule or limit refused the
+	// request ("client", "port", "limit", "invalid", ...).
+	Rejected string
+	// Status is the HTTP status the client got (200 for an established
+	// tunnel).
+	Status int
+	// Sent counts bytes from the client to the upstream, Received bytes
+	// from the upstream to the client.
+	Sent, Received int64
+	Duration       time.Duration
+	// Policy is the name of the policy the request was decided under.
+	Policy string
+	// SNI is a tunnel's ClientHello server name as sent, SNIResult the
+	// outcome of its check ("" if it was not checked), and SNIRetry the
+	// server name of a second ClientHello after a HelloRetryRequest.
+	SNI, SNIResult, SNIRetry string
+	// Closed says why feedgate closed the connection ("idle",
+	// "policy_change", ClosedBlocked, ...), "" if a peer did; CutRule is
+	// the rule that cut it at a policy change.
+	Closed, CutRule string
+	// Error is the class of the upstream failure, "" if none.
+	Error string
+}
+
+// Flagged reports a record that deserves attention: a decision to log
+// (allow and flag), or a refusal by an access rule or limit. The JSON sink
+// writes it at warning level so that it stands out in any log pipeline.
+func (r *Record) Flagged() bool {
+	return r.Decided && r.Decision.Action == rules.Log || r.Rejected != ""
+}
+
+// HasPath reports whether the record's kind carries a path.
+func (r *Record) HasPath() bool { return r.Kind == KindHTTP || r.Kind == KindMITM }
+
+// Sink receives every finished record, once. Implementations must be safe
+// for concurrent use: records of concurrent requests arrive concurrently.
+type Sink interface {
+	Write(r *Record) error
+}
+
+// Formats are the names of the formats New writes, as [log] format names
+// them.
+func Formats() []string { return []string{"json", "squid"} }
+
+// New returns a sink that writes format (one of Formats) to w.
+func New(format string, w io.Writer) (Sink, error) {
+	switch format {
+	case "json":
+		return NewJSON(w), nil
+	case "squid":
+		return NewSquid(w), nil
+	}
+	return nil, fmt.Errorf("access log: unknown format %q (want one of %q)", format, Formats())
+}
+
+// Discard is a Sink that drops every record.
+type Discard struct{}
+
+// Write implements Sink.
+func (Discard) Write(*Record) error { return nil }
+
+// JSON writes each record as one JSON object per line, through log/slog's
+// JSON handler: "time", "level" (INFO, or WARN if Flagged), "msg"
+// ("request"), then the record's fields (see docs/decision-log.md).
+type JSON struct{ h slog.Handler }
+
+// NewJSON writes JSON lines to w.
+func NewJSON(w io.Writer) *JSON {
+	return &JSON{h: slog.NewJSONHandler(w, nil)}
+}
+
+// Write implements Sink.
+func (j *JSON) Write(r *Record) error {
+	level := slog.LevelInfo
+	if r.Flagged() {
+		level = slog.LevelWarn
+	}
+	sr := slog.NewRecord(r.Time, level, "request", 0)
+	var buf [24]slog.Attr
+	sr.AddAttrs(r.appendAttrs(buf[:0])...)
+	return j.h.Handle(context.Background(), sr)
+}
+
+// appendAttrs appends the record's fields in the order the JSON format
+// has them; fields that do not apply are left out.
+func (r *Record) appendAttrs(attrs []slog.Attr) []slog.Attr {
+	attrs = append(attrs,
+		slog.String("kind", r.Kind),
+		slog.String("client", addrString(r.Client)),
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.Int("port", r.Port),
+	)
+	if r.HasPath() {
+		attrs = append(attrs, slog.String("path", r.Path))
+	}
+	if r.Decided {
+		d := &r.Decision
+		attrs = append(attrs,
+			slog.String("vendor", d.Vendor),
+			slog.String("category", d.Category),
+			slog.String("rule", d.RuleName),
+			slog.String("action", d.Action.String()),
+			slog.Bool("flagged", d.Action == rules.Log),
+		)
+		if d.Reported {
+			attrs = append(attrs, slog.Bool("report_only", true))
+		}
+		if d.ClientGroup != "" {
+			attrs = append(attrs, slog.String("client_group", d.ClientGroup))
+		}
+	}
+	if r.Rejected != "" {
+		attrs = append(attrs, slog.String("rejected", r.Rejected))
+	}
+	attrs = append(attrs,
+		slog.Int("status", r.Status),
+		slog.Int64("bytes_sent", r.Sent),
+		slog.Int64("bytes_received", r.Received),
+		slog.Float64("duration_seconds", r.Duration.Seconds()),
+		slog.String("policy", r.Policy),
+	)
+	if r.SNIResult != "" {
+		attrs = append(attrs, slog.String("sni", r.SNI), slog.String("sni_result", r.SNIResult))
+	}
+	if r.SNIRetry != "" {
+		attrs = append(attrs, slog.String("sni_retry", r.SNIRetry))
+	}
+	if r.Closed != "" {
+		attrs = append(attrs, slog.String("closed", r.Closed))
+	}
+	if r.CutRule != "" {
+		attrs = append(attrs, slog.String("cut_rule", r.CutRule))
+	}
+	if r.Error != "" {
+		attrs = append(attrs, slog.String("error", r.Error))
+	}
+	return attrs
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
