@@ -10,6 +10,7 @@ import (
 
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/internal/hello"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -34,20 +35,20 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 	p := st.policy
 	buf := make([]byte, len(early), max(len(early), 4096))
 	copy(buf, early)
-	var sc helloScanner
+	var sc hello.Scanner
 	var name []byte
-	buf, hs, err := readHello(t.client, buf, p.TLS.SNITimeout, func(b []byte) helloStatus {
-		var st helloStatus
-		name, st = sc.clientHelloServerName(b)
+	buf, hs, err := readHello(t.client, buf, p.TLS.SNITimeout, func(b []byte) hello.Status {
+		var st hello.Status
+		name, st = sc.ClientHelloServerName(b)
 		return st
 	})
 	result := ""
 	switch {
-	case hs == helloComplete && name == nil:
+	case hs == hello.Complete && name == nil:
 		result = metrics.SNINone
-	case hs == helloComplete:
+	case hs == hello.Complete:
 		result = metrics.SNIMatch
-	case hs == helloNotTLS:
+	case hs == hello.NotTLS:
 		result = metrics.SNINotTLS
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		result = metrics.SNITimeout
@@ -69,16 +70,16 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		// it names, as the servers read it (one trailing dot and a
 		// ":port" stripped, case folded, IDNA).
 		rec.SNI = string(name)
-		canon, _ := canonicalSNI(name) // the parser only returns usable names
+		canon, _ := hello.CanonicalSNI(name) // the parser only returns usable names
 		in.SNI = canon
 		if !sameHost(canon, t.in.Target.Host) {
 			result = metrics.SNIMismatch
 		}
 	}
-	if hs == helloComplete {
+	if hs == hello.Complete {
 		// After a HelloRetryRequest the client sends a second
 		// ClientHello; t.hello tells the copy loop where it starts.
-		if end, st := clientHelloEnd(buf); st == helloComplete {
+		if end, st := hello.ClientHelloEnd(buf); st == hello.Complete {
 			t.hello = &helloState{after: bytes.Clone(buf[end:])}
 		}
 	}
@@ -98,32 +99,32 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 }
 
 // readHello reads c into buf, with a deadline timeout away, until parse
-// finds the bytes complete or not TLS, or maxClientHello bytes are there
-// (then not TLS). err is the read error that ended it early.
-func readHello(c net.Conn, buf []byte, timeout time.Duration, parse func([]byte) helloStatus) ([]byte, helloStatus, error) {
+// finds the bytes complete or not TLS, or hello.MaxClientHello bytes are
+// there (then not TLS). err is the read error that ended it early.
+func readHello(c net.Conn, buf []byte, timeout time.Duration, parse func([]byte) hello.Status) ([]byte, hello.Status, error) {
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	for {
 		if len(buf) > 0 {
 			switch st := parse(buf); {
-			case st != helloIncomplete:
+			case st != hello.Incomplete:
 				return buf, st, nil
-			case len(buf) >= maxClientHello:
-				return buf, helloNotTLS, nil
+			case len(buf) >= hello.MaxClientHello:
+				return buf, hello.NotTLS, nil
 			}
 		}
 		if len(buf) == cap(buf) {
-			buf = append(buf, make([]byte, min(max(cap(buf), 4096), maxClientHello-len(buf)))...)[:len(buf)]
+			buf = append(buf, make([]byte, min(max(cap(buf), 4096), hello.MaxClientHello-len(buf)))...)[:len(buf)]
 		}
-		m, err := c.Read(buf[len(buf):min(cap(buf), maxClientHello)])
+		m, err := c.Read(buf[len(buf):min(cap(buf), hello.MaxClientHello)])
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			if m > 0 {
-				if st := parse(buf); st != helloIncomplete {
+				if st := parse(buf); st != hello.Incomplete {
 					return buf, st, nil
 				}
 			}
-			return buf, helloIncomplete, err
+			return buf, hello.Incomplete, err
 		}
 	}
 }
@@ -148,11 +149,11 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	// The tunnel is counted once, with its final decision, however this
 	// ends (checkHello left it uncounted).
 	defer func() { s.count(rec) }()
-	var sc helloScanner
+	var sc hello.Scanner
 	var hrr bool
-	up, hs, err := readHello(t.upstream, make([]byte, 0, 4096), serverHelloTimeout, func(b []byte) helloStatus {
-		var st helloStatus
-		hrr, st = sc.serverHelloStatus(b)
+	up, hs, err := readHello(t.upstream, make([]byte, 0, 4096), serverHelloTimeout, func(b []byte) hello.Status {
+		var st hello.Status
+		hrr, st = sc.ServerHelloStatus(b)
 		return st
 	})
 	if len(up) > 0 {
@@ -162,18 +163,18 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 			return false
 		}
 	}
-	if hs != helloComplete || !hrr {
+	if hs != hello.Complete || !hrr {
 		// Not a retry (or the server said nothing in time, or closed):
 		// the copy loop takes over, passing on what comes.
 		return err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded)
 	}
-	var sc2 helloScanner
+	var sc2 hello.Scanner
 	var name []byte
 	already := len(t.hello.after)
 	cbuf := append(make([]byte, 0, max(already, 4096)), t.hello.after...)
-	cbuf, hs, err = readHello(t.client, cbuf, st.policy.TLS.SNITimeout, func(b []byte) helloStatus {
-		var st helloStatus
-		name, st = sc2.secondClientHelloServerName(b)
+	cbuf, hs, err = readHello(t.client, cbuf, st.policy.TLS.SNITimeout, func(b []byte) hello.Status {
+		var st hello.Status
+		name, st = sc2.SecondClientHelloServerName(b)
 		return st
 	})
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
@@ -184,10 +185,10 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	t.mu.Unlock()
 	// Both ClientHellos are decided from now on; a second one without a
 	// usable name makes the tunnel one without a name.
-	if hs != helloComplete || name == nil {
+	if hs != hello.Complete || name == nil {
 		in.NoSNI = true
 	} else {
-		canon, _ := canonicalSNI(name)
+		canon, _ := hello.CanonicalSNI(name)
 		in.RetrySNI = canon
 		rec.SNIRetry = string(name)
 		if !sameHost(canon, in.Target.Host) {

@@ -1,9 +1,8 @@
-package proxy
-
-// Reading the server name a TLS client asks for from the first bytes it
-// sends, without terminating TLS: a tunnel's bytes are only looked at, never
-// changed, so the parser works on the caller's buffer and returns slices of
-// it.
+// Package hello reads the server name a TLS client asks for from the first
+// bytes it sends, without terminating TLS: a tunnel's bytes are only looked
+// at, never changed, so the parser works on the caller's buffer and returns
+// slices of it. It also reads the server's answer, far enough to tell a
+// HelloRetryRequest, after which the client sends a second ClientHello.
 //
 // The parser must be at least as lenient as the servers behind the proxy:
 // any ClientHello that a real server takes, and whose name it uses, must
@@ -12,6 +11,7 @@ package proxy
 // union of what Go's crypto/tls (1.26) and OpenSSL (3.0) servers accept, as
 // measured by the differential test in clienthello_diff_test.go; the
 // comments below say which server each leniency is for.
+package hello
 
 import (
 	"bytes"
@@ -21,31 +21,31 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
-// helloStatus says how far clientHelloServerName got with a buffer.
-type helloStatus uint8
+// Status says how far a Scanner got with a buffer.
+type Status uint8
 
 const (
-	// helloComplete: the whole ClientHello was parsed.
-	helloComplete helloStatus = iota
-	// helloIncomplete: the bytes so far are a valid start of a ClientHello
-	// of at most maxClientHello bytes; the caller should read more.
-	helloIncomplete
-	// helloNotTLS: the bytes are not TLS records carrying a ClientHello,
+	// Complete: the whole ClientHello was parsed.
+	Complete Status = iota
+	// Incomplete: the bytes so far are a valid start of a ClientHello
+	// of at most MaxClientHello bytes; the caller should read more.
+	Incomplete
+	// NotTLS: the bytes are not TLS records carrying a ClientHello,
 	// the ClientHello is malformed, or it would need more than
-	// maxClientHello bytes.
-	helloNotTLS
+	// MaxClientHello bytes.
+	NotTLS
 )
 
-func (s helloStatus) String() string {
+func (s Status) String() string {
 	switch s {
-	case helloComplete:
+	case Complete:
 		return "complete"
-	case helloIncomplete:
+	case Incomplete:
 		return "incomplete"
-	case helloNotTLS:
+	case NotTLS:
 		return "not TLS"
 	}
-	return "helloStatus(?)"
+	return "Status(?)"
 }
 
 // TLS framing (RFC 8446 sections 4, 5.1 and 6, RFC 6066 section 3).
@@ -69,13 +69,13 @@ const (
 // maxClientHelloLen is the longest ClientHello body accepted: Go's
 // crypto/tls refuses any handshake message longer than its maxHandshake,
 // 64 KiB. OpenSSL 3.0 takes ClientHellos up to about 128 KiB; one between
-// the two is answered helloNotTLS, which the caller treats as a tunnel
+// the two is answered NotTLS, which the caller treats as a tunnel
 // without a usable name. No real client comes near either limit.
 const maxClientHelloLen = 1 << 16
 
-// maxClientHello is the most bytes of a client's stream that the caller
-// needs to buffer: clientHelloServerName never answers helloIncomplete for
-// a buffer this long, and answers helloNotTLS, as soon as the lengths it has
+// MaxClientHello is the most bytes of a client's stream that the caller
+// needs to buffer: Scanner.ClientHelloServerName never answers Incomplete
+// for a buffer this long, and answers NotTLS, as soon as the lengths it has
 // seen show it, for a ClientHello that would end beyond it.
 //
 // It is the largest ClientHello Go accepts with its handshake header, plus
@@ -84,9 +84,9 @@ const maxClientHelloLen = 1 << 16
 // takes up to 32 empty records among them. 16 KiB of framing is enough for
 // a hello of up to 13 KiB (every real one) cut into one-byte records, and
 // for the largest hello in records of 21 bytes or more. A client that cuts
-// a large hello finer than that gets helloNotTLS; a larger limit would only
+// a large hello finer than that gets NotTLS; a larger limit would only
 // let every connection make the proxy buffer more before deciding.
-const maxClientHello = tlsHandshakeHeaderLen + maxClientHelloLen + tlsMaxRecordLen
+const MaxClientHello = tlsHandshakeHeaderLen + maxClientHelloLen + tlsMaxRecordLen
 
 // helloRetryRandom is the ServerHello.random that marks a HelloRetryRequest:
 // SHA-256("HelloRetryRequest") (RFC 8446 section 4.1.3).
@@ -97,23 +97,47 @@ var helloRetryRandom = [32]byte{
 	0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
 }
 
-// clientHelloServerName parses the start of a client's byte stream. It
-// returns helloIncomplete when more bytes are needed to see the whole
+// Scanner reads the first handshake message of one stream, a ClientHello or
+// a ServerHello, as the stream arrives, carrying the parse from call to
+// call. Parsing the whole buffer afresh walks every record of it on each
+// call, and a caller that calls again with each longer prefix of a stream
+// makes that quadratic: a hello cut into one-byte records and sent a byte at
+// a time costs some 5*10^8 record steps, seconds of CPU, before
+// MaxClientHello is reached. A Scanner remembers the records it has walked,
+// so that all the calls together cost time linear in the stream's length.
+//
+// Its methods answer exactly as they would on a new Scanner, provided each
+// call on a scanner passes a prefix of the same stream, at least as long as
+// the last one, and always to the same method. (A shorter prefix starts the
+// scanner over.) It keeps offsets, not slices, so the caller may move the
+// stream to a larger buffer between calls. The zero value is ready to use.
+type Scanner struct {
+	pos    int  // the first record not walked yet
+	have   int  // how many bytes of the message the records before pos hold
+	need   int  // the message's length with its header, once known; else 0
+	start  int  // where the message's first byte is
+	split  bool // the message spans records
+	hs     [tlsHandshakeHeaderLen]byte
+	walked int // records walked, counted for the tests
+}
+
+// ClientHelloServerName parses the start of a client's byte stream. It
+// returns Incomplete when more bytes are needed to see the whole
 // ClientHello (the caller reads more and calls again with the longer
-// buffer), helloNotTLS when the bytes are not TLS records carrying a
-// ClientHello or are malformed, and helloComplete when the whole ClientHello
+// buffer), NotTLS when the bytes are not TLS records carrying a
+// ClientHello or are malformed, and Complete when the whole ClientHello
 // was parsed; name is then the host_name from the server_name extension
 // (RFC 6066), as sent, or nil if there is none.
 //
 // The name is raw: it may be upper-case, end in one dot or carry a ":port"
-// (servers hand such names on as they are). canonicalSNI gives the host it
+// (servers hand such names on as they are). CanonicalSNI gives the host it
 // names; decisions must use that, and logs may show the raw name.
 //
 // A host_name that names no host (see usableSNI) is reported as no name at
-// all, helloComplete with name nil: the caller must never see bytes that
+// all, Complete with name nil: the caller must never see bytes that
 // could smuggle anything into a log line or a host:port string. Structural
 // faults that every server refuses (lengths that do not add up, two
-// server_name extensions, two host_names) make the hello helloNotTLS: a name
+// server_name extensions, two host_names) make the hello NotTLS: a name
 // picked from an ambiguous hello might not be the name a server would see.
 //
 // The record layer is read as leniently as the servers read it: any record
@@ -128,119 +152,72 @@ var helloRetryRandom = [32]byte{
 // size once, on the call that finds it complete, and name is a slice of that
 // copy; incomplete prefixes never allocate. The result for a buffer that
 // holds a complete ClientHello does not depend on any bytes after it.
-//
-// A caller that reads a stream and calls again with each longer prefix
-// should use a helloScanner, which answers the same in linear time.
-func clientHelloServerName(data []byte) (name []byte, st helloStatus) {
-	var s helloScanner
-	return s.clientHelloServerName(data)
+func (s *Scanner) ClientHelloServerName(data []byte) (name []byte, st Status) {
+	body, _, st := s.message(data, tlsTypeClientHello, false)
+	if st != Complete {
+		return nil, st
+	}
+	return parseClientHello(body)
 }
 
-// clientHelloEnd returns the length of the records that carry the
-// ClientHello at the start of data: the offset at which the client's next
-// record starts, where secondClientHelloServerName begins after a
-// HelloRetryRequest. Its status is clientHelloServerName's, except that it
-// is helloIncomplete until the record that ends the ClientHello has arrived
-// whole.
-func clientHelloEnd(data []byte) (end int, st helloStatus) {
-	var s helloScanner
-	body, end, st := s.message(data, tlsTypeClientHello, false)
-	if st != helloComplete {
-		return 0, st
-	}
-	if _, st = parseClientHello(body); st != helloComplete {
-		return 0, st
-	}
-	if end > len(data) {
-		return 0, helloIncomplete
-	}
-	return end, helloComplete
-}
-
-// secondClientHelloServerName parses a client's bytes after its first
-// ClientHello (from clientHelloEnd on) once the server has answered it with
+// SecondClientHelloServerName parses a client's bytes after its first
+// ClientHello (from ClientHelloEnd on) once the server has answered it with
 // a HelloRetryRequest: the client then sends a second ClientHello, which may
 // name another server, after a ChangeCipherSpec record in TLS 1.3's
 // middlebox compatibility mode (RFC 8446 appendix D.4). ChangeCipherSpec
 // records are skipped, wherever they are (OpenSSL treats them as empty
 // handshake records), and so are user_canceled alerts (both servers ignore
-// them in TLS 1.3); otherwise the answer is clientHelloServerName's.
-func secondClientHelloServerName(data []byte) (name []byte, st helloStatus) {
-	var s helloScanner
-	return s.secondClientHelloServerName(data)
+// them in TLS 1.3); otherwise the answer is ClientHelloServerName's.
+func (s *Scanner) SecondClientHelloServerName(data []byte) (name []byte, st Status) {
+	body, _, st := s.message(data, tlsTypeClientHello, true)
+	if st != Complete {
+		return nil, st
+	}
+	return parseClientHello(body)
 }
 
-// serverHelloStatus parses the start of a server's byte stream, its answer
+// ServerHelloStatus parses the start of a server's byte stream, its answer
 // to a ClientHello, and reports whether the ServerHello there is a
 // HelloRetryRequest, after which the client sends a second ClientHello. The
-// status has clientHelloServerName's contract for a ServerHello, with the
-// same bounds: helloComplete once the whole ServerHello is there (isHRR is
-// meaningful only then), helloNotTLS for anything else, such as a fatal
+// status has ClientHelloServerName's contract for a ServerHello, with the
+// same bounds: Complete once the whole ServerHello is there (isHRR is
+// meaningful only then), NotTLS for anything else, such as a fatal
 // alert refusing the client.
 //
 // It is as lenient as a client: records are framed as in a ClientHello, and
 // warning alerts (OpenSSL sends unrecognized_name before its ServerHello in
 // TLS 1.2) and ChangeCipherSpec records are skipped.
-func serverHelloStatus(data []byte) (isHRR bool, st helloStatus) {
-	var s helloScanner
-	return s.serverHelloStatus(data)
-}
-
-// helloScanner carries the parse of one stream from call to call. The
-// functions above walk every record of data on each call, and a caller
-// that calls again with each longer prefix of a stream makes that
-// quadratic: a hello cut into one-byte records and sent a byte at a time
-// costs some 5*10^8 record steps, seconds of CPU, before maxClientHello is
-// reached. A
-// helloScanner remembers the records it has walked, so that all the calls
-// together cost time linear in the stream's length.
-//
-// Its methods answer exactly as the functions of the same names do,
-// provided each call on a scanner passes a prefix of the same stream, at
-// least as long as the last one, and always to the same method. (A shorter
-// prefix starts the scanner over.) It keeps offsets, not slices, so the
-// caller may move the stream to a larger buffer between calls. The zero
-// value is ready to use.
-type helloScanner struct {
-	pos    int  // the first record not walked yet
-	have   int  // how many bytes of the message the records before pos hold
-	need   int  // the message's length with its header, once known; else 0
-	start  int  // where the message's first byte is
-	split  bool // the message spans records
-	hs     [tlsHandshakeHeaderLen]byte
-	walked int // records walked, counted for the tests
-}
-
-// clientHelloServerName is the function clientHelloServerName, resumed.
-func (s *helloScanner) clientHelloServerName(data []byte) (name []byte, st helloStatus) {
-	body, _, st := s.message(data, tlsTypeClientHello, false)
-	if st != helloComplete {
-		return nil, st
-	}
-	return parseClientHello(body)
-}
-
-// secondClientHelloServerName is the function secondClientHelloServerName,
-// resumed.
-func (s *helloScanner) secondClientHelloServerName(data []byte) (name []byte, st helloStatus) {
-	body, _, st := s.message(data, tlsTypeClientHello, true)
-	if st != helloComplete {
-		return nil, st
-	}
-	return parseClientHello(body)
-}
-
-// serverHelloStatus is the function serverHelloStatus, resumed.
-func (s *helloScanner) serverHelloStatus(data []byte) (isHRR bool, st helloStatus) {
+func (s *Scanner) ServerHelloStatus(data []byte) (isHRR bool, st Status) {
 	body, _, st := s.message(data, tlsTypeServerHello, true)
-	if st != helloComplete {
+	if st != Complete {
 		return false, st
 	}
 	const version = 2
 	if len(body) < version+len(helloRetryRandom) {
-		return false, helloNotTLS
+		return false, NotTLS
 	}
-	return bytes.Equal(body[version:version+len(helloRetryRandom)], helloRetryRandom[:]), helloComplete
+	return bytes.Equal(body[version:version+len(helloRetryRandom)], helloRetryRandom[:]), Complete
+}
+
+// ClientHelloEnd returns the length of the records that carry the
+// ClientHello at the start of data: the offset at which the client's next
+// record starts, where SecondClientHelloServerName begins after a
+// HelloRetryRequest. Its status is ClientHelloServerName's, except that it
+// is Incomplete until the record that ends the ClientHello has arrived
+// whole.
+func ClientHelloEnd(data []byte) (end int, st Status) {
+	var s Scanner
+	body, end, st := s.message(data, tlsTypeClientHello, false)
+	if st != Complete {
+		return 0, st
+	}
+	if _, st = parseClientHello(body); st != Complete {
+		return 0, st
+	}
+	if end > len(data) {
+		return 0, Incomplete
+	}
+	return end, Complete
 }
 
 // message walks the records at the start of data, from the first one it
@@ -252,12 +229,12 @@ func (s *helloScanner) serverHelloStatus(data []byte) (isHRR bool, st helloStatu
 // records are skipped too.
 //
 // Every check uses only bytes before the point it looks at, and the bytes
-// are looked at in stream order, so a prefix that is helloNotTLS stays so
-// whatever follows, and a helloComplete answer never changes. That is also
+// are looked at in stream order, so a prefix that is NotTLS stays so
+// whatever follows, and a Complete answer never changes. That is also
 // why resuming at the first record not walked gives the same answers.
-func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte, end int, st helloStatus) {
+func (s *Scanner) message(data []byte, typ byte, skipCCS bool) (body []byte, end int, st Status) {
 	if len(data) < s.pos {
-		*s = helloScanner{walked: s.walked}
+		*s = Scanner{walked: s.walked}
 	}
 	// The handshake header may itself be cut by a record boundary, so it
 	// is gathered byte by byte; need is the handshake message's length
@@ -271,32 +248,32 @@ func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte
 	for {
 		s.walked++
 		// The message ends at least need-have bytes after this record's
-		// header; one that cannot end within maxClientHello is refused
+		// header; one that cannot end within MaxClientHello is refused
 		// here, whether or not its bytes have arrived. Skipped records
 		// count too, which bounds how many a client can make the proxy
 		// walk.
-		if pos+tlsRecordHeaderLen+need-have > maxClientHello {
-			return nil, 0, helloNotTLS
+		if pos+tlsRecordHeaderLen+need-have > MaxClientHello {
+			return nil, 0, NotTLS
 		}
 		rec := data[pos:]
 		// Judge each header byte as soon as it arrives, so that a stream
 		// that is plainly not TLS ("GET ...", "SSH-2.0-...") is known
 		// from its first byte.
 		if len(rec) > 0 && rec[0] != tlsRecordTypeHandshake && rec[0] != tlsRecordTypeAlert && rec[0] != tlsRecordTypeCCS {
-			return nil, 0, helloNotTLS
+			return nil, 0, NotTLS
 		}
 		// Go takes any record version below 0x1000 until it has chosen
 		// one (it only guards against streams that are not TLS);
 		// OpenSSL any 3.x.
 		if len(rec) > 1 && rec[1] >= 0x10 {
-			return nil, 0, helloNotTLS
+			return nil, 0, NotTLS
 		}
 		if len(rec) < tlsRecordHeaderLen {
 			return nil, 0, helloMore(pos + tlsRecordHeaderLen + need - have)
 		}
 		n := int(rec[3])<<8 | int(rec[4])
 		if n > tlsMaxRecordLen {
-			return nil, 0, helloNotTLS
+			return nil, 0, NotTLS
 		}
 		frag := rec[tlsRecordHeaderLen:]
 		if len(frag) > n {
@@ -315,13 +292,13 @@ func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte
 		case rec[0] == tlsRecordTypeAlert:
 			// An alert is two bytes, level and description.
 			if n != 2 {
-				return nil, 0, helloNotTLS
+				return nil, 0, NotTLS
 			}
 			if len(frag) < n {
 				return nil, 0, helloMore(next + tlsRecordHeaderLen + need - have)
 			}
 			if !helloSkippableAlert(frag[0], frag[1]) {
-				return nil, 0, helloNotTLS
+				return nil, 0, NotTLS
 			}
 			pos = next
 			s.save(pos, have, need, start, single, hs)
@@ -329,13 +306,13 @@ func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte
 		case rec[0] == tlsRecordTypeCCS:
 			// A ChangeCipherSpec is the one byte 1.
 			if !skipCCS || n != 1 {
-				return nil, 0, helloNotTLS
+				return nil, 0, NotTLS
 			}
 			if len(frag) < n {
 				return nil, 0, helloMore(next + tlsRecordHeaderLen + need - have)
 			}
 			if frag[0] != 1 {
-				return nil, 0, helloNotTLS
+				return nil, 0, NotTLS
 			}
 			pos = next
 			s.save(pos, have, need, start, single, hs)
@@ -352,12 +329,12 @@ func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte
 			avail = avail[1:]
 			have++
 			if have == 1 && hs[0] != typ {
-				return nil, 0, helloNotTLS
+				return nil, 0, NotTLS
 			}
 			if have == tlsHandshakeHeaderLen {
 				l := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
 				if l > maxClientHelloLen {
-					return nil, 0, helloNotTLS
+					return nil, 0, NotTLS
 				}
 				need = tlsHandshakeHeaderLen + l
 			}
@@ -366,13 +343,13 @@ func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte
 		if have == need {
 			// The header may have arrived in this record, and the
 			// whole message with it.
-			if pos+tlsRecordHeaderLen+have-before > maxClientHello {
-				return nil, 0, helloNotTLS
+			if pos+tlsRecordHeaderLen+have-before > MaxClientHello {
+				return nil, 0, NotTLS
 			}
 			if single {
-				return data[start+tlsHandshakeHeaderLen : start+need], next, helloComplete
+				return data[start+tlsHandshakeHeaderLen : start+need], next, Complete
 			}
-			return helloReassemble(data[start-tlsRecordHeaderLen:], need), next, helloComplete
+			return helloReassemble(data[start-tlsRecordHeaderLen:], need), next, Complete
 		}
 		if len(frag) < n {
 			// This record goes on past the end of data. The message ends
@@ -392,7 +369,7 @@ func (s *helloScanner) message(data []byte, typ byte, skipCCS bool) (body []byte
 
 // save records the walk's state at the start of the record at pos, all
 // records before it walked.
-func (s *helloScanner) save(pos, have, need, start int, single bool, hs [tlsHandshakeHeaderLen]byte) {
+func (s *Scanner) save(pos, have, need, start int, single bool, hs [tlsHandshakeHeaderLen]byte) {
 	s.pos, s.have, s.need, s.start, s.split, s.hs = pos, have, need, start, !single, hs
 }
 
@@ -408,11 +385,11 @@ func helloSkippableAlert(level, desc byte) bool {
 
 // helloMore is the answer for a valid prefix of a handshake message that
 // cannot end before the stream offset end.
-func helloMore(end int) helloStatus {
-	if end > maxClientHello {
-		return helloNotTLS
+func helloMore(end int) Status {
+	if end > MaxClientHello {
+		return NotTLS
 	}
-	return helloIncomplete
+	return Incomplete
 }
 
 // helloReassemble copies the body of a handshake message of need bytes
@@ -435,45 +412,45 @@ func helloReassemble(data []byte, need int) []byte {
 
 // parseClientHello parses a ClientHello body (RFC 8446 4.1.2, which also
 // describes the TLS 1.2 and earlier layout) and returns the usable
-// host_name, if any. The answer is helloComplete or helloNotTLS.
-func parseClientHello(b []byte) ([]byte, helloStatus) {
+// host_name, if any. The answer is Complete or NotTLS.
+func parseClientHello(b []byte) ([]byte, Status) {
 	const versionAndRandom = 2 + 32
 	if len(b) < versionAndRandom {
-		return nil, helloNotTLS
+		return nil, NotTLS
 	}
 	// The session ID may be up to 255 bytes: RFC 8446 allows 32, OpenSSL
 	// checks that, Go does not.
 	_, b, ok := helloVec8(b[versionAndRandom:])
 	if !ok {
-		return nil, helloNotTLS
+		return nil, NotTLS
 	}
 	suites, b, ok := helloVec16(b)
 	if !ok || len(suites) < 2 || len(suites)%2 != 0 {
-		return nil, helloNotTLS
+		return nil, NotTLS
 	}
 	compression, b, ok := helloVec8(b)
 	if !ok || len(compression) == 0 {
-		return nil, helloNotTLS
+		return nil, NotTLS
 	}
 	if len(b) == 0 {
 		// No extensions at all (SSL 3.0-era clients): no server name.
-		return nil, helloComplete
+		return nil, Complete
 	}
 	exts, rest, ok := helloVec16(b)
 	if !ok || len(rest) != 0 {
-		return nil, helloNotTLS
+		return nil, NotTLS
 	}
 	var name []byte
 	seen := false
 	for len(exts) > 0 {
 		if len(exts) < 4 {
-			return nil, helloNotTLS
+			return nil, NotTLS
 		}
 		typ := int(exts[0])<<8 | int(exts[1])
 		var ext []byte
 		ext, exts, ok = helloVec16(exts[2:])
 		if !ok {
-			return nil, helloNotTLS
+			return nil, NotTLS
 		}
 		if typ != tlsExtServerName {
 			continue
@@ -481,14 +458,14 @@ func parseClientHello(b []byte) ([]byte, helloStatus) {
 		// Extensions must not repeat (RFC 8446 4.2); for server_name a
 		// repeat would let the proxy and the server read different names.
 		if seen {
-			return nil, helloNotTLS
+			return nil, NotTLS
 		}
 		seen = true
 		if name, ok = parseServerName(ext); !ok {
-			return nil, helloNotTLS
+			return nil, NotTLS
 		}
 	}
-	return name, helloComplete
+	return name, Complete
 }
 
 // parseServerName parses a server_name extension's data, a ServerNameList.
@@ -522,7 +499,7 @@ func parseServerName(ext []byte) (name []byte, ok bool) {
 	return name, true
 }
 
-// usableSNI reports whether canonicalSNI accepts the host_name b, without
+// usableSNI reports whether CanonicalSNI accepts the host_name b, without
 // allocating for an ASCII name.
 func usableSNI(b []byte) bool {
 	_, ascii, ok := sniHost(b)
@@ -535,11 +512,11 @@ func usableSNI(b []byte) bool {
 		// number is an IPv4 literal or refused, which it decides.
 		return true
 	}
-	_, ok = canonicalSNI(b)
+	_, ok = CanonicalSNI(b)
 	return ok
 }
 
-// canonicalSNI returns the host that a ClientHello's raw host_name names, in
+// CanonicalSNI returns the host that a ClientHello's raw host_name names, in
 // the canonical form of rules.CanonicalHost (lower case, ASCII, punycode for
 // internationalised names), which is what decisions must compare. It
 // undoes what servers undo: one trailing dot, which RFC 6066 forbids but
@@ -548,7 +525,7 @@ func usableSNI(b []byte) bool {
 // characters no host name has (spaces, control characters, '/', ...), or a
 // name IDNA refuses. The raw name of an ok answer is printable, so it may
 // be logged as it is.
-func canonicalSNI(raw []byte) (host string, ok bool) {
+func CanonicalSNI(raw []byte) (host string, ok bool) {
 	h, _, ok := sniHost(raw)
 	if !ok {
 		return "", false

@@ -1,4 +1,4 @@
-package proxy
+package hello
 
 // Tests of the ClientHello SNI parser against hellos that crypto/tls really
 // sends, re-framed ones, hand-made malformed ones and streams that are not
@@ -32,6 +32,24 @@ import (
 
 	"github.com/feedgate/feedgate/rules"
 )
+
+// clientHelloServerName, secondClientHelloServerName and serverHelloStatus
+// are the Scanner's methods on a new Scanner: one parse of the whole
+// buffer, the answer a resumed parse must give.
+func clientHelloServerName(data []byte) (name []byte, st Status) {
+	var s Scanner
+	return s.ClientHelloServerName(data)
+}
+
+func secondClientHelloServerName(data []byte) (name []byte, st Status) {
+	var s Scanner
+	return s.SecondClientHelloServerName(data)
+}
+
+func serverHelloStatus(data []byte) (isHRR bool, st Status) {
+	var s Scanner
+	return s.ServerHelloStatus(data)
+}
 
 // chTestWait bounds the capture of a ClientHello; it only keeps a broken
 // test from hanging.
@@ -128,7 +146,7 @@ func chTestRealConfigs() []chTestHello {
 			NextProtos:   []string{"h2", "http/1.1", "acme-tls/1", "spdy/3.1"},
 		}, "update.example.test"},
 		// A 4.6 KiB hello: large enough that cutting it into one-byte
-		// records exceeds maxClientHello.
+		// records exceeds MaxClientHello.
 		{"big-alpn", &tls.Config{ServerName: chTestKaspersky, NextProtos: chTestALPN(16, 200)}, chTestKaspersky},
 		{"longest-name", &tls.Config{ServerName: chTestLongName}, chTestLongName},
 		// Go strips the trailing dot before sending.
@@ -211,31 +229,31 @@ func chTestAliases(data, sub []byte) bool {
 }
 
 // chTestCheck runs the parser on data and compares the outcome.
-func chTestCheck(t *testing.T, data []byte, wantSt helloStatus, wantName string) []byte {
+func chTestCheck(t *testing.T, data []byte, wantSt Status, wantName string) []byte {
 	t.Helper()
 	name, st := clientHelloServerName(data)
 	if st != wantSt || string(name) != wantName {
 		t.Fatalf("clientHelloServerName(%d bytes) = %q, %v; want %q, %v", len(data), name, st, wantName, wantSt)
 	}
-	if st == helloComplete && wantName == "" && name != nil {
+	if st == Complete && wantName == "" && name != nil {
 		t.Fatalf("name = %q (non-nil, empty); want nil", name)
 	}
 	return name
 }
 
 // chTestEveryPrefix checks that every proper prefix of a complete hello is
-// helloIncomplete, that the whole is helloComplete with want, and that
+// Incomplete, that the whole is Complete with want, and that
 // bytes after it change nothing.
 func chTestEveryPrefix(t *testing.T, hello []byte, want string) {
 	t.Helper()
 	for k := range len(hello) {
-		if name, st := clientHelloServerName(hello[:k:k]); st != helloIncomplete {
+		if name, st := clientHelloServerName(hello[:k:k]); st != Incomplete {
 			t.Fatalf("prefix of %d/%d bytes: %q, %v; want incomplete", k, len(hello), name, st)
 		}
 	}
-	chTestCheck(t, hello, helloComplete, want)
-	for _, tail := range [][]byte{{0}, []byte("GET / HTTP/1.1\r\n\r\n"), hello, bytes.Repeat([]byte{0xff}, maxClientHello)} {
-		chTestCheck(t, append(bytes.Clone(hello), tail...), helloComplete, want)
+	chTestCheck(t, hello, Complete, want)
+	for _, tail := range [][]byte{{0}, []byte("GET / HTTP/1.1\r\n\r\n"), hello, bytes.Repeat([]byte{0xff}, MaxClientHello)} {
+		chTestCheck(t, append(bytes.Clone(hello), tail...), Complete, want)
 	}
 }
 
@@ -247,7 +265,7 @@ func TestClientHelloRealHellos(t *testing.T) {
 				t.Fatalf("crypto/tls used several records for a %d-byte hello", len(hello))
 			}
 			t.Logf("%d-byte ClientHello", len(hello))
-			name := chTestCheck(t, hello, helloComplete, tc.want)
+			name := chTestCheck(t, hello, Complete, tc.want)
 			if name != nil && !chTestAliases(hello, name) {
 				t.Errorf("the name of a single-record hello is a copy, not a slice of the input")
 			}
@@ -288,8 +306,8 @@ func TestClientHelloMultiRecord(t *testing.T) {
 		msg := chTestMessage(t, hello)
 		data := append(chTestRecord(tlsRecordTypeHandshake, hello[1:3], msg[:50]),
 			chTestRecord(tlsRecordTypeHandshake, hello[1:3], append(bytes.Clone(msg[50:]), 1, 2, 3))...)
-		chTestCheck(t, data[:len(data)-3], helloComplete, chTestKaspersky)
-		chTestCheck(t, data, helloComplete, chTestKaspersky)
+		chTestCheck(t, data[:len(data)-3], Complete, chTestKaspersky)
+		chTestCheck(t, data, Complete, chTestKaspersky)
 	})
 }
 
@@ -334,27 +352,27 @@ func chTestPrefixes(n, at int) []int {
 	return ks
 }
 
-// TestClientHelloTooBig checks the maxClientHello contract: the largest
+// TestClientHelloTooBig checks the MaxClientHello contract: the largest
 // ClientHello Go accepts fits, even in small records; a hello that needs
 // more bytes is refused as soon as its lengths show it; and no buffer of
-// maxClientHello bytes is ever "incomplete".
+// MaxClientHello bytes is ever "incomplete".
 func TestClientHelloTooBig(t *testing.T) {
 	largest := chTestPadded(t, maxClientHelloLen)
 	t.Run("largest-fits", func(t *testing.T) {
 		// Full records, and the smallest records in which it still
-		// fits (see maxClientHello).
+		// fits (see MaxClientHello).
 		for _, size := range []int{tlsMaxRecordLen, 1000, 21} {
 			data := chTestRecords(largest, size)
-			if len(data) > maxClientHello {
-				t.Fatalf("%d-byte records: %d bytes, more than maxClientHello", size, len(data))
+			if len(data) > MaxClientHello {
+				t.Fatalf("%d-byte records: %d bytes, more than MaxClientHello", size, len(data))
 			}
 			for _, k := range chTestPrefixes(len(data), len(data)) {
 				name, st := clientHelloServerName(data[:k:k])
-				want := helloIncomplete
+				want := Incomplete
 				if k == len(data) {
-					want = helloComplete
+					want = Complete
 				}
-				if st != want || want == helloComplete && string(name) != chTestKaspersky {
+				if st != want || want == Complete && string(name) != chTestKaspersky {
 					t.Fatalf("%d-byte records, %d of %d bytes: %q, %v; want %v", size, k, len(data), name, st, want)
 				}
 			}
@@ -364,7 +382,7 @@ func TestClientHelloTooBig(t *testing.T) {
 		name string
 		data []byte
 		// decidedAt is the length from which the parser must say
-		// helloNotTLS; 0 means anywhere up to maxClientHello.
+		// NotTLS; 0 means anywhere up to MaxClientHello.
 		decidedAt int
 	}{
 		// The handshake header declares the length.
@@ -376,29 +394,29 @@ func TestClientHelloTooBig(t *testing.T) {
 		{"largest-small-records", chTestRecords(largest, 20), 0},
 		{"one-byte-records", chTestRecords(chTestPadded(t, 14000), 1), 0},
 		// Skipped records count too.
-		{"empty-records", bytes.Repeat(chTestRecord(tlsRecordTypeHandshake, []byte{3, 3}, nil), maxClientHello/tlsRecordHeaderLen+1), 0},
-		{"warning-alerts", bytes.Repeat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112}), maxClientHello/7+1), 0},
+		{"empty-records", bytes.Repeat(chTestRecord(tlsRecordTypeHandshake, []byte{3, 3}, nil), MaxClientHello/tlsRecordHeaderLen+1), 0},
+		{"warning-alerts", bytes.Repeat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112}), MaxClientHello/7+1), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.decidedAt == 0 && len(tt.data) <= maxClientHello {
+			if tt.decidedAt == 0 && len(tt.data) <= MaxClientHello {
 				t.Fatalf("test stream is only %d bytes", len(tt.data))
 			}
 			// A refusal never changes, so the first refused prefix can
 			// be found by bisection; the samples check the rest.
 			first := sort.Search(len(tt.data)+1, func(k int) bool {
 				_, st := clientHelloServerName(tt.data[:k:k])
-				return st == helloNotTLS
+				return st == NotTLS
 			})
 			for _, k := range chTestPrefixes(len(tt.data), first) {
 				_, st := clientHelloServerName(tt.data[:k:k])
-				if want := k >= first; st == helloComplete || (st == helloNotTLS) != want {
+				if want := k >= first; st == Complete || (st == NotTLS) != want {
 					t.Fatalf("%d bytes: %v (not TLS from %d bytes)", k, st, first)
 				}
 			}
 			t.Logf("%d-byte stream refused after %d bytes", len(tt.data), first)
-			if first > maxClientHello || (tt.decidedAt > 0 && first != tt.decidedAt) {
-				t.Fatalf("refused after %d bytes; want %d (0: any up to %d)", first, tt.decidedAt, maxClientHello)
+			if first > MaxClientHello || (tt.decidedAt > 0 && first != tt.decidedAt) {
+				t.Fatalf("refused after %d bytes; want %d (0: any up to %d)", first, tt.decidedAt, MaxClientHello)
 			}
 		})
 	}
@@ -476,121 +494,121 @@ func TestClientHelloHandMade(t *testing.T) {
 	tests := []struct {
 		name string
 		data []byte
-		st   helloStatus
+		st   Status
 		want string
 	}{
-		{"sni-last", good, helloComplete, "a.example"},
-		{"sni-only", chTestHelloWith(chTestSNI("x")), helloComplete, "x"},
-		{"no-extensions-block", chTestFrame(chTestBody(nil, suite, null, nil)), helloComplete, ""},
-		{"empty-extensions-block", chTestFrame(chTestBody(nil, suite, null, []byte{})), helloComplete, ""},
-		{"no-sni", chTestHelloWith(alpn), helloComplete, ""},
-		{"session-id-32", chTestFrame(chTestBody(make([]byte, 32), suite, null, chTestSNI("a.example"))), helloComplete, "a.example"},
+		{"sni-last", good, Complete, "a.example"},
+		{"sni-only", chTestHelloWith(chTestSNI("x")), Complete, "x"},
+		{"no-extensions-block", chTestFrame(chTestBody(nil, suite, null, nil)), Complete, ""},
+		{"empty-extensions-block", chTestFrame(chTestBody(nil, suite, null, []byte{})), Complete, ""},
+		{"no-sni", chTestHelloWith(alpn), Complete, ""},
+		{"session-id-32", chTestFrame(chTestBody(make([]byte, 32), suite, null, chTestSNI("a.example"))), Complete, "a.example"},
 		// Go's server takes session IDs longer than RFC 8446's 32 bytes.
-		{"session-id-33", chTestFrame(chTestBody(make([]byte, 33), suite, null, chTestSNI("a.example"))), helloComplete, "a.example"},
-		{"session-id-255", chTestFrame(chTestBody(make([]byte, 255), suite, null, chTestSNI("a.example"))), helloComplete, "a.example"},
+		{"session-id-33", chTestFrame(chTestBody(make([]byte, 33), suite, null, chTestSNI("a.example"))), Complete, "a.example"},
+		{"session-id-255", chTestFrame(chTestBody(make([]byte, 255), suite, null, chTestSNI("a.example"))), Complete, "a.example"},
 		{"other-name-type-skipped", chTestHelloWith(chTestExt(0, chTestVec16(append(append([]byte{7}, chTestVec16([]byte("zz"))...),
-			append([]byte{0}, chTestVec16([]byte("a.example"))...)...)))), helloComplete, "a.example"},
-		{"underscore-and-digits", chTestHelloWith(chTestSNI("_srv.host-1.example")), helloComplete, "_srv.host-1.example"},
+			append([]byte{0}, chTestVec16([]byte("a.example"))...)...)))), Complete, "a.example"},
+		{"underscore-and-digits", chTestHelloWith(chTestSNI("_srv.host-1.example")), Complete, "_srv.host-1.example"},
 
 		// Record versions: Go takes anything below 0x1000 until it has
 		// chosen a version, OpenSSL any 3.x.
-		{"record-ssl30", withVersion(good, 3, 0), helloComplete, "a.example"},
-		{"record-tls13", withVersion(good, 3, 4), helloComplete, "a.example"},
-		{"record-tls14", withVersion(good, 3, 5), helloComplete, "a.example"},
-		{"record-3ff", withVersion(good, 3, 0xff), helloComplete, "a.example"},
-		{"record-0000", withVersion(good, 0, 0), helloComplete, "a.example"},
-		{"record-major-2", withVersion(good, 2, 0), helloComplete, "a.example"},
-		{"record-fff", withVersion(good, 0x0f, 0xff), helloComplete, "a.example"},
+		{"record-ssl30", withVersion(good, 3, 0), Complete, "a.example"},
+		{"record-tls13", withVersion(good, 3, 4), Complete, "a.example"},
+		{"record-tls14", withVersion(good, 3, 5), Complete, "a.example"},
+		{"record-3ff", withVersion(good, 3, 0xff), Complete, "a.example"},
+		{"record-0000", withVersion(good, 0, 0), Complete, "a.example"},
+		{"record-major-2", withVersion(good, 2, 0), Complete, "a.example"},
+		{"record-fff", withVersion(good, 0x0f, 0xff), Complete, "a.example"},
 
 		// Records that a server skips (see clientHelloServerName).
-		{"empty-handshake-before", before(emptyHS), helloComplete, "a.example"},
-		{"empty-handshakes-before", before(emptyHS, emptyHS, emptyHS), helloComplete, "a.example"},
-		{"empty-handshake-between", between(emptyHS), helloComplete, "a.example"},
-		{"empty-ccs-before", before(emptyCCS), helloComplete, "a.example"},
-		{"warning-alert-before", before(alert(1, 112)), helloComplete, "a.example"},
-		{"warning-alerts-between", between(alert(1, 112), alert(1, 100)), helloComplete, "a.example"},
-		{"user-canceled-before", before(alert(2, 90)), helloComplete, "a.example"},
-		{"everything-before", before(emptyCCS, alert(1, 10), emptyHS), helloComplete, "a.example"},
+		{"empty-handshake-before", before(emptyHS), Complete, "a.example"},
+		{"empty-handshakes-before", before(emptyHS, emptyHS, emptyHS), Complete, "a.example"},
+		{"empty-handshake-between", between(emptyHS), Complete, "a.example"},
+		{"empty-ccs-before", before(emptyCCS), Complete, "a.example"},
+		{"warning-alert-before", before(alert(1, 112)), Complete, "a.example"},
+		{"warning-alerts-between", between(alert(1, 112), alert(1, 100)), Complete, "a.example"},
+		{"user-canceled-before", before(alert(2, 90)), Complete, "a.example"},
+		{"everything-before", before(emptyCCS, alert(1, 10), emptyHS), Complete, "a.example"},
 
-		// Names: raw, as servers pass them on; canonicalSNI says which
+		// Names: raw, as servers pass them on; CanonicalSNI says which
 		// host they name (TestCanonicalSNI).
-		{"name-upper-case", chTestHelloWith(chTestSNI("A.Example")), helloComplete, "A.Example"},
-		{"name-trailing-dot", chTestHelloWith(chTestSNI("a.example.")), helloComplete, "a.example."},
-		{"name-colon-port", chTestHelloWith(chTestSNI("a.example:443")), helloComplete, "a.example:443"},
-		{"name-dot-colon-port", chTestHelloWith(chTestSNI("a.example.:443")), helloComplete, "a.example.:443"},
-		{"name-utf8", chTestHelloWith(chTestSNI("bücher.example")), helloComplete, "bücher.example"},
-		{"name-punycode", chTestHelloWith(chTestSNI("xn--bcher-kva.example")), helloComplete, "xn--bcher-kva.example"},
-		{"name-253", chTestHelloWith(chTestSNI(longSNIName)), helloComplete, longSNIName},
-		{"name-253-dot-port", chTestHelloWith(chTestSNI(longSNIName + ".:65535")), helloComplete, longSNIName + ".:65535"},
-		{"name-255-one-label", chTestHelloWith(chTestSNI(strings.Repeat("a", 255))), helloComplete, ""},
+		{"name-upper-case", chTestHelloWith(chTestSNI("A.Example")), Complete, "A.Example"},
+		{"name-trailing-dot", chTestHelloWith(chTestSNI("a.example.")), Complete, "a.example."},
+		{"name-colon-port", chTestHelloWith(chTestSNI("a.example:443")), Complete, "a.example:443"},
+		{"name-dot-colon-port", chTestHelloWith(chTestSNI("a.example.:443")), Complete, "a.example.:443"},
+		{"name-utf8", chTestHelloWith(chTestSNI("bücher.example")), Complete, "bücher.example"},
+		{"name-punycode", chTestHelloWith(chTestSNI("xn--bcher-kva.example")), Complete, "xn--bcher-kva.example"},
+		{"name-253", chTestHelloWith(chTestSNI(longSNIName)), Complete, longSNIName},
+		{"name-253-dot-port", chTestHelloWith(chTestSNI(longSNIName + ".:65535")), Complete, longSNIName + ".:65535"},
+		{"name-255-one-label", chTestHelloWith(chTestSNI(strings.Repeat("a", 255))), Complete, ""},
 
 		// Unusable names are no name.
-		{"name-empty", chTestHelloWith(chTestSNI("")), helloComplete, ""},
-		{"name-nul", chTestHelloWith(chTestSNI("a.example\x00.evil")), helloComplete, ""},
-		{"name-slash", chTestHelloWith(chTestSNI("a.example/x")), helloComplete, ""},
-		{"name-space", chTestHelloWith(chTestSNI("a example")), helloComplete, ""},
-		{"name-crlf", chTestHelloWith(chTestSNI("a.example\r\nX: y")), helloComplete, ""},
-		{"name-bidi-override", chTestHelloWith(chTestSNI("a\u202eb.example")), helloComplete, ""},
-		{"name-invalid-utf8", chTestHelloWith(chTestSNI("a\xffb.example")), helloComplete, ""},
-		{"name-ipv6", chTestHelloWith(chTestSNI("[::1]")), helloComplete, ""},
-		{"name-leading-dot", chTestHelloWith(chTestSNI(".example")), helloComplete, ""},
-		{"name-double-dot", chTestHelloWith(chTestSNI("a..example")), helloComplete, ""},
-		{"name-two-trailing-dots", chTestHelloWith(chTestSNI("a.example..")), helloComplete, ""},
-		{"name-port-only", chTestHelloWith(chTestSNI(":443")), helloComplete, ""},
-		{"name-port-not-digits", chTestHelloWith(chTestSNI("a.example:https")), helloComplete, ""},
-		{"name-port-too-long", chTestHelloWith(chTestSNI("a.example:000443")), helloComplete, ""},
-		{"name-256", chTestHelloWith(chTestSNI(strings.Repeat("a", 256))), helloComplete, ""},
+		{"name-empty", chTestHelloWith(chTestSNI("")), Complete, ""},
+		{"name-nul", chTestHelloWith(chTestSNI("a.example\x00.evil")), Complete, ""},
+		{"name-slash", chTestHelloWith(chTestSNI("a.example/x")), Complete, ""},
+		{"name-space", chTestHelloWith(chTestSNI("a example")), Complete, ""},
+		{"name-crlf", chTestHelloWith(chTestSNI("a.example\r\nX: y")), Complete, ""},
+		{"name-bidi-override", chTestHelloWith(chTestSNI("a\u202eb.example")), Complete, ""},
+		{"name-invalid-utf8", chTestHelloWith(chTestSNI("a\xffb.example")), Complete, ""},
+		{"name-ipv6", chTestHelloWith(chTestSNI("[::1]")), Complete, ""},
+		{"name-leading-dot", chTestHelloWith(chTestSNI(".example")), Complete, ""},
+		{"name-double-dot", chTestHelloWith(chTestSNI("a..example")), Complete, ""},
+		{"name-two-trailing-dots", chTestHelloWith(chTestSNI("a.example..")), Complete, ""},
+		{"name-port-only", chTestHelloWith(chTestSNI(":443")), Complete, ""},
+		{"name-port-not-digits", chTestHelloWith(chTestSNI("a.example:https")), Complete, ""},
+		{"name-port-too-long", chTestHelloWith(chTestSNI("a.example:000443")), Complete, ""},
+		{"name-256", chTestHelloWith(chTestSNI(strings.Repeat("a", 256))), Complete, ""},
 
 		// Not TLS.
-		{"http", []byte("GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"), helloNotTLS, ""},
-		{"http-first-byte", []byte("G"), helloNotTLS, ""},
-		{"ssh", []byte("SSH-2.0-OpenSSH_9.6\r\n"), helloNotTLS, ""},
-		{"alert", alert(2, 40), helloNotTLS, ""},
-		{"close-notify", alert(1, 0), helloNotTLS, ""},
-		{"alert-unknown-level", alert(3, 112), helloNotTLS, ""},
-		{"alert-3-bytes", chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112, 0}), helloNotTLS, ""},
-		{"alert-empty", chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, nil), helloNotTLS, ""},
+		{"http", []byte("GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"), NotTLS, ""},
+		{"http-first-byte", []byte("G"), NotTLS, ""},
+		{"ssh", []byte("SSH-2.0-OpenSSH_9.6\r\n"), NotTLS, ""},
+		{"alert", alert(2, 40), NotTLS, ""},
+		{"close-notify", alert(1, 0), NotTLS, ""},
+		{"alert-unknown-level", alert(3, 112), NotTLS, ""},
+		{"alert-3-bytes", chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112, 0}), NotTLS, ""},
+		{"alert-empty", chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, nil), NotTLS, ""},
 		// Before the first ClientHello both servers refuse it; after a
 		// HelloRetryRequest it is skipped (TestSecondClientHello).
-		{"change-cipher-spec", ccs, helloNotTLS, ""},
-		{"change-cipher-spec-before", before(ccs), helloNotTLS, ""},
-		{"application-data", chTestRecord(23, []byte{3, 3}, []byte("hello")), helloNotTLS, ""},
-		{"application-data-empty", chTestRecord(23, []byte{3, 3}, nil), helloNotTLS, ""},
-		{"sslv2-hello", []byte{0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15}, helloNotTLS, ""},
-		{"server-hello", chTestRecord(22, []byte{3, 3}, []byte{2, 0, 0, 1, 0}), helloNotTLS, ""},
-		{"record-major-16", withVersion(good, 0x10, 0), helloNotTLS, ""},
-		{"record-1603", withVersion(good, 0x16, 3), helloNotTLS, ""},
-		{"alert-after-first-record", between(alert(2, 40)), helloNotTLS, ""},
+		{"change-cipher-spec", ccs, NotTLS, ""},
+		{"change-cipher-spec-before", before(ccs), NotTLS, ""},
+		{"application-data", chTestRecord(23, []byte{3, 3}, []byte("hello")), NotTLS, ""},
+		{"application-data-empty", chTestRecord(23, []byte{3, 3}, nil), NotTLS, ""},
+		{"sslv2-hello", []byte{0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15}, NotTLS, ""},
+		{"server-hello", chTestRecord(22, []byte{3, 3}, []byte{2, 0, 0, 1, 0}), NotTLS, ""},
+		{"record-major-16", withVersion(good, 0x10, 0), NotTLS, ""},
+		{"record-1603", withVersion(good, 0x16, 3), NotTLS, ""},
+		{"alert-after-first-record", between(alert(2, 40)), NotTLS, ""},
 
 		// Bogus lengths.
-		{"record-len-2^14+1", []byte{22, 3, 1, 0x40, 0x01}, helloNotTLS, ""},
-		{"record-len-max", []byte{22, 3, 1, 0xff, 0xff}, helloNotTLS, ""},
-		{"handshake-len-too-big", []byte{22, 3, 1, 0x40, 0x00, 1, 0x01, 0x00, 0x01}, helloNotTLS, ""},
-		{"handshake-len-2^24-1", []byte{22, 3, 1, 0x40, 0x00, 1, 0xff, 0xff, 0xff}, helloNotTLS, ""},
-		{"handshake-len-0", chTestFrame(nil), helloNotTLS, ""},
-		{"body-too-short", chTestFrame(make([]byte, 33)), helloNotTLS, ""},
-		{"session-id-len-past-end", chTestFrame(append(make([]byte, 34), 40, 1, 2)), helloNotTLS, ""},
-		{"suites-odd", chTestFrame(chTestBody(nil, []byte{0x13, 0x01, 0x13}, null, nil)), helloNotTLS, ""},
-		{"suites-empty", chTestFrame(chTestBody(nil, nil, null, nil)), helloNotTLS, ""},
-		{"compression-empty", chTestFrame(chTestBody(nil, suite, nil, nil)), helloNotTLS, ""},
-		{"extensions-len-1-byte", chTestFrame(append(chTestBody(nil, suite, null, nil), 0)), helloNotTLS, ""},
-		{"extensions-len-short", chTestFrame(append(chTestBody(nil, suite, null, chTestSNI("a.example")), 0)), helloNotTLS, ""},
-		{"extensions-len-long", chTestFrame(chTestBody(nil, suite, null, chTestSNI("a.example"))[:len(chTestBody(nil, suite, null, chTestSNI("a.example")))-1]), helloNotTLS, ""},
-		{"extension-header-cut", chTestHelloWith(chTestSNI("a.example"), []byte{0, 16, 0}), helloNotTLS, ""},
-		{"extension-len-past-end", chTestHelloWith(chTestSNI("a.example"), []byte{0, 16, 0, 9, 1}), helloNotTLS, ""},
-		{"sni-twice", chTestHelloWith(chTestSNI("a.example"), alpn, chTestSNI("b.example")), helloNotTLS, ""},
-		{"host-name-twice", chTestHelloWith(chTestSNI("a.example", "b.example")), helloNotTLS, ""},
-		{"sni-empty-extension", chTestHelloWith(chTestExt(0, nil)), helloNotTLS, ""},
-		{"sni-empty-list", chTestHelloWith(chTestExt(0, chTestVec16(nil))), helloNotTLS, ""},
-		{"sni-list-len-short", chTestHelloWith(chTestExt(0, []byte{0, 2, 0, 0, 1, 'a'})), helloNotTLS, ""},
-		{"sni-list-len-long", chTestHelloWith(chTestExt(0, []byte{0, 9, 0, 0, 1, 'a'})), helloNotTLS, ""},
-		{"sni-name-len-past-list", chTestHelloWith(chTestExt(0, chTestVec16([]byte{0, 0, 9, 'a'}))), helloNotTLS, ""},
-		{"sni-name-type-only", chTestHelloWith(chTestExt(0, chTestVec16([]byte{0}))), helloNotTLS, ""},
+		{"record-len-2^14+1", []byte{22, 3, 1, 0x40, 0x01}, NotTLS, ""},
+		{"record-len-max", []byte{22, 3, 1, 0xff, 0xff}, NotTLS, ""},
+		{"handshake-len-too-big", []byte{22, 3, 1, 0x40, 0x00, 1, 0x01, 0x00, 0x01}, NotTLS, ""},
+		{"handshake-len-2^24-1", []byte{22, 3, 1, 0x40, 0x00, 1, 0xff, 0xff, 0xff}, NotTLS, ""},
+		{"handshake-len-0", chTestFrame(nil), NotTLS, ""},
+		{"body-too-short", chTestFrame(make([]byte, 33)), NotTLS, ""},
+		{"session-id-len-past-end", chTestFrame(append(make([]byte, 34), 40, 1, 2)), NotTLS, ""},
+		{"suites-odd", chTestFrame(chTestBody(nil, []byte{0x13, 0x01, 0x13}, null, nil)), NotTLS, ""},
+		{"suites-empty", chTestFrame(chTestBody(nil, nil, null, nil)), NotTLS, ""},
+		{"compression-empty", chTestFrame(chTestBody(nil, suite, nil, nil)), NotTLS, ""},
+		{"extensions-len-1-byte", chTestFrame(append(chTestBody(nil, suite, null, nil), 0)), NotTLS, ""},
+		{"extensions-len-short", chTestFrame(append(chTestBody(nil, suite, null, chTestSNI("a.example")), 0)), NotTLS, ""},
+		{"extensions-len-long", chTestFrame(chTestBody(nil, suite, null, chTestSNI("a.example"))[:len(chTestBody(nil, suite, null, chTestSNI("a.example")))-1]), NotTLS, ""},
+		{"extension-header-cut", chTestHelloWith(chTestSNI("a.example"), []byte{0, 16, 0}), NotTLS, ""},
+		{"extension-len-past-end", chTestHelloWith(chTestSNI("a.example"), []byte{0, 16, 0, 9, 1}), NotTLS, ""},
+		{"sni-twice", chTestHelloWith(chTestSNI("a.example"), alpn, chTestSNI("b.example")), NotTLS, ""},
+		{"host-name-twice", chTestHelloWith(chTestSNI("a.example", "b.example")), NotTLS, ""},
+		{"sni-empty-extension", chTestHelloWith(chTestExt(0, nil)), NotTLS, ""},
+		{"sni-empty-list", chTestHelloWith(chTestExt(0, chTestVec16(nil))), NotTLS, ""},
+		{"sni-list-len-short", chTestHelloWith(chTestExt(0, []byte{0, 2, 0, 0, 1, 'a'})), NotTLS, ""},
+		{"sni-list-len-long", chTestHelloWith(chTestExt(0, []byte{0, 9, 0, 0, 1, 'a'})), NotTLS, ""},
+		{"sni-name-len-past-list", chTestHelloWith(chTestExt(0, chTestVec16([]byte{0, 0, 9, 'a'}))), NotTLS, ""},
+		{"sni-name-type-only", chTestHelloWith(chTestExt(0, chTestVec16([]byte{0}))), NotTLS, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			chTestCheck(t, tt.data, tt.st, tt.want)
-			if tt.st == helloComplete {
+			if tt.st == Complete {
 				chTestEveryPrefix(t, tt.data, tt.want)
 				if tt.data[0] == tlsRecordTypeHandshake && int(binary.BigEndian.Uint16(tt.data[3:]))+tlsRecordHeaderLen == len(tt.data) {
 					chTestCheck(t, chTestReframe(t, tt.data, 7, 20), tt.st, tt.want)
@@ -600,7 +618,7 @@ func TestClientHelloHandMade(t *testing.T) {
 	}
 	// A prefix that is only records a server skips is a valid start.
 	for _, data := range [][]byte{emptyHS, emptyCCS, alert(1, 112), append(bytes.Clone(emptyHS), alert(2, 90)...)} {
-		chTestCheck(t, data, helloIncomplete, "")
+		chTestCheck(t, data, Incomplete, "")
 	}
 }
 
@@ -614,12 +632,12 @@ func TestClientHelloInvalidRealName(t *testing.T) {
 		t.Run(fmt.Sprintf("%#02x", c), func(t *testing.T) {
 			b := bytes.Clone(hello)
 			b[at+3] = c
-			chTestCheck(t, b, helloComplete, "")
+			chTestCheck(t, b, Complete, "")
 		})
 	}
 }
 
-// chTestName is a host_name from testdata/clienthello/names.txt.
+// chTestName is a host_name from testdata/names.txt.
 type chTestName struct {
 	raw       string
 	canonical string // "" if it names no host
@@ -629,10 +647,10 @@ type chTestName struct {
 	line                      int
 }
 
-// chTestNames reads testdata/clienthello/names.txt.
+// chTestNames reads testdata/names.txt.
 func chTestNames(tb testing.TB) []chTestName {
 	tb.Helper()
-	const file = "testdata/clienthello/names.txt"
+	const file = "testdata/names.txt"
 	text, err := os.ReadFile(file)
 	if err != nil {
 		tb.Fatal(err)
@@ -666,7 +684,7 @@ func chTestNames(tb testing.TB) []chTestName {
 // longSNIName is the longest DNS name: 253 bytes in labels of 63.
 var longSNIName = strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)
 
-// TestCanonicalSNI checks canonicalSNI against names.txt, and that the
+// TestCanonicalSNI checks CanonicalSNI against names.txt, and that the
 // parser passes on exactly the raw names it accepts.
 func TestCanonicalSNI(t *testing.T) {
 	names := chTestNames(t)
@@ -683,18 +701,18 @@ func TestCanonicalSNI(t *testing.T) {
 		chTestName{raw: strings.Repeat("ü", 128)},
 	)
 	for _, n := range names {
-		c, ok := canonicalSNI([]byte(n.raw))
+		c, ok := CanonicalSNI([]byte(n.raw))
 		if c != n.canonical || ok != (n.canonical != "") {
-			t.Errorf("line %d: canonicalSNI(%q) = %q, %v; want %q", n.line, n.raw, c, ok, n.canonical)
+			t.Errorf("line %d: CanonicalSNI(%q) = %q, %v; want %q", n.line, n.raw, c, ok, n.canonical)
 		}
 		if usableSNI([]byte(n.raw)) != ok {
-			t.Errorf("line %d: usableSNI(%q) = %v; canonicalSNI says %v", n.line, n.raw, !ok, ok)
+			t.Errorf("line %d: usableSNI(%q) = %v; CanonicalSNI says %v", n.line, n.raw, !ok, ok)
 		}
 		want := ""
 		if ok {
 			want = n.raw
 		}
-		if name, st := clientHelloServerName(chTestHelloWith(chTestSNI(n.raw))); st != helloComplete || string(name) != want {
+		if name, st := clientHelloServerName(chTestHelloWith(chTestSNI(n.raw))); st != Complete || string(name) != want {
 			t.Errorf("line %d: a hello naming %q: %q, %v; want %q", n.line, n.raw, name, st, want)
 		}
 	}
@@ -714,24 +732,24 @@ func TestClientHelloEnd(t *testing.T) {
 		name string
 		data []byte
 		end  int
-		st   helloStatus
+		st   Status
 	}{
-		{"one-record", hello, len(hello), helloComplete},
-		{"one-record-then-ccs", append(bytes.Clone(hello), ccs...), len(hello), helloComplete},
-		{"two-records", split, len(split), helloComplete},
-		{"empty-record-before", append(bytes.Clone(empty), hello...), len(empty) + len(hello), helloComplete},
+		{"one-record", hello, len(hello), Complete},
+		{"one-record-then-ccs", append(bytes.Clone(hello), ccs...), len(hello), Complete},
+		{"two-records", split, len(split), Complete},
+		{"empty-record-before", append(bytes.Clone(empty), hello...), len(empty) + len(hello), Complete},
 		// An empty record after the hello belongs to what follows.
-		{"empty-record-after", append(bytes.Clone(hello), empty...), len(hello), helloComplete},
-		{"record-longer-than-hello", extra, len(extra), helloComplete},
-		{"record-longer-than-hello-cut", extra[:len(extra)-1], 0, helloIncomplete},
-		{"prefix", hello[:len(hello)-1], 0, helloIncomplete},
-		{"http", []byte("GET / HTTP/1.1\r\n"), 0, helloNotTLS},
-		{"malformed", chTestFrame(make([]byte, 40)), 0, helloNotTLS},
+		{"empty-record-after", append(bytes.Clone(hello), empty...), len(hello), Complete},
+		{"record-longer-than-hello", extra, len(extra), Complete},
+		{"record-longer-than-hello-cut", extra[:len(extra)-1], 0, Incomplete},
+		{"prefix", hello[:len(hello)-1], 0, Incomplete},
+		{"http", []byte("GET / HTTP/1.1\r\n"), 0, NotTLS},
+		{"malformed", chTestFrame(make([]byte, 40)), 0, NotTLS},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if end, st := clientHelloEnd(tt.data); end != tt.end || st != tt.st {
-				t.Fatalf("clientHelloEnd = %d, %v; want %d, %v", end, st, tt.end, tt.st)
+			if end, st := ClientHelloEnd(tt.data); end != tt.end || st != tt.st {
+				t.Fatalf("ClientHelloEnd = %d, %v; want %d, %v", end, st, tt.end, tt.st)
 			}
 		})
 	}
@@ -760,27 +778,27 @@ func TestServerHelloStatus(t *testing.T) {
 		name  string
 		data  []byte
 		isHRR bool
-		st    helloStatus
+		st    Status
 	}{
-		{"hrr", hs(hrr), true, helloComplete},
-		{"server-hello", hs(sh), false, helloComplete},
-		{"random-off-by-one-bit", hs(chTestServerHello(nearly)), false, helloComplete},
-		{"hrr-then-ccs", append(hs(hrr), rec(tlsRecordTypeCCS, 1)...), true, helloComplete},
-		{"hrr-in-three-records", chTestRecords(hrr, 20), true, helloComplete},
-		{"hrr-in-one-byte-records", chTestRecords(hrr, 1), true, helloComplete},
-		{"warning-before", append(rec(tlsRecordTypeAlert, 1, 112), hs(sh)...), false, helloComplete},
-		{"ccs-before", append(rec(tlsRecordTypeCCS, 1), hs(hrr)...), true, helloComplete},
-		{"empty-before", append(rec(tlsRecordTypeHandshake), hs(hrr)...), true, helloComplete},
+		{"hrr", hs(hrr), true, Complete},
+		{"server-hello", hs(sh), false, Complete},
+		{"random-off-by-one-bit", hs(chTestServerHello(nearly)), false, Complete},
+		{"hrr-then-ccs", append(hs(hrr), rec(tlsRecordTypeCCS, 1)...), true, Complete},
+		{"hrr-in-three-records", chTestRecords(hrr, 20), true, Complete},
+		{"hrr-in-one-byte-records", chTestRecords(hrr, 1), true, Complete},
+		{"warning-before", append(rec(tlsRecordTypeAlert, 1, 112), hs(sh)...), false, Complete},
+		{"ccs-before", append(rec(tlsRecordTypeCCS, 1), hs(hrr)...), true, Complete},
+		{"empty-before", append(rec(tlsRecordTypeHandshake), hs(hrr)...), true, Complete},
 		// A TLS 1.2 server's first flight: more messages follow in the
 		// same record.
-		{"server-hello-and-more", hs(append(bytes.Clone(sh), 11, 0, 0, 3, 0, 0, 0)), false, helloComplete},
-		{"fatal-alert", rec(tlsRecordTypeAlert, 2, 40), false, helloNotTLS},
-		{"close-notify", rec(tlsRecordTypeAlert, 1, 0), false, helloNotTLS},
-		{"client-hello", chTestHelloWith(chTestSNI("a.example")), false, helloNotTLS},
-		{"http", []byte("HTTP/1.1 400 Bad Request\r\n\r\n"), false, helloNotTLS},
-		{"body-too-short", hs([]byte{tlsTypeServerHello, 0, 0, 33}), false, helloIncomplete},
-		{"body-33-bytes", hs(append([]byte{tlsTypeServerHello, 0, 0, 33}, make([]byte, 33)...)), false, helloNotTLS},
-		{"too-long", hs([]byte{tlsTypeServerHello, 1, 0, 1}), false, helloNotTLS},
+		{"server-hello-and-more", hs(append(bytes.Clone(sh), 11, 0, 0, 3, 0, 0, 0)), false, Complete},
+		{"fatal-alert", rec(tlsRecordTypeAlert, 2, 40), false, NotTLS},
+		{"close-notify", rec(tlsRecordTypeAlert, 1, 0), false, NotTLS},
+		{"client-hello", chTestHelloWith(chTestSNI("a.example")), false, NotTLS},
+		{"http", []byte("HTTP/1.1 400 Bad Request\r\n\r\n"), false, NotTLS},
+		{"body-too-short", hs([]byte{tlsTypeServerHello, 0, 0, 33}), false, Incomplete},
+		{"body-33-bytes", hs(append([]byte{tlsTypeServerHello, 0, 0, 33}, make([]byte, 33)...)), false, NotTLS},
+		{"too-long", hs([]byte{tlsTypeServerHello, 1, 0, 1}), false, NotTLS},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -794,13 +812,13 @@ func TestServerHelloStatus(t *testing.T) {
 }
 
 // chTestServerPrefixes checks that every prefix of data gives
-// serverHelloStatus's answer for data, or helloIncomplete.
+// serverHelloStatus's answer for data, or Incomplete.
 func chTestServerPrefixes(t *testing.T, data []byte) {
 	t.Helper()
 	isHRR, st := serverHelloStatus(data)
 	for k := range len(data) {
 		h, s := serverHelloStatus(data[:k:k])
-		if s != helloIncomplete && (s != st || h != isHRR) || s == helloIncomplete && h {
+		if s != Incomplete && (s != st || h != isHRR) || s == Incomplete && h {
 			t.Fatalf("prefix of %d/%d bytes: %v, %v; whole: %v, %v", k, len(data), h, s, isHRR, st)
 		}
 	}
@@ -817,20 +835,20 @@ func TestSecondClientHello(t *testing.T) {
 	tests := []struct {
 		name string
 		data []byte
-		st   helloStatus
+		st   Status
 		want string
 	}{
-		{"no-ccs", hello, helloComplete, "b.example"},
-		{"ccs", cat(ccs, hello), helloComplete, "b.example"},
-		{"ccs-twice", cat(ccs, ccs, hello), helloComplete, "b.example"},
-		{"ccs-between-records", cat(split[:15], ccs, split[15:]), helloComplete, "b.example"},
-		{"ccs-record-version-0301", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 1}, []byte{1}), hello), helloComplete, "b.example"},
-		{"user-canceled", cat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{2, 90}), ccs, hello), helloComplete, "b.example"},
-		{"empty-ccs", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, nil), hello), helloComplete, "b.example"},
-		{"ccs-not-1", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{2}), hello), helloNotTLS, ""},
-		{"ccs-2-bytes", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{1, 1}), hello), helloNotTLS, ""},
-		{"application-data", cat(ccs, chTestRecord(23, []byte{3, 3}, []byte{1, 2, 3}), hello), helloNotTLS, ""},
-		{"fatal-alert", cat(ccs, chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{2, 40})), helloNotTLS, ""},
+		{"no-ccs", hello, Complete, "b.example"},
+		{"ccs", cat(ccs, hello), Complete, "b.example"},
+		{"ccs-twice", cat(ccs, ccs, hello), Complete, "b.example"},
+		{"ccs-between-records", cat(split[:15], ccs, split[15:]), Complete, "b.example"},
+		{"ccs-record-version-0301", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 1}, []byte{1}), hello), Complete, "b.example"},
+		{"user-canceled", cat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{2, 90}), ccs, hello), Complete, "b.example"},
+		{"empty-ccs", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, nil), hello), Complete, "b.example"},
+		{"ccs-not-1", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{2}), hello), NotTLS, ""},
+		{"ccs-2-bytes", cat(chTestRecord(tlsRecordTypeCCS, []byte{3, 3}, []byte{1, 1}), hello), NotTLS, ""},
+		{"application-data", cat(ccs, chTestRecord(23, []byte{3, 3}, []byte{1, 2, 3}), hello), NotTLS, ""},
+		{"fatal-alert", cat(ccs, chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{2, 40})), NotTLS, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -839,18 +857,18 @@ func TestSecondClientHello(t *testing.T) {
 				t.Fatalf("secondClientHelloServerName = %q, %v; want %q, %v", name, st, tt.want, tt.st)
 			}
 			for k := range len(tt.data) {
-				if n, s := secondClientHelloServerName(tt.data[:k:k]); s != helloIncomplete && (s != st || !bytes.Equal(n, name)) {
+				if n, s := secondClientHelloServerName(tt.data[:k:k]); s != Incomplete && (s != st || !bytes.Equal(n, name)) {
 					t.Fatalf("prefix of %d/%d bytes: %q, %v", k, len(tt.data), n, s)
 				}
 			}
 		})
 	}
 	t.Run("first-hello-refuses-ccs", func(t *testing.T) {
-		chTestCheck(t, cat(ccs, hello), helloNotTLS, "")
+		chTestCheck(t, cat(ccs, hello), NotTLS, "")
 	})
 }
 
-// TestHelloScanner feeds streams to a helloScanner in ever longer prefixes,
+// TestHelloScanner feeds streams to a Scanner in ever longer prefixes,
 // as the tunnel code reads them: every answer must be the stateless
 // function's, and all the calls together must walk a number of records
 // linear in the stream's length.
@@ -859,33 +877,33 @@ func TestHelloScanner(t *testing.T) {
 	oneByte := chTestOneByteRecords(t, hello)
 	skipped := append(bytes.Repeat(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112}), 500), oneByte...)
 	sent, received := chTestHRRCapture(t)
-	end, _ := clientHelloEnd(sent)
+	end, _ := ClientHelloEnd(sent)
 	type answer struct {
 		name  string
 		isHRR bool
-		st    helloStatus
+		st    Status
 	}
 	methods := map[string]struct {
 		stateless func([]byte) answer
-		resumed   func(*helloScanner, []byte) answer
+		resumed   func(*Scanner, []byte) answer
 	}{
 		"client": {
 			func(b []byte) answer { n, st := clientHelloServerName(b); return answer{string(n), false, st} },
-			func(s *helloScanner, b []byte) answer {
-				n, st := s.clientHelloServerName(b)
+			func(s *Scanner, b []byte) answer {
+				n, st := s.ClientHelloServerName(b)
 				return answer{string(n), false, st}
 			},
 		},
 		"second": {
 			func(b []byte) answer { n, st := secondClientHelloServerName(b); return answer{string(n), false, st} },
-			func(s *helloScanner, b []byte) answer {
-				n, st := s.secondClientHelloServerName(b)
+			func(s *Scanner, b []byte) answer {
+				n, st := s.SecondClientHelloServerName(b)
 				return answer{string(n), false, st}
 			},
 		},
 		"server": {
 			func(b []byte) answer { h, st := serverHelloStatus(b); return answer{"", h, st} },
-			func(s *helloScanner, b []byte) answer { h, st := s.serverHelloStatus(b); return answer{"", h, st} },
+			func(s *Scanner, b []byte) answer { h, st := s.ServerHelloStatus(b); return answer{"", h, st} },
 		},
 	}
 	tests := []struct {
@@ -910,19 +928,19 @@ func TestHelloScanner(t *testing.T) {
 				rest = rest[min(len(rest), tlsRecordHeaderLen+int(binary.BigEndian.Uint16(rest[3:]))):]
 			}
 			for _, step := range []int{1, 7, 1000} {
-				var s helloScanner
+				var s Scanner
 				calls := 0
 				for k := 0; ; k = min(k+step, len(tt.data)) {
 					calls++
 					got := m.resumed(&s, tt.data[:k:k])
 					// The stateless answer costs a walk of every record:
 					// compare a sample, and every decided answer.
-					if calls%101 == 0 || got.st != helloIncomplete || k == len(tt.data) {
+					if calls%101 == 0 || got.st != Incomplete || k == len(tt.data) {
 						if want := m.stateless(tt.data[:k:k]); got != want {
 							t.Fatalf("step %d, %d bytes: resumed %+v; stateless %+v", step, k, got, want)
 						}
 					}
-					if k == len(tt.data) || got.st != helloIncomplete {
+					if k == len(tt.data) || got.st != Incomplete {
 						break
 					}
 				}
@@ -933,13 +951,13 @@ func TestHelloScanner(t *testing.T) {
 		})
 	}
 	t.Run("shorter-prefix-starts-over", func(t *testing.T) {
-		var s helloScanner
-		s.clientHelloServerName(oneByte[:len(oneByte)-1])
-		if name, st := s.clientHelloServerName(oneByte[:100]); st != helloIncomplete || name != nil {
+		var s Scanner
+		s.ClientHelloServerName(oneByte[:len(oneByte)-1])
+		if name, st := s.ClientHelloServerName(oneByte[:100]); st != Incomplete || name != nil {
 			t.Fatalf("after a shorter prefix: %q, %v", name, st)
 		}
-		chTestCheck(t, oneByte, helloComplete, chTestKaspersky)
-		if name, st := s.clientHelloServerName(oneByte); st != helloComplete || string(name) != chTestKaspersky {
+		chTestCheck(t, oneByte, Complete, chTestKaspersky)
+		if name, st := s.ClientHelloServerName(oneByte); st != Complete || string(name) != chTestKaspersky {
 			t.Fatalf("%q, %v", name, st)
 		}
 	})
@@ -1061,26 +1079,26 @@ func chTestHRRCapture(tb testing.TB) (sent, received []byte) {
 // recorded crypto/tls exchange; TestHelloRetryRequest covers OpenSSL too.
 func TestHelloRetryRequestGo(t *testing.T) {
 	sent, received := chTestHRRCapture(t)
-	if isHRR, st := serverHelloStatus(received); !isHRR || st != helloComplete {
+	if isHRR, st := serverHelloStatus(received); !isHRR || st != Complete {
 		t.Fatalf("serverHelloStatus = %v, %v; want true, complete", isHRR, st)
 	}
 	chTestServerPrefixes(t, received)
-	end, st := clientHelloEnd(sent)
-	if st != helloComplete {
-		t.Fatalf("clientHelloEnd: %v", st)
+	end, st := ClientHelloEnd(sent)
+	if st != Complete {
+		t.Fatalf("ClientHelloEnd: %v", st)
 	}
-	chTestCheck(t, sent, helloComplete, chTestKaspersky)
+	chTestCheck(t, sent, Complete, chTestKaspersky)
 	if rest := sent[end:]; rest[0] != tlsRecordTypeCCS {
 		t.Errorf("Go's client sent % x after its first ClientHello; want a ChangeCipherSpec first", rest[:min(len(rest), 8)])
 	}
 	name, st := secondClientHelloServerName(sent[end:])
-	if st != helloComplete || string(name) != chTestKaspersky {
+	if st != Complete || string(name) != chTestKaspersky {
 		t.Fatalf("secondClientHelloServerName = %q, %v", name, st)
 	}
 	// The server's answer to the second ClientHello, after its own
 	// ChangeCipherSpec, is a plain ServerHello.
-	_, hrrEnd, _ := new(helloScanner).message(received, tlsTypeServerHello, true)
-	if isHRR, st := serverHelloStatus(received[hrrEnd:]); isHRR || st != helloComplete {
+	_, hrrEnd, _ := new(Scanner).message(received, tlsTypeServerHello, true)
+	if isHRR, st := serverHelloStatus(received[hrrEnd:]); isHRR || st != Complete {
 		t.Errorf("serverHelloStatus after the HelloRetryRequest = %v, %v; want false, complete", isHRR, st)
 	}
 }
@@ -1101,7 +1119,7 @@ func chTestFuzzSeeds(tb testing.TB) [][]byte {
 	// A real exchange with a HelloRetryRequest: the client's bytes from
 	// its second ClientHello on, and the server's answers.
 	sent, received := chTestHRRCapture(tb)
-	if end, st := clientHelloEnd(sent); st == helloComplete {
+	if end, st := ClientHelloEnd(sent); st == Complete {
 		seeds = append(seeds, sent[end:])
 	}
 	seeds = append(seeds, received)
@@ -1127,35 +1145,35 @@ func FuzzClientHelloServerName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
 		name, st := clientHelloServerName(data)
 		switch st {
-		case helloComplete:
+		case Complete:
 			if name == nil {
 				break
 			}
-			c, ok := canonicalSNI(name)
+			c, ok := CanonicalSNI(name)
 			if !ok || !chTestCanonicalHost.MatchString(c) || len(c) > maxSNIHostName {
 				t.Fatalf("complete with name %q, whose canonical form is %q, %v", name, c, ok)
 			}
 			if again, err := rules.CanonicalHost(c); err != nil || again != c {
-				t.Fatalf("canonicalSNI(%q) = %q, which rules.CanonicalHost makes %q, %v", name, c, again, err)
+				t.Fatalf("CanonicalSNI(%q) = %q, which rules.CanonicalHost makes %q, %v", name, c, again, err)
 			}
 			if !chTestLogSafe(name) {
 				t.Fatalf("complete with name %q, not safe to log", name)
 			}
-		case helloIncomplete:
+		case Incomplete:
 			if name != nil {
 				t.Fatalf("incomplete with a name %q", name)
 			}
-			if len(data) >= maxClientHello {
-				t.Fatalf("incomplete after %d bytes (maxClientHello %d)", len(data), maxClientHello)
+			if len(data) >= MaxClientHello {
+				t.Fatalf("incomplete after %d bytes (MaxClientHello %d)", len(data), MaxClientHello)
 			}
-		case helloNotTLS:
+		case NotTLS:
 			if name != nil {
 				t.Fatalf("not TLS with a name %q", name)
 			}
 		default:
 			t.Fatalf("status %d", st)
 		}
-		if st != helloIncomplete {
+		if st != Incomplete {
 			// Bytes after a decided stream change nothing.
 			for _, tail := range [][]byte{{0}, data, []byte("\x16\x03\x01\x00\x01\x01")} {
 				name2, st2 := clientHelloServerName(append(data[:len(data):len(data)], tail...))
@@ -1165,46 +1183,46 @@ func FuzzClientHelloServerName(f *testing.F) {
 			}
 		}
 		// Fed in pieces, as the caller reads it, the stream is undecided
-		// until it is decided the same way as whole, and a helloScanner
+		// until it is decided the same way as whole, and a Scanner
 		// answers each piece as the function does. (At most 8 pieces:
 		// each costs a parse, and executions per second matter more.)
 		if len(data) > 0 {
 			step := max(int(cut)%len(data)+1, len(data)/8)
-			var s helloScanner
+			var s Scanner
 			for k := 0; k <= len(data); k += step {
 				name3, st3 := clientHelloServerName(data[:k:k])
-				if k < len(data) && st3 != helloIncomplete && (st3 != st || !bytes.Equal(name3, name)) {
+				if k < len(data) && st3 != Incomplete && (st3 != st || !bytes.Equal(name3, name)) {
 					t.Fatalf("prefix of %d bytes: %q, %v; whole: %q, %v", k, name3, st3, name, st)
 				}
-				if name4, st4 := s.clientHelloServerName(data[:k:k]); st4 != st3 || !bytes.Equal(name4, name3) {
-					t.Fatalf("prefix of %d bytes: helloScanner %q, %v; clientHelloServerName %q, %v", k, name4, st4, name3, st3)
+				if name4, st4 := s.ClientHelloServerName(data[:k:k]); st4 != st3 || !bytes.Equal(name4, name3) {
+					t.Fatalf("prefix of %d bytes: Scanner %q, %v; clientHelloServerName %q, %v", k, name4, st4, name3, st3)
 				}
 			}
 		}
 		// After a HelloRetryRequest the parser skips more, and holds to
 		// the same contract.
 		name2, st2 := secondClientHelloServerName(data)
-		if name2 != nil && (st2 != helloComplete || !usableSNI(name2) || !chTestLogSafe(name2)) {
+		if name2 != nil && (st2 != Complete || !usableSNI(name2) || !chTestLogSafe(name2)) {
 			t.Fatalf("secondClientHelloServerName: %q, %v", name2, st2)
 		}
-		if st2 == helloIncomplete && len(data) >= maxClientHello {
+		if st2 == Incomplete && len(data) >= MaxClientHello {
 			t.Fatalf("secondClientHelloServerName: incomplete after %d bytes", len(data))
 		}
 		if k := int(cut) % (len(data) + 1); k < len(data) {
-			if n, s := secondClientHelloServerName(data[:k:k]); s != helloIncomplete && (s != st2 || !bytes.Equal(n, name2)) {
+			if n, s := secondClientHelloServerName(data[:k:k]); s != Incomplete && (s != st2 || !bytes.Equal(n, name2)) {
 				t.Fatalf("secondClientHelloServerName: prefix of %d bytes: %q, %v; whole: %q, %v", k, n, s, name2, st2)
 			}
 		}
 		// The same bytes give the same name to both parsers when the
 		// first one completes.
-		if st == helloComplete {
+		if st == Complete {
 			if name4, st4 := secondClientHelloServerName(data); st4 != st || !bytes.Equal(name4, name) {
 				t.Fatalf("secondClientHelloServerName: %q, %v; clientHelloServerName: %q, %v", name4, st4, name, st)
 			}
-			end, st5 := clientHelloEnd(data)
-			if st5 == helloComplete {
+			end, st5 := ClientHelloEnd(data)
+			if st5 == Complete {
 				if name5, st6 := clientHelloServerName(data[:end:end]); end > len(data) || st6 != st || !bytes.Equal(name5, name) {
-					t.Fatalf("clientHelloEnd = %d; the first %d bytes give %q, %v", end, end, name5, st6)
+					t.Fatalf("ClientHelloEnd = %d; the first %d bytes give %q, %v", end, end, name5, st6)
 				}
 			}
 		}
@@ -1219,17 +1237,17 @@ func FuzzServerHelloStatus(f *testing.F) {
 	f.Add(append(chTestRecord(tlsRecordTypeAlert, []byte{3, 3}, []byte{1, 112}), chTestRecords(chTestServerHello(make([]byte, 32)), 50)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		isHRR, st := serverHelloStatus(data)
-		if st != helloComplete && isHRR || st > helloNotTLS {
+		if st != Complete && isHRR || st > NotTLS {
 			t.Fatalf("%v, %v", isHRR, st)
 		}
-		if st == helloIncomplete && len(data) >= maxClientHello {
+		if st == Incomplete && len(data) >= MaxClientHello {
 			t.Fatalf("incomplete after %d bytes", len(data))
 		}
 		for _, k := range []int{len(data) / 3, len(data) / 2, len(data) - 1} {
 			if k < 0 {
 				continue
 			}
-			if h, s := serverHelloStatus(data[:k:k]); s != helloIncomplete && (s != st || h != isHRR) {
+			if h, s := serverHelloStatus(data[:k:k]); s != Incomplete && (s != st || h != isHRR) {
 				t.Fatalf("prefix of %d bytes: %v, %v; whole: %v, %v", k, h, s, isHRR, st)
 			}
 		}
@@ -1241,11 +1259,11 @@ func TestClientHelloAllocs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			hello := chTestCapture(t, tc.cfg)
 			var name []byte
-			var st helloStatus
+			var st Status
 			if n := testing.AllocsPerRun(100, func() { name, st = clientHelloServerName(hello) }); n != 0 {
 				t.Errorf("%v allocations per single-record hello; want 0", n)
 			}
-			if st != helloComplete || string(name) != tc.want {
+			if st != Complete || string(name) != tc.want {
 				t.Errorf("got %q, %v", name, st)
 			}
 			half := hello[:len(hello)/2]
@@ -1273,9 +1291,9 @@ func TestClientHelloAllocs(t *testing.T) {
 	t.Run("scanner", func(t *testing.T) {
 		hello := chTestCapture(t, &tls.Config{ServerName: chTestKaspersky})
 		if n := testing.AllocsPerRun(100, func() {
-			var s helloScanner
-			s.clientHelloServerName(hello[:100])
-			s.clientHelloServerName(hello)
+			var s Scanner
+			s.ClientHelloServerName(hello[:100])
+			s.ClientHelloServerName(hello)
 		}); n != 0 {
 			t.Errorf("%v allocations per single-record hello read in two parts; want 0", n)
 		}
@@ -1316,9 +1334,9 @@ func BenchmarkClientHelloServerName(b *testing.B) {
 		b.SetBytes(int64(len(dripped)))
 		b.ReportAllocs()
 		for b.Loop() {
-			var s helloScanner
+			var s Scanner
 			for k := range len(dripped) + 1 {
-				s.clientHelloServerName(dripped[:k])
+				s.ClientHelloServerName(dripped[:k])
 			}
 		}
 	})

@@ -1,4 +1,4 @@
-package proxy
+package hello
 
 // A differential test of the SNI parser against real TLS servers: Go's
 // crypto/tls, in process, and OpenSSL's s_server, as a subprocess, both on
@@ -7,7 +7,7 @@ package proxy
 //
 //	whenever a server accepts a ClientHello and was given server name N,
 //	clientHelloServerName returns, for the same bytes, a name whose
-//	canonicalSNI is canonicalSNI(N); and if N names no host (or there is
+//	CanonicalSNI is CanonicalSNI(N); and if N names no host (or there is
 //	none), it returns no name.
 //
 // That is stronger than "when both servers accept": a proxy in front of
@@ -815,7 +815,7 @@ type dtOutcome struct {
 // dtCheck holds parse's answer for a client's first bytes to the rule in
 // the comment at the top of this file, against what one server did with
 // them.
-func dtCheck(first []byte, o dtOutcome, parse func([]byte) ([]byte, helloStatus)) error {
+func dtCheck(first []byte, o dtOutcome, parse func([]byte) ([]byte, Status)) error {
 	if !o.accepted {
 		return nil
 	}
@@ -825,10 +825,10 @@ func dtCheck(first []byte, o dtOutcome, parse func([]byte) ([]byte, helloStatus)
 	sent, want, wantOK := "(none)", "", false
 	if len(o.names) == 1 {
 		sent = fmt.Sprintf("%q", o.names[0])
-		want, wantOK = canonicalSNI([]byte(o.names[0]))
+		want, wantOK = CanonicalSNI([]byte(o.names[0]))
 	}
 	name, st := parse(first)
-	if st != helloComplete {
+	if st != Complete {
 		return fmt.Errorf("%s accepted the hello, with server name %s, but the parser says %v", o.server, sent, st)
 	}
 	if !wantOK {
@@ -837,7 +837,7 @@ func dtCheck(first []byte, o dtOutcome, parse func([]byte) ([]byte, helloStatus)
 		}
 		return nil
 	}
-	got, ok := canonicalSNI(name)
+	got, ok := CanonicalSNI(name)
 	if name == nil || !ok || got != want {
 		return fmt.Errorf("%s was given server name %s, host %q, but the parser found %q (host %q)", o.server, sent, want, name, got)
 	}
@@ -999,8 +999,8 @@ func dtHold(t *testing.T, first []byte, o dtOutcome, want *dtExpect, relayed boo
 // refuse it too.
 func dtRefused(t *testing.T, first []byte) {
 	t.Helper()
-	if name, st := clientHelloServerName(first); st != helloNotTLS {
-		t.Errorf("both servers refuse it, the parser says %q, %v; want %v", name, st, helloNotTLS)
+	if name, st := clientHelloServerName(first); st != NotTLS {
+		t.Errorf("both servers refuse it, the parser says %q, %v; want %v", name, st, NotTLS)
 	}
 }
 
@@ -1147,8 +1147,8 @@ func TestClientHelloDifferential(t *testing.T) {
 						if o.accepted != tc.want.of(o.server) {
 							t.Errorf("%s accepted: %v; want %v", o.server, o.accepted, tc.want.of(o.server))
 						}
-						if _, st := clientHelloServerName(tc.data); st != helloNotTLS {
-							t.Errorf("a hello beyond Go's limit: %v; want %v", st, helloNotTLS)
+						if _, st := clientHelloServerName(tc.data); st != NotTLS {
+							t.Errorf("a hello beyond Go's limit: %v; want %v", st, NotTLS)
 						}
 						continue
 					}
@@ -1180,17 +1180,17 @@ func TestClientHelloDifferential(t *testing.T) {
 			if !o.accepted {
 				t.Fatalf("%s refused a plain hello: %s", o.server, o.answer)
 			}
-			for _, bad := range []func([]byte) ([]byte, helloStatus){
-				func([]byte) ([]byte, helloStatus) { return nil, helloNotTLS },
-				func([]byte) ([]byte, helloStatus) { return nil, helloIncomplete },
-				func([]byte) ([]byte, helloStatus) { return nil, helloComplete },
-				func([]byte) ([]byte, helloStatus) { return []byte("www.example.test"), helloComplete },
+			for _, bad := range []func([]byte) ([]byte, Status){
+				func([]byte) ([]byte, Status) { return nil, NotTLS },
+				func([]byte) ([]byte, Status) { return nil, Incomplete },
+				func([]byte) ([]byte, Status) { return nil, Complete },
+				func([]byte) ([]byte, Status) { return []byte("www.example.test"), Complete },
 			} {
 				if dtCheck(data, o, bad) == nil {
 					t.Errorf("%s: a wrong parser passes the check", o.server)
 				}
 			}
-			good := func([]byte) ([]byte, helloStatus) { return []byte("ksn.kaspersky.com."), helloComplete }
+			good := func([]byte) ([]byte, Status) { return []byte("ksn.kaspersky.com."), Complete }
 			if err := dtCheck(data, o, good); err != nil {
 				t.Errorf("%s: a parser that finds the same host fails the check: %v", o.server, err)
 			}
@@ -1398,7 +1398,7 @@ func TestClientHelloRegressions(t *testing.T) {
 				dtHold(t, first, o, &tt.want, tt.client != nil)
 			}
 			name, st := clientHelloServerName(first)
-			if c, _ := canonicalSNI(name); st != helloComplete || string(name) != tt.raw || c != dtName {
+			if c, _ := CanonicalSNI(name); st != Complete || string(name) != tt.raw || c != dtName {
 				t.Errorf("clientHelloServerName = %q (host %q), %v; want %q (host %q)", name, c, st, tt.raw, dtName)
 			}
 		})
@@ -1485,7 +1485,7 @@ func dtKeyShareGroups(t *testing.T, hello *dtHello) []uint16 {
 // out apart from helloRetryRandom.
 var dtHRRRandom, _ = hex.DecodeString("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 
-// TestHelloRetryRequest checks serverHelloStatus, clientHelloEnd and
+// TestHelloRetryRequest checks serverHelloStatus, ClientHelloEnd and
 // secondClientHelloServerName on real HelloRetryRequest exchanges: servers
 // that take only P-256 key shares, and clients that offer X25519 first
 // and so send only an X25519 share at first.
@@ -1516,9 +1516,9 @@ func TestHelloRetryRequest(t *testing.T) {
 					t.Fatalf("the server sent no HelloRetryRequest: %v", dtRecordTypes(r.toClient))
 				}
 				chTestCheckServerHello(t, r.toClient, true)
-				end, st := clientHelloEnd(r.toServer)
-				if st != helloComplete || end != len(r.first) {
-					t.Fatalf("clientHelloEnd = %d, %v; want %d, complete", end, st, len(r.first))
+				end, st := ClientHelloEnd(r.toServer)
+				if st != Complete || end != len(r.first) {
+					t.Fatalf("ClientHelloEnd = %d, %v; want %d, complete", end, st, len(r.first))
 				}
 				rest := r.toServer[end:]
 				t.Logf("after the HelloRetryRequest the client sent %v; the server was given %q", dtRecordTypes(rest), o.names)
@@ -1557,9 +1557,9 @@ func TestHelloRetryRequest(t *testing.T) {
 		for _, server := range []string{dtServerGo, dtServerOpenSSL} {
 			hook := func(rec []byte) []byte { return bytes.ReplaceAll(rec, []byte(dtName), []byte(other)) }
 			r, o := h.relay(t, server, x25519First[0], dtFrame{}, hook)
-			end, st := clientHelloEnd(r.toServer)
-			if st != helloComplete {
-				t.Fatalf("%s: clientHelloEnd: %v", server, st)
+			end, st := ClientHelloEnd(r.toServer)
+			if st != Complete {
+				t.Fatalf("%s: ClientHelloEnd: %v", server, st)
 			}
 			chTestCheckSecondHello(t, r.toServer[end:], other)
 			// Go refuses a second ClientHello that changes the name
@@ -1617,7 +1617,7 @@ func TestHelloRetryRequest(t *testing.T) {
 					if o.completed != tc.want.of(server) {
 						t.Errorf("%s: completed %v; want %v", server, o.completed, tc.want.of(server))
 					}
-					end, _ := clientHelloEnd(r.toServer)
+					end, _ := ClientHelloEnd(r.toServer)
 					if o.completed {
 						chTestCheckSecondHello(t, r.toServer[end:], dtName)
 					}
@@ -1631,7 +1631,7 @@ func TestHelloRetryRequest(t *testing.T) {
 // on every prefix of them.
 func chTestCheckServerHello(t *testing.T, data []byte, wantHRR bool) {
 	t.Helper()
-	if isHRR, st := serverHelloStatus(data); isHRR != wantHRR || st != helloComplete {
+	if isHRR, st := serverHelloStatus(data); isHRR != wantHRR || st != Complete {
 		t.Errorf("serverHelloStatus = %v, %v; want %v, complete", isHRR, st, wantHRR)
 	}
 	chTestServerPrefixes(t, data)
@@ -1642,11 +1642,11 @@ func chTestCheckServerHello(t *testing.T, data []byte, wantHRR bool) {
 func chTestCheckSecondHello(t *testing.T, rest []byte, want string) {
 	t.Helper()
 	name, st := secondClientHelloServerName(rest)
-	if st != helloComplete || string(name) != want {
+	if st != Complete || string(name) != want {
 		t.Fatalf("secondClientHelloServerName = %q, %v; want %q, complete", name, st, want)
 	}
 	for k := range len(rest) {
-		if n, s := secondClientHelloServerName(rest[:k:k]); s != helloIncomplete && (s != st || !bytes.Equal(n, name)) {
+		if n, s := secondClientHelloServerName(rest[:k:k]); s != Incomplete && (s != st || !bytes.Equal(n, name)) {
 			t.Fatalf("prefix of %d/%d bytes: %q, %v", k, len(rest), n, s)
 		}
 	}
