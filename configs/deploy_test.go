@@ -39,8 +39,8 @@ const (
 	dockerfile = "docker/Dockerfile"
 	k8sDir     = "kubernetes"
 
-	// shutdownGrace is cmd/feedgate's graceful-shutdown bound (README,
-	// "run"): stop timeouts must leave room for it.
+	// shutdownGrace is cmd/feedgate's graceful-shutdown bound
+	// (docs/operations.md, "run"): stop timeouts must leave room for it.
 	shutdownGrace = 10 * time.Second
 )
 

@@ -72,7 +72,7 @@ func TestSquidAccessLog(t *testing.T) {
 	}
 }
 
-// TestJSONRecordFields: every field the README documents is in the
+// TestJSONRecordFields: every field docs/decision-log.md documents is in the
 // records of an allowed plain-HTTP request and of a tunnel.
 func TestJSONRecordFields(t *testing.T) {
 	t.Parallel()

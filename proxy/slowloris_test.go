@@ -48,7 +48,7 @@ func TestSlowloris(t *testing.T) {
 	e := newEnv(t, envConfig{resolve: []string{resolveTo("www.example.test", 80, hostPort(t, o.URL))}})
 	headerTimeout := e.hs.ReadHeaderTimeout
 	if headerTimeout != 10*time.Second {
-		t.Errorf("proxy ReadHeaderTimeout = %v; the README documents 10s", headerTimeout)
+		t.Errorf("proxy ReadHeaderTimeout = %v; docs/security.md documents 10s", headerTimeout)
 	}
 	c, _ := e.client(t, nil)
 

@@ -35,7 +35,7 @@ package hello
 //
 // Cases that name a server's behaviour hold an explicit expectation of it,
 // so that a Go or OpenSSL upgrade that changes what it accepts fails here
-// and the README's table gets updated. The generated cases hold only the
+// and docs/security.md ("Input") gets updated. The generated cases hold only the
 // rule above. Sanity cases that both servers refuse check that the test
 // sees a refusal, and that the parser refuses them too.
 
@@ -942,7 +942,7 @@ var (
 )
 
 // dtTally counts, per class of mutation and server, how many hellos were
-// accepted, for the log: the numbers behind the README's table.
+// accepted, for the log: the numbers behind docs/security.md ("Input").
 type dtTally map[string]*[2][2]int
 
 func (d dtTally) add(class string, o dtOutcome) {
