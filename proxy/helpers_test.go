@@ -38,6 +38,7 @@ import (
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -197,7 +198,7 @@ type envConfig struct {
 	// roots verify upstream TLS (proxy.Options.RootCAs); ca is the
 	// interception CA (proxy.Options.InterceptCA).
 	roots *x509.CertPool
-	ca    *proxy.CA
+	ca    *intercept.CA
 }
 
 // env is one running proxy with its collaborators.

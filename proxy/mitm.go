@@ -19,9 +19,6 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
-// maxLeafCerts bounds the leaf certificates kept for intercepted hosts;
-// the least recently used are signed again when needed.
-const maxLeafCerts = 1024
 
 // mitmHandshakeTimeout bounds the client's TLS handshake with feedgate.
 const mitmHandshakeTimeout = 10 * time.Second
@@ -73,7 +70,7 @@ func (s *Server) serveIntercept(w http.ResponseWriter, r *http.Request, rec *rec
 		return
 	}
 	canon, _ := rules.CanonicalHost(host)
-	leaf := s.certs.getCertificate(canon)
+	leaf := s.certs.GetCertificate(canon)
 	tc := tls.Server(raw, &tls.Config{
 		// A leaf only for the CONNECT host: a ClientHello naming another
 		// host would get a certificate for a host the policy never saw.

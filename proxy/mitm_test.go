@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/intercept"
 )
 
 // interceptEnv runs the default policy with www.kaspersky.com intercepted,
@@ -26,11 +26,11 @@ func interceptEnv(t *testing.T) (*env, *tlsOrigin, *x509.CertPool) {
 func interceptEnvWith(t *testing.T, h http.Handler) (*env, *tlsOrigin, *x509.CertPool) {
 	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile, err := proxy.CreateCA(dir, "", time.Now())
+	certFile, keyFile, err := intercept.CreateCA(dir, "", time.Now())
 	if err != nil {
 		t.Fatalf("CreateCA: %v", err)
 	}
-	ca, err := proxy.LoadCA(certFile, keyFile, time.Now())
+	ca, err := intercept.LoadCA(certFile, keyFile, time.Now())
 	if err != nil {
 		t.Fatalf("LoadCA: %v", err)
 	}

@@ -32,6 +32,7 @@ import (
 
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -88,7 +89,7 @@ type Options struct {
 	Listeners []netip.AddrPort
 	// InterceptCA signs the leaf certificates of intercepted hosts
 	// ([tls.intercept]); required when the policy intercepts any.
-	InterceptCA *CA
+	InterceptCA *intercept.CA
 	// Inventory, if set, is told of every decided request.
 	Inventory Recorder
 }
@@ -121,7 +122,7 @@ type Server struct {
 	log    accesslog.Sink
 	errLog *slog.Logger
 	m      *metrics.Metrics
-	certs  *certCache // nil without an interception CA
+	certs  *intercept.LeafCache // nil without an interception CA
 	// parent chooses the parent proxy (upstream_proxy), nil for direct
 	// connections.
 	parent *parents
@@ -173,9 +174,7 @@ func New(opts Options) (*Server, error) {
 		s.errLog = discard
 	}
 	if opts.InterceptCA != nil {
-		// Leaves are checked against the clients' own clocks: they are
-		// dated by the system clock, not the policy clock (-at).
-		s.certs = newCertCache(opts.InterceptCA, time.Now, maxLeafCerts)
+		s.certs = intercept.NewLeafCache(opts.InterceptCA)
 	} else if len(opts.Policy.TLS.Intercept.Hosts) > 0 {
 		return nil, errors.New("proxy: the policy intercepts TLS ([tls.intercept]) but no CA was loaded")
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/configs"
-	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -361,7 +361,7 @@ func runCA(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "feedgate ca init: -dir DIR is required, and nothing else")
 		return 2
 	}
-	certFile, keyFile, err := proxy.CreateCA(*dir, *org, time.Now())
+	certFile, keyFile, err := intercept.CreateCA(*dir, *org, time.Now())
 	if err != nil {
 		fmt.Fprintf(stderr, "feedgate ca init: %v\n", err)
 		return 1

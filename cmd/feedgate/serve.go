@@ -24,6 +24,7 @@ import (
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/rules"
 )
@@ -300,7 +301,7 @@ func adminMux(reg *prometheus.Registry, ready *atomic.Bool, withPprof bool) *htt
 func loadTLS(p *rules.Policy, opts *proxy.Options, now time.Time) error {
 	ic := p.TLS.Intercept
 	if len(ic.Hosts) > 0 {
-		ca, err := proxy.LoadCA(ic.CACert, ic.CAKey, now)
+		ca, err := intercept.LoadCA(ic.CACert, ic.CAKey, now)
 		if err != nil {
 			return fmt.Errorf("[tls.intercept]: %w", err)
 		}

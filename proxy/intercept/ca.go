@@ -1,9 +1,7 @@
-package proxy
-
-// Certificates for TLS interception. For operator-named hosts feedgate
-// terminates the client's TLS with a leaf certificate it signs on the fly,
-// so that path-level rules can see HTTPS requests; clients must trust
-// feedgate's CA.
+// Package intercept makes the certificates for TLS interception. For
+// operator-named hosts feedgate terminates the client's TLS with a leaf
+// certificate it signs on the fly, so that path-level rules can see HTTPS
+// requests; clients must trust feedgate's CA.
 //
 // Leaves are always ECDSA P-256, whatever the CA's key type: making an
 // RSA-2048 leaf costs about 50 ms against about 0.15 ms for P-256 (measured
@@ -12,8 +10,10 @@ package proxy
 // host. The CA key only signs.
 //
 // Times are wall-clock times that TLS clients compare with their own clock.
-// The cache's now must be the system clock, never the policy Clock, which
-// `feedgate run -at` moves away from real time.
+// The cache's now is therefore the system clock (NewLeafCache takes no
+// clock), never the policy Clock, which `feedgate run -at` moves away from
+// real time.
+package intercept
 
 import (
 	"container/list"
@@ -66,8 +66,9 @@ const (
 	// strict parsers reject the certificate.
 	maxCNLen = 64
 
-	// defaultCertCacheMax is used when newCertCache is given max < 1.
-	defaultCertCacheMax = 1024
+	// maxLeafCerts bounds the leaf certificates kept for intercepted hosts;
+	// the least recently used are signed again when needed.
+	maxLeafCerts = 1024
 )
 
 // CreateCA writes a new certificate authority for interception into dir:
@@ -385,13 +386,13 @@ func canonicalHost(host string) (string, error) {
 	return h, nil
 }
 
-// certCache hands out leaf certificates by host name: a bounded LRU, with
+// LeafCache hands out leaf certificates by host name: a bounded LRU, with
 // concurrent misses for one host sharing a single signature, and entries
 // replaced when they come within leafRenewBefore of expiry. Signing is
 // cheap (about 0.15 ms) but not free; without the cache every intercepted
 // connection would pay it, and without the single flight a burst of
 // connections to a new host would pay it once each.
-type certCache struct {
+type LeafCache struct {
 	now func() time.Time
 	max int
 	// caNotAfter is the CA's expiry, the latest any leaf can be valid.
@@ -425,13 +426,20 @@ type certCall struct {
 	err  error
 }
 
-// newCertCache returns a cache of leaves signed by ca, holding at most max
-// of them (defaultCertCacheMax if max < 1). now is the wall clock.
-func newCertCache(ca *CA, now func() time.Time, max int) *certCache {
+// NewLeafCache returns a cache of leaves signed by ca, dated by the system
+// clock: clients check them against their own clocks, so they must not
+// follow the policy clock (-at).
+func NewLeafCache(ca *CA) *LeafCache {
+	return newLeafCache(ca, time.Now, maxLeafCerts)
+}
+
+// newLeafCache returns a cache of leaves signed by ca, holding at most max
+// of them (maxLeafCerts if max < 1). now is the wall clock.
+func newLeafCache(ca *CA, now func() time.Time, max int) *LeafCache {
 	if max < 1 {
-		max = defaultCertCacheMax
+		max = maxLeafCerts
 	}
-	return &certCache{
+	return &LeafCache{
 		now:        now,
 		max:        max,
 		caNotAfter: ca.Cert.NotAfter,
@@ -445,7 +453,7 @@ func newCertCache(ca *CA, now func() time.Time, max int) *certCache {
 // in the IP SAN, names in the DNS SAN), signing it on the first request and
 // again when less than leafRenewBefore of its validity remains. Failures
 // are not cached: the next get tries again.
-func (c *certCache) get(host string) (*tls.Certificate, error) {
+func (c *LeafCache) get(host string) (*tls.Certificate, error) {
 	h, err := canonicalHost(host)
 	if err != nil {
 		return nil, fmt.Errorf("interception certificate for %q: %w", host, err)
@@ -479,7 +487,7 @@ func (c *certCache) get(host string) (*tls.Certificate, error) {
 }
 
 // fill signs the leaf for call outside the lock, then publishes it.
-func (c *certCache) fill(h string, now time.Time, call *certCall) {
+func (c *LeafCache) fill(h string, now time.Time, call *certCall) {
 	// Set before signing so that waiters get an error, not a nil
 	// certificate, should sign panic.
 	call.err = fmt.Errorf("interception certificate for %q: signing did not complete", h)
@@ -502,7 +510,7 @@ func (c *certCache) fill(h string, now time.Time, call *certCall) {
 
 // store puts cert in the cache as the entry for h, evicting the least
 // recently used entries beyond max. c.mu must be held.
-func (c *certCache) store(h string, cert *tls.Certificate) {
+func (c *LeafCache) store(h string, cert *tls.Certificate) {
 	e := &certEntry{host: h, cert: cert, usableFrom: cert.Leaf.NotBefore, renewAt: cert.Leaf.NotAfter.Add(-leafRenewBefore)}
 	// A leaf cut short by the CA's own expiry cannot be renewed into a
 	// longer one; re-signing it at every get would only burn CPU, so it is
@@ -524,19 +532,19 @@ func (c *certCache) store(h string, cert *tls.Certificate) {
 	}
 }
 
-// stats returns the counters described at certCache.hits.
-func (c *certCache) stats() (hits, misses, evictions uint64) {
+// stats returns the counters described at LeafCache.hits.
+func (c *LeafCache) stats() (hits, misses, evictions uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.hits, c.misses, c.evictions
 }
 
-// getCertificate adapts the cache to tls.Config.GetCertificate. It uses the
+// GetCertificate adapts the cache to tls.Config.GetCertificate. It uses the
 // ClientHello's SNI, or fallback (the CONNECT target's host) when there is
 // none, as for a client connecting to a bare IP. Deciding whether a given
 // SNI may be intercepted at all is the caller's job: this signs for
 // whatever name the client sends.
-func (c *certCache) getCertificate(fallback string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (c *LeafCache) GetCertificate(fallback string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		host := hello.ServerName
 		if host == "" {

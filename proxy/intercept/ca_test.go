@@ -1,4 +1,4 @@
-package proxy
+package intercept
 
 // White-box tests of the interception certificates: the CA on disk, the
 // leaves, the cache, and a real TLS handshake over loopback.
@@ -427,7 +427,7 @@ func TestLoadCAKeyFormats(t *testing.T) {
 			if err != nil {
 				t.Fatalf("LoadCA: %v", err)
 			}
-			cert, err := newCertCache(ca, certTestNow, 8).get("store.kaspersky.com")
+			cert, err := newLeafCache(ca, certTestNow, 8).get("store.kaspersky.com")
 			if err != nil {
 				t.Fatalf("get: %v", err)
 			}
@@ -489,7 +489,7 @@ func TestLeafCertificate(t *testing.T) {
 		{"::1", "::1", true},
 		{long, long, false},
 	}
-	c := newCertCache(ca, certTestNow, 16)
+	c := newLeafCache(ca, certTestNow, 16)
 	var keys []*ecdsa.PrivateKey
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {
@@ -545,8 +545,8 @@ func TestLeafCertificate(t *testing.T) {
 // a server whose certificates come from the cache.
 func TestCertCacheTLSHandshake(t *testing.T) {
 	ca := certTestNewCA(t, time.Now())
-	c := newCertCache(ca, time.Now, 16)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: c.getCertificate("fallback.test")})
+	c := newLeafCache(ca, time.Now, 16)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: c.GetCertificate("fallback.test")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +641,7 @@ func TestCertCacheTLSHandshake(t *testing.T) {
 }
 
 func TestCertCacheReuse(t *testing.T) {
-	c := newCertCache(certTestNewCA(t, certTestNow()), certTestNow, 16)
+	c := newLeafCache(certTestNewCA(t, certTestNow()), certTestNow, 16)
 	first, err := c.get("dnl-01.geo.kaspersky.com")
 	if err != nil {
 		t.Fatal(err)
@@ -664,7 +664,7 @@ func TestCertCacheReuse(t *testing.T) {
 // gets have joined it, so the shared path is exercised every run.
 func TestCertCacheSingleFlight(t *testing.T) {
 	const n = 50
-	c := newCertCache(certTestNewCA(t, certTestNow()), certTestNow, 16)
+	c := newLeafCache(certTestNewCA(t, certTestNow()), certTestNow, 16)
 	var signs atomic.Int32
 	release := make(chan struct{})
 	sign := c.sign
@@ -717,7 +717,7 @@ func TestCertCacheSingleFlight(t *testing.T) {
 // TestCertCacheErrorNotCached checks that a failed signature reaches the
 // caller and the next get signs again.
 func TestCertCacheErrorNotCached(t *testing.T) {
-	c := newCertCache(certTestNewCA(t, certTestNow()), certTestNow, 16)
+	c := newLeafCache(certTestNewCA(t, certTestNow()), certTestNow, 16)
 	errSign := errors.New("signer unavailable")
 	sign := c.sign
 	var calls int
@@ -772,7 +772,7 @@ func TestCertCacheEviction(t *testing.T) {
 	ca := certTestNewCA(t, certTestNow())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newCertCache(ca, certTestNow, tt.max)
+			c := newLeafCache(ca, certTestNow, tt.max)
 			for i, s := range tt.steps {
 				_, before, _ := c.stats()
 				if _, err := c.get(s.host); err != nil {
@@ -819,7 +819,7 @@ func TestCertCacheRenewal(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := &certTestClock{t: tt.start}
-			c := newCertCache(ca, clock.now, 16)
+			c := newLeafCache(ca, clock.now, 16)
 			first, err := c.get(host)
 			if err != nil {
 				t.Fatal(err)
@@ -852,7 +852,7 @@ func TestCertCacheRenewal(t *testing.T) {
 }
 
 func BenchmarkCertCacheHit(b *testing.B) {
-	c := newCertCache(certTestNewCA(b, certTestNow()), certTestNow, 1024)
+	c := newLeafCache(certTestNewCA(b, certTestNow()), certTestNow, 1024)
 	const host = "dnl-01.geo.kaspersky.com"
 	if _, err := c.get(host); err != nil {
 		b.Fatal(err)
@@ -869,7 +869,7 @@ func BenchmarkCertCacheHit(b *testing.B) {
 // get evicts the other and signs: the cost of a new host, bookkeeping
 // included.
 func BenchmarkCertCacheMiss(b *testing.B) {
-	c := newCertCache(certTestNewCA(b, certTestNow()), certTestNow, 1)
+	c := newLeafCache(certTestNewCA(b, certTestNow()), certTestNow, 1)
 	hosts := [2]string{"a.kaspersky.com", "b.kaspersky.com"}
 	b.ReportAllocs()
 	i := 0
