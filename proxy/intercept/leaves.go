@@ -7,12 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/feedgate/feedgate/rules"
 )
 
 const (
@@ -23,8 +24,6 @@ const (
 	// replaced at the next get, so a client never sees one about to expire.
 	leafRenewBefore = 24 * time.Hour
 
-	// maxHostLen is the longest DNS name (RFC 1035, without the root dot).
-	maxHostLen = 253
 	// maxCNLen is RFC 5280's ub-common-name. Longer names still go in the
 	// SAN, which is what TLS clients match; an over-long CN only makes
 	// strict parsers reject the certificate.
@@ -36,7 +35,7 @@ const (
 )
 
 // signLeaf makes a leaf certificate for host, which must be canonical (see
-// canonicalHost), valid at now. The chain is [leaf, CA].
+// leafName), valid at now. The chain is [leaf, CA].
 func (ca *CA) signLeaf(host string, now time.Time) (*tls.Certificate, error) {
 	if now.Before(ca.Cert.NotBefore) || now.After(ca.Cert.NotAfter) {
 		return nil, fmt.Errorf("the interception CA is not valid at %s (valid from %s to %s)",
@@ -92,32 +91,28 @@ func (ca *CA) signLeaf(host string, now time.Time) (*tls.Certificate, error) {
 	return &tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-// canonicalHost lower-cases host and drops a trailing dot; an IP literal
-// (optionally in brackets, optionally with a zone) becomes its canonical
-// text form, so that one host has one cache entry.
-func canonicalHost(host string) (string, error) {
-	// ToLower and TrimSuffix return host itself when there is nothing to
-	// change, so the usual (already canonical) name costs no allocation.
-	h := strings.TrimSuffix(strings.ToLower(host), ".")
-	if len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
-		h = h[1 : len(h)-1]
+// leafName returns the name a leaf is made and cached for: host's
+// canonical form, by rules.CanonicalHost, as the policy decided it. Every
+// name the proxy passes has one (the CONNECT target, or an SNI that
+// canonicalises to it), so the cache shares the policy's limits rather than
+// keeping its own.
+//
+// An IPv6 literal, which rules.CanonicalHost keeps as written apart from
+// case, is put in RFC 5952 form, so that one address has one cache entry
+// and one spelling in the leaf's CN however the CONNECT target wrote it.
+// IPv4 literals need nothing: rules accepts dotted decimal only, which
+// netip writes back unchanged.
+func leafName(host string) (string, error) {
+	h, err := rules.CanonicalHost(host)
+	if err != nil {
+		return "", err
 	}
-	if h == "" {
-		return "", errors.New("empty host name")
-	}
-	if len(h) > maxHostLen {
-		return "", fmt.Errorf("host name of %d bytes is longer than %d", len(h), maxHostLen)
-	}
-	// IPv6 literals contain a colon and IPv4 ones end in a digit, while a
-	// DNS name's last label is never all digits: names skip ParseAddr,
-	// whose error would allocate on every cache hit.
-	if last := h[len(h)-1]; strings.IndexByte(h, ':') >= 0 || '0' <= last && last <= '9' {
-		if ip, err := netip.ParseAddr(h); err == nil {
-			return ip.WithZone("").String(), nil
+	if strings.IndexByte(h, ':') >= 0 {
+		ip, err := netip.ParseAddr(h)
+		if err != nil {
+			return "", fmt.Errorf("canonical host %q is not an IP address: %w", h, err)
 		}
-		if strings.IndexByte(h, ':') >= 0 {
-			return "", fmt.Errorf("host %q has a colon but is not an IP address (a port must not be included)", host)
-		}
+		h = ip.String()
 	}
 	return h, nil
 }
@@ -190,9 +185,9 @@ func newLeafCache(ca *CA, now func() time.Time, max int) *LeafCache {
 // again when less than leafRenewBefore of its validity remains. Failures
 // are not cached: the next get tries again.
 func (c *LeafCache) get(host string) (*tls.Certificate, error) {
-	h, err := canonicalHost(host)
+	h, err := leafName(host)
 	if err != nil {
-		return nil, fmt.Errorf("interception certificate for %q: %w", host, err)
+		return nil, fmt.Errorf("interception certificate: %w", err)
 	}
 	now := c.now()
 	c.mu.Lock()

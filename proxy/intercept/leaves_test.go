@@ -42,7 +42,12 @@ func (c *certTestClock) set(t time.Time) {
 	c.mu.Unlock()
 }
 
-func TestCanonicalHost(t *testing.T) {
+// TestLeafName checks the names leaves are cached and made for. Names
+// reach the cache only once the policy has decided them, so the spellings
+// rules.CanonicalHost refuses (zones, ports, IPv4 in brackets) never do;
+// they are here to show that the cache refuses them too, rather than
+// signing for a name the policy never saw.
+func TestLeafName(t *testing.T) {
 	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61) // 253
 	tests := []struct {
 		in, want string
@@ -54,25 +59,30 @@ func TestCanonicalHost(t *testing.T) {
 		{in: "::1", want: "::1"},
 		{in: "0:0:0:0:0:0:0:1", want: "::1"},
 		{in: "[::1]", want: "::1"},
-		{in: "FE80::1%eth0", want: "fe80::1"},
+		{in: "0:0:0:0:0:FFFF:7F00:1", want: "::ffff:127.0.0.1"},
 		{in: "host1", want: "host1"},
 		{in: long, want: long},
 		{in: long + ".", want: long},
+		// An SNI that canonicalises to the intercepted host, as the
+		// inner server's check lets through, gets that host's leaf.
+		{in: "\uff37\uff37\uff37.Kaspersky.com", want: "www.kaspersky.com"},
 		{in: "", wantErr: "empty"},
 		{in: ".", wantErr: "empty"},
 		{in: long + "x", wantErr: "longer than 253"},
-		{in: "example.test:443", wantErr: "not an IP"},
+		{in: "example.test:443", wantErr: "not an IPv6 address"},
+		{in: "FE80::1%eth0", wantErr: "without a zone"},
+		{in: "[127.0.0.1]", wantErr: "not an IPv6 address"},
 	}
 	for _, tt := range tests {
-		got, err := canonicalHost(tt.in)
+		got, err := leafName(tt.in)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("canonicalHost(%q) = %q, %v; want an error containing %q", tt.in, got, err, tt.wantErr)
+				t.Errorf("leafName(%q) = %q, %v; want an error containing %q", tt.in, got, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil || got != tt.want {
-			t.Errorf("canonicalHost(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("leafName(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }
@@ -80,7 +90,9 @@ func TestCanonicalHost(t *testing.T) {
 func TestLeafCertificate(t *testing.T) {
 	now := certTestNow()
 	ca := certTestNewCA(t, now)
-	long := strings.Repeat("x", 70) + ".example.test"
+	// Longer than a CN may be (64), in labels of at most 63 as every
+	// name the policy decides.
+	long := strings.Repeat("x", 60) + ".cn-too-long.example.test"
 	tests := []struct {
 		host   string
 		name   string // the canonical name verified and expected in the SAN
