@@ -19,7 +19,6 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
-
 // mitmHandshakeTimeout bounds the client's TLS handshake with feedgate.
 const mitmHandshakeTimeout = 10 * time.Second
 
