@@ -41,7 +41,7 @@ func (inv *Inventory) serveClients(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusBadRequest, errorResponse{fmt.Sprintf("query: %v", err)})
 		return
 	}
-	now := inv.stamp()
+	now := inv.Now()
 	f := Filter{Vendor: q.Get("vendor"), Category: q.Get("category")}
 	if s := q.Get("since"); s != "" {
 		if f.Since, err = parseSince(s, now); err != nil {
@@ -49,7 +49,7 @@ func (inv *Inventory) serveClients(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	clients, evictions := inv.snapshot(f)
+	clients, evictions := inv.SnapshotWithEvictions(f)
 	writeJSON(w, r, http.StatusOK, clientsResponse{
 		Clients:     clients,
 		Count:       len(clients),

@@ -121,6 +121,11 @@ func New(opts Options) (*Inventory, error) {
 // timestamp is written in one zone.
 func (inv *Inventory) stamp() time.Time { return inv.now().UTC() }
 
+// Now reads the inventory's clock as it stamps entries (in UTC, without a
+// monotonic reading), so that a caller can filter and date a snapshot on
+// the entries' own clock.
+func (inv *Inventory) Now() time.Time { return inv.stamp() }
+
 // Record notes one request. Only vendor traffic is recorded: vendor "" or
 // "none" is ignored, and so is an invalid client address, which names no
 // machine to migrate. It is safe for concurrent use and allocates nothing
@@ -177,13 +182,14 @@ func (inv *Inventory) Record(client netip.Addr, vendor, category, action, rule s
 // descending (ties: client, vendor, category ascending). The slice is never
 // nil, so that it encodes as a JSON array.
 func (inv *Inventory) Snapshot(f Filter) []Entry {
-	out, _ := inv.snapshot(f)
+	out, _ := inv.SnapshotWithEvictions(f)
 	return out
 }
 
-// snapshot also returns the eviction count read under the same lock, so
-// that callers reporting both report one moment.
-func (inv *Inventory) snapshot(f Filter) ([]Entry, uint64) {
+// SnapshotWithEvictions is Snapshot that also returns the eviction count
+// read under the same lock, so that callers reporting both report one
+// moment.
+func (inv *Inventory) SnapshotWithEvictions(f Filter) ([]Entry, uint64) {
 	// Allocating before taking the lock keeps Record from waiting on the
 	// allocator: at the default cap the copy is 14 MB. Entries recorded
 	// in between just grow the slice.
