@@ -1,9 +1,7 @@
 package main
 
 import (
-	"io"
 	"log/slog"
-	"net/http"
 	"reflect"
 	"strings"
 	"sync"
@@ -82,20 +80,4 @@ func restartOnly(started, p *rules.Policy) []string {
 		out = append(out, "upstream_proxy")
 	}
 	return out
-}
-
-// reloadHandler is POST /-/reload on the admin listener, enabled by
-// -admin.enable-reload as Prometheus's lifecycle API is.
-func (r *reloader) reloadHandler(enabled bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, req *http.Request) {
-		if !enabled {
-			http.Error(w, "reload over HTTP is not enabled: start feedgate with -admin.enable-reload, or send SIGHUP", http.StatusForbidden)
-			return
-		}
-		if err := r.reload("http"); err != nil {
-			http.Error(w, "reload failed; the running policy stays in force:\n"+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		_, _ = io.WriteString(w, "policy reloaded\n")
-	}
 }

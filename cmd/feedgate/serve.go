@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -19,8 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/feedgate/feedgate/cmd/feedgate/internal/admin"
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
@@ -58,7 +57,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	fs := newFlagSet("run", stderr)
 	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
 	listen := fs.String("listen", "127.0.0.1:3128", "proxy listen `ADDR`")
-	admin := fs.String("admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
+	adminAddr := fs.String("admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
 	at := fs.String("at", "", "start the policy clock at `TIME` (RFC 3339); it then advances in real time")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
 	enableReload := fs.Bool("admin.enable-reload", false, "allow POST /-/reload on the admin listener (SIGHUP always reloads)")
@@ -130,7 +129,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		fmt.Fprintf(stderr, "feedgate run: proxy listener: %v\n", err)
 		return 1
 	}
-	al, err := net.Listen("tcp", *admin)
+	al, err := net.Listen("tcp", *adminAddr)
 	if err != nil {
 		pl.Close()
 		fmt.Fprintf(stderr, "feedgate run: admin listener: %v\n", err)
@@ -168,19 +167,23 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	rl := &reloader{file: *config, listen: *listen, srv: srv, m: m, log: errLog, started: p}
 	var ready atomic.Bool
 	proxyHTTP := srv.HTTPServer()
-	mux := adminMux(reg, &ready, *pprofOn)
-	mux.HandleFunc("POST /-/reload", rl.reloadHandler(*enableReload))
-	mux.Handle("/api/v1/clients", inv.Handler())
-	mux.HandleFunc("GET /feeds/{vendor}/{file}", feedHandler(srv, clock))
-	mux.HandleFunc("GET /proxy.pac", pacHandler(srv, pl.Addr()))
-	mux.HandleFunc("GET /wpad.dat", pacHandler(srv, pl.Addr()))
 	invCtx, stopInv := context.WithCancel(context.Background())
 	invDone := make(chan struct{})
 	go func() {
 		defer close(invDone)
 		inv.Run(invCtx, p.Inventory.SaveInterval, func(err error) { errLog.Warn("inventory state file", "error", err) })
 	}()
-	adminHTTP := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	adminHTTP := admin.NewServer(admin.Deps{
+		Registry:      reg,
+		Ready:         ready.Load,
+		Policy:        srv.Policy,
+		Now:           clock.Now,
+		ProxyAddr:     pl.Addr(),
+		Inventory:     inv,
+		Reload:        rl.reload,
+		ReloadEnabled: *enableReload,
+		Pprof:         *pprofOn,
+	})
 
 	// SIGHUP reloads the policy; SIGUSR1 reopens the access log file.
 	ops := make(chan os.Signal, 4)
@@ -271,29 +274,6 @@ func addrPort(a net.Addr) netip.AddrPort {
 		return ta.AddrPort()
 	}
 	return netip.AddrPort{}
-}
-
-func adminMux(reg *prometheus.Registry, ready *atomic.Bool, withPprof bool) *http.ServeMux {
-	mux := http.NewServeMux()
-	if withPprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
-	return mux
 }
 
 // loadTLS loads what [tls.intercept] names: the interception CA, and the

@@ -1,4 +1,4 @@
-package inventory
+package admin
 
 import (
 	"encoding/json"
@@ -7,55 +7,58 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/inventory"
 )
 
-// clientsResponse is the body of GET /api/v1/clients.
-type clientsResponse struct {
-	Clients     []Entry   `json:"clients"`
-	Count       int       `json:"count"` // len(Clients): entries after filtering
-	Evictions   uint64    `json:"evictions"`
-	GeneratedAt time.Time `json:"generated_at"`
+// ClientsReply is the body of GET /api/v1/clients, which feedgate clients
+// reads.
+type ClientsReply struct {
+	Clients     []inventory.Entry `json:"clients"`
+	Count       int               `json:"count"` // len(Clients): entries after filtering
+	Evictions   uint64            `json:"evictions"`
+	GeneratedAt time.Time         `json:"generated_at"`
 }
 
-type errorResponse struct {
+type errorReply struct {
 	Error string `json:"error"`
 }
 
-// Handler serves GET /api/v1/clients: the inventory as JSON
+// clientsHandler serves GET /api/v1/clients: the inventory as JSON
 // {"clients":[...], "count":N, "evictions":E, "generated_at":...}, filtered
 // by the query parameters vendor, category and since (RFC 3339, or a Go
 // duration such as "24h" meaning that long before now). The handler does
 // not look at the path: the caller mounts it where it belongs.
-func (inv *Inventory) Handler() http.Handler { return http.HandlerFunc(inv.serveClients) }
-
-func (inv *Inventory) serveClients(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeJSON(w, r, http.StatusMethodNotAllowed, errorResponse{fmt.Sprintf("method %s not allowed: use GET", r.Method)})
-		return
-	}
-	// url.ParseQuery rather than r.URL.Query, which silently drops a
-	// malformed pair: a filter typed wrong must not widen the answer.
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		writeJSON(w, r, http.StatusBadRequest, errorResponse{fmt.Sprintf("query: %v", err)})
-		return
-	}
-	now := inv.Now()
-	f := Filter{Vendor: q.Get("vendor"), Category: q.Get("category")}
-	if s := q.Get("since"); s != "" {
-		if f.Since, err = parseSince(s, now); err != nil {
-			writeJSON(w, r, http.StatusBadRequest, errorResponse{err.Error()})
+func clientsHandler(inv *inventory.Inventory) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeJSON(w, r, http.StatusMethodNotAllowed, errorReply{fmt.Sprintf("method %s not allowed: use GET", r.Method)})
 			return
 		}
+		// url.ParseQuery rather than r.URL.Query, which silently drops a
+		// malformed pair: a filter typed wrong must not widen the answer.
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("query: %v", err)})
+			return
+		}
+		now := inv.Now()
+		f := inventory.Filter{Vendor: q.Get("vendor"), Category: q.Get("category")}
+		if s := q.Get("since"); s != "" {
+			if f.Since, err = parseSince(s, now); err != nil {
+				writeJSON(w, r, http.StatusBadRequest, errorReply{err.Error()})
+				return
+			}
+		}
+		clients, evictions := inv.SnapshotWithEvictions(f)
+		writeJSON(w, r, http.StatusOK, ClientsReply{
+			Clients:     clients,
+			Count:       len(clients),
+			Evictions:   evictions,
+			GeneratedAt: now,
+		})
 	}
-	clients, evictions := inv.SnapshotWithEvictions(f)
-	writeJSON(w, r, http.StatusOK, clientsResponse{
-		Clients:     clients,
-		Count:       len(clients),
-		Evictions:   evictions,
-		GeneratedAt: now,
-	})
 }
 
 // parseSince parses the since parameter: an RFC 3339 time, or a duration

@@ -1,4 +1,4 @@
-package inventory
+package admin
 
 import (
 	"encoding/json"
@@ -8,36 +8,38 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/inventory"
 )
 
-func TestHandler(t *testing.T) {
+func TestClientsHandler(t *testing.T) {
 	clock := newFakeClock(t0)
-	inv := mustNew(t, Options{Now: clock.Now, MaxEntries: 4})
+	inv := mustNew(t, inventory.Options{Now: clock.Now, MaxEntries: 4})
 	play(inv, clock, twoClients)
 	// A fifth entry evicts twoLicensing, so that evictions shows up.
 	clock.Advance(time.Hour)
-	three := Entry{addr("10.0.0.3"), "kaspersky", "ksn", clock.Now(), clock.Now(), 1, "allow", "default"}
+	three := entry("10.0.0.3", "ksn", clock.Now(), clock.Now(), 1, "allow", "default")
 	inv.Record(three.Client, three.Vendor, three.Category, three.LastAction, three.LastRule)
 	now := clock.Now() // t3 + 1h
-	h := inv.Handler()
+	h := clientsHandler(inv)
 
 	for _, tc := range []struct {
 		name  string
 		query string
-		want  []Entry
+		want  []inventory.Entry
 	}{
-		{"all", "", []Entry{three, oneLicensing, twoUpdate, oneUpdate}},
-		{"vendor", "?vendor=kaspersky", []Entry{three, oneLicensing, twoUpdate, oneUpdate}},
-		{"other vendor", "?vendor=drweb", []Entry{}},
-		{"category", "?category=update", []Entry{twoUpdate, oneUpdate}},
-		{"vendor and category", "?vendor=kaspersky&category=licensing", []Entry{oneLicensing}},
-		{"since duration", "?since=1h", []Entry{three, oneLicensing, twoUpdate}},
-		{"since duration excludes", "?since=59m", []Entry{three}},
-		{"since duration with minutes", "?since=1h1m", []Entry{three, oneLicensing, twoUpdate, oneUpdate}},
-		{"since RFC 3339", "?since=" + t2.Format(time.RFC3339), []Entry{three, oneLicensing, twoUpdate, oneUpdate}},
-		{"since RFC 3339 with offset", "?since=2024-09-01T08:02:01-04:00", []Entry{three, oneLicensing, twoUpdate}},
-		{"since and category", "?since=2h&category=update", []Entry{twoUpdate, oneUpdate}},
-		{"empty parameters", "?vendor=&category=&since=", []Entry{three, oneLicensing, twoUpdate, oneUpdate}},
+		{"all", "", []inventory.Entry{three, oneLicensing, twoUpdate, oneUpdate}},
+		{"vendor", "?vendor=kaspersky", []inventory.Entry{three, oneLicensing, twoUpdate, oneUpdate}},
+		{"other vendor", "?vendor=drweb", []inventory.Entry{}},
+		{"category", "?category=update", []inventory.Entry{twoUpdate, oneUpdate}},
+		{"vendor and category", "?vendor=kaspersky&category=licensing", []inventory.Entry{oneLicensing}},
+		{"since duration", "?since=1h", []inventory.Entry{three, oneLicensing, twoUpdate}},
+		{"since duration excludes", "?since=59m", []inventory.Entry{three}},
+		{"since duration with minutes", "?since=1h1m", []inventory.Entry{three, oneLicensing, twoUpdate, oneUpdate}},
+		{"since RFC 3339", "?since=" + t2.Format(time.RFC3339), []inventory.Entry{three, oneLicensing, twoUpdate, oneUpdate}},
+		{"since RFC 3339 with offset", "?since=2024-09-01T08:02:01-04:00", []inventory.Entry{three, oneLicensing, twoUpdate}},
+		{"since and category", "?since=2h&category=update", []inventory.Entry{twoUpdate, oneUpdate}},
+		{"empty parameters", "?vendor=&category=&since=", []inventory.Entry{three, oneLicensing, twoUpdate, oneUpdate}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rr := httptest.NewRecorder()
@@ -49,10 +51,10 @@ func TestHandler(t *testing.T) {
 				t.Errorf("Content-Type = %q", ct)
 			}
 			var body struct {
-				Clients     []Entry   `json:"clients"`
-				Count       *int      `json:"count"`
-				Evictions   *uint64   `json:"evictions"`
-				GeneratedAt time.Time `json:"generated_at"`
+				Clients     []inventory.Entry `json:"clients"`
+				Count       *int              `json:"count"`
+				Evictions   *uint64           `json:"evictions"`
+				GeneratedAt time.Time         `json:"generated_at"`
 			}
 			if err := json.Unmarshal(rr.Body.Bytes(), &body); err != nil {
 				t.Fatalf("decoding %s: %v", rr.Body, err)
@@ -73,11 +75,11 @@ func TestHandler(t *testing.T) {
 	}
 }
 
-// TestHandlerShape pins the JSON field names the CLI reads.
-func TestHandlerShape(t *testing.T) {
+// TestClientsHandlerShape pins the JSON field names the CLI reads.
+func TestClientsHandlerShape(t *testing.T) {
 	clock := newFakeClock(t0)
-	inv := mustNew(t, Options{Now: clock.Now})
-	h := inv.Handler()
+	inv := mustNew(t, inventory.Options{Now: clock.Now})
+	h := clientsHandler(inv)
 	get := func() map[string]any {
 		t.Helper()
 		rr := httptest.NewRecorder()
@@ -134,9 +136,9 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-func TestHandlerErrors(t *testing.T) {
-	inv := mustNew(t, Options{})
-	h := inv.Handler()
+func TestClientsHandlerErrors(t *testing.T) {
+	inv := mustNew(t, inventory.Options{})
+	h := clientsHandler(inv)
 	for _, tc := range []struct {
 		name, method, target string
 		status               int
@@ -170,12 +172,12 @@ func TestHandlerErrors(t *testing.T) {
 	}
 }
 
-// TestHandlerHead checks that HEAD sends GET's headers and no body.
-func TestHandlerHead(t *testing.T) {
+// TestClientsHandlerHead checks that HEAD sends GET's headers and no body.
+func TestClientsHandlerHead(t *testing.T) {
 	// A fixed clock: generated_at of the wall clock can differ in length.
-	inv := mustNew(t, Options{Now: newFakeClock(t0).Now})
+	inv := mustNew(t, inventory.Options{Now: newFakeClock(t0).Now})
 	inv.Record(one, "kaspersky", "update", "allow", "default")
-	h := inv.Handler()
+	h := clientsHandler(inv)
 	get, head := httptest.NewRecorder(), httptest.NewRecorder()
 	h.ServeHTTP(get, httptest.NewRequest(http.MethodGet, "/api/v1/clients", nil))
 	h.ServeHTTP(head, httptest.NewRequest(http.MethodHead, "/api/v1/clients", nil))
