@@ -11,31 +11,16 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/feedgate/feedgate/cmd/feedgate/internal/admin"
+	"github.com/feedgate/feedgate/proxy/inventory"
 )
-
-// clientEntry is one row of GET /api/v1/clients.
-type clientEntry struct {
-	Client     string    `json:"client"`
-	Vendor     string    `json:"vendor"`
-	Category   string    `json:"category"`
-	FirstSeen  time.Time `json:"first_seen"`
-	LastSeen   time.Time `json:"last_seen"`
-	Requests   uint64    `json:"requests"`
-	LastAction string    `json:"last_action"`
-	LastRule   string    `json:"last_rule"`
-}
-
-type clientsReply struct {
-	Clients   []clientEntry `json:"clients"`
-	Count     int           `json:"count"`
-	Evictions uint64        `json:"evictions"`
-}
 
 // runClients prints a running feedgate's client inventory: the machines
 // still talking to a vendor, most recently seen first.
 func runClients(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("clients", stderr)
-	admin := fs.String("admin", "http://127.0.0.1:9128", "the admin listener's `URL`")
+	adminURL := fs.String("admin", "http://127.0.0.1:9128", "the admin listener's `URL`")
 	vendor := fs.String("vendor", "", "only this `VENDOR`")
 	category := fs.String("category", "", "only this `CATEGORY`")
 	since := fs.String("since", "", "only clients seen since `TIME` (RFC 3339, or a duration such as 24h)")
@@ -46,7 +31,7 @@ func runClients(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "feedgate clients: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	base := *admin
+	base := *adminURL
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
@@ -76,12 +61,12 @@ func runClients(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "feedgate clients: %s: %s: %s\n", u, resp.Status, strings.TrimSpace(string(body)))
 		return 1
 	}
-	var reply clientsReply
+	var reply admin.ClientsReply
 	if err := json.Unmarshal(body, &reply); err != nil {
 		fmt.Fprintf(stderr, "feedgate clients: %s: %v\n", u, err)
 		return 1
 	}
-	slices.SortStableFunc(reply.Clients, func(a, b clientEntry) int { return b.LastSeen.Compare(a.LastSeen) })
+	slices.SortStableFunc(reply.Clients, func(a, b inventory.Entry) int { return b.LastSeen.Compare(a.LastSeen) })
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "LAST SEEN\tCLIENT\tVENDOR\tCATEGORY\tREQUESTS\tLAST ACTION\tRULE\tFIRST SEEN")
 	for _, e := range reply.Clients {

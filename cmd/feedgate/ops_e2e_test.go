@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/cmd/feedgate/internal/admin"
 )
 
 // reloadPolicy is a policy whose updates cut-off is a parameter.
@@ -343,13 +345,13 @@ func inventoryRows(t *testing.T, inst *instance) map[string]string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var reply clientsReply
+	var reply admin.ClientsReply
 	if err := json.NewDecoder(resp.Body).Decode(&reply); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
 	for _, e := range reply.Clients {
-		out[e.Client+" "+e.Vendor+" "+e.Category] = fmt.Sprintf("%d %s", e.Requests, e.LastAction)
+		out[e.Client.String()+" "+e.Vendor+" "+e.Category] = fmt.Sprintf("%d %s", e.Requests, e.LastAction)
 	}
 	return out
 }
