@@ -53,21 +53,56 @@ const closeGrace = 5 * time.Second
 // logFlushInterval bounds how long a decision record waits in the buffer.
 const logFlushInterval = 200 * time.Millisecond
 
-func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) int {
+// runFlags are feedgate run's flags.
+type runFlags struct {
+	config, listen, admin, at string
+	pprof, enableReload       bool
+	resolves                  multiFlag
+}
+
+// parseRunFlags parses feedgate run's command line; on a mistake it has
+// told stderr, and feedgate exits with 2.
+func parseRunFlags(args []string, stderr io.Writer) (*runFlags, bool) {
+	var f runFlags
 	fs := newFlagSet("run", stderr)
-	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
-	listen := fs.String("listen", "127.0.0.1:3128", "proxy listen `ADDR`")
-	adminAddr := fs.String("admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
-	at := fs.String("at", "", "start the policy clock at `TIME` (RFC 3339); it then advances in real time")
-	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
-	enableReload := fs.Bool("admin.enable-reload", false, "allow POST /-/reload on the admin listener (SIGHUP always reloads)")
-	var resolves multiFlag
-	fs.Var(&resolves, "resolve", "dial `HOST:PORT:ADDR` instead of resolving HOST for PORT (repeatable; ADDR is IP or IP:PORT)")
+	fs.StringVar(&f.config, "config", "", "policy `FILE` (default: the built-in policy)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:3128", "proxy listen `ADDR`")
+	fs.StringVar(&f.admin, "admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
+	fs.StringVar(&f.at, "at", "", "start the policy clock at `TIME` (RFC 3339); it then advances in real time")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
+	fs.BoolVar(&f.enableReload, "admin.enable-reload", false, "allow POST /-/reload on the admin listener (SIGHUP always reloads)")
+	fs.Var(&f.resolves, "resolve", "dial `HOST:PORT:ADDR` instead of resolving HOST for PORT (repeatable; ADDR is IP or IP:PORT)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return nil, false
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "feedgate run: unexpected argument %q\n", fs.Arg(0))
+		return nil, false
+	}
+	return &f, true
+}
+
+// usageError is a feedgate run error in a flag's value: exit status 2
+// rather than 1.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// runFailed reports why feedgate run cannot start and returns its exit
+// status.
+func runFailed(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "feedgate run: %v\n", err)
+	if errors.As(err, new(usageError)) {
+		return 2
+	}
+	return 1
+}
+
+// runProxy is feedgate run: stop, when not nil, replaces SIGINT and
+// SIGTERM.
+func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) int {
+	f, ok := parseRunFlags(args, stderr)
+	if !ok {
 		return 2
 	}
 	// Catch signals before anything is announced, so that a SIGTERM sent
@@ -79,176 +114,277 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		stop = sig
 	}
 	errLog := slog.New(slog.NewJSONHandler(stderr, nil))
-	p, warnings, err := loadPolicy(*config)
+	p, warnings, err := loadPolicy(f.config)
 	printProblems(stderr, warnings, err)
 	if err != nil {
 		return 1
 	}
-	// Decision records are buffered and flushed every logFlushInterval and
-	// at exit, instead of one write per request.
-	var logFile *accesslog.File
+	dlog, err := openDecisionLog(p.Log, stdout)
+	if err != nil {
+		return runFailed(stderr, err)
+	}
+	defer dlog.close()
+	g, err := buildProxy(f, p, dlog.sink, errLog)
+	if err != nil {
+		return runFailed(stderr, err)
+	}
+	rl := &reloader{file: f.config, listen: f.listen, srv: g.srv, m: g.m, log: errLog, started: p}
+	g.startInventory(p.Inventory.SaveInterval)
+	g.adminHTTP = buildAdmin(g, rl, f)
+	stopOps := handleOps(rl, dlog, errLog)
+	defer stopOps()
+
+	status := g.serve(stop)
+	g.shutdown()
+	if err := dlog.out.Close(); err != nil {
+		errLog.Warn("decision log", "error", err)
+	}
+	errLog.Info("stopped")
+	return status
+}
+
+// decisionLog is where decision records go: standard output or [log]
+// file, through a buffer flushed every logFlushInterval and at exit,
+// instead of one write per request.
+type decisionLog struct {
+	settings rules.LogSettings
+	file     *accesslog.File // nil when records go to standard output
+	out      *accesslog.Writer
+	sink     accesslog.Sink // JSON or Squid lines, as [log] format says
+}
+
+func openDecisionLog(settings rules.LogSettings, stdout io.Writer) (*decisionLog, error) {
+	d := &decisionLog{settings: settings}
 	var out io.Writer = stdout
-	if p.Log.File != "" {
-		if logFile, err = accesslog.OpenFile(p.Log.File); err != nil {
-			fmt.Fprintf(stderr, "feedgate run: [log] file: %v\n", err)
-			return 1
+	if settings.File != "" {
+		var err error
+		if d.file, err = accesslog.OpenFile(settings.File); err != nil {
+			return nil, fmt.Errorf("[log] file: %w", err)
 		}
-		defer logFile.Close()
-		out = logFile
+		out = d.file
 	}
-	decisionOut := accesslog.NewWriter(out, logFlushInterval)
-	defer decisionOut.Close()
-	decisions, err := accesslog.New(p.Log.Format, decisionOut)
-	if err != nil {
-		fmt.Fprintf(stderr, "feedgate run: [log] format: %v\n", err)
-		return 1
+	d.out = accesslog.NewWriter(out, logFlushInterval)
+	var err error
+	if d.sink, err = accesslog.New(settings.Format, d.out); err != nil {
+		d.close()
+		return nil, fmt.Errorf("[log] format: %w", err)
 	}
+	return d, nil
+}
+
+// reopen writes out the buffer and reopens the file, after logrotate
+// moved it (SIGUSR1).
+func (d *decisionLog) reopen(errLog *slog.Logger) {
+	if err := d.out.Flush(); err != nil {
+		errLog.Warn("access log flush", "error", err)
+	}
+	if d.file == nil {
+		return
+	}
+	if err := d.file.Reopen(); err != nil {
+		errLog.Error("access log reopen failed; still writing to the old file", "error", err)
+	} else {
+		errLog.Info("access log reopened", "file", d.settings.File)
+	}
+}
+
+// close writes out the buffer and closes the file; it is safe after an
+// earlier close of out.
+func (d *decisionLog) close() {
+	_ = d.out.Close()
+	if d.file != nil {
+		_ = d.file.Close()
+	}
+}
+
+// gateway is what feedgate run serves: the proxy on its listener, with its
+// metrics, inventory and policy clock, and the admin listener.
+type gateway struct {
+	errLog    *slog.Logger
+	policy    *rules.Policy // the policy feedgate started with
+	clock     proxy.Clock
+	pl, al    net.Listener // proxy and admin
+	reg       *prometheus.Registry
+	m         *metrics.Metrics
+	inv       *inventory.Inventory
+	stopInv   func() // saves the inventory once more and stops its saves
+	srv       *proxy.Server
+	proxyHTTP *http.Server
+	adminHTTP *http.Server
+	ready     atomic.Bool
+}
+
+// buildProxy opens both listeners and builds the proxy on the first; the
+// proxy refuses to dial either of them.
+func buildProxy(f *runFlags, p *rules.Policy, decisions accesslog.Sink, errLog *slog.Logger) (*gateway, error) {
 	overrides := proxy.Overrides{}
-	for _, r := range resolves {
+	for _, r := range f.resolves {
 		if err := overrides.ParseResolve(r); err != nil {
-			fmt.Fprintf(stderr, "feedgate run: %v\n", err)
-			return 2
+			return nil, usageError{err}
 		}
 	}
-	var clock proxy.Clock = offsetClock{}
-	if *at != "" {
-		t, err := rules.ParseInstant(*at, p.Location)
-		if err != nil {
-			fmt.Fprintf(stderr, "feedgate run: -at: %v\n", err)
-			return 2
-		}
-		clock = offsetClock{offset: time.Until(t)}
+	clock, err := policyClock(f.at, p.Location)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("-at: %w", err)}
+	}
+	if err := checkOpenProxy(f.listen, p); err != nil {
+		return nil, err
+	}
+	pl, al, err := openListeners(f.listen, f.admin)
+	if err != nil {
+		return nil, err
 	}
 
-	if err := checkOpenProxy(*listen, p); err != nil {
-		fmt.Fprintf(stderr, "feedgate run: %v\n", err)
-		return 1
-	}
-	pl, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintf(stderr, "feedgate run: proxy listener: %v\n", err)
-		return 1
-	}
-	al, err := net.Listen("tcp", *adminAddr)
-	if err != nil {
-		pl.Close()
-		fmt.Fprintf(stderr, "feedgate run: admin listener: %v\n", err)
-		return 1
-	}
-
-	var srv *proxy.Server
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
+	g := &gateway{errLog: errLog, policy: p, clock: clock, pl: pl, al: al, reg: prometheus.NewRegistry()}
+	g.m = metrics.New(g.reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
 	opts := proxy.Options{
-		Policy: p, Metrics: m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
+		Policy: p, Metrics: g.m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
 		Dialer:    &proxy.Dialer{Overrides: overrides},
 		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
 	}
-	inv, invErr := inventory.New(inventory.Options{MaxEntries: p.Inventory.MaxClients, StateFile: p.Inventory.StateFile})
-	if invErr != nil {
-		// Enforcement matters more than the inventory: start with an
-		// empty one, but keep the unreadable file for a human.
-		aside := p.Inventory.StateFile + ".unreadable-" + time.Now().UTC().Format("20060102T150405Z")
-		_ = os.Rename(p.Inventory.StateFile, aside)
-		errLog.Error("inventory state file unreadable; starting with an empty inventory", "error", invErr, "moved_to", aside)
-	}
-	reg.MustRegister(inv.Collector())
-	opts.Inventory = inv
+	g.inv = openInventory(p.Inventory, errLog)
+	g.reg.MustRegister(g.inv.Collector())
+	opts.Inventory = g.inv
 	if err = loadTLS(p, &opts, time.Now()); err == nil {
-		srv, err = proxy.New(opts)
+		g.srv, err = proxy.New(opts)
 	}
 	if err != nil {
 		pl.Close()
 		al.Close()
-		fmt.Fprintf(stderr, "feedgate run: %v\n", err)
-		return 1
+		return nil, err
 	}
-	m.ConfigLoaded(time.Now())
-	rl := &reloader{file: *config, listen: *listen, srv: srv, m: m, log: errLog, started: p}
-	var ready atomic.Bool
-	proxyHTTP := srv.HTTPServer()
-	invCtx, stopInv := context.WithCancel(context.Background())
-	invDone := make(chan struct{})
-	go func() {
-		defer close(invDone)
-		inv.Run(invCtx, p.Inventory.SaveInterval, func(err error) { errLog.Warn("inventory state file", "error", err) })
-	}()
-	adminHTTP := admin.NewServer(admin.Deps{
-		Registry:      reg,
-		Ready:         ready.Load,
-		Policy:        srv.Policy,
-		Now:           clock.Now,
-		ProxyAddr:     pl.Addr(),
-		Inventory:     inv,
-		Reload:        rl.reload,
-		ReloadEnabled: *enableReload,
-		Pprof:         *pprofOn,
-	})
+	g.m.ConfigLoaded(time.Now())
+	g.proxyHTTP = g.srv.HTTPServer()
+	return g, nil
+}
 
-	// SIGHUP reloads the policy; SIGUSR1 reopens the access log file.
+// policyClock is the clock the policy is decided on: the wall clock, or
+// with -at one that starts at that instant.
+func policyClock(at string, loc *time.Location) (proxy.Clock, error) {
+	if at == "" {
+		return offsetClock{}, nil
+	}
+	t, err := rules.ParseInstant(at, loc)
+	if err != nil {
+		return nil, err
+	}
+	return offsetClock{offset: time.Until(t)}, nil
+}
+
+// openListeners opens the proxy and admin listeners, or neither.
+func openListeners(listen, adminAddr string) (pl, al net.Listener, err error) {
+	pl, err = net.Listen("tcp", listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("proxy listener: %w", err)
+	}
+	al, err = net.Listen("tcp", adminAddr)
+	if err != nil {
+		pl.Close()
+		return nil, nil, fmt.Errorf("admin listener: %w", err)
+	}
+	return pl, al, nil
+}
+
+// openInventory opens the client inventory and its state file.
+func openInventory(settings rules.InventorySettings, errLog *slog.Logger) *inventory.Inventory {
+	inv, err := inventory.New(inventory.Options{MaxEntries: settings.MaxClients, StateFile: settings.StateFile})
+	if err != nil {
+		// Enforcement matters more than the inventory: start with an
+		// empty one, but keep the unreadable file for a human.
+		aside := settings.StateFile + ".unreadable-" + time.Now().UTC().Format("20060102T150405Z")
+		_ = os.Rename(settings.StateFile, aside)
+		errLog.Error("inventory state file unreadable; starting with an empty inventory", "error", err, "moved_to", aside)
+	}
+	return inv
+}
+
+// startInventory saves the inventory every interval until stopInv.
+func (g *gateway) startInventory(every time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.inv.Run(ctx, every, func(err error) { g.errLog.Warn("inventory state file", "error", err) })
+	}()
+	g.stopInv = func() { cancel(); <-done }
+}
+
+// buildAdmin is the admin listener's server, reading the running proxy.
+func buildAdmin(g *gateway, rl *reloader, f *runFlags) *http.Server {
+	return admin.NewServer(admin.Deps{
+		Registry:      g.reg,
+		Ready:         g.ready.Load,
+		Policy:        g.srv.Policy,
+		Now:           g.clock.Now,
+		ProxyAddr:     g.pl.Addr(),
+		Inventory:     g.inv,
+		Reload:        rl.reload,
+		ReloadEnabled: f.enableReload,
+		Pprof:         f.pprof,
+	})
+}
+
+// handleOps reloads the policy on SIGHUP and reopens the access log file
+// on SIGUSR1, until the returned stop.
+func handleOps(rl *reloader, dlog *decisionLog, errLog *slog.Logger) (stop func()) {
 	ops := make(chan os.Signal, 4)
 	signal.Notify(ops, syscall.SIGHUP, syscall.SIGUSR1)
-	defer func() { signal.Stop(ops); close(ops) }()
 	go func() {
 		for sig := range ops {
 			switch sig {
 			case syscall.SIGHUP:
 				_ = rl.reload("SIGHUP")
 			case syscall.SIGUSR1:
-				if err := decisionOut.Flush(); err != nil {
-					errLog.Warn("access log flush", "error", err)
-				}
-				if logFile != nil {
-					if err := logFile.Reopen(); err != nil {
-						errLog.Error("access log reopen failed; still writing to the old file", "error", err)
-					} else {
-						errLog.Info("access log reopened", "file", p.Log.File)
-					}
-				}
+				dlog.reopen(errLog)
 			}
 		}
 	}()
+	return func() { signal.Stop(ops); close(ops) }
+}
 
+// serve serves both listeners until stop or until one fails, and returns
+// the exit status.
+func (g *gateway) serve(stop <-chan os.Signal) int {
 	errc := make(chan error, 2)
-	go func() { errc <- proxyHTTP.Serve(pl) }()
-	go func() { errc <- adminHTTP.Serve(al) }()
-	ready.Store(true)
-	errLog.Info("feedgate started",
-		"version", buildVersion(), "proxy", pl.Addr().String(), "admin", al.Addr().String(),
-		"policy", p.Name, "file", p.File, "mode", p.Mode.String(), "policy_time", clock.Now().In(p.Location).Format(time.RFC3339))
+	go func() { errc <- g.proxyHTTP.Serve(g.pl) }()
+	go func() { errc <- g.adminHTTP.Serve(g.al) }()
+	g.ready.Store(true)
+	p := g.policy
+	g.errLog.Info("feedgate started",
+		"version", buildVersion(), "proxy", g.pl.Addr().String(), "admin", g.al.Addr().String(),
+		"policy", p.Name, "file", p.File, "mode", p.Mode.String(), "policy_time", g.clock.Now().In(p.Location).Format(time.RFC3339))
 
 	status := 0
 	select {
 	case s := <-stop:
-		errLog.Info("shutting down", "signal", s.String())
+		g.errLog.Info("shutting down", "signal", s.String())
 	case err := <-errc:
-		errLog.Error("listener failed", "error", err)
+		g.errLog.Error("listener failed", "error", err)
 		status = 1
 	}
-	ready.Store(false)
+	g.ready.Store(false)
+	return status
+}
+
+// shutdown stops accepting and lets plain requests finish, then closes
+// tunnels (their records are written as they close), then the admin
+// listener, and saves the inventory a last time.
+func (g *gateway) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	// Stop accepting and let plain requests finish, then close tunnels
-	// (their records are written as they close), then the admin listener.
-	if err := proxyHTTP.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		errLog.Warn("proxy shutdown", "error", err)
+	if err := g.proxyHTTP.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		g.errLog.Warn("proxy shutdown", "error", err)
 	}
 	// Whatever is still open now (tunnels, websockets, plain requests
 	// that outlived the grace) is closed; its records are written as it
 	// closes, which takes a moment of its own even when the grace ran out.
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), closeGrace)
 	defer cancelClose()
-	if err := srv.Shutdown(closeCtx); err != nil {
-		errLog.Warn("connection shutdown", "error", err)
+	if err := g.srv.Shutdown(closeCtx); err != nil {
+		g.errLog.Warn("connection shutdown", "error", err)
 	}
-	_ = adminHTTP.Shutdown(ctx)
-	stopInv() // the inventory saves once more as it stops
-	<-invDone
-	if err := decisionOut.Close(); err != nil {
-		errLog.Warn("decision log", "error", err)
-	}
-	errLog.Info("stopped")
-	return status
+	_ = g.adminHTTP.Shutdown(ctx)
+	g.stopInv() // the inventory saves once more as it stops
 }
 
 // checkOpenProxy refuses to listen beyond loopback with the default client
