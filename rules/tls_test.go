@@ -103,6 +103,7 @@ func TestLoadTLSAndUpstreamForms(t *testing.T) {
 		{"env", "upstream_proxy = \"env\"\n", "log 5s cut=true intercept=[] upstream=env"},
 		{"url", "upstream_proxy = \"http://10.1.2.3:8080\"\n", "log 5s cut=true intercept=[] upstream=http://10.1.2.3:8080"},
 		{"url-upper-scheme", "upstream_proxy = \"HTTP://proxy.example:3128\"\n", "log 5s cut=true intercept=[] upstream=http://proxy.example:3128"},
+		{"url-idna", "upstream_proxy = \"http://proxy.bücher.example:3128\"\n", "log 5s cut=true intercept=[] upstream=http://proxy.xn--bcher-kva.example:3128"},
 		{"url-ipv6", "upstream_proxy = \"http://[2001:db8::1]:3128\"\nupstream_proxy_auth_file = \"/run/secrets/parent\"\n",
 			"log 5s cut=true intercept=[] upstream=http://[2001:db8::1]:3128 auth=/run/secrets/parent"},
 	}

@@ -1,9 +1,15 @@
 package rules
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // UpstreamProxy is the parent proxy feedgate sends its upstream requests
@@ -32,9 +38,9 @@ func (f *fileCtx) parseUpstream(raw, auth string) UpstreamProxy {
 	case upstreamEnv:
 		up.FromEnv = true
 	default:
-		u, msg := parseProxyURL(raw)
-		if msg != "" {
-			f.errorf("upstream_proxy", "upstream_proxy %q: %s", redactURL(raw), msg)
+		u, err := ParseProxyURL(raw)
+		if err != nil {
+			f.errorf("upstream_proxy", "upstream_proxy %q: %v", redactURL(raw), err)
 		}
 		up.URL = u
 	}
@@ -50,43 +56,67 @@ func (f *fileCtx) parseUpstream(raw, auth string) UpstreamProxy {
 	return up
 }
 
-// parseProxyURL parses a parent proxy URL, returning it in the form
-// http://host:port, or a message saying what is wrong.
-func parseProxyURL(raw string) (*url.URL, string) {
+// ParseProxyURL parses a parent proxy URL, returning it in the form
+// http://host:port, or an error saying what is wrong. The host is spelled as
+// net/http's transport spells the address it dials (an international name
+// in its ASCII form), so that the proxy can recognise the parent's dials.
+//
+// It is the one check of a parent proxy's URL: the loader applies it to
+// upstream_proxy, and the proxy to the values of the proxy variables when
+// upstream_proxy is "env" (after taking out their credentials, which a
+// variable may carry and a policy file may not).
+func ParseProxyURL(raw string) (*url.URL, error) {
 	const want = `want "http://host:port", "env" or ""`
 	scheme, _, ok := strings.Cut(raw, "://")
 	if !ok {
-		return nil, "no scheme: " + want
+		return nil, errors.New("no scheme: " + want)
 	}
 	switch strings.ToLower(scheme) {
 	case "http":
 	case "https":
-		return nil, "https:// parent proxies are not supported (TLS to the parent is not implemented): " + want
+		return nil, errors.New("https:// parent proxies are not supported (TLS to the parent is not implemented): " + want)
 	case "socks4", "socks4a", "socks5", "socks5h":
-		return nil, "SOCKS parent proxies are not supported: " + want
+		return nil, errors.New("SOCKS parent proxies are not supported: " + want)
 	default:
-		return nil, "unsupported scheme " + strconv.Quote(scheme) + ": " + want
+		return nil, errors.New("unsupported scheme " + strconv.Quote(scheme) + ": " + want)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, "not a URL: " + want
+		return nil, errors.New("not a URL: " + want)
 	}
 	switch {
 	case u.User != nil:
 		// Credentials in a policy file end up in backups, diffs and
 		// logs; a separate file can be kept secret.
-		return nil, "credentials in the URL: put \"user:password\" in a file and name it in upstream_proxy_auth_file"
+		return nil, errors.New("credentials in the URL: put \"user:password\" in a file and name it in upstream_proxy_auth_file")
 	case u.Hostname() == "":
-		return nil, "no host: " + want
+		return nil, errors.New("no host: " + want)
 	case u.Port() == "":
-		return nil, "no port: write it, as in \"http://" + u.Host + ":3128\""
+		return nil, errors.New("no port: write it, as in \"http://" + u.Host + ":3128\"")
 	case u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, "a parent proxy URL has no path, query or fragment: " + want
+		return nil, errors.New("a parent proxy URL has no path, query or fragment: " + want)
 	}
 	if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
-		return nil, "port " + strconv.Quote(u.Port()) + ": want 1-65535"
+		return nil, errors.New("port " + strconv.Quote(u.Port()) + ": want 1-65535")
 	}
-	return &url.URL{Scheme: "http", Host: u.Host}, ""
+	host := u.Host
+	if name := u.Hostname(); !isASCII(name) {
+		a, err := idna.Lookup.ToASCII(name)
+		if err != nil {
+			return nil, fmt.Errorf("host %q is not a valid international name: %w", name, err)
+		}
+		host = net.JoinHostPort(a, u.Port())
+	}
+	return &url.URL{Scheme: "http", Host: host}, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // redactURL hides the password of a URL quoted in a message, whether or
