@@ -20,9 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
-	"golang.org/x/net/idna"
+	"github.com/feedgate/feedgate/rules"
 )
 
 // parentProxy is a parent HTTP proxy that requests are sent through.
@@ -58,59 +57,40 @@ func (e *ParentError) Error() string {
 	return msg
 }
 
-// newParentProxy checks a parent proxy's URL, which must be
+// newParentProxy builds a parent proxy from a URL that the loader has not
+// seen (a proxy variable's, for upstream_proxy = "env"), which must be
 // http://host:port with nothing else, and credentials, "user:password" or
-// "" for none. Credentials in the URL are refused: they would end up in the
-// configuration and in every message that quotes the URL.
+// "" for none. The URL gets the loader's check, rules.ParseProxyURL, the one
+// there is: credentials in it are refused like those in a policy file,
+// and the host is spelled as net/http's transport spells the address it
+// dials, which is how the parent's address is recognised there (see
+// dialHTTP).
 func newParentProxy(u *url.URL, credentials string) (*parentProxy, error) {
 	if u == nil {
 		return nil, errors.New("parent proxy: no URL")
 	}
-	// Quote only the redacted URL in errors.
-	shown := u.Redacted()
-	if !strings.EqualFold(u.Scheme, "http") {
-		return nil, fmt.Errorf("parent proxy %s: scheme %q is not supported, only http", shown, u.Scheme)
-	}
-	if u.User != nil {
-		return nil, fmt.Errorf("parent proxy %s: credentials do not belong in the URL; use a credentials file", shown)
-	}
-	if u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("parent proxy %s: want http://host:port with no path, query or fragment", shown)
-	}
-	host, port, err := net.SplitHostPort(u.Host)
+	pu, err := rules.ParseProxyURL(u.String())
 	if err != nil {
-		return nil, fmt.Errorf("parent proxy %s: want host:port: %w", shown, err)
+		// Quote only the redacted URL.
+		return nil, fmt.Errorf("parent proxy %s: %w", u.Redacted(), err)
 	}
-	if host == "" {
-		return nil, fmt.Errorf("parent proxy %s: no host", shown)
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return nil, fmt.Errorf("parent proxy %s: invalid port %q", shown, port)
-	}
-	// Spelled as net/http's transport spells the address it dials, which
-	// is how the parent's address is recognised there (see dialHTTP).
-	if !isASCII(host) {
-		if host, err = idna.Lookup.ToASCII(host); err != nil {
-			return nil, fmt.Errorf("parent proxy %s: host: %w", shown, err)
-		}
-	}
-	p := &parentProxy{addr: net.JoinHostPort(host, port)}
 	if credentials != "" {
 		if err := checkCredentials(credentials); err != nil {
-			return nil, fmt.Errorf("parent proxy %s: %w", shown, err)
+			return nil, fmt.Errorf("parent proxy %s: %w", u.Redacted(), err)
 		}
-		p.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(credentials))
 	}
-	return p, nil
+	return trustedParentProxy(pu, credentials), nil
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
+// trustedParentProxy builds a parent proxy from a URL that
+// rules.ParseProxyURL returned, which is not checked again, and
+// credentials that have been checked.
+func trustedParentProxy(u *url.URL, credentials string) *parentProxy {
+	p := &parentProxy{addr: u.Host}
+	if credentials != "" {
+		p.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(credentials))
 	}
-	return true
+	return p
 }
 
 // checkCredentials checks a "user:password" value. Its errors never quote

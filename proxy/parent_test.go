@@ -599,6 +599,8 @@ func TestNewParentProxy(t *testing.T) {
 		{"http://parent.example.test:8080/", "", "parent.example.test:8080", ""},
 		{"HTTP://Parent.Example.Test:8080", "", "Parent.Example.Test:8080", ""},
 		{"http://[::1]:3128", "", "[::1]:3128", ""},
+		{"http://proxy.bücher.example:3128", "", "proxy.xn--bcher-kva.example:3128", ""},
+		{"http://proxy_01.bücher.example:3128", "", "", ""},
 		{"http://127.0.0.1:3128", "user:pass", "127.0.0.1:3128", "Basic dXNlcjpwYXNz"},
 		{"http://127.0.0.1:3128", "user:", "127.0.0.1:3128", "Basic dXNlcjo="},
 		{"https://127.0.0.1:3128", "", "", ""},

@@ -52,19 +52,19 @@ func newParentFunc(up rules.UpstreamProxy) (*parents, error) {
 	case up.FromEnv:
 		return envParents(httpproxy.FromEnvironment()), nil
 	case up.URL != nil:
+		// The loader has checked the URL (rules.ParseProxyURL), and it
+		// is taken as it is; the credentials file is read only now.
 		u := *up.URL
+		var creds string
 		if up.AuthFile != "" {
-			creds, err := readCredentialsFile(up.AuthFile)
-			if err != nil {
+			var err error
+			if creds, err = readCredentialsFile(up.AuthFile); err != nil {
 				return nil, fmt.Errorf("upstream_proxy_auth_file: %w", err)
 			}
 			user, pass, _ := strings.Cut(creds, ":")
 			u.User = url.UserPassword(user, pass)
 		}
-		p, err := newParent(&u)
-		if err != nil {
-			return nil, fmt.Errorf("upstream_proxy: %w", err)
-		}
+		p := &parent{url: &u, tunnel: trustedParentProxy(up.URL, creds)}
 		return &parents{
 			choose: func(*url.URL) (*parent, error) { return p, nil },
 			addrs:  map[string]bool{p.tunnel.addr: true},
