@@ -30,6 +30,10 @@ type parentProxy struct {
 	auth string // Proxy-Authorization value, "Basic ..."; "" for none
 }
 
+// aLongTimeAgo is a deadline in the past, which makes a blocked read or
+// write return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
 // maxParentReply bounds the bytes read for the parent's reply to CONNECT,
 // headers and any interim 1xx replies together. A proxy's CONNECT reply
 // is a status line and a handful of short headers; the bound only keeps a

@@ -33,6 +33,7 @@ import (
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/intercept"
+	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -127,7 +128,7 @@ type Server struct {
 	// connections.
 	parent *parents
 	gp     *goproxy.ProxyHttpServer
-	pool   *upstreamPool
+	pool   *upstream.Pool
 	state  atomic.Pointer[state]
 	live   liveSet
 	// conns counts client connections the HTTP server holds (hijacked ones
@@ -223,9 +224,9 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		defer cancel()
 		return s.dialHTTP(ctx, network, addr)
 	}
-	s.pool = &upstreamPool{dial: dial, responseHeaderTimeout: s.opts.ResponseHeaderTimeout,
-		idleTimeout: 90 * time.Second, maxIdlePerHost: 64,
-		bodyIdle: func() time.Duration { return s.state.Load().policy.Limits.TunnelIdleTimeout }}
+	s.pool = &upstream.Pool{Dial: dial, ResponseHeaderTimeout: s.opts.ResponseHeaderTimeout,
+		IdleTimeout: 90 * time.Second, MaxIdlePerHost: 64,
+		BodyIdle: func() time.Duration { return s.state.Load().policy.Limits.TunnelIdleTimeout }}
 	tr := &http.Transport{
 		// Only upstream_proxy decides on a parent; the environment counts
 		// only when it says "env".
@@ -279,7 +280,7 @@ type recordKey struct{}
 func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	var err error
-	if s.parent == nil && s.pool.handles(req) {
+	if s.parent == nil && s.pool.Handles(req) {
 		resp, err = s.pool.RoundTrip(req)
 	} else {
 		resp, err = tr.RoundTrip(req)
@@ -859,6 +860,6 @@ const tooManyFromClient = "HTTP/1.1 429 Too Many Requests\r\n" +
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopRecheck()
 	defer s.idle.stop()
-	defer s.pool.closeIdle()
+	defer s.pool.CloseIdleConnections()
 	return s.live.closeAll(ctx, s.m)
 }

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"bufio"
@@ -12,20 +12,27 @@ import (
 	"time"
 )
 
-// upstreamPool forwards plain-HTTP requests over pooled keep-alive
-// connections, writing each request and reading its response on the
-// calling goroutine. http.Transport spends two goroutines per connection and
-// channel hand-offs per request; profiles under keep-alive load put that at
-// a sixth of the proxy's CPU. Requests it does not handle (TLS upstreams,
-// protocol upgrades, Expect: 100-continue) go to the Transport.
-type upstreamPool struct {
-	dial                  func(ctx context.Context, network, addr string) (net.Conn, error)
-	responseHeaderTimeout time.Duration
-	idleTimeout           time.Duration
-	maxIdlePerHost        int
-	// bodyIdle bounds the wait for each read of a response body, so that
-	// an upstream that stalls mid-body cannot hold the client forever.
-	bodyIdle func() time.Duration
+// Pool forwards plain-HTTP requests over pooled keep-alive connections,
+// writing each request and reading its response on the calling goroutine.
+// http.Transport spends two goroutines per connection and channel hand-offs
+// per request; profiles under keep-alive load put that at a sixth of the
+// proxy's CPU. Requests it does not handle (TLS upstreams, protocol
+// upgrades, Expect: 100-continue) go to the Transport. Its fields must not
+// change once it is in use.
+type Pool struct {
+	// Dial connects to an upstream's host:port.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ResponseHeaderTimeout bounds writing a request and reading the
+	// response's headers; zero means no bound.
+	ResponseHeaderTimeout time.Duration
+	// IdleTimeout is how long a connection may wait in the pool.
+	IdleTimeout time.Duration
+	// MaxIdlePerHost bounds the idle connections kept per host:port.
+	MaxIdlePerHost int
+	// BodyIdle, if set, bounds the wait for each read of a response body,
+	// so that an upstream that stalls mid-body cannot hold the client
+	// forever.
+	BodyIdle func() time.Duration
 
 	mu     sync.Mutex
 	idle   map[string][]*upConn
@@ -39,8 +46,8 @@ type upConn struct {
 	idleSince time.Time
 }
 
-// handles reports whether the pool can forward req itself.
-func (p *upstreamPool) handles(req *http.Request) bool {
+// Handles reports whether the pool can forward req itself.
+func (p *Pool) Handles(req *http.Request) bool {
 	return req.URL.Scheme == "http" && req.Header.Get("Upgrade") == "" && req.Header.Get("Expect") == ""
 }
 
@@ -55,12 +62,12 @@ func upstreamAddr(u *http.Request) string {
 // RoundTrip sends req and returns the response. A request whose reused
 // connection turns out to have been closed by the upstream while idle is
 // retried once on a new connection, if it has no body.
-func (p *upstreamPool) RoundTrip(req *http.Request) (*http.Response, error) {
+func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	addr := upstreamAddr(req)
 	for attempt := 0; ; attempt++ {
 		uc, reused := p.get(addr)
 		if uc == nil {
-			c, err := p.dial(req.Context(), "tcp", addr)
+			c, err := p.Dial(req.Context(), "tcp", addr)
 			if err != nil {
 				return nil, err
 			}
@@ -88,11 +95,11 @@ func staleConn(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-func (p *upstreamPool) send(uc *upConn, req *http.Request) (*http.Response, error) {
+func (p *Pool) send(uc *upConn, req *http.Request) (*http.Response, error) {
 	// One deadline bounds writing the request and reading the response
 	// headers; the body may then take as long as it takes.
-	if p.responseHeaderTimeout > 0 {
-		uc.conn.SetDeadline(time.Now().Add(p.responseHeaderTimeout))
+	if p.ResponseHeaderTimeout > 0 {
+		uc.conn.SetDeadline(time.Now().Add(p.ResponseHeaderTimeout))
 	}
 	// One AfterFunc covers the whole exchange, body included: a client
 	// that goes away cuts the upstream read short. pooledBody stops it.
@@ -118,20 +125,22 @@ func (p *upstreamPool) send(uc *upConn, req *http.Request) (*http.Response, erro
 	}
 	uc.conn.SetDeadline(time.Time{})
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		// handles() keeps upgrades away; an unasked-for 101 is an error.
+		// Handles keeps upgrades away; an unasked-for 101 is an error.
 		stop()
 		resp.Body.Close()
 		return nil, errors.New("upstream switched protocols unasked")
 	}
 	reusable := !resp.Close && !req.Close
 	var idle time.Duration
-	if p.bodyIdle != nil {
-		idle = p.bodyIdle()
+	if p.BodyIdle != nil {
+		idle = p.BodyIdle()
 	}
 	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: upstreamAddr(req), reusable: reusable, idle: idle, stop: stop}
 	return resp, nil
 }
 
+// aLongTimeAgo is a deadline in the past, which makes a blocked read or
+// write return at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
 // pooledBody returns its connection to the pool when the body has been read
@@ -139,7 +148,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 type pooledBody struct {
 	rc       io.ReadCloser
 	uc       *upConn
-	pool     *upstreamPool
+	pool     *Pool
 	addr     string
 	reusable bool
 	done     bool
@@ -183,14 +192,14 @@ func (b *pooledBody) release(reuse bool) {
 	}
 }
 
-func (p *upstreamPool) get(addr string) (*upConn, bool) {
+func (p *Pool) get(addr string) (*upConn, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[addr]
 	for len(list) > 0 {
 		uc := list[len(list)-1]
 		list = list[:len(list)-1]
-		if time.Since(uc.idleSince) < p.idleTimeout {
+		if time.Since(uc.idleSince) < p.IdleTimeout {
 			p.idle[addr] = list
 			return uc, true
 		}
@@ -200,32 +209,32 @@ func (p *upstreamPool) get(addr string) (*upConn, bool) {
 	return nil, false
 }
 
-func (p *upstreamPool) put(addr string, uc *upConn) {
+func (p *Pool) put(addr string, uc *upConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.idle == nil {
 		p.idle = map[string][]*upConn{}
 	}
-	if len(p.idle[addr]) >= p.maxIdlePerHost {
+	if len(p.idle[addr]) >= p.MaxIdlePerHost {
 		uc.conn.Close()
 		return
 	}
 	uc.idleSince = time.Now()
 	p.idle[addr] = append(p.idle[addr], uc)
 	if p.reaper == nil {
-		p.reaper = time.AfterFunc(p.idleTimeout, p.reap)
+		p.reaper = time.AfterFunc(p.IdleTimeout, p.reap)
 	}
 }
 
 // reap closes connections idle for longer than the idle timeout; it runs
 // on a timer only while the pool holds connections.
-func (p *upstreamPool) reap() {
+func (p *Pool) reap() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for addr, list := range p.idle {
 		kept := list[:0]
 		for _, uc := range list {
-			if time.Since(uc.idleSince) < p.idleTimeout {
+			if time.Since(uc.idleSince) < p.IdleTimeout {
 				kept = append(kept, uc)
 			} else {
 				uc.conn.Close()
@@ -238,14 +247,14 @@ func (p *upstreamPool) reap() {
 		}
 	}
 	if len(p.idle) > 0 {
-		p.reaper.Reset(p.idleTimeout)
+		p.reaper.Reset(p.IdleTimeout)
 	} else {
 		p.reaper = nil
 	}
 }
 
-// closeIdle closes every pooled connection.
-func (p *upstreamPool) closeIdle() {
+// CloseIdleConnections closes every pooled connection.
+func (p *Pool) CloseIdleConnections() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for addr, list := range p.idle {
