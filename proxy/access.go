@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -9,16 +8,6 @@ import (
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/rules"
 )
-
-// DestinationError is a dial refused by the destination policy.
-type DestinationError struct {
-	Addr   netip.AddrPort
-	Reason string // e.g. "loopback", "link-local", "private", "feedgate itself"
-}
-
-func (e *DestinationError) Error() string {
-	return fmt.Sprintf("destination %s refused: %s address", e.Addr, e.Reason)
-}
 
 // Admission comes before any decision: is the client allowed, may it
 // reach this port, is there room for another connection or tunnel. It

@@ -14,6 +14,7 @@ import (
 
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -89,10 +90,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	// EOF, which a client that sends CONNECT and half-closes at once (nc -N)
 	// causes; the tunnel must still be made and the half-close passed on.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.DialTimeout)
-	up, err := s.dialTarget(ctx, net.JoinHostPort(host, portStr))
+	up, err := s.up.DialTarget(ctx, net.JoinHostPort(host, portStr))
 	cancel()
 	if err != nil {
-		var destErr *DestinationError
+		var destErr *upstream.DestinationError
 		if errors.As(err, &destErr) {
 			s.refuseHTTP(w, r, rec, &refusal{metrics.RejectDestination, http.StatusForbidden, destErr.Error()})
 			return

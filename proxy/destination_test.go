@@ -10,7 +10,12 @@ import (
 	"testing"
 )
 
-// destinationCase is one line of testdata/destinations.txt.
+// destinationTable is the destination policy's table, which belongs to
+// package upstream (where its unit test reads it too); this test runs it
+// through the whole proxy.
+const destinationTable = "upstream/testdata/destinations.txt"
+
+// destinationCase is one line of the destination table.
 type destinationCase struct {
 	line int
 	addr netip.Addr
@@ -20,7 +25,7 @@ type destinationCase struct {
 
 func readDestinationCases(t *testing.T) []destinationCase {
 	t.Helper()
-	f, err := os.Open("testdata/destinations.txt")
+	f, err := os.Open(destinationTable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +58,12 @@ func readDestinationCases(t *testing.T) []destinationCase {
 	return cases
 }
 
-// TestDestinationTable runs every address of testdata/destinations.txt
-// through the real proxy and its real Dialer, whose connect step only
-// records: as an IP literal and as a name the table resolver answers with
-// it, by plain HTTP and by CONNECT, with deny_private off and on. A refused
-// address must never reach the connect step; an allowed one must reach it
-// exactly as itself.
+// TestDestinationTable runs every address of the destination table
+// (upstream/testdata/destinations.txt) through the real proxy and its real
+// Dialer, whose connect step only records: as an IP literal and as a name
+// the table resolver answers with it, by plain HTTP and by CONNECT, with
+// deny_private off and on. A refused address must never reach the connect
+// step; an allowed one must reach it exactly as itself.
 func TestDestinationTable(t *testing.T) {
 	cases := readDestinationCases(t)
 	names := map[string][]netip.Addr{}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/upstream"
 )
 
 // upstreamReason classifies an upstream failure into one of the bounded
@@ -51,7 +52,7 @@ func upstreamStatus(reason string) int {
 func upstreamDetail(err error, reason string) string {
 	var certErr *tls.CertificateVerificationError
 	var recErr tls.RecordHeaderError
-	var parentErr *ParentError
+	var parentErr *upstream.ParentError
 	switch {
 	case errors.As(err, &parentErr):
 		return "the parent proxy refused the tunnel with status " + strconv.Itoa(parentErr.Status)

@@ -39,6 +39,7 @@ import (
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/intercept"
+	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -182,7 +183,7 @@ type envConfig struct {
 	resolver *fakeResolver
 	// dialTimeout and responseHeaderTimeout go to proxy.Options.
 	dialTimeout, responseHeaderTimeout time.Duration
-	// dialerTimeout is the injected proxy.Dialer's own Timeout.
+	// dialerTimeout is the injected upstream.Dialer's own Timeout.
 	dialerTimeout time.Duration
 	// logTo receives the decision log instead of env.log.
 	logTo io.Writer
@@ -191,7 +192,7 @@ type envConfig struct {
 	// dial replaces the Dialer's connect step (to record addresses).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// dialer, if set, is passed as proxy.Options.Dialer exactly as given,
-	// instead of a proxy.Dialer built from resolve, resolver and dial.
+	// instead of an upstream.Dialer built from resolve, resolver and dial.
 	dialer proxy.ContextDialer
 	// listeners are passed as proxy.Options.Listeners.
 	listeners []netip.AddrPort
@@ -251,7 +252,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	if cfg.resolver == nil {
 		cfg.resolver = &fakeResolver{}
 	}
-	ov := proxy.Overrides{}
+	ov := upstream.Overrides{}
 	for _, r := range cfg.resolve {
 		if err := ov.ParseResolve(r); err != nil {
 			t.Fatalf("ParseResolve(%q): %v", r, err)
@@ -259,7 +260,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	}
 	e := &env{clock: &fakeClock{now: cfg.now}, reg: prometheus.NewRegistry(), log: &syncBuffer{}, resolver: cfg.resolver}
 	m := metrics.New(e.reg, metrics.Options{Now: e.clock.Now, NoRuntimeCollectors: true})
-	var dialer proxy.ContextDialer = &proxy.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial}
+	var dialer proxy.ContextDialer = &upstream.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial}
 	if cfg.dialer != nil {
 		dialer = cfg.dialer
 	}

@@ -64,18 +64,18 @@ type Options struct {
 	ErrorLog *slog.Logger
 	// Clock is the policy clock; nil means the system clock.
 	Clock Clock
-	// Dialer dials upstreams; nil means a Dialer with the system resolver.
-	// New never modifies it. The destination policy applies to what it
-	// dials for clients: a *Dialer is used through a copy whose Guard is
-	// the policy (ahead of its own Guard), which vets every address before
-	// it is dialed. Any other ContextDialer has IP literals vetted before
-	// the dial and every connection's RemoteAddr vetted after it; a
-	// connection whose RemoteAddr is not an IP address and port is closed
-	// and the dial fails. So such a dialer that resolves names itself has
-	// already connected when it reached a denied address (feedgate writes
-	// nothing on that connection), and one that tunnels is judged by the
-	// address its connections report. Parent proxies (upstream_proxy) are
-	// dialed through it without the policy.
+	// Dialer dials upstreams; nil means an upstream.Dialer with the system
+	// resolver. New never modifies it. The destination policy applies to
+	// what it dials for clients: an *upstream.Dialer is used through a
+	// copy whose Guard is the policy (ahead of its own Guard), which vets
+	// every address before it is dialed. Any other ContextDialer has IP
+	// literals vetted before the dial and every connection's RemoteAddr
+	// vetted after it; a connection whose RemoteAddr is not an IP address
+	// and port is closed and the dial fails. So such a dialer that
+	// resolves names itself has already connected when it reached a
+	// denied address (feedgate writes nothing on that connection), and one
+	// that tunnels is judged by the address its connections report. Parent
+	// proxies (upstream_proxy) are dialed through it without the policy.
 	Dialer ContextDialer
 	// RootCAs verify upstream TLS for absolute https:// requests; nil means
 	// the system roots.
@@ -119,18 +119,17 @@ type state struct {
 type Server struct {
 	opts   Options
 	clock  Clock
-	dialer ContextDialer
 	log    accesslog.Sink
 	errLog *slog.Logger
 	m      *metrics.Metrics
 	certs  *intercept.LeafCache // nil without an interception CA
-	// parent chooses the parent proxy (upstream_proxy), nil for direct
-	// connections.
-	parent *parents
-	gp     *goproxy.ProxyHttpServer
-	pool   *upstream.Pool
-	state  atomic.Pointer[state]
-	live   liveSet
+	// up opens every upstream connection, directly under the destination
+	// policy or through the parent proxy (upstream_proxy).
+	up    *upstream.Router
+	gp    *goproxy.ProxyHttpServer
+	pool  *upstream.Pool
+	state atomic.Pointer[state]
+	live  liveSet
 	// conns counts client connections the HTTP server holds (hijacked ones
 	// leave it); tunnelSlots counts CONNECTs and websockets from admission
 	// to close; perClient counts both per client address.
@@ -163,11 +162,10 @@ func New(opts Options) (*Server, error) {
 		opts.ResponseHeaderTimeout = 60 * time.Second
 	}
 	discard := slog.New(slog.DiscardHandler)
-	s := &Server{opts: opts, clock: opts.Clock, dialer: opts.Dialer, log: opts.AccessLog, errLog: opts.ErrorLog, m: opts.Metrics}
+	s := &Server{opts: opts, clock: opts.Clock, log: opts.AccessLog, errLog: opts.ErrorLog, m: opts.Metrics}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
-	s.dialer = s.destinationDialer(opts.Dialer)
 	if s.log == nil {
 		s.log = accesslog.Discard{}
 	}
@@ -179,16 +177,20 @@ func New(opts Options) (*Server, error) {
 	} else if len(opts.Policy.TLS.Intercept.Hosts) > 0 {
 		return nil, errors.New("proxy: the policy intercepts TLS ([tls.intercept]) but no CA was loaded")
 	}
-	parent, err := newParentFunc(opts.Policy.Upstream)
+	// The parent proxy is chosen once; deny_private follows every policy
+	// swap.
+	up, err := upstream.New(upstream.Options{
+		Dialer:      opts.Dialer,
+		DialTimeout: opts.DialTimeout,
+		Parent:      opts.Policy.Upstream,
+		Listeners:   opts.Listeners,
+		DenyPrivate: func() bool { return s.state.Load().policy.Access.DenyPrivate },
+		ErrorLog:    s.errLog,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	s.parent = parent
-	if f := opts.Policy.Upstream.AuthFile; f != "" {
-		if open, err := credentialsFileTooOpen(f); err == nil && open {
-			s.errLog.Warn("upstream_proxy_auth_file can be read by other users; chmod 600 it", "file", f)
-		}
-	}
+	s.up = up
 	s.gp = s.newGoproxy()
 	s.SetPolicy(opts.Policy)
 	return s, nil
@@ -222,7 +224,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 		defer cancel()
-		return s.dialHTTP(ctx, network, addr)
+		return s.up.DialHTTP(ctx, network, addr)
 	}
 	s.pool = &upstream.Pool{Dial: dial, ResponseHeaderTimeout: s.opts.ResponseHeaderTimeout,
 		IdleTimeout: 90 * time.Second, MaxIdlePerHost: 64,
@@ -230,7 +232,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	tr := &http.Transport{
 		// Only upstream_proxy decides on a parent; the environment counts
 		// only when it says "env".
-		Proxy:                 s.parentFor,
+		Proxy:                 s.up.ParentFor,
 		DialContext:           dial,
 		TLSClientConfig:       tlsConfig(s.opts.RootCAs),
 		TLSHandshakeTimeout:   10 * time.Second,
@@ -280,7 +282,7 @@ type recordKey struct{}
 func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	var err error
-	if s.parent == nil && s.pool.Handles(req) {
+	if !s.up.HasParent() && s.pool.Handles(req) {
 		resp, err = s.pool.RoundTrip(req)
 	} else {
 		resp, err = tr.RoundTrip(req)
@@ -374,7 +376,7 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 		resp.Close = true
 		return resp
 	}
-	var destErr *DestinationError
+	var destErr *upstream.DestinationError
 	if errors.As(ctx.Error, &destErr) {
 		s.m.Rejected(metrics.RejectDestination)
 		if rec != nil {

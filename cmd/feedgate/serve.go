@@ -25,6 +25,7 @@ import (
 	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/inventory"
+	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -217,7 +218,7 @@ type gateway struct {
 // buildProxy opens both listeners and builds the proxy on the first; the
 // proxy refuses to dial either of them.
 func buildProxy(f *runFlags, p *rules.Policy, decisions accesslog.Sink, errLog *slog.Logger) (*gateway, error) {
-	overrides := proxy.Overrides{}
+	overrides := upstream.Overrides{}
 	for _, r := range f.resolves {
 		if err := overrides.ParseResolve(r); err != nil {
 			return nil, usageError{err}
@@ -239,7 +240,7 @@ func buildProxy(f *runFlags, p *rules.Policy, decisions accesslog.Sink, errLog *
 	g.m = metrics.New(g.reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
 	opts := proxy.Options{
 		Policy: p, Metrics: g.m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
-		Dialer:    &proxy.Dialer{Overrides: overrides},
+		Dialer:    &upstream.Dialer{Overrides: overrides},
 		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
 	}
 	g.inv = openInventory(p.Inventory, errLog)

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 // Tunnels through a parent (upstream) HTTP proxy: CONNECT to the parent,
 // then the connection is the tunnel. Plain-HTTP requests to the parent need
@@ -29,10 +29,6 @@ type parentProxy struct {
 	addr string // host:port
 	auth string // Proxy-Authorization value, "Basic ..."; "" for none
 }
-
-// aLongTimeAgo is a deadline in the past, which makes a blocked read or
-// write return at once.
-var aLongTimeAgo = time.Unix(1, 0)
 
 // maxParentReply bounds the bytes read for the parent's reply to CONNECT,
 // headers and any interim 1xx replies together. A proxy's CONNECT reply
@@ -68,7 +64,7 @@ func (e *ParentError) Error() string {
 // there is: credentials in it are refused like those in a policy file,
 // and the host is spelled as net/http's transport spells the address it
 // dials, which is how the parent's address is recognised there (see
-// dialHTTP).
+// DialHTTP).
 func newParentProxy(u *url.URL, credentials string) (*parentProxy, error) {
 	if u == nil {
 		return nil, errors.New("parent proxy: no URL")
@@ -368,8 +364,8 @@ func (c *replayConn) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // SyscallConn gives access to the wrapped socket, so that the tunnel's idle
-// check can still ask the kernel whether bytes arrived (bytesReceived); a
-// connection it cannot ask about is never closed as idle.
+// check (the proxy core's) can still ask the kernel whether bytes arrived;
+// a connection it cannot ask about is never closed as idle.
 func (c *replayConn) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := c.Conn.(syscall.Conn); ok {
 		return sc.SyscallConn()

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -62,9 +62,9 @@ type Dialer struct {
 	// come from Overrides (the operator's -resolve is trusted): resolved
 	// addresses and IP literals alike, so a name that resolves to a denied
 	// address is refused whatever its name (no DNS-rebinding gap).
-	// proxy.New leaves an injected Dialer as it is and dials through a
-	// copy whose Guard is the destination policy, followed by this Guard
-	// if set.
+	// New (and so proxy.New) leaves an injected Dialer as it is and dials
+	// through a copy whose Guard is the destination policy, followed by
+	// this Guard if set.
 	Guard func(netip.AddrPort) error
 	// Dial connects to an address; nil means a net.Dialer. Tests record
 	// the address here instead of connecting.
@@ -76,12 +76,12 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	return d.dial(ctx, network, addr, d.Guard)
 }
 
-// DialTrusted dials an address from the operator's own configuration (a
+// dialTrusted dials an address from the operator's own configuration (a
 // parent proxy) like DialContext, but without the Guard: a parent on a
 // private or loopback address is the operator's choice, not a client's.
 // Only code that dials such an address may call it, never with an address
 // a client named.
-func (d *Dialer) DialTrusted(ctx context.Context, network, addr string) (net.Conn, error) {
+func (d *Dialer) dialTrusted(ctx context.Context, network, addr string) (net.Conn, error) {
 	return d.dial(ctx, network, addr, nil)
 }
 
@@ -164,24 +164,24 @@ func (d *Dialer) dial(ctx context.Context, network, addr string, guard func(neti
 }
 
 // destinationDialer returns the dialer for the destinations clients name:
-// the injected one (Options.Dialer) with the destination policy applied,
-// or a Dialer with the system resolver. The injected value is never
-// modified, so that one Dialer can serve several Servers, each with its own
-// policy and listeners.
-func (s *Server) destinationDialer(injected ContextDialer) ContextDialer {
+// the injected one (Options.Dialer) with the destination policy (check)
+// applied, or a Dialer with the system resolver and timeout. The injected
+// value is never modified, so that one Dialer can serve several Routers
+// (and so several proxy Servers), each with its own policy and listeners.
+func destinationDialer(injected contextDialer, timeout time.Duration, check func(netip.AddrPort) error) contextDialer {
 	d, isDialer := injected.(*Dialer)
 	if injected != nil && !isDialer {
-		return &guardedDialer{inner: injected, check: s.checkDestination}
+		return &guardedDialer{inner: injected, check: check}
 	}
-	c := Dialer{Timeout: s.opts.DialTimeout}
+	c := Dialer{Timeout: timeout}
 	if d != nil {
 		c = *d
 	}
-	c.Guard = s.checkDestination
+	c.Guard = check
 	if d != nil && d.Guard != nil {
 		own := d.Guard
 		c.Guard = func(ap netip.AddrPort) error {
-			if err := s.checkDestination(ap); err != nil {
+			if err := check(ap); err != nil {
 				return err
 			}
 			return own(ap)
@@ -197,7 +197,7 @@ func (s *Server) destinationDialer(injected ContextDialer) ContextDialer {
 // RemoteAddr, the address actually connected to; a denied one is closed
 // before anything is written to it, but the connection was made.
 type guardedDialer struct {
-	inner ContextDialer
+	inner contextDialer
 	check func(netip.AddrPort) error
 }
 

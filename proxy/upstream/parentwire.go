@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"bytes"
@@ -140,36 +140,36 @@ func credentials(u *url.URL) string {
 	return u.User.Username() + ":" + pass
 }
 
-// parentFor returns the parent proxy for a request's URL, nil for a direct
+// ParentFor returns the parent proxy for a request's URL, nil for a direct
 // connection. It is the transport's Proxy function.
-func (s *Server) parentFor(req *http.Request) (*url.URL, error) {
-	if s.parent == nil {
+func (r *Router) ParentFor(req *http.Request) (*url.URL, error) {
+	if r.parent == nil {
 		return nil, nil
 	}
-	p, err := s.parent.choose(req.URL)
+	p, err := r.parent.choose(req.URL)
 	if p == nil {
 		return nil, err
 	}
 	return p.url, nil
 }
 
-// dialTarget opens the upstream connection of a CONNECT tunnel: directly,
+// DialTarget opens the upstream connection of a CONNECT tunnel: directly,
 // with the destination policy, or chained through the parent proxy with a
 // CONNECT of its own.
-func (s *Server) dialTarget(ctx context.Context, target string) (net.Conn, error) {
-	if s.parent != nil {
-		p, err := s.parent.choose(&url.URL{Scheme: "https", Host: target})
+func (r *Router) DialTarget(ctx context.Context, target string) (net.Conn, error) {
+	if r.parent != nil {
+		p, err := r.parent.choose(&url.URL{Scheme: "https", Host: target})
 		if err != nil {
 			return nil, fmt.Errorf("parent proxy for %s: %w", target, err)
 		}
 		if p != nil {
-			return p.tunnel.dialConnect(ctx, s.dialParent, target)
+			return p.tunnel.dialConnect(ctx, r.dialParent, target)
 		}
 	}
-	return s.dialer.DialContext(ctx, "tcp", target)
+	return r.dialer.DialContext(ctx, "tcp", target)
 }
 
-// dialHTTP dials for plain HTTP: the transport and the pool. The transport
+// DialHTTP dials for plain HTTP: the transport and the pool. The transport
 // dials the parent proxy it chose through here as well, and nothing tells
 // that dial from a direct one to the same address, which a client can ask
 // for when the parent is not used for its URL (NO_PROXY, or net/http never
@@ -178,11 +178,11 @@ func (s *Server) dialTarget(ctx context.Context, target string) (net.Conn, error
 // transport writes a CONNECT or an absolute URI first only to a proxy it
 // chose, and a direct request (origin form, or a TLS handshake) is refused
 // before a byte of it leaves. Every other address gets the policy.
-func (s *Server) dialHTTP(ctx context.Context, network, addr string) (net.Conn, error) {
-	if s.parent == nil || !s.parent.addrs[addr] {
-		return s.dialer.DialContext(ctx, network, addr)
+func (r *Router) DialHTTP(ctx context.Context, network, addr string) (net.Conn, error) {
+	if r.parent == nil || !r.parent.addrs[addr] {
+		return r.dialer.DialContext(ctx, network, addr)
 	}
-	c, err := s.dialParent(ctx, network, addr)
+	c, err := r.dialParent(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -193,21 +193,21 @@ func (s *Server) dialHTTP(ctx context.Context, network, addr string) (net.Conn, 
 // destination policy: the parent is the operator's choice. It dials only
 // the configured parents' addresses, so that no caller can widen the trust
 // to an address a client named.
-func (s *Server) dialParent(ctx context.Context, network, addr string) (net.Conn, error) {
-	if s.parent == nil || !s.parent.addrs[addr] {
+func (r *Router) dialParent(ctx context.Context, network, addr string) (net.Conn, error) {
+	if r.parent == nil || !r.parent.addrs[addr] {
 		return nil, fmt.Errorf("dial parent proxy %s: not a configured parent proxy", addr)
 	}
-	switch d := s.dialer.(type) {
+	switch d := r.dialer.(type) {
 	case *Dialer:
-		return d.DialTrusted(ctx, network, addr)
+		return d.dialTrusted(ctx, network, addr)
 	case *guardedDialer:
 		return d.inner.DialContext(ctx, network, addr)
 	}
-	return nil, fmt.Errorf("dial parent proxy %s: no dialer for trusted addresses (%T)", addr, s.dialer)
+	return nil, fmt.Errorf("dial parent proxy %s: no dialer for trusted addresses (%T)", addr, r.dialer)
 }
 
 // parentConn is a transport's connection to a parent proxy. Its first write
-// must start a proxy request (see dialHTTP); otherwise that write and all
+// must start a proxy request (see DialHTTP); otherwise that write and all
 // later ones fail with a DestinationError, and the transport closes the
 // connection. The transport writes from one goroutine at a time; the state
 // is atomic only so that a stray concurrent write cannot slip through.

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 // The destination policy: which addresses feedgate refuses to dial, applied
 // by the Dialer's Guard to every address actually dialed, after name
@@ -33,7 +33,20 @@ package proxy
 // be decoded here; deny_private and the translator's own policy are the
 // defence there.
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+)
+
+// DestinationError is a dial refused by the destination policy.
+type DestinationError struct {
+	Addr   netip.AddrPort
+	Reason string // e.g. "loopback", "link-local", "private", "feedgate itself"
+}
+
+func (e *DestinationError) Error() string {
+	return fmt.Sprintf("destination %s refused: %s address", e.Addr, e.Reason)
+}
 
 // Reasons for a refusal: a short, fixed set, quoted in the 403 body
 // ("refused: <reason> address"). The metric label is always
@@ -52,7 +65,7 @@ const (
 	reasonReserved    = "reserved"
 
 	// reasonParent refuses a direct request to a parent proxy's address
-	// (see dialHTTP).
+	// (see DialHTTP).
 	reasonParent = "parent proxy"
 )
 
@@ -139,15 +152,15 @@ func (v verdict) refuses(denyPrivate bool) bool {
 
 // checkDestination is the destination policy, applied to the address that
 // is actually dialed.
-func (s *Server) checkDestination(ap netip.AddrPort) error {
+func (r *Router) checkDestination(ap netip.AddrPort) error {
 	// A zone (fe80::1%eth0) would make every prefix test below fail: the
 	// netip predicates ignore it, Prefix.Contains does not.
 	ip := ap.Addr().Unmap().WithZone("")
-	denyPrivate := s.state.Load().policy.Access.DenyPrivate
+	denyPrivate := r.denyPrivate != nil && r.denyPrivate()
 	v := classify(ip)
 	if v.reason == "" || v.private {
 		// A loop into feedgate is refused whatever deny_private says.
-		if s.isOwnListener(ip, ap.Port()) {
+		if r.isOwnListener(ip, ap.Port()) {
 			v = verdict{reason: reasonSelf}
 		} else if !v.refuses(denyPrivate) {
 			return nil
@@ -258,12 +271,12 @@ func inAny(prefixes []netip.Prefix, ip netip.Addr) bool {
 
 // isOwnListener reports a dial that would loop back into one of feedgate's
 // own listeners, directly or through an address that carries one.
-func (s *Server) isOwnListener(ip netip.Addr, port uint16) bool {
+func (r *Router) isOwnListener(ip netip.Addr, port uint16) bool {
 	addrs := []netip.Addr{ip}
 	if ip.Is6() {
 		addrs = append(addrs, embeddedIPv4(ip)...)
 	}
-	for _, l := range s.opts.Listeners {
+	for _, l := range r.listeners {
 		if l.Port() != port {
 			continue
 		}
