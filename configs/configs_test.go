@@ -8,6 +8,7 @@ import (
 
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // TestEveryPolicyLoads loads every policy shipped in configs/ (a catalog is
@@ -36,11 +37,12 @@ func TestEveryPolicyLoads(t *testing.T) {
 	}
 	used := map[string]bool{}
 	for _, file := range policies {
-		p, warnings, err := rules.Load(rules.FS{FS: files}, file, rules.Options{Builtin: rules.FS{FS: files}})
+		c, warnings, err := config.Load(rules.FS{FS: files}, file, rules.Options{Builtin: rules.FS{FS: files}})
 		if err != nil {
 			t.Errorf("%s: %v", file, err)
 			continue
 		}
+		p := c.Policy
 		for _, w := range warnings {
 			t.Errorf("%s", w)
 		}

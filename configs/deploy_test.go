@@ -26,6 +26,7 @@ import (
 
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // The deployment files are checked against the code they deploy: the
@@ -637,10 +638,10 @@ func TestKubernetesManifests(t *testing.T) {
 			emptyDirs[v.Name] = true
 		}
 	}
-	config, _ := flagValue(c.Args, "-config")
-	policyCM := configMaps[mounts[path.Dir(config)]]
+	configFile, _ := flagValue(c.Args, "-config")
+	policyCM := configMaps[mounts[path.Dir(configFile)]]
 	if policyCM == "" {
-		t.Fatalf("-config %s: %s is not a ConfigMap volume mount", config, path.Dir(config))
+		t.Fatalf("-config %s: %s is not a ConfigMap volume mount", configFile, path.Dir(configFile))
 	}
 
 	// The ConfigMap's policy loads cleanly with the real loader, opens the
@@ -653,23 +654,24 @@ func TestKubernetesManifests(t *testing.T) {
 			}](t, o).Data
 		}
 	}
-	policyText, ok := cmData[path.Base(config)]
+	policyText, ok := cmData[path.Base(configFile)]
 	if !ok {
-		t.Fatalf("ConfigMap %s has no key %s (keys %v)", policyCM, path.Base(config), cmData)
+		t.Fatalf("ConfigMap %s has no key %s (keys %v)", policyCM, path.Base(configFile), cmData)
 	}
 	policyFile := writePolicy(t, policyText)
 	builtin := rules.FS{FS: configs.Files()}
-	p, warnings, err := rules.Load(rules.Dir{}, policyFile, rules.Options{Builtin: builtin})
+	cfg, warnings, err := config.Load(rules.Dir{}, policyFile, rules.Options{Builtin: builtin})
 	if err != nil {
 		t.Fatalf("ConfigMap %s policy: %v", policyCM, err)
 	}
+	p := cfg.Policy
 	for _, w := range warnings {
 		t.Errorf("ConfigMap %s policy: %s", policyCM, w)
 	}
-	if !p.Access.ClientsConfigured {
+	if !cfg.Access.ClientsConfigured {
 		t.Error("the ConfigMap policy sets no allowed_clients: feedgate refuses -listen 0.0.0.0 without it")
 	}
-	for _, pf := range p.Access.AllowedClients {
+	for _, pf := range cfg.Access.AllowedClients {
 		if pf.Bits() == 0 {
 			t.Errorf("allowed_clients includes %s: an open proxy", pf)
 		}
@@ -679,11 +681,11 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("catalog %s is not built in; the pod has no catalog files", cat.File)
 		}
 	}
-	if sf := p.Inventory.StateFile; sf != "" && !emptyDirs[mounts[filepath.Dir(sf)]] {
+	if sf := cfg.Inventory.StateFile; sf != "" && !emptyDirs[mounts[filepath.Dir(sf)]] {
 		t.Errorf("[inventory] state_file %s is not on an emptyDir mount: the root filesystem is read-only", sf)
 	}
-	if p.Log.File != "" {
-		t.Errorf("[log] file %s: in Kubernetes the decision log belongs on stdout", p.Log.File)
+	if cfg.Log.File != "" {
+		t.Errorf("[log] file %s: in Kubernetes the decision log belongs on stdout", cfg.Log.File)
 	}
 	def, _, err := rules.Load(builtin, configs.DefaultPolicy, rules.Options{Builtin: builtin})
 	if err != nil {

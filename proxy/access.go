@@ -6,7 +6,7 @@ import (
 	"strconv"
 
 	"github.com/feedgate/feedgate/metrics"
-	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // Admission comes before any decision: is the client allowed, may it
@@ -42,7 +42,7 @@ var (
 
 // admit applies the client and port rules to a target. It returns nil if
 // the target may go on to the policy.
-func admit(a *rules.Access, client netip.Addr, port int, tp targetPorts) *refusal {
+func admit(a *config.Access, client netip.Addr, port int, tp targetPorts) *refusal {
 	if !a.ClientAllowed(client) {
 		return &refusal{metrics.RejectClient, http.StatusForbidden, "client " + clientString(client) + " is not in allowed_clients"}
 	}
@@ -67,7 +67,7 @@ func invalid(status int, detail string) *refusal {
 // releaseTunnelSlot. The connection the tunnel came on is still counted as
 // a connection until it is hijacked (or for as long as it carries a
 // websocket): one more than the per-client cap is that very connection.
-func (s *Server) takeTunnelSlot(lim *rules.Limits, client netip.Addr) *refusal {
+func (s *Server) takeTunnelSlot(lim *config.Limits, client netip.Addr) *refusal {
 	n := s.tunnelSlots.Add(1)
 	pc := s.perClient.add(client, 1)
 	switch {
@@ -92,7 +92,7 @@ func (s *Server) releaseTunnelSlot(client netip.Addr) {
 // so that concurrent arrivals cannot all squeeze under the cap).
 func (s *Server) openConn(client netip.Addr) *refusal {
 	n := s.conns.Add(1)
-	lim := &s.state.Load().policy.Limits
+	lim := &s.state.Load().cfg.Limits
 	pc := s.perClient.add(client, 1)
 	switch {
 	case n+s.tunnelSlots.Load() > int64(lim.MaxConnections):

@@ -210,7 +210,7 @@ func TestReloadWhileAwaitingClientHello(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("CONNECT before the cut-offs: %d; want 200", resp.StatusCode)
 	}
-	e.srv.SetPolicy(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
+	e.srv.SetConfig(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
 	tc := tls.Client(c, &tls.Config{RootCAs: o.roots, ServerName: "s01.upd.kaspersky.com"})
 	_ = tc.SetDeadline(time.Now().Add(waitLimit))
 	if err := tc.Handshake(); err == nil {

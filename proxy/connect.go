@@ -40,7 +40,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Host, rec.Port = host, port
 	st := rec.st
-	if rf := admit(&st.policy.Access, rec.Client, port, portsConnect); rf != nil {
+	if rf := admit(&st.cfg.Access, rec.Client, port, portsConnect); rf != nil {
 		s.refuseHTTP(w, r, rec, rf)
 		return
 	}
@@ -75,7 +75,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// A tunnel slot is held from here until the tunnel closes.
-	if rf := s.takeTunnelSlot(&st.policy.Limits, rec.Client); rf != nil {
+	if rf := s.takeTunnelSlot(&st.cfg.Limits, rec.Client); rf != nil {
 		s.refuseHTTP(w, r, rec, rf)
 		return
 	}
@@ -139,11 +139,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveTunnel(rec *record, in rules.Tunnel, conn net.Conn, early []byte, up net.Conn, reply string) {
 	st := rec.st
 	rec.Status = http.StatusOK
-	t := &tunnel{client: conn, upstream: up, idle: st.policy.Limits.TunnelIdleTimeout, in: in}
+	t := &tunnel{client: conn, upstream: up, idle: st.cfg.Limits.TunnelIdleTimeout, in: in}
 	t.class.Store(int32(rec.Decision.Class))
 	s.live.add(t)
 	rec.live = t // the record is written before the tunnel leaves the set
-	if life := st.policy.Limits.MaxTunnelLifetime; life > 0 {
+	if life := st.cfg.Limits.MaxTunnelLifetime; life > 0 {
 		lt := time.AfterFunc(life, func() { t.lifetimeClosed.Store(true); t.close() })
 		defer lt.Stop()
 	}

@@ -185,7 +185,7 @@ func TestCutEveryPathAtTransition(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, envConfig{now: beforeCutoffs, resolve: []string{"s01.upd.kaspersky.com:80:" + hostPort(t, drip.URL)}})
 		kas, kbr := startDownload(t, e, "s01.upd.kaspersky.com")
-		e.srv.SetPolicy(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
+		e.srv.SetConfig(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
 		if err := waitEnd(t, kas, kbr); err == nil {
 			t.Errorf("the download ended cleanly after a reload that blocks it; want it cut")
 		}

@@ -41,6 +41,7 @@ import (
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // Policy clock instants around the default policy's cut-offs
@@ -176,7 +177,7 @@ func (b *syncBuffer) String() string {
 // envConfig configures newEnv. Zero values mean: the embedded default
 // policy, the clock at afterCutoffs, no overrides and an empty resolver.
 type envConfig struct {
-	policy  *rules.Policy
+	policy  *config.Config
 	now     time.Time
 	resolve []string // "HOST:PORT:ADDR" values for Overrides.ParseResolve
 	// resolver replaces the empty fake resolver.
@@ -214,9 +215,9 @@ type env struct {
 	resolver *fakeResolver
 }
 
-func loadDefaultPolicy(t testing.TB) *rules.Policy {
+func loadDefaultPolicy(t testing.TB) *config.Config {
 	t.Helper()
-	p, _, err := rules.Load(rules.FS{FS: configs.Files()}, configs.DefaultPolicy, rules.Options{})
+	p, _, err := config.Load(rules.FS{FS: configs.Files()}, configs.DefaultPolicy, rules.Options{})
 	if err != nil {
 		t.Fatalf("loading the default policy: %v", err)
 	}
@@ -225,9 +226,9 @@ func loadDefaultPolicy(t testing.TB) *rules.Policy {
 
 // loadTestPolicy loads a policy file from testdata (or any path); catalogs
 // may be "builtin:" paths into the embedded catalogs.
-func loadTestPolicy(t *testing.T, file string) *rules.Policy {
+func loadTestPolicy(t *testing.T, file string) *config.Config {
 	t.Helper()
-	p, _, err := rules.Load(rules.Dir{}, file, rules.Options{Builtin: rules.FS{FS: configs.Files()}})
+	p, _, err := config.Load(rules.Dir{}, file, rules.Options{Builtin: rules.FS{FS: configs.Files()}})
 	if err != nil {
 		t.Fatalf("loading %s: %v", file, err)
 	}
@@ -265,7 +266,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		dialer = cfg.dialer
 	}
 	srv, err := proxy.New(proxy.Options{
-		Policy:                cfg.policy,
+		Config:                cfg.policy,
 		Metrics:               m,
 		AccessLog:             decisionLog(cmp.Or[io.Writer](cfg.logTo, e.log), cfg.squid),
 		Clock:                 e.clock,

@@ -60,7 +60,7 @@ func (s *Server) serveIntercept(w http.ResponseWriter, r *http.Request, rec *rec
 	// blocked, closed at max_tunnel_lifetime and at shutdown. Its idle
 	// time is the inner server's, between requests.
 	outer := newExchange(rules.Request{Host: host, Port: port, Client: rec.Client}, conn, nil, 0)
-	outer.upgrade(nil, st.policy.Limits.MaxTunnelLifetime)
+	outer.upgrade(nil, st.cfg.Limits.MaxTunnelLifetime)
 	s.live.add(outer)
 	rec.live = outer // the record is written before the tunnel leaves the set
 	defer outer.stop()
@@ -102,7 +102,7 @@ func (s *Server) serveIntercept(w http.ResponseWriter, r *http.Request, rec *rec
 			s.serveInner(w, r, canon, port)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       st.policy.Limits.TunnelIdleTimeout,
+		IdleTimeout:       st.cfg.Limits.TunnelIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(io.Discard, "", 0),
 		// Cutting an inner exchange closes the client's TCP connection

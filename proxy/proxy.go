@@ -35,6 +35,7 @@ import (
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // Clock is the policy clock. Decisions are made for Clock.Now(), which may
@@ -53,8 +54,9 @@ type ContextDialer interface {
 
 // Options configure a Server. Zero values mean the documented defaults.
 type Options struct {
-	// Policy is the policy to enforce; required.
-	Policy *rules.Policy
+	// Config is the configuration to enforce: the policy and the settings
+	// around it; required. SetConfig replaces it on reload.
+	Config *config.Config
 	// Metrics receives counters; required.
 	Metrics *metrics.Metrics
 	// AccessLog receives one decision record per request, connection
@@ -108,9 +110,11 @@ func (systemClock) Now() time.Time { return time.Now() }
 
 func (systemClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
-// state is everything derived from one policy; a reload swaps it whole.
+// state is everything derived from one configuration; a reload swaps it
+// whole.
 type state struct {
-	policy   *rules.Policy
+	cfg      *config.Config
+	policy   *rules.Policy // cfg.Policy
 	counters *metrics.PolicyCounters
 	blocks   [][]*blockResponse // [rule+1][class]
 }
@@ -152,8 +156,8 @@ type Server struct {
 
 // New builds a Server.
 func New(opts Options) (*Server, error) {
-	if opts.Policy == nil || opts.Metrics == nil {
-		return nil, errors.New("proxy: Options.Policy and Options.Metrics are required")
+	if opts.Config == nil || opts.Metrics == nil {
+		return nil, errors.New("proxy: Options.Config and Options.Metrics are required")
 	}
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 10 * time.Second
@@ -174,7 +178,7 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.InterceptCA != nil {
 		s.certs = intercept.NewLeafCache(opts.InterceptCA)
-	} else if len(opts.Policy.TLS.Intercept.Hosts) > 0 {
+	} else if len(opts.Config.Policy.InterceptHosts) > 0 {
 		return nil, errors.New("proxy: the policy intercepts TLS ([tls.intercept]) but no CA was loaded")
 	}
 	// The parent proxy is chosen once; deny_private follows every policy
@@ -182,9 +186,9 @@ func New(opts Options) (*Server, error) {
 	up, err := upstream.New(upstream.Options{
 		Dialer:      opts.Dialer,
 		DialTimeout: opts.DialTimeout,
-		Parent:      opts.Policy.Upstream,
+		Parent:      opts.Config.Upstream,
 		Listeners:   opts.Listeners,
-		DenyPrivate: func() bool { return s.state.Load().policy.Access.DenyPrivate },
+		DenyPrivate: func() bool { return s.state.Load().cfg.Access.DenyPrivate },
 		ErrorLog:    s.errLog,
 	})
 	if err != nil {
@@ -192,23 +196,29 @@ func New(opts Options) (*Server, error) {
 	}
 	s.up = up
 	s.gp = s.newGoproxy()
-	s.SetPolicy(opts.Policy)
+	s.SetConfig(opts.Config)
 	return s, nil
 }
 
-// SetPolicy makes p the enforced policy. Requests in flight finish under the
-// policy they started with.
+// SetConfig makes c the enforced configuration: its policy, access rules,
+// limits and tunnel settings (the sections that reload; the others were
+// read by New). Requests in flight finish under the policy they started
+// with.
 //
-// Open tunnels are decided again under p at once, and again whenever one of
-// p's rule windows opens or closes: those whose answer became block are
-// closed (unless cut_tunnels is off).
-func (s *Server) SetPolicy(p *rules.Policy) {
-	st := &state{policy: p, counters: s.m.ForPolicy(p), blocks: renderBlocks(p)}
+// Open tunnels are decided again under c's policy at once, and again
+// whenever one of its rule windows opens or closes: those whose answer
+// became block are closed (unless cut_tunnels is off).
+func (s *Server) SetConfig(c *config.Config) {
+	p := c.Policy
+	st := &state{cfg: c, policy: p, counters: s.m.ForPolicy(p), blocks: renderBlocks(p)}
 	s.state.Store(st)
 	s.gen.Add(1)
 	s.recheckTunnels(st, s.clock.Now())
 	s.scheduleRecheck(st)
 }
+
+// Config returns the enforced configuration.
+func (s *Server) Config() *config.Config { return s.state.Load().cfg }
 
 // Policy returns the enforced policy.
 func (s *Server) Policy() *rules.Policy { return s.state.Load().policy }
@@ -228,7 +238,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	}
 	s.pool = &upstream.Pool{Dial: dial, ResponseHeaderTimeout: s.opts.ResponseHeaderTimeout,
 		IdleTimeout: 90 * time.Second, MaxIdlePerHost: 64,
-		BodyIdle: func() time.Duration { return s.state.Load().policy.Limits.TunnelIdleTimeout }}
+		BodyIdle: func() time.Duration { return s.state.Load().cfg.Limits.TunnelIdleTimeout }}
 	tr := &http.Transport{
 		// Only upstream_proxy decides on a parent; the environment counts
 		// only when it says "env".
@@ -301,7 +311,7 @@ func (s *Server) upstream(tr *http.Transport, req *http.Request) (*http.Response
 	if rwc, isRW := resp.Body.(io.ReadWriteCloser); isRW && resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body = &upgradedBody{ReadWriteCloser: rwc, rec: rec}
 		if rec.ex != nil {
-			rec.ex.upgrade(rwc, s.state.Load().policy.Limits.MaxTunnelLifetime)
+			rec.ex.upgrade(rwc, s.state.Load().cfg.Limits.MaxTunnelLifetime)
 		}
 	} else {
 		resp.Body = &watchedBody{rc: resp.Body, rec: rec, s: s}
@@ -477,7 +487,7 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		port, rec.Port = p, p
 	}
 	st := rec.st
-	if rf := admit(&st.policy.Access, rec.Client, port, ports); rf != nil {
+	if rf := admit(&st.cfg.Access, rec.Client, port, ports); rf != nil {
 		s.refuseHTTP(w, r, rec, rf)
 		return
 	}
@@ -526,7 +536,7 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	// Only a websocket upgrade keeps its Upgrade header. It will become a
 	// long-lived connection: it holds a tunnel slot, like a CONNECT.
 	if r.Header.Get("Upgrade") != "" {
-		if rf := s.takeTunnelSlot(&st.policy.Limits, rec.Client); rf != nil {
+		if rf := s.takeTunnelSlot(&st.cfg.Limits, rec.Client); rf != nil {
 			s.refuseHTTP(w, r, rec, rf)
 			return
 		}
@@ -545,7 +555,7 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	ex := newExchange(rules.Request{Host: host, Port: port, Path: path, Client: rec.Client},
-		connFrom(r.Context()), cancel, st.policy.Limits.TunnelIdleTimeout)
+		connFrom(r.Context()), cancel, st.cfg.Limits.TunnelIdleTimeout)
 	rec.ex = ex
 	s.live.add(ex)
 	rec.live = ex // the record is written before the exchange leaves the set

@@ -13,7 +13,7 @@ import (
 
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/metrics"
-	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 func sniSeries(result string) series {
@@ -240,7 +240,7 @@ func TestReloadRecheck(t *testing.T) {
 	roundTrip(t, kas, "x\n")
 	roundTrip(t, other, "y\n")
 	before := e.snapshot(t, tunnelsClosedSeries(metrics.TunnelPolicyChange))
-	e.srv.SetPolicy(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
+	e.srv.SetConfig(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
 	_ = kas.SetReadDeadline(time.Now().Add(waitLimit))
 	if _, err := kas.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("tunnel still open after a reload that blocks it")
@@ -263,7 +263,7 @@ func roundTrip(t *testing.T, c tunnelConn, msg string) {
 
 // defaultPolicyWith is the default policy with tables appended (they must
 // start with a table header, so that they do not land in the last rule).
-func defaultPolicyWith(t *testing.T, tables string) *rules.Policy {
+func defaultPolicyWith(t *testing.T, tables string) *config.Config {
 	t.Helper()
 	b, err := fs.ReadFile(configs.Files(), configs.DefaultPolicy)
 	if err != nil {

@@ -129,9 +129,9 @@ func TestSetPolicySwapsDecisions(t *testing.T) {
 		t.Errorf("under the default policy: status %d; want 403", resp.StatusCode)
 	}
 	report := loadTestPolicy(t, "testdata/report.toml")
-	e.srv.SetPolicy(report)
-	if got := e.srv.Policy(); got != report {
-		t.Errorf("Policy() after SetPolicy = %q; want %q", got.Name, report.Name)
+	e.srv.SetConfig(report)
+	if got := e.srv.Config(); got != report || e.srv.Policy() != report.Policy {
+		t.Errorf("Config() after SetConfig = %q; want %q", got.Policy.Name, report.Policy.Name)
 	}
 	if resp, _ := get(t, c, "http://dnl-01.geo.kaspersky.com/two"); resp.StatusCode != 200 {
 		t.Errorf("under the report policy: status %d; want 200", resp.StatusCode)

@@ -32,12 +32,11 @@ func decideTunnel(p *rules.Policy, in rules.Tunnel, at time.Time) rules.Decision
 // returns ok false when the tunnel must close: the decision is block, or
 // the client connection failed.
 func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (first []byte, ok bool) {
-	p := st.policy
 	buf := make([]byte, len(early), max(len(early), 4096))
 	copy(buf, early)
 	var sc hello.Scanner
 	var name []byte
-	buf, hs, err := readHello(t.client, buf, p.TLS.SNITimeout, func(b []byte) hello.Status {
+	buf, hs, err := readHello(t.client, buf, st.cfg.TLS.SNITimeout, func(b []byte) hello.Status {
 		var st hello.Status
 		name, st = sc.ClientHelloServerName(b)
 		return st
@@ -172,7 +171,7 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	var name []byte
 	already := len(t.hello.after)
 	cbuf := append(make([]byte, 0, max(already, 4096)), t.hello.after...)
-	cbuf, hs, err = readHello(t.client, cbuf, st.policy.TLS.SNITimeout, func(b []byte) hello.Status {
+	cbuf, hs, err = readHello(t.client, cbuf, st.cfg.TLS.SNITimeout, func(b []byte) hello.Status {
 		var st hello.Status
 		name, st = sc2.SecondClientHelloServerName(b)
 		return st
@@ -266,7 +265,7 @@ func (s *Server) count(rec *record) {
 // cuts those whose answer is now block. It runs when a rule window opens
 // or closes and after a reload.
 func (s *Server) recheckTunnels(st *state, at time.Time) {
-	if !st.policy.TLS.CutTunnels {
+	if !st.cfg.TLS.CutTunnels {
 		return
 	}
 	var cut []cuttable

@@ -116,7 +116,7 @@ func (f *fileCtx) parseClientGroups(groups map[string][]string) ([]ClientGroup, 
 		}
 		g := ClientGroup{Name: name}
 		for _, s := range list {
-			pfx, err := parseClientNet(s)
+			pfx, err := ParseClientNet(s)
 			if err != nil {
 				f.errorf(key, "client group %q: %v", name, err)
 				continue
@@ -181,4 +181,26 @@ func validGroupName(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// ParseClientNet parses a CIDR, or a bare address as a one-address network,
+// as client groups and allowed_clients write them.
+// IPv4-mapped networks are refused: clients are matched unmapped, so such
+// a network would never contain one.
+func ParseClientNet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err == nil && p.Masked() != p:
+		return netip.Prefix{}, fmt.Errorf("client network %q has host bits set: did you mean %s?", s, p.Masked())
+	case err != nil:
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("client network %q: want a CIDR such as \"10.0.0.0/8\" or an address", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("client network %q is IPv4-mapped: write it as IPv4 (%s)", s, unmapPrefix(p))
+	}
+	return p, nil
 }

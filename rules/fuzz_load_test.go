@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // fixedPolicy names the fuzzed catalog, so that catalogs are fuzzed behind
@@ -26,8 +27,20 @@ action = "block"
 from = 2024-09-29T00:00:00Z
 `
 
-// FuzzLoad writes the fuzzed bytes as a policy file and as a catalog, and
-// loads both the fuzzed policy and a fixed one that names the catalog.
+// load loads a whole configuration file, as feedgate does, and returns its
+// policy: the settings' keys beside the policy's must not count as
+// unknown.
+func load(file string) (*rules.Policy, []rules.Problem, error) {
+	c, warns, err := config.Load(rules.Dir{}, file, rules.Options{})
+	if c == nil {
+		return nil, warns, err
+	}
+	return c.Policy, warns, err
+}
+
+// FuzzLoad writes the fuzzed bytes as a configuration file and as a
+// catalog, and loads both the fuzzed file and a fixed one that names the
+// catalog.
 // Properties: Load never panics; it fails only with a *rules.ConfigError
 // whose every problem names its file and either a line within that file, a
 // key path, or a read error; warnings are positioned the same way; the
@@ -55,10 +68,18 @@ func FuzzLoad(f *testing.F) {
 	for _, p := range policies {
 		f.Add(read(p), example)
 	}
-	// Policies with client groups, [tls] tables and a parent proxy, with
-	// the catalog where the fuzzed policy finds it.
-	for _, p := range []string{"testdata/clients.toml", "testdata/tls.toml", "testdata/warn/clients.toml"} {
-		src := strings.ReplaceAll(string(read(p)), `"catalog/example.toml"`, `"../catalog/example.toml"`)
+	// The configuration's bad files, and policies with client groups,
+	// [tls] tables and a parent proxy, with the catalog where the fuzzed
+	// policy finds it.
+	settings, err := filepath.Glob("config/testdata/bad/*.toml")
+	if err != nil || len(settings) == 0 {
+		f.Fatalf("no bad configurations in config/testdata/bad (%v)", err)
+	}
+	for _, p := range append(settings, "testdata/clients.toml", "config/testdata/tls.toml", "testdata/warn/clients.toml") {
+		src := string(read(p))
+		for _, name := range []string{`"catalog/example.toml"`, `"../../testdata/catalog/example.toml"`, `"../../../testdata/catalog/example.toml"`} {
+			src = strings.ReplaceAll(src, name, `"../catalog/example.toml"`)
+		}
 		f.Add([]byte(src), example)
 	}
 	catalogs, err := filepath.Glob("testdata/bad/catalog/*.toml")
@@ -92,9 +113,9 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 		for _, file := range []string{dir + "/p/policy.toml", dir + "/p/fixed.toml"} {
-			p, warns, err := rules.Load(rules.Dir{}, file, rules.Options{})
+			p, warns, err := load(file)
 			checkProblems(t, file, files, warns)
-			p2, warns2, err2 := rules.Load(rules.Dir{}, file, rules.Options{})
+			p2, warns2, err2 := load(file)
 			if errString(err) != errString(err2) || !slices.Equal(warns, warns2) || (p == nil) != (p2 == nil) {
 				t.Fatalf("Load(%s) twice: %v / %v, then %v / %v; want the same result", file, err, warns, err2, warns2)
 			}

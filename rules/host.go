@@ -342,24 +342,27 @@ func checkLabelChars(label string) error {
 	return nil
 }
 
-// portRange is an inclusive port range; the zero value matches any port.
-type portRange struct{ lo, hi uint16 }
+// PortRange is an inclusive port range; the zero value matches any port.
+// Catalog entries and the access settings (connect_ports, http_ports)
+// write ports the same way.
+type PortRange struct{ lo, hi uint16 }
 
-func (r portRange) any() bool { return r.lo == 0 && r.hi == 0 }
+func (r PortRange) any() bool { return r.lo == 0 && r.hi == 0 }
 
-func (r portRange) contains(port int) bool {
+// Contains reports whether port is in the range.
+func (r PortRange) Contains(port int) bool {
 	return r.any() || (port >= int(r.lo) && port <= int(r.hi))
 }
 
-func (r portRange) String() string {
+func (r PortRange) String() string {
 	if r.lo == r.hi {
 		return strconv.Itoa(int(r.lo))
 	}
 	return strconv.Itoa(int(r.lo)) + "-" + strconv.Itoa(int(r.hi))
 }
 
-// parsePortRange parses "443" or "27200-27299".
-func parsePortRange(s string) (portRange, error) {
+// ParsePortRange parses "443" or "27200-27299".
+func ParsePortRange(s string) (PortRange, error) {
 	lo, hi, isRange := strings.Cut(s, "-")
 	if !isRange {
 		hi = lo
@@ -367,10 +370,10 @@ func parsePortRange(s string) (portRange, error) {
 	l, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
 	h, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
 	if err1 != nil || err2 != nil || l == 0 || h == 0 {
-		return portRange{}, fmt.Errorf("port %q: want a port 1-65535 or a range such as \"27200-27299\"", s)
+		return PortRange{}, fmt.Errorf("port %q: want a port 1-65535 or a range such as \"27200-27299\"", s)
 	}
 	if h < l {
-		return portRange{}, fmt.Errorf("port range %q: end is before start", s)
+		return PortRange{}, fmt.Errorf("port range %q: end is before start", s)
 	}
-	return portRange{uint16(l), uint16(h)}, nil
+	return PortRange{uint16(l), uint16(h)}, nil
 }

@@ -8,14 +8,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/feedgate/feedgate/rules/internal/lines"
 )
 
 // Problem is one finding about a configuration file.
@@ -80,6 +80,11 @@ type Options struct {
 	// Builtin serves catalog paths that start with BuiltinPrefix. Nil
 	// means such paths are an error.
 	Builtin Source
+	// KnownKey reports keys of the policy file that are not policy but
+	// that the caller decodes itself (the configuration's sections, see
+	// rules/config): they are not reported as unknown. Nil means every key
+	// that is not policy is unknown.
+	KnownKey func(key []string) bool
 }
 
 // Load reads, validates and compiles the policy in file and the catalogs it
@@ -112,16 +117,16 @@ type loader struct {
 type fileCtx struct {
 	l     *loader
 	name  string
-	lines lineIndex
+	lines lines.Index
 	md    toml.MetaData // keeps the file's key order, which maps lose
 }
 
 func (f *fileCtx) errorf(key, format string, args ...any) {
-	f.l.problems = append(f.l.problems, Problem{File: f.name, Line: f.lines.line(key), Key: key, Message: fmt.Sprintf(format, args...)})
+	f.l.problems = append(f.l.problems, Problem{File: f.name, Line: f.lines.Line(key), Key: key, Message: fmt.Sprintf(format, args...)})
 }
 
 func (f *fileCtx) warnf(key, format string, args ...any) {
-	f.l.problems = append(f.l.problems, Problem{File: f.name, Line: f.lines.line(key), Key: key, Message: fmt.Sprintf(format, args...), Warning: true})
+	f.l.problems = append(f.l.problems, Problem{File: f.name, Line: f.lines.Line(key), Key: key, Message: fmt.Sprintf(format, args...), Warning: true})
 }
 
 // policyFile is the TOML form of a policy.
@@ -134,23 +139,8 @@ type policyFile struct {
 	Catalogs      []string   `toml:"catalogs"`
 	Rules         []ruleFile `toml:"rule"`
 
-	AllowedClients []string `toml:"allowed_clients"`
-	ConnectPorts   []any    `toml:"connect_ports"`
-	HTTPPorts      []any    `toml:"http_ports"`
-	DenyPrivate    bool     `toml:"deny_private"`
-
-	Limits limitsFile `toml:"limits"`
-
 	Clients map[string][]string `toml:"clients"`
 	TLS     tlsFile             `toml:"tls"`
-
-	UpstreamProxy         string `toml:"upstream_proxy"`
-	UpstreamProxyAuthFile string `toml:"upstream_proxy_auth_file"`
-
-	Log       logFile       `toml:"log"`
-	Inventory inventoryFile `toml:"inventory"`
-	PACProxy  string        `toml:"pac_proxy"`
-	PACAll    bool          `toml:"pac_all"`
 }
 
 type ruleFile struct {
@@ -198,71 +188,27 @@ func (l *loader) decode(name string, v any) (*fileCtx, bool) {
 	} else {
 		data, err = l.src.ReadFile(name)
 	}
-	f := &fileCtx{l: l, name: name, lines: lineIndex{}}
+	f := &fileCtx{l: l, name: name, lines: lines.Index{}}
 	if err != nil {
 		l.problems = append(l.problems, Problem{File: name, Message: fmt.Sprintf("cannot read: %v", unwrapPathError(err))})
 		return f, false
 	}
-	f.lines = indexLines(string(data))
+	f.lines = lines.Parse(string(data))
 	md, err := toml.Decode(string(data), v)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			l.problems = append(l.problems, Problem{File: name, Line: pe.Position.Line, Message: pe.Message})
-		} else {
-			l.problems = append(l.problems, typeProblem(name, err))
-		}
+		line, msg := lines.DecodeError(err)
+		l.problems = append(l.problems, Problem{File: name, Line: line, Message: msg})
 		return f, false
 	}
 	f.md = md
 	claimed := map[string]bool{}
 	for _, k := range md.Undecoded() {
-		f.errorf(keyPath(k, f.lines, claimed), "unknown key %q", k[len(k)-1])
+		if l.opts.KnownKey != nil && l.opts.KnownKey(k) {
+			continue
+		}
+		f.errorf(lines.KeyPath(k, f.lines, claimed), "unknown key %q", k[len(k)-1])
 	}
 	return f, true
-}
-
-// keyPath turns a TOML key into our key path, numbering array-of-table
-// elements in order of appearance ("rule.nmae" in the third [[rule]] becomes
-// "rule[2].nmae"). The decoder does not say which element a key was in, so
-// the element is found by the line index: the first element that has the
-// key and was not claimed by an earlier report of the same key.
-func keyPath(k toml.Key, lines lineIndex, claimed map[string]bool) string {
-	if len(k) < 2 {
-		return strings.Join(k, ".")
-	}
-	table, rest := k[0], strings.Join(k[1:], ".")
-	if _, isArray := lines[table+"[0]"]; !isArray {
-		return strings.Join(k, ".")
-	}
-	best := ""
-	for i := 0; ; i++ {
-		elem := table + "[" + strconv.Itoa(i) + "]"
-		if _, ok := lines[elem]; !ok {
-			break
-		}
-		if _, ok := lines[elem+"."+rest]; ok && !claimed[elem+"."+rest] {
-			best = elem + "." + rest
-			claimed[best] = true
-			break
-		}
-	}
-	if best == "" {
-		return strings.Join(k, ".")
-	}
-	return best
-}
-
-var typeErrLine = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
-
-// typeProblem turns a decoder type error ("incompatible types") into a
-// positioned problem.
-func typeProblem(name string, err error) Problem {
-	if m := typeErrLine.FindStringSubmatch(err.Error()); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		return Problem{File: name, Line: n, Message: fmt.Sprintf("%s: %s", m[2], m[3])}
-	}
-	return Problem{File: name, Message: strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
 func unwrapPathError(err error) error {
@@ -312,13 +258,7 @@ func (l *loader) load(file string) *Policy {
 		p.DefaultAction = a
 	}
 
-	p.Access = f.parseAccess(&pf)
-	p.Limits = f.parseLimits(pf.Limits)
-	p.Upstream = f.parseUpstream(pf.UpstreamProxy, pf.UpstreamProxyAuthFile)
-	p.TLS = f.parseTLS(pf.TLS)
-	p.Log = f.parseLog(pf.Log)
-	p.Inventory = f.parseInventory(pf.Inventory)
-	p.PAC = f.parsePAC(pf.PACProxy, pf.PACAll)
+	f.parseTLS(p, pf.TLS)
 	var groupIndex map[string]int
 	p.ClientGroups, p.clientNets, groupIndex = f.parseClientGroups(pf.Clients)
 
@@ -345,7 +285,7 @@ func (l *loader) load(file string) *Policy {
 	transitions := map[int64]bool{}
 	for i, rf := range pf.Rules {
 		key := fmt.Sprintf("rule[%d]", i)
-		r := &Rule{Name: rf.Name, Reason: rf.Reason, Line: f.lines.line(key), from: math.MinInt64, until: math.MaxInt64}
+		r := &Rule{Name: rf.Name, Reason: rf.Reason, Line: f.lines.Line(key), from: math.MinInt64, until: math.MaxInt64}
 		switch {
 		case rf.Name == "":
 			f.errorf(key, "rule %d has no name", i+1)
@@ -564,11 +504,11 @@ func (l *loader) loadCatalog(p *Policy, name string, vendors map[string][]string
 		if len(e.Hosts) == 0 {
 			f.errorf(key, "entry has no hosts")
 		}
-		ports := []portRange{{}}
+		ports := []PortRange{{}}
 		if len(e.Ports) > 0 {
 			ports = ports[:0]
 			for _, s := range e.Ports {
-				pr, err := parsePortRange(s)
+				pr, err := ParsePortRange(s)
 				if err != nil {
 					f.errorf(key+".ports", "%v", err)
 					continue

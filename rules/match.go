@@ -10,7 +10,7 @@ import (
 // "matched" for a rule's own host list.
 type target struct {
 	class   int32
-	ports   portRange
+	ports   PortRange
 	path    string // path prefix in normal form; "" matches every path, even a tunnel's
 	pattern string // the pattern as written, for explain
 }
@@ -46,7 +46,7 @@ func samePaths(a, b string) bool {
 }
 
 func (t *target) matches(port int, path string) bool {
-	return t.ports.contains(port) && (t.path == "" || underPath(path, t.path))
+	return t.ports.Contains(port) && (t.path == "" || underPath(path, t.path))
 }
 
 // labelGlob is one label-wildcard pattern under a parent name.

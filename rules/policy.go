@@ -216,26 +216,26 @@ type Policy struct {
 	Classes       []Class
 	Catalogs      []CatalogInfo
 	Rules         []*Rule
-	// Access says who may use the proxy and where it may connect.
-	Access Access
-	// Limits bound the resources clients can hold.
-	Limits Limits
 	// ClientGroups are the groups of the [clients] table, in file order.
 	ClientGroups []ClientGroup
-	// TLS holds the tunnel and interception settings of the [tls] table.
-	TLS TLSSettings
-	// Upstream is the parent proxy requests go through, if any.
-	Upstream UpstreamProxy
-
-	// Log, Inventory and PAC are the operational settings of [log],
-	// [inventory] and the pac_ keys.
-	Log       LogSettings
-	Inventory InventorySettings
-	PAC       PACSettings
+	// TunnelWithoutSNI ([tls] tunnel_without_sni) is the least strict
+	// action for a tunnel whose ClientHello carries no server name, or
+	// that is not TLS at all: such a tunnel cannot be checked against the
+	// host it claims, so an operator may flag or refuse it. The default is
+	// Log: a CONNECT to an IP literal without a name is the typical way
+	// around a host policy, and must at least show up; block would break
+	// the TLS clients that rightly send no name to an address.
+	TunnelWithoutSNI Action
+	// InterceptHosts ([tls.intercept] hosts) are the host patterns whose
+	// TLS is terminated so that their requests are decided with their
+	// paths, as written; see Intercepts. The CA that makes it possible is
+	// configuration, not policy.
+	InterceptHosts []string
 
 	catalog     *hostMatcher
-	clientNets  []clientNet // every group's prefixes, in file order
-	transitions []int64     // sorted, unique instants where some rule window opens or closes
+	intercept   *hostMatcher // nil when nothing is intercepted
+	clientNets  []clientNet  // every group's prefixes, in file order
+	transitions []int64      // sorted, unique instants where some rule window opens or closes
 	// classRules lists, per class, the rules that can select a request of
 	// that class, in policy order, so that a decision skips the others.
 	classRules [][]classRule
@@ -253,8 +253,8 @@ type classRule struct {
 // not change afterwards.
 func (p *Policy) compile() {
 	p.catalog.freeze()
-	if p.TLS.Intercept.hosts != nil {
-		p.TLS.Intercept.hosts.freeze()
+	if p.intercept != nil {
+		p.intercept.freeze()
 	}
 	for _, r := range p.Rules {
 		if r.hosts != nil {

@@ -49,7 +49,7 @@ func (p *Policy) DecideTunnel(t Tunnel) Decision {
 			d = o
 		}
 	}
-	if floor := p.TLS.TunnelWithoutSNI; t.NoSNI && floor > d.Action {
+	if floor := p.TunnelWithoutSNI; t.NoSNI && floor > d.Action {
 		d.Rule, d.RuleName, d.Action, d.Reported = NoSNIRule, NoSNIRuleName, floor, false
 		if p.Mode == Report && floor == Block {
 			d.Action, d.Reported = Log, true

@@ -16,6 +16,7 @@ import (
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -74,17 +75,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// loadPolicy loads the policy in file, or the built-in one when file is "".
-func loadPolicy(file string) (*rules.Policy, []rules.Problem, error) {
+// loadConfig loads the configuration in file, or the built-in one when
+// file is "".
+func loadConfig(file string) (*config.Config, []rules.Problem, error) {
 	builtin := rules.FS{FS: configs.Files()}
 	if file == "" {
-		p, warnings, err := rules.Load(builtin, configs.DefaultPolicy, rules.Options{Builtin: builtin})
-		if p != nil {
-			p.File = "built-in " + p.File
+		c, warnings, err := config.Load(builtin, configs.DefaultPolicy, rules.Options{Builtin: builtin})
+		if c != nil {
+			c.File = "built-in " + c.File
+			c.Policy.File = c.File
 		}
-		return p, warnings, err
+		return c, warnings, err
 	}
-	return rules.Load(rules.Dir{}, file, rules.Options{Builtin: builtin})
+	return config.Load(rules.Dir{}, file, rules.Options{Builtin: builtin})
 }
 
 // printProblems writes problems one per line and reports whether any is an
@@ -119,11 +122,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "feedgate check: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	p, warnings, err := loadPolicy(*config)
+	c, warnings, err := loadConfig(*config)
 	printProblems(stderr, warnings, err)
 	if err != nil {
 		return 1
 	}
+	p := c.Policy
 	printTimeline(stdout, p)
 	return 0
 }
@@ -226,11 +230,12 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "feedgate explain: name at least one TARGET (host, host:port or URL)")
 		return 2
 	}
-	p, warnings, err := loadPolicy(*config)
+	c, warnings, err := loadConfig(*config)
 	if err != nil {
 		printProblems(stderr, warnings, err)
 		return 1
 	}
+	p := c.Policy
 	now, err := instantOrNow(*at, p.Location)
 	if err != nil {
 		fmt.Fprintf(stderr, "feedgate explain: -at: %v\n", err)

@@ -30,11 +30,12 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "feedgate export: -action %q: want allow, log or block\n", *actionName)
 		return 2
 	}
-	p, warnings, err := loadPolicy(*config)
+	c, warnings, err := loadConfig(*config)
 	if err != nil {
 		printProblems(stderr, warnings, err)
 		return 1
 	}
+	p := c.Policy
 	now, err := instantOrNow(*at, p.Location)
 	if err != nil {
 		fmt.Fprintf(stderr, "feedgate export: -at: %v\n", err)

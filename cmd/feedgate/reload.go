@@ -2,7 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // reloader re-reads the policy file and swaps the compiled policy in at
@@ -23,16 +23,16 @@ type reloader struct {
 	srv     *proxy.Server
 	m       *metrics.Metrics
 	log     *slog.Logger
-	started *rules.Policy // the policy feedgate started with
+	started *config.Config // the configuration feedgate started with
 }
 
 // reload loads and applies the policy; trigger names what asked for it.
 func (r *reloader) reload(trigger string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, warnings, err := loadPolicy(r.file)
+	c, warnings, err := loadConfig(r.file)
 	if err == nil {
-		err = checkOpenProxy(r.listen, p)
+		err = checkOpenProxy(r.listen, c)
 	}
 	if err != nil {
 		r.m.ConfigReload(false, time.Now())
@@ -42,11 +42,12 @@ func (r *reloader) reload(trigger string) error {
 	for _, w := range warnings {
 		r.log.Warn("policy warning", "problem", w.String())
 	}
-	if fixed := restartOnly(r.started, p); len(fixed) > 0 {
+	if fixed := config.RestartOnly(r.started, c); len(fixed) > 0 {
 		r.log.Warn("some changed settings take effect only after a restart", "settings", strings.Join(fixed, ", "))
 	}
-	r.srv.SetPolicy(p)
+	r.srv.SetConfig(c)
 	r.m.ConfigReload(true, time.Now())
+	p := c.Policy
 	r.log.Info("policy reloaded", "trigger", trigger, "policy", p.Name, "file", p.File, "mode", p.Mode.String())
 	return nil
 }
@@ -56,28 +57,4 @@ func problemText(warnings []rules.Problem, err error) string {
 	var b strings.Builder
 	printProblems(&b, warnings, err)
 	return strings.TrimSpace(b.String())
-}
-
-// restartOnly names the settings that differ between the policy feedgate
-// started with and p, and that are read only at start: the listeners'
-// companions (access log, inventory), the interception CA and roots, and
-// the parent proxy.
-func restartOnly(started, p *rules.Policy) []string {
-	var out []string
-	if started.Log != p.Log {
-		out = append(out, "[log]")
-	}
-	if started.Inventory != p.Inventory {
-		out = append(out, "[inventory]")
-	}
-	si, pi := started.TLS.Intercept, p.TLS.Intercept
-	if si.CACert != pi.CACert || si.CAKey != pi.CAKey || !reflect.DeepEqual(si.UpstreamCA, pi.UpstreamCA) ||
-		(len(si.Hosts) == 0) != (len(pi.Hosts) == 0) {
-		out = append(out, "[tls.intercept] CA and roots")
-	}
-	su, pu := started.Upstream, p.Upstream
-	if su.FromEnv != pu.FromEnv || su.AuthFile != pu.AuthFile || (su.URL == nil) != (pu.URL == nil) || su.URL != nil && su.URL.String() != pu.URL.String() {
-		out = append(out, "upstream_proxy")
-	}
-	return out
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // offsetClock is the policy clock of -at: it starts at a chosen instant and
@@ -115,22 +116,22 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		stop = sig
 	}
 	errLog := slog.New(slog.NewJSONHandler(stderr, nil))
-	p, warnings, err := loadPolicy(f.config)
+	c, warnings, err := loadConfig(f.config)
 	printProblems(stderr, warnings, err)
 	if err != nil {
 		return 1
 	}
-	dlog, err := openDecisionLog(p.Log, stdout)
+	dlog, err := openDecisionLog(c.Log, stdout)
 	if err != nil {
 		return runFailed(stderr, err)
 	}
 	defer dlog.close()
-	g, err := buildProxy(f, p, dlog.sink, errLog)
+	g, err := buildProxy(f, c, dlog.sink, errLog)
 	if err != nil {
 		return runFailed(stderr, err)
 	}
-	rl := &reloader{file: f.config, listen: f.listen, srv: g.srv, m: g.m, log: errLog, started: p}
-	g.startInventory(p.Inventory.SaveInterval)
+	rl := &reloader{file: f.config, listen: f.listen, srv: g.srv, m: g.m, log: errLog, started: c}
+	g.startInventory(c.Inventory.SaveInterval)
 	g.adminHTTP = buildAdmin(g, rl, f)
 	stopOps := handleOps(rl, dlog, errLog)
 	defer stopOps()
@@ -148,13 +149,13 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 // file, through a buffer flushed every logFlushInterval and at exit,
 // instead of one write per request.
 type decisionLog struct {
-	settings rules.LogSettings
+	settings config.Log
 	file     *accesslog.File // nil when records go to standard output
 	out      *accesslog.Writer
 	sink     accesslog.Sink // JSON or Squid lines, as [log] format says
 }
 
-func openDecisionLog(settings rules.LogSettings, stdout io.Writer) (*decisionLog, error) {
+func openDecisionLog(settings config.Log, stdout io.Writer) (*decisionLog, error) {
 	d := &decisionLog{settings: settings}
 	var out io.Writer = stdout
 	if settings.File != "" {
@@ -202,7 +203,7 @@ func (d *decisionLog) close() {
 // metrics, inventory and policy clock, and the admin listener.
 type gateway struct {
 	errLog    *slog.Logger
-	policy    *rules.Policy // the policy feedgate started with
+	started   *config.Config // the configuration feedgate started with
 	clock     proxy.Clock
 	pl, al    net.Listener // proxy and admin
 	reg       *prometheus.Registry
@@ -217,7 +218,8 @@ type gateway struct {
 
 // buildProxy opens both listeners and builds the proxy on the first; the
 // proxy refuses to dial either of them.
-func buildProxy(f *runFlags, p *rules.Policy, decisions accesslog.Sink, errLog *slog.Logger) (*gateway, error) {
+func buildProxy(f *runFlags, c *config.Config, decisions accesslog.Sink, errLog *slog.Logger) (*gateway, error) {
+	p := c.Policy
 	overrides := upstream.Overrides{}
 	for _, r := range f.resolves {
 		if err := overrides.ParseResolve(r); err != nil {
@@ -228,7 +230,7 @@ func buildProxy(f *runFlags, p *rules.Policy, decisions accesslog.Sink, errLog *
 	if err != nil {
 		return nil, usageError{fmt.Errorf("-at: %w", err)}
 	}
-	if err := checkOpenProxy(f.listen, p); err != nil {
+	if err := checkOpenProxy(f.listen, c); err != nil {
 		return nil, err
 	}
 	pl, al, err := openListeners(f.listen, f.admin)
@@ -236,17 +238,17 @@ func buildProxy(f *runFlags, p *rules.Policy, decisions accesslog.Sink, errLog *
 		return nil, err
 	}
 
-	g := &gateway{errLog: errLog, policy: p, clock: clock, pl: pl, al: al, reg: prometheus.NewRegistry()}
+	g := &gateway{errLog: errLog, started: c, clock: clock, pl: pl, al: al, reg: prometheus.NewRegistry()}
 	g.m = metrics.New(g.reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
 	opts := proxy.Options{
-		Policy: p, Metrics: g.m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
+		Config: c, Metrics: g.m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
 		Dialer:    &upstream.Dialer{Overrides: overrides},
 		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
 	}
-	g.inv = openInventory(p.Inventory, errLog)
+	g.inv = openInventory(c.Inventory, errLog)
 	g.reg.MustRegister(g.inv.Collector())
 	opts.Inventory = g.inv
-	if err = loadTLS(p, &opts, time.Now()); err == nil {
+	if err = loadTLS(c.Intercept, &opts, time.Now()); err == nil {
 		g.srv, err = proxy.New(opts)
 	}
 	if err != nil {
@@ -287,7 +289,7 @@ func openListeners(listen, adminAddr string) (pl, al net.Listener, err error) {
 }
 
 // openInventory opens the client inventory and its state file.
-func openInventory(settings rules.InventorySettings, errLog *slog.Logger) *inventory.Inventory {
+func openInventory(settings config.Inventory, errLog *slog.Logger) *inventory.Inventory {
 	inv, err := inventory.New(inventory.Options{MaxEntries: settings.MaxClients, StateFile: settings.StateFile})
 	if err != nil {
 		// Enforcement matters more than the inventory: start with an
@@ -315,7 +317,7 @@ func buildAdmin(g *gateway, rl *reloader, f *runFlags) *http.Server {
 	return admin.NewServer(admin.Deps{
 		Registry:      g.reg,
 		Ready:         g.ready.Load,
-		Policy:        g.srv.Policy,
+		Config:        g.srv.Config,
 		Now:           g.clock.Now,
 		ProxyAddr:     g.pl.Addr(),
 		Inventory:     g.inv,
@@ -350,7 +352,7 @@ func (g *gateway) serve(stop <-chan os.Signal) int {
 	go func() { errc <- g.proxyHTTP.Serve(g.pl) }()
 	go func() { errc <- g.adminHTTP.Serve(g.al) }()
 	g.ready.Store(true)
-	p := g.policy
+	p := g.started.Policy
 	g.errLog.Info("feedgate started",
 		"version", buildVersion(), "proxy", g.pl.Addr().String(), "admin", g.al.Addr().String(),
 		"policy", p.Name, "file", p.File, "mode", p.Mode.String(), "policy_time", g.clock.Now().In(p.Location).Format(time.RFC3339))
@@ -391,7 +393,7 @@ func (g *gateway) shutdown() {
 // checkOpenProxy refuses to listen beyond loopback with the default client
 // list: that would be an open proxy, or, for the default list, a proxy
 // nobody on the network can use.
-func checkOpenProxy(listen string, p *rules.Policy) error {
+func checkOpenProxy(listen string, c *config.Config) error {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return fmt.Errorf("-listen %q: %w", listen, err)
@@ -399,9 +401,9 @@ func checkOpenProxy(listen string, p *rules.Policy) error {
 	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || host == "localhost" {
 		return nil
 	}
-	if !p.Access.ClientsConfigured {
+	if !c.Access.ClientsConfigured {
 		return fmt.Errorf("-listen %s reaches beyond loopback, but the policy %s sets no allowed_clients: "+
-			"feedgate would be an open proxy. Add allowed_clients = [\"10.0.0.0/8\", ...] with the networks that may use it", listen, p.File)
+			"feedgate would be an open proxy. Add allowed_clients = [\"10.0.0.0/8\", ...] with the networks that may use it", listen, c.Policy.File)
 	}
 	return nil
 }
@@ -415,9 +417,8 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // loadTLS loads what [tls.intercept] names: the interception CA, and the
 // extra roots upstream servers are verified against (with the system's).
-func loadTLS(p *rules.Policy, opts *proxy.Options, now time.Time) error {
-	ic := p.TLS.Intercept
-	if len(ic.Hosts) > 0 {
+func loadTLS(ic config.Intercept, opts *proxy.Options, now time.Time) error {
+	if ic.On {
 		ca, err := intercept.LoadCA(ic.CACert, ic.CAKey, now)
 		if err != nil {
 			return fmt.Errorf("[tls.intercept]: %w", err)

@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // parentProxy is a parent HTTP proxy that requests are sent through.
@@ -60,7 +60,7 @@ func (e *ParentError) Error() string {
 // newParentProxy builds a parent proxy from a URL that the loader has not
 // seen (a proxy variable's, for upstream_proxy = "env"), which must be
 // http://host:port with nothing else, and credentials, "user:password" or
-// "" for none. The URL gets the loader's check, rules.ParseProxyURL, the one
+// "" for none. The URL gets the loader's check, config.ParseProxyURL, the one
 // there is: credentials in it are refused like those in a policy file,
 // and the host is spelled as net/http's transport spells the address it
 // dials, which is how the parent's address is recognised there (see
@@ -69,7 +69,7 @@ func newParentProxy(u *url.URL, credentials string) (*parentProxy, error) {
 	if u == nil {
 		return nil, errors.New("parent proxy: no URL")
 	}
-	pu, err := rules.ParseProxyURL(u.String())
+	pu, err := config.ParseProxyURL(u.String())
 	if err != nil {
 		// Quote only the redacted URL.
 		return nil, fmt.Errorf("parent proxy %s: %w", u.Redacted(), err)
@@ -83,7 +83,7 @@ func newParentProxy(u *url.URL, credentials string) (*parentProxy, error) {
 }
 
 // trustedParentProxy builds a parent proxy from a URL that
-// rules.ParseProxyURL returned, which is not checked again, and
+// config.ParseProxyURL returned, which is not checked again, and
 // credentials that have been checked.
 func trustedParentProxy(u *url.URL, credentials string) *parentProxy {
 	p := &parentProxy{addr: u.Host}

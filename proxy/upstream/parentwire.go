@@ -13,7 +13,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http/httpproxy"
 
-	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // parent is one parent proxy: its URL for the transport (credentials as
@@ -47,12 +47,12 @@ type parents struct {
 // direct connections, a fixed parent (with the credentials of the auth
 // file), or the proxy environment variables for "env". Every parent is
 // built here, once.
-func newParentFunc(up rules.UpstreamProxy) (*parents, error) {
+func newParentFunc(up config.Upstream) (*parents, error) {
 	switch {
 	case up.FromEnv:
 		return envParents(httpproxy.FromEnvironment()), nil
 	case up.URL != nil:
-		// The loader has checked the URL (rules.ParseProxyURL), and it
+		// The loader has checked the URL (config.ParseProxyURL), and it
 		// is taken as it is; the credentials file is read only now.
 		u := *up.URL
 		var creds string

@@ -12,7 +12,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // contextDialer is what an injected dialer must do; the proxy's
@@ -38,7 +38,7 @@ type Options struct {
 	DialTimeout time.Duration
 	// Parent is upstream_proxy as the policy loader parsed it; the URL is
 	// not checked again.
-	Parent rules.UpstreamProxy
+	Parent config.Upstream
 	// Listeners are feedgate's own listening addresses; dials to them are
 	// refused so the proxy cannot be made to loop into itself.
 	Listeners []netip.AddrPort

@@ -17,6 +17,7 @@ import (
 
 	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // readHeaderTimeout bounds how long a client may take to send its request
@@ -31,8 +32,9 @@ type Deps struct {
 	// Ready reports whether the proxy is serving: /readyz answers 503
 	// while it is not.
 	Ready func() bool
-	// Policy returns the policy in force, which a reload replaces.
-	Policy func() *rules.Policy
+	// Config returns the configuration in force, which a reload
+	// replaces.
+	Config func() *config.Config
 	// Now is the policy clock (feedgate run -at), which decides what
 	// the feeds list.
 	Now func() time.Time
@@ -50,6 +52,9 @@ type Deps struct {
 	Pprof bool
 }
 
+// policy returns the policy in force.
+func (d Deps) policy() *rules.Policy { return d.Config().Policy }
+
 // New returns the admin listener's handler.
 func New(d Deps) http.Handler {
 	mux := http.NewServeMux()
@@ -65,9 +70,9 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET /readyz", readyz(d.Ready))
 	mux.HandleFunc("POST /-/reload", reloadHandler(d.Reload, d.ReloadEnabled))
 	mux.Handle("/api/v1/clients", clientsHandler(d.Inventory))
-	mux.HandleFunc("GET /feeds/{vendor}/{file}", feedHandler(d.Policy, d.Now))
-	mux.HandleFunc("GET /proxy.pac", pacHandler(d.Policy, d.ProxyAddr))
-	mux.HandleFunc("GET /wpad.dat", pacHandler(d.Policy, d.ProxyAddr))
+	mux.HandleFunc("GET /feeds/{vendor}/{file}", feedHandler(d.policy, d.Now))
+	mux.HandleFunc("GET /proxy.pac", pacHandler(d.Config, d.ProxyAddr))
+	mux.HandleFunc("GET /wpad.dat", pacHandler(d.Config, d.ProxyAddr))
 	return mux
 }
 

@@ -17,17 +17,19 @@ import (
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // afterUpdates is an instant after the built-in policy's updates cut-off.
 var afterUpdates = time.Date(2024, 10, 1, 12, 0, 0, 0, time.UTC)
 
-// loadPolicy compiles policy text that may name the built-in catalogs.
-func loadPolicy(t *testing.T, text string) *rules.Policy {
+// loadConfig compiles configuration text that may name the built-in
+// catalogs.
+func loadConfig(t *testing.T, text string) *config.Config {
 	t.Helper()
 	builtin := rules.FS{FS: configs.Files()}
 	src := rules.FS{FS: fstest.MapFS{"policy.toml": {Data: []byte(text)}}}
-	p, _, err := rules.Load(src, "policy.toml", rules.Options{Builtin: builtin})
+	p, _, err := config.Load(src, "policy.toml", rules.Options{Builtin: builtin})
 	if err != nil {
 		t.Fatalf("loading %q: %v", text, err)
 	}
@@ -39,11 +41,11 @@ const kaspersky = "catalogs = [\"builtin:catalog/kaspersky.toml\"]\n"
 // testDeps are working dependencies: a ready proxy on 127.0.0.1:3128 with
 // the built-in catalog, whose reloads succeed.
 func testDeps(t *testing.T) Deps {
-	p := loadPolicy(t, kaspersky)
+	c := loadConfig(t, kaspersky)
 	return Deps{
 		Registry:  prometheus.NewRegistry(),
 		Ready:     func() bool { return true },
-		Policy:    func() *rules.Policy { return p },
+		Config:    func() *config.Config { return c },
 		Now:       func() time.Time { return afterUpdates },
 		ProxyAddr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:3128")),
 		Inventory: mustNew(t, inventory.Options{}),
@@ -143,11 +145,11 @@ func TestPprof(t *testing.T) {
 func TestFeeds(t *testing.T) {
 	d := testDeps(t)
 	builtin := rules.FS{FS: configs.Files()}
-	p, _, err := rules.Load(builtin, configs.DefaultPolicy, rules.Options{Builtin: builtin})
+	c, _, err := config.Load(builtin, configs.DefaultPolicy, rules.Options{Builtin: builtin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Policy = func() *rules.Policy { return p }
+	d.Config = func() *config.Config { return c }
 	resp, body := serve(t, d, "GET", "/feeds/kaspersky/block.txt")
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" || resp.Header.Get("Cache-Control") != "no-cache" {
 		t.Fatalf("block feed: %d %v", resp.StatusCode, resp.Header)
@@ -175,8 +177,8 @@ func TestFeeds(t *testing.T) {
 
 func TestPAC(t *testing.T) {
 	withProxy := testDeps(t)
-	p := loadPolicy(t, "pac_proxy = \"proxy.corp.example:3128\"\n"+kaspersky)
-	withProxy.Policy = func() *rules.Policy { return p }
+	c := loadConfig(t, "pac_proxy = \"proxy.corp.example:3128\"\n"+kaspersky)
+	withProxy.Config = func() *config.Config { return c }
 	// A listener's own address, as the kernel reports it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

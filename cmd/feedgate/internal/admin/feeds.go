@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 	"github.com/feedgate/feedgate/rules/feeds"
 )
 
@@ -37,25 +38,25 @@ func feedHandler(policy func() *rules.Policy, now func() time.Time) http.Handler
 }
 
 // pacHandler serves the proxy auto-config file (/proxy.pac, /wpad.dat).
-func pacHandler(policy func() *rules.Policy, listen net.Addr) http.HandlerFunc {
+func pacHandler(current func() *config.Config, listen net.Addr) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p := policy()
-		addr, err := pacProxy(p, listen)
+		c := current()
+		addr, err := pacProxy(c.PAC, listen)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set("Content-Type", feeds.PACContentType)
 		w.Header().Set("Cache-Control", "no-cache")
-		_, _ = w.Write(feeds.PAC(p, addr, p.PAC.All))
+		_, _ = w.Write(feeds.PAC(c.Policy, addr, c.PAC.All))
 	}
 }
 
 // pacProxy is the proxy address the PAC file gives clients: pac_proxy, or
 // the proxy listener's own address when that is a specific one.
-func pacProxy(p *rules.Policy, listen net.Addr) (string, error) {
-	if p.PAC.Proxy != "" {
-		return p.PAC.Proxy, nil
+func pacProxy(pac config.PAC, listen net.Addr) (string, error) {
+	if pac.Proxy != "" {
+		return pac.Proxy, nil
 	}
 	var ap netip.AddrPort
 	if ta, ok := listen.(*net.TCPAddr); ok {

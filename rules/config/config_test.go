@@ -1,0 +1,121 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/feedgate/feedgate/configs"
+	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
+)
+
+// loadDefault loads the embedded default configuration, which must load
+// cleanly.
+func loadDefault(tb testing.TB) *config.Config {
+	tb.Helper()
+	c, warns, err := config.Load(rules.FS{FS: configs.Files()}, configs.DefaultPolicy, rules.Options{})
+	if err != nil {
+		tb.Fatalf("Load(default) error: %v", err)
+	}
+	if len(warns) > 0 {
+		tb.Fatalf("Load(default) warnings: %v; want none", warns)
+	}
+	return c
+}
+
+// loadFile loads a configuration from the file system, which must load
+// without errors or warnings.
+func loadFile(tb testing.TB, file string) *config.Config {
+	tb.Helper()
+	c, warns, err := config.Load(rules.Dir{}, file, rules.Options{})
+	if err != nil {
+		tb.Fatalf("Load(%s) error: %v", file, err)
+	}
+	if len(warns) > 0 {
+		tb.Fatalf("Load(%s) warnings: %v; want none", file, warns)
+	}
+	return c
+}
+
+func diffLines(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("%s:\ngot:\n\t%s\nwant:\n\t%s", what, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+}
+
+// Each file in testdata/bad breaks one validation rule of the settings
+// (or of the policy's [tls] keys, beside them); its "# want:" lines are
+// the exact problems Load must report, in order.
+func TestLoadBadConfigs(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad configs: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, line := range strings.Split(string(data), "\n") {
+				if s, ok := strings.CutPrefix(line, "# want: "); ok {
+					want = append(want, s)
+				}
+			}
+			if len(want) == 0 {
+				t.Fatalf("%s has no # want: line", file)
+			}
+			c, _, err := config.Load(rules.Dir{}, filepath.ToSlash(file), rules.Options{})
+			if c != nil {
+				t.Errorf("Load(%s) = a configuration; want nil with an error", file)
+			}
+			var ce *rules.ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("Load(%s) error = %v; want a *rules.ConfigError", file, err)
+			}
+			var got []string
+			for _, p := range ce.Problems {
+				got = append(got, p.String())
+			}
+			diffLines(t, "problems", got, want)
+		})
+	}
+}
+
+// TestRestartOnly: a reload applies the sections that reload and reports
+// each one that does not, by the name the file gives it.
+func TestRestartOnly(t *testing.T) {
+	dir := t.TempDir()
+	load := func(text string) *config.Config {
+		t.Helper()
+		file := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return loadFile(t, filepath.ToSlash(file))
+	}
+	base := load("")
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"nothing changed", "", nil},
+		{"reloadable sections", "allowed_clients = [\"10.0.0.0/8\"]\npac_all = true\n[limits]\nmax_tunnels = 10\n[tls]\nsni_timeout = \"2s\"\ncut_tunnels = false\n", nil},
+		{"policy", "default_action = \"log\"\n", nil},
+		{"log", "[log]\nformat = \"squid\"\n", []string{"[log]"}},
+		{"inventory", "[inventory]\nmax_clients = 5\n", []string{"[inventory]"}},
+		{"upstream", "upstream_proxy = \"env\"\n", []string{"upstream_proxy"}},
+		{"interception turned on", "[tls.intercept]\nhosts = [\"www.example.com\"]\nca_cert = \"ca.crt\"\nca_key = \"ca.key\"\n", []string{"[tls.intercept] CA and roots"}},
+		{"all at once", "upstream_proxy = \"env\"\n[log]\nfile = \"a.log\"\n[inventory]\nstate_file = \"inv.json\"\n", []string{"upstream_proxy", "[log]", "[inventory]"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			diffLines(t, "restart-only sections", config.RestartOnly(base, load(tt.text)), tt.want)
+		})
+	}
+}
