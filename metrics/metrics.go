@@ -314,19 +314,13 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 		sent:     make([]prometheus.Counter, len(p.Classes)),
 		received: make([]prometheus.Counter, len(p.Classes)),
 	}
-	effective := func(a rules.Action) rules.Action {
-		if p.Mode == rules.Report && a == rules.Block {
-			return rules.Log
-		}
-		return a
-	}
 	for c, cl := range p.Classes {
 		pc.sent[c] = m.transferred.WithLabelValues(cl.Vendor, cl.Category, DirSent)
 		pc.received[c] = m.transferred.WithLabelValues(cl.Vendor, cl.Category, DirReceived)
-		pc.counter(c, -1, effective(p.DefaultAction))
+		pc.counter(c, -1, p.Effective(p.DefaultAction))
 		for i, r := range p.Rules {
 			if len(r.Hosts()) == 0 && r.Vendor() == "" || slices.Contains(r.Categories(), cl.Category) && r.Vendor() == cl.Vendor {
-				pc.counter(c, i, effective(r.Action))
+				pc.counter(c, i, p.Effective(r.Action))
 			}
 		}
 	}
@@ -336,7 +330,7 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 	for i, r := range p.Rules {
 		for _, h := range r.Hosts() {
 			sample := strings.Replace(h, "*", "x", 1)
-			pc.counter(p.Decide(rules.Request{Host: sample}).Class, i, effective(r.Action))
+			pc.counter(p.Decide(rules.Request{Host: sample}).Class, i, p.Effective(r.Action))
 		}
 	}
 	m.policyInfo.Reset()

@@ -27,7 +27,7 @@ func renderBlocks(p *rules.Policy) [][]*blockResponse {
 			r := p.Rules[i]
 			action, name, reason, since = r.Action, r.Name, r.Reason, r.From
 		}
-		if action != rules.Block || p.Mode == rules.Report {
+		if p.Effective(action) != rules.Block {
 			continue
 		}
 		out[i+1] = make([]*blockResponse, len(p.Classes))

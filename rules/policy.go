@@ -362,9 +362,26 @@ func (p *Policy) decideAt(d *Decision, class int, hs string, hb []byte, hostRule
 			break
 		}
 	}
-	if p.Mode == Report && d.Action == Block {
-		d.Action, d.Reported = Log, true
+	d.Action, d.Reported = p.effective(d.Action)
+}
+
+// effective returns the action in force for a rule's (or the default)
+// action a, and whether report mode turned it from block into log. It is
+// the one place report mode applies: Decide, DecideTunnel's
+// tunnel_without_sni floor, the timelines and the list of series all go
+// through it.
+func (p *Policy) effective(a Action) (Action, bool) {
+	if p.Mode == Report && a == Block {
+		return Log, true
 	}
+	return a, false
+}
+
+// Effective returns the action in force for a rule's (or the default)
+// action a: a block in report mode is a log, as Decide reports it.
+func (p *Policy) Effective(a Action) Action {
+	e, _ := p.effective(a)
+	return e
 }
 
 // classAt is the decision for a class alone (no host) at t, for a client in

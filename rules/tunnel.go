@@ -50,10 +50,8 @@ func (p *Policy) DecideTunnel(t Tunnel) Decision {
 		}
 	}
 	if floor := p.TunnelWithoutSNI; t.NoSNI && floor > d.Action {
-		d.Rule, d.RuleName, d.Action, d.Reported = NoSNIRule, NoSNIRuleName, floor, false
-		if p.Mode == Report && floor == Block {
-			d.Action, d.Reported = Log, true
-		}
+		d.Rule, d.RuleName = NoSNIRule, NoSNIRuleName
+		d.Action, d.Reported = p.effective(floor)
 	}
 	return d
 }
