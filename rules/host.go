@@ -216,95 +216,66 @@ func CanonicalHost(host string) (string, error) {
 	return s, nil
 }
 
-// patternKind says how a host pattern matches.
-type patternKind uint8
-
-const (
-	kindExact  patternKind = iota // the host itself
-	kindLabel                     // one wildcard inside the leftmost label
-	kindSuffix                    // "*.suffix": any depth below suffix, not suffix itself
-	kindDomain                    // a registrable domain: itself and any depth below
-)
-
-// hostPattern is a parsed host pattern.
-type hostPattern struct {
-	kind patternKind
-	// key is the exact host, the parent of the wildcard label, or the suffix.
-	key string
-	// prefix and suffix are the literal parts of the wildcard label.
-	prefix, suffix string
-}
-
-func (p hostPattern) String() string {
-	switch p.kind {
-	case kindLabel:
-		return p.prefix + "*" + p.suffix + "." + p.key
-	case kindSuffix:
-		return "*." + p.key
-	}
-	return p.key
-}
-
 var errEmptyPattern = errors.New("empty host pattern")
 
 // parseHostPattern parses an exact host, "*.suffix" or a label wildcard such
 // as "dnl-*.geo.example.com". Patterns are written in canonical form (lower
 // case, ASCII) so that what the operator reads is what is matched.
-func parseHostPattern(s string) (hostPattern, error) {
+func parseHostPattern(s string) (HostPattern, error) {
 	if s == "" {
-		return hostPattern{}, errEmptyPattern
+		return HostPattern{}, errEmptyPattern
 	}
 	if strings.Contains(s, "://") || strings.ContainsAny(s, "/:?#@ ") {
-		return hostPattern{}, fmt.Errorf("host pattern %q: want a host name, not a URL (no scheme, port or path)", s)
+		return HostPattern{}, fmt.Errorf("host pattern %q: want a host name, not a URL (no scheme, port or path)", s)
 	}
 	first, rest, hasDot := strings.Cut(s, ".")
 	if !hasDot {
 		if strings.Contains(s, "*") {
-			return hostPattern{}, fmt.Errorf("host pattern %q: a wildcard needs a suffix with at least one dot after it", s)
+			return HostPattern{}, fmt.Errorf("host pattern %q: a wildcard needs a suffix with at least one dot after it", s)
 		}
 	}
 	if strings.Contains(rest, "*") {
-		return hostPattern{}, fmt.Errorf("host pattern %q: '*' is allowed only in the leftmost label", s)
+		return HostPattern{}, fmt.Errorf("host pattern %q: '*' is allowed only in the leftmost label", s)
 	}
 	if strings.Count(first, "*") > 1 {
-		return hostPattern{}, fmt.Errorf("host pattern %q: at most one '*' in a label", s)
+		return HostPattern{}, fmt.Errorf("host pattern %q: at most one '*' in a label", s)
 	}
 	if hasDot {
 		if err := checkName(rest); err != nil {
-			return hostPattern{}, fmt.Errorf("host pattern %q: %w", s, err)
+			return HostPattern{}, fmt.Errorf("host pattern %q: %w", s, err)
 		}
 	}
 	switch {
 	case first == "*":
 		if !strings.Contains(rest, ".") {
-			return hostPattern{}, fmt.Errorf("host pattern %q: suffix %q is a top-level domain; name a registrable domain", s, rest)
+			return HostPattern{}, fmt.Errorf("host pattern %q: suffix %q is a top-level domain; name a registrable domain", s, rest)
 		}
-		return hostPattern{kind: kindSuffix, key: rest}, nil
+		return HostPattern{Kind: PatternSuffix, Key: rest}, nil
 	case strings.Contains(first, "*"):
 		pre, suf, _ := strings.Cut(first, "*")
 		if err := checkLabelChars(pre + suf); err != nil {
-			return hostPattern{}, fmt.Errorf("host pattern %q: %w", s, err)
+			return HostPattern{}, fmt.Errorf("host pattern %q: %w", s, err)
 		}
-		return hostPattern{kind: kindLabel, key: rest, prefix: pre, suffix: suf}, nil
+		return HostPattern{Kind: PatternLabel, Key: rest, Prefix: pre, Suffix: suf}, nil
 	}
 	if err := checkName(s); err != nil {
-		return hostPattern{}, fmt.Errorf("host pattern %q: %w", s, err)
+		return HostPattern{}, fmt.Errorf("host pattern %q: %w", s, err)
 	}
-	return hostPattern{kind: kindExact, key: s}, nil
+	return HostPattern{Kind: PatternExact, Key: s}, nil
 }
 
 // parseDomain parses a registrable domain (no wildcard).
-func parseDomain(s string) (hostPattern, error) {
+func parseDomain(s string) (HostPattern, error) {
 	if strings.Contains(s, "*") {
-		return hostPattern{}, fmt.Errorf("domain %q: domains take no wildcard; they cover every host below them", s)
+		return HostPattern{}, fmt.Errorf("domain %q: domains take no wildcard; they cover every host below them", s)
 	}
 	if err := checkName(s); err != nil {
-		return hostPattern{}, fmt.Errorf("domain %q: %w", s, err)
+		return HostPattern{}, fmt.Errorf("domain %q: %w", s, err)
 	}
 	if !strings.Contains(s, ".") {
-		return hostPattern{}, fmt.Errorf("domain %q: a top-level domain cannot be a vendor domain", s)
+		return HostPattern{}, fmt.Errorf("domain %q: a top-level domain cannot be a vendor domain", s)
 	}
-	return hostPattern{kind: kindDomain, key: s}, nil
+	return HostPattern{Kind: PatternDomain, Key: s}, nil
 }
 
 // checkName checks a lower-case ASCII DNS name.

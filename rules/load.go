@@ -588,10 +588,10 @@ func covers(p *Policy, a, b *Rule) bool {
 	return true
 }
 
-func coversHost(p *Policy, a *Rule, hp hostPattern) bool {
-	switch hp.kind {
-	case kindExact:
-		host := []byte(hp.key)
+func coversHost(p *Policy, a *Rule, hp HostPattern) bool {
+	switch hp.Kind {
+	case PatternExact:
+		host := []byte(hp.Key)
 		if a.hosts != nil {
 			if t, _ := match(a.hosts, host, 0, ""); t != nil {
 				return true
@@ -603,9 +603,9 @@ func coversHost(p *Policy, a *Rule, hp hostPattern) bool {
 			return a.classes[c]
 		}
 		return false
-	case kindSuffix:
+	case PatternSuffix:
 		for _, ap := range a.hostList {
-			if ap.kind == kindSuffix && (ap.key == hp.key || strings.HasSuffix(hp.key, "."+ap.key)) {
+			if ap.Kind == PatternSuffix && (ap.Key == hp.Key || strings.HasSuffix(hp.Key, "."+ap.Key)) {
 				return true
 			}
 		}

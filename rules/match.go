@@ -118,13 +118,13 @@ func (m *hostMatcher) node(name string) *node {
 	return n
 }
 
-func (n *node) glob(p hostPattern) *labelGlob {
+func (n *node) glob(p HostPattern) *labelGlob {
 	for i := range n.globs {
-		if n.globs[i].prefix == p.prefix && n.globs[i].suffix == p.suffix {
+		if n.globs[i].prefix == p.Prefix && n.globs[i].suffix == p.Suffix {
 			return &n.globs[i]
 		}
 	}
-	n.globs = append(n.globs, labelGlob{prefix: p.prefix, suffix: p.suffix})
+	n.globs = append(n.globs, labelGlob{prefix: p.Prefix, suffix: p.Suffix})
 	// A glob with more literal characters is the more specific one.
 	sort.SliceStable(n.globs, func(i, j int) bool {
 		return len(n.globs[i].prefix)+len(n.globs[i].suffix) > len(n.globs[j].prefix)+len(n.globs[j].suffix)
@@ -134,7 +134,7 @@ func (n *node) glob(p hostPattern) *labelGlob {
 
 // add registers a pattern. It reports false if the same pattern with the same
 // ports and path was already added.
-func (m *hostMatcher) add(p hostPattern, t target) bool {
+func (m *hostMatcher) add(p HostPattern, t target) bool {
 	t.pattern = p.String()
 	ins := func(list *[]target) bool {
 		for _, o := range *list {
@@ -146,27 +146,27 @@ func (m *hostMatcher) add(p hostPattern, t target) bool {
 		sort.SliceStable(*list, func(i, j int) bool { return refinedBefore((*list)[i], (*list)[j]) })
 		return true
 	}
-	n := m.node(p.key)
-	switch p.kind {
-	case kindExact:
+	n := m.node(p.Key)
+	switch p.Kind {
+	case PatternExact:
 		return ins(&n.exact)
-	case kindSuffix:
+	case PatternSuffix:
 		return ins(&n.suffix)
-	case kindDomain:
+	case PatternDomain:
 		return ins(&n.domain)
 	}
 	return ins(&n.glob(p).targets)
 }
 
 // addRule records that rule bit selects hosts matching p.
-func (m *hostMatcher) addRule(p hostPattern, bit uint64) {
-	n := m.node(p.key)
-	switch p.kind {
-	case kindExact:
+func (m *hostMatcher) addRule(p HostPattern, bit uint64) {
+	n := m.node(p.Key)
+	switch p.Kind {
+	case PatternExact:
 		n.ruleExact |= bit
-	case kindSuffix:
+	case PatternSuffix:
 		n.ruleSuffix |= bit
-	case kindLabel:
+	case PatternLabel:
 		n.glob(p).rules |= bit
 	}
 }

@@ -1,13 +1,14 @@
 package rules
 
 import (
+	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
-// PatternKind says how a host pattern matches, for code outside this
-// package that turns patterns into other formats (firewall lists, DNS
-// zones, PAC files).
+// PatternKind says how a host pattern matches. rules/feeds turns each kind
+// into other formats (firewall lists, DNS zones, PAC files).
 type PatternKind uint8
 
 const (
@@ -38,46 +39,102 @@ func (k PatternKind) String() string {
 	return "invalid"
 }
 
-func exportKind(k patternKind) PatternKind {
-	switch k {
-	case kindLabel:
-		return PatternLabel
-	case kindSuffix:
-		return PatternSuffix
-	case kindDomain:
-		return PatternDomain
-	}
-	return PatternExact
-}
-
-// HostPattern is a host pattern as written, with its kind.
+// HostPattern is a parsed host pattern: the one model of a pattern, which
+// the matcher here compiles and the exports of rules/feeds reason about.
+// Patterns are in canonical form (lower case, ASCII), as the policy's
+// loader accepts them.
 type HostPattern struct {
-	Pattern string
-	Kind    PatternKind
+	Kind PatternKind
+	// Key is the exact host, the domain, the suffix of "*.suffix", or the
+	// parent of a label wildcard.
+	Key string
+	// Prefix and Suffix are the literal parts of a label wildcard's label:
+	// "dnl-" and "" in "dnl-*.geo.kaspersky.com".
+	Prefix, Suffix string
 }
 
-// HostPatterns returns the host patterns the rule selects, as written and
-// in file order, with their kinds; nil for a rule without hosts. A rule's
-// host list has no domain kind: "example.com" in it is an exact host.
+// String returns the pattern as written; a domain is written as its name.
+func (p HostPattern) String() string {
+	switch p.Kind {
+	case PatternLabel:
+		return p.Prefix + "*" + p.Suffix + "." + p.Key
+	case PatternSuffix:
+		return "*." + p.Key
+	}
+	return p.Key
+}
+
+// below reports whether name is strictly below parent.
+func below(name, parent string) bool {
+	return len(name) > len(parent) && strings.HasSuffix(name, parent) && name[len(name)-len(parent)-1] == '.'
+}
+
+func atOrBelow(name, parent string) bool { return name == parent || below(name, parent) }
+
+// Matches reports whether host (canonical, see CanonicalHost) is one of
+// p's names. It is the matcher's answer for one pattern alone, ignoring
+// the catalog's ports and paths and the precedence between patterns.
+func (p HostPattern) Matches(host string) bool {
+	switch p.Kind {
+	case PatternExact:
+		return host == p.Key
+	case PatternDomain:
+		return atOrBelow(host, p.Key)
+	case PatternSuffix:
+		return below(host, p.Key)
+	}
+	if !below(host, p.Key) {
+		return false
+	}
+	label := host[:len(host)-len(p.Key)-1]
+	return strings.IndexByte(label, '.') < 0 && matchesLabel(&labelGlob{prefix: p.Prefix, suffix: p.Suffix}, label)
+}
+
+// Covers reports whether every name of q is a name of p. It may answer
+// false for two label wildcards where one does cover the other in a way
+// their literal parts do not show, never true when p does not cover q.
+func (p HostPattern) Covers(q HostPattern) bool {
+	switch p.Kind {
+	case PatternExact:
+		return q.Kind == PatternExact && q.Key == p.Key
+	case PatternDomain:
+		// Every kind's names are the key or names below it.
+		return atOrBelow(q.Key, p.Key)
+	case PatternSuffix:
+		switch q.Kind {
+		case PatternExact, PatternDomain:
+			return below(q.Key, p.Key)
+		}
+		// q's names are strictly below q.Key.
+		return atOrBelow(q.Key, p.Key)
+	}
+	switch q.Kind {
+	case PatternExact:
+		return p.Matches(q.Key)
+	case PatternLabel:
+		return q.Key == p.Key && strings.HasPrefix(q.Prefix, p.Prefix) && strings.HasSuffix(q.Suffix, p.Suffix)
+	}
+	// Names at any depth never fit in one label.
+	return false
+}
+
+// HostPatterns returns the host patterns the rule selects, in file order;
+// nil for a rule without hosts. A rule's host list has no domain kind:
+// "example.com" in it is an exact host.
 func (r *Rule) HostPatterns() []HostPattern {
 	if len(r.hostList) == 0 {
 		return nil
 	}
-	out := make([]HostPattern, len(r.hostList))
-	for i, p := range r.hostList {
-		out[i] = HostPattern{Pattern: p.String(), Kind: exportKind(p.kind)}
-	}
-	return out
+	return slices.Clone(r.hostList)
 }
 
 // CatalogPattern is one catalog entry for one host pattern: a catalog
 // domain (the fallback category), or a pattern of an [[entry]] with one of
 // its port ranges and one of its path prefixes.
 type CatalogPattern struct {
-	// Pattern is the host pattern as written: "*.upd.kaspersky.com",
-	// "kaspersky.com".
-	Pattern string
-	Kind    PatternKind
+	// Pattern is the entry's host pattern: "*.upd.kaspersky.com", the
+	// domain "kaspersky.com".
+	Pattern HostPattern
 	// Class is the index into Policy.Classes that the entry classifies
 	// its hosts into.
 	Class int
@@ -99,9 +156,9 @@ type CatalogPattern struct {
 // that callers may keep.
 func (p *Policy) CatalogPatterns() []CatalogPattern {
 	var out []CatalogPattern
-	add := func(kind PatternKind, list []target) {
+	add := func(hp HostPattern, list []target) {
 		for _, t := range list {
-			cp := CatalogPattern{Pattern: t.pattern, Kind: kind, Class: int(t.class), Path: t.path}
+			cp := CatalogPattern{Pattern: hp, Class: int(t.class), Path: t.path}
 			if !t.ports.any() {
 				cp.Ports = t.ports.String()
 			}
@@ -111,12 +168,12 @@ func (p *Policy) CatalogPatterns() []CatalogPattern {
 	}
 	var walk func(n *node)
 	walk = func(n *node) {
-		add(PatternExact, n.exact)
+		add(HostPattern{Kind: PatternExact, Key: n.key}, n.exact)
 		for _, g := range n.globs {
-			add(PatternLabel, g.targets)
+			add(HostPattern{Kind: PatternLabel, Key: n.key, Prefix: g.prefix, Suffix: g.suffix}, g.targets)
 		}
-		add(PatternSuffix, n.suffix)
-		add(PatternDomain, n.domain)
+		add(HostPattern{Kind: PatternSuffix, Key: n.key}, n.suffix)
+		add(HostPattern{Kind: PatternDomain, Key: n.key}, n.domain)
 		for _, c := range n.children {
 			walk(c)
 		}
@@ -125,10 +182,10 @@ func (p *Policy) CatalogPatterns() []CatalogPattern {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		switch {
-		case a.Pattern != b.Pattern:
-			return a.Pattern < b.Pattern
-		case a.Kind != b.Kind:
-			return a.Kind < b.Kind
+		case a.Pattern.String() != b.Pattern.String():
+			return a.Pattern.String() < b.Pattern.String()
+		case a.Pattern.Kind != b.Pattern.Kind:
+			return a.Pattern.Kind < b.Pattern.Kind
 		case a.Class != b.Class:
 			return a.Class < b.Class
 		case a.Ports != b.Ports:

@@ -14,7 +14,7 @@ import (
 // rowString renders a catalog row for comparison.
 func rowString(p *rules.Policy, r rules.CatalogPattern) string {
 	c := p.Classes[r.Class]
-	s := fmt.Sprintf("%s %s %s/%s", r.Pattern, r.Kind, c.Vendor, c.Category)
+	s := fmt.Sprintf("%s %s %s/%s", r.Pattern, r.Pattern.Kind, c.Vendor, c.Category)
 	if r.Ports != "" {
 		s += " ports=" + r.Ports
 	}
@@ -37,7 +37,7 @@ func TestCatalogPatterns(t *testing.T) {
 			t.Errorf("%s: Refined = %v with ports %q and path %q", got[i], r.Refined, r.Ports, r.Path)
 		}
 	}
-	if !sort.SliceIsSorted(rows, func(i, j int) bool { return rows[i].Pattern < rows[j].Pattern }) {
+	if !sort.SliceIsSorted(rows, func(i, j int) bool { return rows[i].Pattern.String() < rows[j].Pattern.String() }) {
 		t.Errorf("rows are not sorted by pattern: %v", got)
 	}
 	// A sample of every kind, refined or not.
@@ -62,7 +62,7 @@ func TestCatalogPatterns(t *testing.T) {
 	}
 	domains := 0
 	for _, r := range rows {
-		if r.Kind == rules.PatternDomain {
+		if r.Pattern.Kind == rules.PatternDomain {
 			domains++
 		}
 	}
@@ -70,8 +70,8 @@ func TestCatalogPatterns(t *testing.T) {
 		t.Errorf("CatalogPatterns() has %d domain rows; want the catalog's 42 domains", domains)
 	}
 	// Rows are a copy: changing them changes nothing in the policy.
-	rows[0].Pattern = "changed.example"
-	if again := p.CatalogPatterns(); again[0].Pattern == "changed.example" {
+	rows[0].Pattern.Key = "changed.example"
+	if again := p.CatalogPatterns(); again[0].Pattern.Key == "changed.example" {
 		t.Error("CatalogPatterns() returned the policy's own storage")
 	}
 }
@@ -125,9 +125,9 @@ func TestHostPatterns(t *testing.T) {
 		want []rules.HostPattern
 	}{
 		{0, []rules.HostPattern{
-			{Pattern: "www.example.com", Kind: rules.PatternExact},
-			{Pattern: "*.upd.example.com", Kind: rules.PatternSuffix},
-			{Pattern: "dl-*.example-labs.net", Kind: rules.PatternLabel},
+			{Kind: rules.PatternExact, Key: "www.example.com"},
+			{Kind: rules.PatternSuffix, Key: "upd.example.com"},
+			{Kind: rules.PatternLabel, Key: "example-labs.net", Prefix: "dl-"},
 		}},
 		{1, nil},
 	}
@@ -138,7 +138,7 @@ func TestHostPatterns(t *testing.T) {
 		}
 	}
 	def := loadDefault(t)
-	want := []rules.HostPattern{{Pattern: "opentip.kaspersky.com"}, {Pattern: "tip.kaspersky.com"}}
+	want := []rules.HostPattern{{Key: "opentip.kaspersky.com"}, {Key: "tip.kaspersky.com"}}
 	if got := def.Rules[0].HostPatterns(); !slices.Equal(got, want) {
 		t.Errorf("default rule %s: HostPatterns() = %v; want %v", def.Rules[0].Name, got, want)
 	}

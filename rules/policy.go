@@ -126,7 +126,7 @@ type Rule struct {
 	classes    []bool
 	hosts      *hostMatcher // the rule's own host list, for rules without a bit
 	hostBit    uint64       // the rule's bit in the catalog walk, 0 if none
-	hostList   []hostPattern
+	hostList   []HostPattern
 	vendor     string
 	categories []string
 	// Client conditions as group bits (see Policy.clientGroups): the

@@ -197,7 +197,7 @@ func TestHeader(t *testing.T) {
 func itemPatterns(items []feeds.Item) []string {
 	out := make([]string, len(items))
 	for i, it := range items {
-		out[i] = it.Pattern
+		out[i] = it.Pattern.String()
 	}
 	return out
 }
@@ -215,7 +215,7 @@ func TestThreatIntelExempt(t *testing.T) {
 			t.Errorf("List(allow, %s) = %q; want exactly %q", at.Format(time.RFC3339), got, exempt)
 		}
 		for _, it := range allow {
-			if it.Rule != "threat-intel-exempt" || it.Category != "web" || it.Kind != rules.PatternExact {
+			if it.Rule != "threat-intel-exempt" || it.Category != "web" || it.Pattern.Kind != rules.PatternExact {
 				t.Errorf("List(allow, %s) item %+v; want an exact web host of rule threat-intel-exempt", at.Format(time.RFC3339), it)
 			}
 		}
@@ -277,7 +277,7 @@ func TestBeforeSalesCutoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !slices.ContainsFunc(allow, func(it feeds.Item) bool {
-		return it.Pattern == "kaspersky.com" && it.Kind == rules.PatternDomain && it.Rule == rules.DefaultRule
+		return it.Pattern == rules.HostPattern{Kind: rules.PatternDomain, Key: "kaspersky.com"} && it.Rule == rules.DefaultRule
 	}) {
 		t.Errorf("List(allow, 2024-07-01) = %q; want the domain kaspersky.com by the default rule", itemPatterns(allow))
 	}
@@ -376,7 +376,7 @@ func TestListOrder(t *testing.T) {
 		}
 		var got []string
 		for _, it := range items {
-			got = append(got, it.Pattern+" "+it.Kind.String()+" "+it.Rule)
+			got = append(got, it.Pattern.String()+" "+it.Pattern.Kind.String()+" "+it.Rule)
 		}
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("List(%s) = %q; want %q", tt.action, got, tt.want)
@@ -386,7 +386,7 @@ func TestListOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(refined) != 1 || refined[0].Pattern != "www.example.com" || refined[0].Path != "/buy" || refined[0].Category != "store" {
+	if len(refined) != 1 || refined[0].Pattern.String() != "www.example.com" || refined[0].Path != "/buy" || refined[0].Category != "store" {
 		t.Errorf("Refined(block) = %+v; want www.example.com /buy (store)", refined)
 	}
 	refined, err = feeds.Refined(p, "example", rules.Log, at)
@@ -415,7 +415,7 @@ func TestListsPartition(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, it := range items {
-					key := it.Pattern + " " + it.Kind.String()
+					key := it.Pattern.String() + " " + it.Pattern.Kind.String()
 					if prev, dup := seen[key]; dup {
 						t.Errorf("%s at %s: %s is in the %s list and the %s list", p.Name, at.Format(time.RFC3339), key, prev, a)
 					}

@@ -12,9 +12,10 @@ import (
 
 // Item is one host pattern of a list.
 type Item struct {
-	// Pattern is the host pattern as the catalog or a rule writes it.
-	Pattern string
-	Kind    rules.PatternKind
+	// Pattern is the host pattern of the catalog or a rule; a catalog
+	// domain whose apex and names below it are both in the list is one
+	// item of kind domain.
+	Pattern rules.HostPattern
 	// Category and Rule say why the pattern is in the list: the category
 	// its names are classified into, and the name of the rule that decides
 	// them ("default" for the default action).
@@ -30,7 +31,7 @@ type Item struct {
 // names below it (suffix), because more specific patterns and rules can
 // give them different answers.
 type region struct {
-	pat pat
+	pat rules.HostPattern
 	// domain is set when the region is half of a catalog domain.
 	domain bool
 	// ports and path are the refinement of a refined catalog entry.
@@ -47,7 +48,7 @@ type snapshot struct {
 	regions []region
 	// refined are the catalog entries with ports or paths.
 	refined []region
-	pats    []pat // regions' patterns, for probes
+	pats    []rules.HostPattern // regions' patterns, for probes
 }
 
 // newSnapshot decides every pattern of p at at.
@@ -68,8 +69,8 @@ type snapshot struct {
 // catalog does this today.
 func newSnapshot(p *rules.Policy, at time.Time) (*snapshot, error) {
 	s := &snapshot{p: p, at: at}
-	seen := map[pat]int{}
-	add := func(q pat, domain bool) {
+	seen := map[rules.HostPattern]int{}
+	add := func(q rules.HostPattern, domain bool) {
 		if i, ok := seen[q]; ok {
 			s.regions[i].domain = s.regions[i].domain || domain
 			return
@@ -78,16 +79,13 @@ func newSnapshot(p *rules.Policy, at time.Time) (*snapshot, error) {
 		s.regions = append(s.regions, region{pat: q, domain: domain})
 	}
 	for _, cp := range p.CatalogPatterns() {
-		q, err := parsePat(cp.Pattern, cp.Kind)
-		if err != nil {
-			return nil, err
-		}
+		q := cp.Pattern
 		switch {
 		case cp.Refined:
 			s.refined = append(s.refined, region{pat: q, ports: cp.Ports, path: cp.Path})
-		case q.kind == rules.PatternDomain:
-			add(pat{kind: rules.PatternExact, key: q.key}, true)
-			add(pat{kind: rules.PatternSuffix, key: q.key}, true)
+		case q.Kind == rules.PatternDomain:
+			add(rules.HostPattern{Kind: rules.PatternExact, Key: q.Key}, true)
+			add(rules.HostPattern{Kind: rules.PatternSuffix, Key: q.Key}, true)
 		default:
 			add(q, false)
 		}
@@ -97,15 +95,11 @@ func newSnapshot(p *rules.Policy, at time.Time) (*snapshot, error) {
 			continue
 		}
 		for _, hp := range r.HostPatterns() {
-			q, err := parsePat(hp.Pattern, hp.Kind)
-			if err != nil {
-				return nil, err
-			}
-			add(q, false)
+			add(hp, false)
 		}
 	}
 	sort.Slice(s.regions, func(i, j int) bool { return lessPat(s.regions[i].pat, s.regions[j].pat) })
-	s.pats = make([]pat, len(s.regions))
+	s.pats = make([]rules.HostPattern, len(s.regions))
 	for i := range s.regions {
 		s.pats[i] = s.regions[i].pat
 	}
@@ -140,7 +134,7 @@ func newSnapshot(p *rules.Policy, at time.Time) (*snapshot, error) {
 
 // decide returns the decision for the names of q that no more specific
 // pattern claims.
-func (s *snapshot) decide(q pat, port int, path string) (rules.Decision, error) {
+func (s *snapshot) decide(q rules.HostPattern, port int, path string) (rules.Decision, error) {
 	h, ok := probe(q, s.pats)
 	if !ok {
 		return rules.Decision{}, fmt.Errorf("no sample host for pattern %s: every candidate is taken by another pattern", q)
@@ -156,11 +150,11 @@ func inForce(r *rules.Rule, t time.Time) bool {
 
 // lessPat orders patterns by their text, then kind, so that an apex comes
 // before the suffix of the same domain.
-func lessPat(a, b pat) bool {
+func lessPat(a, b rules.HostPattern) bool {
 	if as, bs := a.String(), b.String(); as != bs {
 		return as < bs
 	}
-	return a.kind < b.kind
+	return a.Kind < b.Kind
 }
 
 // items returns the regions of vendor whose action is action, as items: the
@@ -171,7 +165,7 @@ func (s *snapshot) items(vendor string, action rules.Action) []Item {
 	halves := map[string]int{} // domain → how many of its halves are in
 	for _, r := range s.regions {
 		if r.domain && in(r) {
-			halves[r.pat.key]++
+			halves[r.pat.Key]++
 		}
 	}
 	var out []Item
@@ -179,12 +173,12 @@ func (s *snapshot) items(vendor string, action rules.Action) []Item {
 		if !in(r) {
 			continue
 		}
-		it := Item{Pattern: r.pat.String(), Kind: r.pat.kind, Category: r.d.Category, Rule: r.d.RuleName}
-		if r.domain && halves[r.pat.key] == 2 {
-			if r.pat.kind == rules.PatternSuffix {
+		it := Item{Pattern: r.pat, Category: r.d.Category, Rule: r.d.RuleName}
+		if r.domain && halves[r.pat.Key] == 2 {
+			if r.pat.Kind == rules.PatternSuffix {
 				continue // the apex stands for both
 			}
-			it.Kind = rules.PatternDomain
+			it.Pattern.Kind = rules.PatternDomain
 		}
 		out = append(out, it)
 	}
@@ -197,7 +191,7 @@ func (s *snapshot) refinedItems(vendor string, action rules.Action) []Item {
 	var out []Item
 	for _, r := range s.refined {
 		if r.d.Vendor == vendor && r.d.Action == action {
-			out = append(out, Item{Pattern: r.pat.String(), Kind: r.pat.kind, Category: r.d.Category, Rule: r.d.RuleName, Ports: r.ports, Path: r.path})
+			out = append(out, Item{Pattern: r.pat, Category: r.d.Category, Rule: r.d.RuleName, Ports: r.ports, Path: r.path})
 		}
 	}
 	return out

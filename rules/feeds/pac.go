@@ -31,31 +31,25 @@ import (
 // catalog classifies, which is harmless, as the proxy decides. Patterns
 // that another pattern in the file covers are left out.
 func PAC(p *rules.Policy, proxyAddr string, all bool) []byte {
-	var pats []pat
+	var pats []rules.HostPattern
 	for _, cp := range p.CatalogPatterns() {
-		if q, err := parsePat(cp.Pattern, cp.Kind); err == nil {
-			pats = append(pats, q)
-		}
+		pats = append(pats, cp.Pattern)
 	}
 	for _, r := range p.Rules {
-		for _, hp := range r.HostPatterns() {
-			if q, err := parsePat(hp.Pattern, hp.Kind); err == nil {
-				pats = append(pats, q)
-			}
-		}
+		pats = append(pats, r.HostPatterns()...)
 	}
 	pats = uncovered(pats)
 
 	var exact, suffixes, globs []string
 	for _, q := range pats {
-		switch q.kind {
+		switch q.Kind {
 		case rules.PatternExact:
-			exact = append(exact, q.key)
+			exact = append(exact, q.Key)
 		case rules.PatternDomain:
-			exact = append(exact, q.key)
-			suffixes = append(suffixes, "."+q.key)
+			exact = append(exact, q.Key)
+			suffixes = append(suffixes, "."+q.Key)
 		case rules.PatternSuffix:
-			suffixes = append(suffixes, "."+q.key)
+			suffixes = append(suffixes, "."+q.Key)
 		case rules.PatternLabel:
 			globs = append(globs, q.String())
 		}
@@ -110,13 +104,13 @@ function FindProxyForURL(url, host) {
 }
 
 // uncovered returns the distinct patterns that no other pattern covers.
-func uncovered(pats []pat) []pat {
+func uncovered(pats []rules.HostPattern) []rules.HostPattern {
 	sort.SliceStable(pats, func(i, j int) bool { return generalFirst(pats[i], pats[j]) })
-	var out []pat
+	var out []rules.HostPattern
 	for _, q := range pats {
 		covered := false
 		for _, o := range out {
-			if o.covers(q) {
+			if o.Covers(q) {
 				covered = true
 				break
 			}

@@ -40,10 +40,10 @@ func TestPAC(t *testing.T) {
 			t.Errorf("PAC(all=%v): want exactly one fallthrough %q", all, last)
 		}
 		for _, cp := range p.CatalogPatterns() {
-			if cp.Kind != rules.PatternDomain {
+			if cp.Pattern.Kind != rules.PatternDomain {
 				continue
 			}
-			if !strings.Contains(js, `"`+cp.Pattern+`"`) || !strings.Contains(js, `".`+cp.Pattern+`"`) {
+			if !strings.Contains(js, `"`+cp.Pattern.Key+`"`) || !strings.Contains(js, `".`+cp.Pattern.Key+`"`) {
 				t.Errorf("PAC(all=%v) lacks the apex or the names below domain %s", all, cp.Pattern)
 			}
 		}

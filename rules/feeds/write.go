@@ -151,8 +151,8 @@ func Write(w io.Writer, f Format, p *rules.Policy, vendor string, action rules.A
 
 // record is one thing a list file says: a pattern and the action for it.
 type record struct {
-	native pat // as written: exact or suffix (or domain for dnsmasq and squid)
-	eff    pat // the names the format matches with it
+	native rules.HostPattern // as written: exact or suffix (or domain for dnsmasq and squid)
+	eff    rules.HostPattern // the names the format matches with it
 	key    string
 	action rules.Action
 	from   string // the item it writes, for notes
@@ -174,46 +174,43 @@ type document struct {
 
 // natives turns an item into the patterns the format writes for it, or
 // says why it cannot.
-func (doc *document) natives(it Item) (out []pat, skip string, err error) {
-	q, err := parsePat(it.Pattern, it.Kind)
-	if err != nil {
-		return nil, "", err
-	}
+func (doc *document) natives(it Item) (out []rules.HostPattern, skip string) {
+	q := it.Pattern
 	if doc.f == Hosts {
-		switch q.kind {
+		switch q.Kind {
 		case rules.PatternExact:
-			return []pat{q}, "", nil
+			return []rules.HostPattern{q}, ""
 		case rules.PatternDomain:
-			doc.skipped = append(doc.skipped, fmt.Sprintf("*.%s: a hosts file has no wildcards; only %s itself is listed", q.key, q.key))
-			return []pat{{kind: rules.PatternExact, key: q.key}}, "", nil
+			doc.skipped = append(doc.skipped, fmt.Sprintf("*.%s: a hosts file has no wildcards; only %s itself is listed", q.Key, q.Key))
+			return []rules.HostPattern{{Kind: rules.PatternExact, Key: q.Key}}, ""
 		}
-		return nil, "a hosts file has no wildcards", nil
+		return nil, "a hosts file has no wildcards"
 	}
-	if q.kind == rules.PatternLabel {
-		if !doc.s.uniformBelow(q.key, doc.vendor, doc.action) {
-			return nil, fmt.Sprintf("%s cannot match part of a label, and not every name below %s is %s", doc.f, q.key, doc.action), nil
+	if q.Kind == rules.PatternLabel {
+		if !doc.s.uniformBelow(q.Key, doc.vendor, doc.action) {
+			return nil, fmt.Sprintf("%s cannot match part of a label, and not every name below %s is %s", doc.f, q.Key, doc.action)
 		}
-		w := pat{kind: rules.PatternSuffix, key: q.key}
+		w := rules.HostPattern{Kind: rules.PatternSuffix, Key: q.Key}
 		doc.widened = append(doc.widened, fmt.Sprintf("%s as %s", q, w))
 		q = w
 	}
-	if q.kind == rules.PatternDomain && (doc.f == EDL || doc.f == RPZ) {
-		return []pat{{kind: rules.PatternExact, key: q.key}, {kind: rules.PatternSuffix, key: q.key}}, "", nil
+	if q.Kind == rules.PatternDomain && (doc.f == EDL || doc.f == RPZ) {
+		return []rules.HostPattern{{Kind: rules.PatternExact, Key: q.Key}, {Kind: rules.PatternSuffix, Key: q.Key}}, ""
 	}
-	return []pat{q}, "", nil
+	return []rules.HostPattern{q}, ""
 }
 
 // uniformBelow reports whether every name below key gets action and
 // belongs to vendor, on every port and path.
 func (s *snapshot) uniformBelow(key, vendor string, action rules.Action) bool {
-	w := pat{kind: rules.PatternSuffix, key: key}
+	w := rules.HostPattern{Kind: rules.PatternSuffix, Key: key}
 	d, err := s.decide(w, 0, "")
 	if err != nil || d.Vendor != vendor || d.Action != action {
 		return false
 	}
 	for _, list := range [][]region{s.regions, s.refined} {
 		for _, r := range list {
-			if w.covers(r.pat) && (r.d.Vendor != vendor || r.d.Action != action) {
+			if w.Covers(r.pat) && (r.d.Vendor != vendor || r.d.Action != action) {
 				return false
 			}
 		}
@@ -222,25 +219,25 @@ func (s *snapshot) uniformBelow(key, vendor string, action rules.Action) bool {
 }
 
 // eff returns the names the format matches when it writes n.
-func (f Format) eff(n pat) pat {
+func (f Format) eff(n rules.HostPattern) rules.HostPattern {
 	switch {
-	case f == Dnsmasq, f == Squid && n.kind != rules.PatternExact:
-		return pat{kind: rules.PatternDomain, key: n.key}
+	case f == Dnsmasq, f == Squid && n.Kind != rules.PatternExact:
+		return rules.HostPattern{Kind: rules.PatternDomain, Key: n.Key}
 	}
 	return n
 }
 
 // key returns the part of a written line that names the pattern: two
 // records with one key cannot both be in a file.
-func (f Format) key(n pat) string {
+func (f Format) key(n rules.HostPattern) string {
 	switch f {
 	case Dnsmasq:
-		return n.key
+		return n.Key
 	case Squid:
-		if n.kind == rules.PatternExact {
-			return n.key
+		if n.Kind == rules.PatternExact {
+			return n.Key
 		}
-		return "." + n.key
+		return "." + n.Key
 	}
 	return n.String()
 }
@@ -263,17 +260,14 @@ func (f Format) inBand() bool { return f == Dnsmasq || f == RPZ }
 func build(s *snapshot, f Format, vendor string, action rules.Action) (*document, error) {
 	doc := &document{s: s, f: f, vendor: vendor, action: action}
 	for _, it := range s.items(vendor, action) {
-		ns, skip, err := doc.natives(it)
-		if err != nil {
-			return nil, err
-		}
+		ns, skip := doc.natives(it)
 		if skip != "" {
 			doc.skipped = append(doc.skipped, fmt.Sprintf("%s: %s", it.Pattern, skip))
 			continue
 		}
 		doc.listed++
 		for _, n := range ns {
-			doc.records = append(doc.records, record{native: n, eff: f.eff(n), key: f.key(n), action: action, from: it.Pattern})
+			doc.records = append(doc.records, record{native: n, eff: f.eff(n), key: f.key(n), action: action, from: it.Pattern.String()})
 		}
 	}
 	for _, it := range s.refinedItems(vendor, action) {
@@ -282,11 +276,9 @@ func build(s *snapshot, f Format, vendor string, action rules.Action) (*document
 			what = "ports " + it.Ports
 		}
 		note := fmt.Sprintf("%s %s (%s, %s): a name cannot carry a port or path", it.Pattern, what, it.Category, it.Rule)
-		if q, err := parsePat(it.Pattern, it.Kind); err == nil {
-			// Its names may be listed anyway, on every port and path.
-			if rec := doc.deciding(q); rec != nil && rec.action == action {
-				note += "; " + rec.from + " lists all its names"
-			}
+		// Its names may be listed anyway, on every port and path.
+		if rec := doc.deciding(it.Pattern); rec != nil && rec.action == action {
+			note += "; " + rec.from + " lists all its names"
 		}
 		doc.skipped = append(doc.skipped, note)
 	}
@@ -304,7 +296,7 @@ func build(s *snapshot, f Format, vendor string, action rules.Action) (*document
 // their own, so that a different answer for them is caught.
 func (doc *document) analysed() ([]region, error) {
 	regions := slices.Clone(doc.s.regions)
-	have := map[pat]bool{}
+	have := map[rules.HostPattern]bool{}
 	for _, r := range regions {
 		have[r.pat] = true
 	}
@@ -312,12 +304,12 @@ func (doc *document) analysed() ([]region, error) {
 		if rec.eff == rec.native {
 			continue
 		}
-		var extra pat
-		switch rec.native.kind {
+		var extra rules.HostPattern
+		switch rec.native.Kind {
 		case rules.PatternSuffix: // the suffix itself
-			extra = pat{kind: rules.PatternExact, key: rec.native.key}
+			extra = rules.HostPattern{Kind: rules.PatternExact, Key: rec.native.Key}
 		case rules.PatternExact: // the names below the host
-			extra = pat{kind: rules.PatternSuffix, key: rec.native.key}
+			extra = rules.HostPattern{Kind: rules.PatternSuffix, Key: rec.native.Key}
 		default:
 			continue
 		}
@@ -346,7 +338,7 @@ func (doc *document) except() error {
 	for _, rec := range doc.records {
 		owner[rec.key] = rec.action
 	}
-	noted := map[pat]bool{}
+	noted := map[rules.HostPattern]bool{}
 	for {
 		regions, err := doc.analysed()
 		if err != nil {
@@ -363,7 +355,7 @@ func (doc *document) except() error {
 			a, taken := owner[key]
 			switch {
 			case !doc.f.inBand():
-			case r.pat.kind == rules.PatternLabel:
+			case r.pat.Kind == rules.PatternLabel:
 				why += "; a label wildcard cannot be exempted"
 			case taken && doc.f.outcome(a) == doc.f.outcome(r.d.Action):
 				continue // its own line says so already
@@ -386,11 +378,11 @@ func (doc *document) except() error {
 
 // deciding returns the record that decides the names of q in the format:
 // the most specific record whose names cover q's, or nil.
-func (doc *document) deciding(q pat) *record {
+func (doc *document) deciding(q rules.HostPattern) *record {
 	var best *record
 	for i := range doc.records {
 		rec := &doc.records[i]
-		if !rec.eff.covers(q) {
+		if !rec.eff.Covers(q) {
 			continue
 		}
 		if best == nil || moreSpecific(rec.eff, best.eff) {
@@ -403,11 +395,11 @@ func (doc *document) deciding(q pat) *record {
 // moreSpecific reports whether a takes precedence over b where both match a
 // name: an exact name beats a wildcard (RPZ), and a longer name beats a
 // shorter one (RPZ wildcards, dnsmasq domains).
-func moreSpecific(a, b pat) bool {
-	if (a.kind == rules.PatternExact) != (b.kind == rules.PatternExact) {
-		return a.kind == rules.PatternExact
+func moreSpecific(a, b rules.HostPattern) bool {
+	if (a.Kind == rules.PatternExact) != (b.Kind == rules.PatternExact) {
+		return a.Kind == rules.PatternExact
 	}
-	return labels(a.key) > labels(b.key)
+	return labels(a.Key) > labels(b.Key)
 }
 
 // labels counts the labels of a name.
@@ -415,8 +407,8 @@ func labels(name string) int { return strings.Count(name, ".") + 1 }
 
 // generalFirst orders patterns so that a pattern comes before every
 // pattern it covers.
-func generalFirst(a, b pat) bool {
-	if la, lb := labels(a.key), labels(b.key); la != lb {
+func generalFirst(a, b rules.HostPattern) bool {
+	if la, lb := labels(a.Key), labels(b.Key); la != lb {
 		return la < lb
 	}
 	rank := func(k rules.PatternKind) int {
@@ -430,7 +422,7 @@ func generalFirst(a, b pat) bool {
 		}
 		return 3
 	}
-	if ra, rb := rank(a.kind), rank(b.kind); ra != rb {
+	if ra, rb := rank(a.Kind), rank(b.Kind); ra != rb {
 		return ra < rb
 	}
 	return a.String() < b.String()
@@ -438,12 +430,12 @@ func generalFirst(a, b pat) bool {
 
 // dnsLess orders patterns as a zone lists names: by labels from the right,
 // a name before the names below it.
-func dnsLess(a, b pat) bool {
+func dnsLess(a, b rules.HostPattern) bool {
 	la, lb := reversed(a.String()), reversed(b.String())
 	if c := slices.Compare(la, lb); c != 0 {
 		return c < 0
 	}
-	return a.kind > b.kind // a domain before the exact name it shares a key with
+	return a.Kind > b.Kind // a domain before the exact name it shares a key with
 }
 
 func reversed(name string) []string {
@@ -579,18 +571,19 @@ func (doc *document) lines(b *bytes.Buffer, recs []record) {
 func squidCompact(recs []record) []record {
 	var dots []string
 	for _, rec := range recs {
-		if rec.eff.kind == rules.PatternDomain {
-			dots = append(dots, rec.eff.key)
+		if rec.eff.Kind == rules.PatternDomain {
+			dots = append(dots, rec.eff.Key)
 		}
 	}
 	var out []record
 	for _, rec := range recs {
 		covered := false
 		for _, d := range dots {
-			if rec.eff.kind == rules.PatternDomain && rec.eff.key == d {
+			dot := rules.HostPattern{Kind: rules.PatternDomain, Key: d}
+			if rec.eff == dot {
 				continue // itself
 			}
-			if atOrBelow(rec.eff.key, d) {
+			if dot.Matches(rec.eff.Key) {
 				covered = true
 				break
 			}

@@ -1,34 +1,29 @@
-package feeds
+package rules
 
 import (
+	"strings"
 	"testing"
-
-	"github.com/feedgate/feedgate/rules"
 )
 
-func mustPat(t *testing.T, s string) pat {
+// mustPattern parses a host pattern as the loader does: "=name" is a
+// catalog domain, anything else a pattern of a host list.
+func mustPattern(t *testing.T, s string) HostPattern {
 	t.Helper()
-	kind := rules.PatternExact
-	switch {
-	case len(s) > 2 && s[:2] == "*.":
-		kind = rules.PatternSuffix
-	case s[0] == '=':
-		kind, s = rules.PatternDomain, s[1:]
-	default:
-		for _, c := range s {
-			if c == '*' {
-				kind = rules.PatternLabel
-			}
-		}
+	parse := parseHostPattern
+	if d, ok := strings.CutPrefix(s, "="); ok {
+		parse, s = parseDomain, d
 	}
-	p, err := parsePat(s, kind)
+	p, err := parse(s)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if p.String() != s {
+		t.Fatalf("pattern %q reads back as %q", s, p.String())
 	}
 	return p
 }
 
-func TestPatMatches(t *testing.T) {
+func TestHostPatternMatches(t *testing.T) {
 	// "=name" is a domain in these tables.
 	tests := []struct {
 		pat, host string
@@ -52,13 +47,13 @@ func TestPatMatches(t *testing.T) {
 		{"ksn-*-geo.example.com", "ksn-geo.example.com", false},
 	}
 	for _, tt := range tests {
-		if got := mustPat(t, tt.pat).matches(tt.host); got != tt.want {
+		if got := mustPattern(t, tt.pat).Matches(tt.host); got != tt.want {
 			t.Errorf("%s matches %s = %v; want %v", tt.pat, tt.host, got, tt.want)
 		}
 	}
 }
 
-func TestPatCovers(t *testing.T) {
+func TestHostPatternCovers(t *testing.T) {
 	tests := []struct {
 		p, q string
 		want bool
@@ -85,45 +80,30 @@ func TestPatCovers(t *testing.T) {
 		{"a*.example.com", "*b.example.com", false},
 	}
 	for _, tt := range tests {
-		if got := mustPat(t, tt.p).covers(mustPat(t, tt.q)); got != tt.want {
+		if got := mustPattern(t, tt.p).Covers(mustPattern(t, tt.q)); got != tt.want {
 			t.Errorf("%s covers %s = %v; want %v", tt.p, tt.q, got, tt.want)
 		}
 	}
 }
 
-func TestProbe(t *testing.T) {
-	tests := []struct {
-		q      string
-		others []string
-		want   string
-		ok     bool
-	}{
-		{"a.example.com", []string{"=example.com"}, "a.example.com", true},
-		{"*.example.com", nil, "0.example.com", true},
-		// A taken name is skipped; a pattern that covers q is no obstacle.
-		{"*.example.com", []string{"0.example.com", "=0.example.com", "=example.com"}, "1.example.com", true},
-		// Nothing below q can match a one-character label but an exact name
-		// or domain.
-		{"*.example.com", []string{"*.0.example.com", "a*.example.com"}, "0.example.com", true},
-		{"dnl-*.geo.example.com", []string{"dnl-0.geo.example.com"}, "dnl-1.geo.example.com", true},
-		{"dnl-*.geo.example.com", []string{"*-0.geo.example.com"}, "dnl-1.geo.example.com", true},
-	}
-	for _, tt := range tests {
-		var others []pat
-		for _, o := range tt.others {
-			others = append(others, mustPat(t, o))
+// TestHostPatternMatchesAgreesWithMatcher: Matches is the matcher's answer
+// for one pattern alone.
+func TestHostPatternMatchesAgreesWithMatcher(t *testing.T) {
+	patterns := []string{"a.example.com", "=example.com", "*.example.com", "*.a.example.com",
+		"dnl-*.geo.example.com", "ksn-*-geo.example.com", "*x.example.com"}
+	hosts := []string{"example.com", "a.example.com", "b.a.example.com", "aexample.com", "example.org",
+		"dnl-01.geo.example.com", "dnl-.geo.example.com", "a.dnl-01.geo.example.com", "ksn-file-geo.example.com",
+		"ksn--geo.example.com", "ksn-geo.example.com", "x.example.com", "xx.example.com", "a.xx.example.com"}
+	for _, s := range patterns {
+		p := mustPattern(t, s)
+		m := newHostMatcher()
+		m.add(p, target{})
+		m.freeze()
+		for _, h := range hosts {
+			hit, _ := match(m, h, 0, "")
+			if got := p.Matches(h); got != (hit != nil) {
+				t.Errorf("%s.Matches(%s) = %v; the matcher says %v", s, h, got, hit != nil)
+			}
 		}
-		got, ok := probe(mustPat(t, tt.q), others)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("probe(%s, %v) = %q, %v; want %q, %v", tt.q, tt.others, got, ok, tt.want, tt.ok)
-		}
-	}
-	// Every candidate taken.
-	var all []pat
-	for _, c := range probeChars {
-		all = append(all, mustPat(t, string(c)+".example.com"))
-	}
-	if h, ok := probe(mustPat(t, "*.example.com"), all); ok {
-		t.Errorf("probe with every candidate taken = %q, true; want false", h)
 	}
 }
