@@ -287,13 +287,33 @@ func (w *walkState) best() *target {
 // depend on the port or path; ok is false if it may (or the host is not in
 // the catalog). It is for load-time checks, not the request path.
 func (m *hostMatcher) uniformClass(host []byte) (class int32, ok bool) {
-	// Lists in precedence order: exact, globs, suffixes and domains, each
-	// deepest first.
+	// The first level with an unrefined target decides, unless a refined
+	// target before it could pick another class.
+	found := int32(-1)
+	for _, list := range m.candidates(string(host)) {
+		for _, t := range list {
+			if found >= 0 && t.class != found {
+				return 0, false
+			}
+			found = t.class
+			if t.ports.any() && t.path == "" {
+				return found, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// candidates returns the target lists whose patterns match host, in the
+// order match tries them: exact, label wildcards, suffixes and domains,
+// each deepest first. match picks the first target that fits the port and
+// path. It is for load-time questions, not the request path.
+func (m *hostMatcher) candidates(host string) [][]target {
 	var exact, globs, suffixes, domains [][]target
 	n := &m.root
 	for end := len(host); end > 0; {
 		start := lastIndexByte(host[:end], '.') + 1
-		if n = n.children[string(host[start:end])]; n == nil {
+		if n = n.children[host[start:end]]; n == nil {
 			break
 		}
 		domains = append([][]target{n.domain}, domains...)
@@ -311,21 +331,7 @@ func (m *hostMatcher) uniformClass(host []byte) (class int32, ok bool) {
 		}
 		end = start - 1
 	}
-	// The first level with an unrefined target decides, unless a refined
-	// target before it could pick another class.
-	found := int32(-1)
-	for _, list := range slices.Concat(exact, globs, suffixes, domains) {
-		for _, t := range list {
-			if found >= 0 && t.class != found {
-				return 0, false
-			}
-			found = t.class
-			if t.ports.any() && t.path == "" {
-				return found, true
-			}
-		}
-	}
-	return 0, false
+	return slices.Concat(exact, globs, suffixes, domains)
 }
 
 func lastIndexByte[H hostText](b H, c byte) int {
