@@ -9,8 +9,6 @@ package metrics
 
 import (
 	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -304,8 +302,9 @@ type PolicyCounters struct {
 }
 
 // ForPolicy resolves the counters of policy p and makes p the policy whose
-// actions the policy gauges report. Series that a rule can produce start at
-// zero, so that rate() and increase() see their first request.
+// actions the policy gauges report. Every series a decision can produce
+// (Policy.Outcomes) starts at zero, so that rate() and increase() see its
+// first request.
 func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 	nActions := len(rules.AllActions())
 	pc := &PolicyCounters{
@@ -317,21 +316,9 @@ func (m *Metrics) ForPolicy(p *rules.Policy) *PolicyCounters {
 	for c, cl := range p.Classes {
 		pc.sent[c] = m.transferred.WithLabelValues(cl.Vendor, cl.Category, DirSent)
 		pc.received[c] = m.transferred.WithLabelValues(cl.Vendor, cl.Category, DirReceived)
-		pc.counter(c, -1, p.Effective(p.DefaultAction))
-		for i, r := range p.Rules {
-			if len(r.Hosts()) == 0 && r.Vendor() == "" || slices.Contains(r.Categories(), cl.Category) && r.Vendor() == cl.Vendor {
-				pc.counter(c, i, p.Effective(r.Action))
-			}
-		}
 	}
-	// A rule with a host list counts under the classes of its hosts:
-	// create those series too, found by classifying a host each pattern
-	// matches, so that rate() sees a host rule's first request as well.
-	for i, r := range p.Rules {
-		for _, h := range r.Hosts() {
-			sample := strings.Replace(h, "*", "x", 1)
-			pc.counter(p.Decide(rules.Request{Host: sample}).Class, i, p.Effective(r.Action))
-		}
+	for _, o := range p.Outcomes() {
+		pc.counter(o.Class, o.Rule, o.Action)
 	}
 	m.policyInfo.Reset()
 	m.policyInfo.WithLabelValues(p.Name, p.Mode.String()).Set(1)
@@ -354,8 +341,8 @@ func (pc *PolicyCounters) counter(class, rule int, a rules.Action) prometheus.Co
 	if c := pc.requests[i].Load(); c != nil {
 		return *c
 	}
-	// First request of a combination no rule predicted (a host rule
-	// matching an unexpected class): create the child once.
+	// First request of a combination Outcomes did not list: create the
+	// child once.
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if c := pc.requests[i].Load(); c != nil {

@@ -257,3 +257,22 @@ func TestHostRuleSeriesPreCreated(t *testing.T) {
 		t.Errorf("requests_total{kaspersky,web,allow,threat-intel-exempt} = %v before any request; want a series at 0", got)
 	}
 }
+
+// TestRequestSeriesAtLoad pins the feedgate_requests_total series that
+// exist at zero once the default policy is loaded: one for each outcome
+// that Policy.Outcomes lists. Besides the default action and the rules
+// under the classes they select, these are threat-intel-exempt under
+// kaspersky/web (its hosts' class) and tunnel_without_sni (log) under
+// every class whose action can be allow.
+func TestRequestSeriesAtLoad(t *testing.T) {
+	reg, m := newMetrics(t, mustTime(t, "2024-08-01T00:00:00Z"))
+	m.ForPolicy(defaultPolicy(t))
+	f, err := os.Open("testdata/requests-default.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := testutil.GatherAndCompare(reg, f, "feedgate_requests_total"); err != nil {
+		t.Error(err)
+	}
+}
