@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 func TestCollector(t *testing.T) {
-	clock := newFakeClock(t0.Add(-time.Hour))
+	clock := testutil.NewClock(t0.Add(-time.Hour))
 	inv := mustNew(t, Options{Now: clock.Now, MaxEntries: 6})
 	play(inv, clock, []rec{
 		// Evicted by the seventh entry.
@@ -58,7 +60,7 @@ feedgate_clients{category="update",vendor="kaspersky"} 0
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock.Set(tc.at)
-			if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want+tail)); err != nil {
+			if err := promtestutil.CollectAndCompare(c, strings.NewReader(tc.want+tail)); err != nil {
 				t.Error(err)
 			}
 		})
@@ -74,7 +76,7 @@ feedgate_inventory_entries 0
 # TYPE feedgate_inventory_evictions_total counter
 feedgate_inventory_evictions_total 0
 `
-	if err := testutil.CollectAndCompare(mustNew(t, Options{}).Collector(), strings.NewReader(want)); err != nil {
+	if err := promtestutil.CollectAndCompare(mustNew(t, Options{}).Collector(), strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
 }
@@ -88,7 +90,7 @@ func TestCollectorRegistry(t *testing.T) {
 	inv.Record(addr("2001:db8::10"), "kaspersky", "licensing", "block", "cutoff")
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(inv.Collector())
-	problems, err := testutil.GatherAndLint(reg)
+	problems, err := promtestutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 type rec struct {
@@ -11,7 +13,7 @@ type rec struct {
 	client, vendor, category, action, rule string
 }
 
-func play(inv *Inventory, clock *fakeClock, recs []rec) {
+func play(inv *Inventory, clock *testutil.Clock, recs []rec) {
 	for _, r := range recs {
 		clock.Advance(r.advance)
 		inv.Record(addr(r.client), r.vendor, r.category, r.action, r.rule)
@@ -43,7 +45,7 @@ var (
 )
 
 func TestRecordSnapshot(t *testing.T) {
-	clock := newFakeClock(t0)
+	clock := testutil.NewClock(t0)
 	inv := mustNew(t, Options{Now: clock.Now})
 	play(inv, clock, twoClients)
 
@@ -83,7 +85,7 @@ func TestRecordSnapshot(t *testing.T) {
 // TestSnapshotIsACopy checks that callers cannot change the inventory
 // through a snapshot.
 func TestSnapshotIsACopy(t *testing.T) {
-	clock := newFakeClock(t0)
+	clock := testutil.NewClock(t0)
 	inv := mustNew(t, Options{Now: clock.Now})
 	play(inv, clock, twoClients)
 	s := inv.Snapshot(Filter{})
@@ -137,7 +139,7 @@ func TestMaxEntries(t *testing.T) {
 		{"a touch between two newer", []netip.Addr{a, b, c, b}, []netip.Addr{b, c}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newFakeClock(t0)
+			clock := testutil.NewClock(t0)
 			inv := mustNew(t, Options{MaxEntries: 2, Now: clock.Now})
 			for _, cl := range tc.order {
 				clock.Advance(time.Second)
@@ -163,7 +165,7 @@ func TestMaxEntries(t *testing.T) {
 // TestEvictedEntryStartsOver checks that a client evicted and seen again
 // is a new entry, not the old one revived with its old counts.
 func TestEvictedEntryStartsOver(t *testing.T) {
-	clock := newFakeClock(t0)
+	clock := testutil.NewClock(t0)
 	inv := mustNew(t, Options{MaxEntries: 1, Now: clock.Now})
 	inv.Record(one, "kaspersky", "update", "allow", "default")
 	inv.Record(one, "kaspersky", "update", "allow", "default")

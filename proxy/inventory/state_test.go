@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 func mustTime(t testing.TB, s string) time.Time {
@@ -133,7 +135,7 @@ func TestLoadUnreadableFile(t *testing.T) {
 
 func TestSaveLoad(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inventory.json")
-	clock := newFakeClock(t0)
+	clock := testutil.NewClock(t0)
 	inv := mustNew(t, Options{StateFile: path, Now: clock.Now})
 	play(inv, clock, twoClients)
 	if err := inv.Save(); err != nil {
@@ -163,7 +165,7 @@ func TestSaveLoad(t *testing.T) {
 	}
 
 	t.Run("loaded entries carry on", func(t *testing.T) {
-		clock := newFakeClock(t3.Add(time.Hour))
+		clock := testutil.NewClock(t3.Add(time.Hour))
 		got := mustNew(t, Options{StateFile: path, MaxEntries: 4, Now: clock.Now})
 		got.Record(one, "kaspersky", "update", "allow", "reopened")
 		// The least recently seen loaded entry is the one evicted.
