@@ -7,7 +7,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/ecdsa"
@@ -39,6 +38,7 @@ import (
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/intercept"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 	"github.com/feedgate/feedgate/proxy/upstream"
 	"github.com/feedgate/feedgate/rules"
 	"github.com/feedgate/feedgate/rules/config"
@@ -57,69 +57,6 @@ var (
 // waitLimit bounds every wait in these tests. It only keeps a broken test
 // from hanging; nothing asserts how long anything took.
 const waitLimit = 15 * time.Second
-
-// fakeClock is the proxy's policy clock, fixed until the test moves it.
-// Timers fire when Set moves the clock to or past their instant.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers map[*fakeTimer]struct{}
-}
-
-type fakeTimer struct {
-	at time.Time
-	f  func()
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	var due []*fakeTimer
-	for tm := range c.timers {
-		if !tm.at.After(t) {
-			due = append(due, tm)
-			delete(c.timers, tm)
-		}
-	}
-	c.mu.Unlock()
-	for _, tm := range due {
-		go tm.f()
-	}
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d <= 0 {
-		go f()
-		return func() bool { return false }
-	}
-	if c.timers == nil {
-		c.timers = map[*fakeTimer]struct{}{}
-	}
-	tm := &fakeTimer{at: c.now.Add(d), f: f}
-	c.timers[tm] = struct{}{}
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		_, ok := c.timers[tm]
-		delete(c.timers, tm)
-		return ok
-	}
-}
-
-// Timers returns how many timers are waiting.
-func (c *fakeClock) Timers() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
 
 // fakeResolver answers from a table. Names listed in hang block until the
 // lookup's context is done; every other unknown name fails. Its maps must
@@ -154,24 +91,6 @@ func (r *fakeResolver) Lookups() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.lookups...)
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // envConfig configures newEnv. Zero values mean: the embedded default
@@ -210,8 +129,8 @@ type env struct {
 	addr     string
 	proxyURL *url.URL
 	reg      *prometheus.Registry
-	clock    *fakeClock
-	log      *syncBuffer
+	clock    *testutil.Clock
+	log      *testutil.SyncBuffer
 	resolver *fakeResolver
 }
 
@@ -259,7 +178,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 			t.Fatalf("ParseResolve(%q): %v", r, err)
 		}
 	}
-	e := &env{clock: &fakeClock{now: cfg.now}, reg: prometheus.NewRegistry(), log: &syncBuffer{}, resolver: cfg.resolver}
+	e := &env{clock: testutil.NewClock(cfg.now), reg: prometheus.NewRegistry(), log: &testutil.SyncBuffer{}, resolver: cfg.resolver}
 	m := metrics.New(e.reg, metrics.Options{Now: e.clock.Now, NoRuntimeCollectors: true})
 	var dialer proxy.ContextDialer = &upstream.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial}
 	if cfg.dialer != nil {

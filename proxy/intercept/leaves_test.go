@@ -18,29 +18,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // certTestWait bounds every wait here; it only keeps a broken test from
 // hanging.
 const certTestWait = 15 * time.Second
-
-// certTestClock is an injectable wall clock that stays put until set.
-type certTestClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *certTestClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *certTestClock) set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
 
 // TestLeafName checks the names leaves are cached and made for. Names
 // reach the cache only once the policy has decided them, so the spellings
@@ -165,29 +149,11 @@ func TestCertCacheTLSHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(certTestWait))
-				// A failed handshake is the expected outcome of the
-				// untrusting client; the client side asserts.
-				_ = conn.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
+	testutil.Serve(t, ln, func(conn net.Conn) {
+		_ = conn.SetDeadline(time.Now().Add(certTestWait))
+		// A failed handshake is the expected outcome of the untrusting
+		// client; the client side asserts.
+		_ = conn.(*tls.Conn).Handshake()
 	})
 
 	pool := certTestPool(ca)
@@ -433,8 +399,8 @@ func TestCertCacheRenewal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := &certTestClock{t: tt.start}
-			c := newLeafCache(ca, clock.now, 16)
+			clock := testutil.NewClock(tt.start)
+			c := newLeafCache(ca, clock.Now, 16)
 			first, err := c.get(host)
 			if err != nil {
 				t.Fatal(err)
@@ -442,7 +408,7 @@ func TestCertCacheRenewal(t *testing.T) {
 			if min := ca.Cert.NotAfter; first.Leaf.NotAfter.After(min) {
 				t.Errorf("leaf NotAfter %v is after the CA's %v", first.Leaf.NotAfter, min)
 			}
-			clock.set(first.Leaf.NotAfter.Add(tt.later))
+			clock.Set(first.Leaf.NotAfter.Add(tt.later))
 			second, err := c.get(host)
 			if tt.wantErr {
 				if err == nil || !strings.Contains(err.Error(), "not valid at") {
@@ -457,7 +423,7 @@ func TestCertCacheRenewal(t *testing.T) {
 				t.Fatalf("new certificate = %v; want %v", isNew, tt.wantNew)
 			}
 			if tt.wantNew {
-				certTestVerify(t, ca, second, host, clock.now())
+				certTestVerify(t, ca, second, host, clock.Now())
 				if _, m, _ := c.stats(); m != 2 {
 					t.Errorf("%d misses; want 2 (the renewal signs)", m)
 				}

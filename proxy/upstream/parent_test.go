@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // parentTestWait bounds every wait in these tests. It only keeps a broken
@@ -209,27 +211,12 @@ func parentTestEcho(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(parentTestWait))
-				if _, err := io.Copy(c, c); err == nil {
-					_ = c.(*net.TCPConn).CloseWrite()
-				}
-			}()
+	testutil.Serve(t, ln, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(parentTestWait))
+		if _, err := io.Copy(c, c); err == nil {
+			_ = c.(*net.TCPConn).CloseWrite()
 		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	})
 	return ln.Addr().String()
 }
 
