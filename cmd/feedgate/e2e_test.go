@@ -340,10 +340,9 @@ func TestShutdownWritesOpenTunnelRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-inst.done:
-		inst.done <- err
-		if err != nil {
-			t.Fatalf("feedgate exited with %v after SIGTERM; want 0\n%s", err, inst.stderr)
+	case <-inst.exited:
+		if inst.err != nil {
+			t.Fatalf("feedgate exited with %v after SIGTERM; want 0\n%s", inst.err, inst.stderr)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("feedgate did not exit after SIGTERM")

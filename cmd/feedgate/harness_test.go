@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,33 +57,119 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// lines is a child process's output, kept line by line as it is read, so
+// that the test can read it while the process writes and never sees half a
+// line.
+type lines struct {
+	mu  sync.Mutex
+	all []string
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+// read keeps every line of r until r ends, and shows each to watch, if not
+// nil, as it comes.
+func (l *lines) read(r io.Reader, watch func(line string)) {
+	br := bufio.NewReader(r)
+	for {
+		s, err := br.ReadString('\n')
+		if s != "" {
+			line := strings.TrimSuffix(s, "\n")
+			l.mu.Lock()
+			l.all = append(l.all, line)
+			l.mu.Unlock()
+			if watch != nil {
+				watch(line)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// list returns the lines read so far.
+func (l *lines) list() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all)
 }
 
-// instance is a running feedgate process.
-type instance struct {
+// String returns the output read so far, each line with its newline.
+func (l *lines) String() string {
+	var b strings.Builder
+	for _, line := range l.list() {
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// process is a child process of a test (feedgate, Prometheus): its stdout
+// and stderr are read as it writes them, and it is stopped when the test
+// ends.
+type process struct {
 	t      *testing.T
+	name   string
 	cmd    *exec.Cmd
-	Proxy  string // host:port of the proxy listener
-	Admin  string // host:port of the admin listener
-	stdout *syncBuffer
-	stderr *syncBuffer
-	done   chan error
+	stdout *lines
+	stderr *lines
+	exited chan struct{} // closed once the process has exited and its output is read
+	err    error         // what Wait returned, once exited is closed
+}
+
+// startProcess runs path with args; watch, if not nil, sees every line of
+// its stderr as it comes.
+func startProcess(t *testing.T, name, path string, watch func(line string), args ...string) *process {
+	t.Helper()
+	p := &process{t: t, name: name, cmd: exec.Command(path, args...), stdout: &lines{}, stderr: &lines{}, exited: make(chan struct{})}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	var reading sync.WaitGroup
+	reading.Go(func() { p.stdout.read(stdout, nil) })
+	reading.Go(func() { p.stderr.read(stderr, watch) })
+	go func() {
+		// Wait closes the pipes: everything must be read before.
+		reading.Wait()
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+// stop sends SIGTERM and waits for the process to exit (at once if it has
+// already), and returns what Wait returned. A process still running 20
+// seconds later is killed, and the test fails.
+func (p *process) stop() error {
+	select {
+	case <-p.exited:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		p.t.Errorf("%s did not exit within 20s of SIGTERM; killed", p.name)
+	}
+	return p.err
+}
+
+// instance is a running feedgate.
+type instance struct {
+	*process
+	Proxy string // host:port of the proxy listener
+	Admin string // host:port of the admin listener
 }
 
 // start runs feedgate with args on loopback ports chosen by the kernel and
@@ -92,63 +179,39 @@ func start(t *testing.T, args ...string) *instance {
 	return startExact(t, append([]string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}, args...)...)
 }
 
-// startExact runs feedgate with exactly args.
+// startExact runs feedgate with exactly args, and waits for its "feedgate
+// started" line.
 func startExact(t *testing.T, args ...string) *instance {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	inst := &instance{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout = inst.stdout
-	pr, pw := io.Pipe()
-	cmd.Stderr = io.MultiWriter(inst.stderr, pw)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start feedgate: %v", err)
-	}
-	go func() { inst.done <- cmd.Wait(); pw.Close() }()
 	started := make(chan map[string]any, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "feedgate started" {
-				started <- rec
+	p := startProcess(t, "feedgate", binary, func(line string) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "feedgate started" {
+			select {
+			case started <- rec:
+			default:
 			}
 		}
-		io.Copy(io.Discard, pr)
-	}()
+	}, args...)
 	select {
 	case rec := <-started:
-		inst.Proxy, inst.Admin = rec["proxy"].(string), rec["admin"].(string)
-	case err := <-inst.done:
-		t.Fatalf("feedgate exited before listening: %v\nstderr:\n%s", err, inst.stderr)
+		inst := &instance{process: p}
+		inst.Proxy, _ = rec["proxy"].(string)
+		inst.Admin, _ = rec["admin"].(string)
+		return inst
+	case <-p.exited:
+		t.Fatalf("feedgate %q exited before listening: %v\nstderr:\n%s", args, p.err, p.stderr)
 	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("feedgate did not start in 30s\nstderr:\n%s", inst.stderr)
+		_ = p.cmd.Process.Kill()
+		t.Fatalf("feedgate %q did not start in 30s\nstderr:\n%s", args, p.stderr)
 	}
-	t.Cleanup(func() { inst.stop() })
-	return inst
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (i *instance) stop() error {
-	if i.cmd.ProcessState != nil {
-		return nil
-	}
-	_ = i.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-i.done:
-		i.done <- err
-		return err
-	case <-time.After(20 * time.Second):
-		_ = i.cmd.Process.Kill()
-		i.t.Errorf("feedgate did not exit within 20s of SIGTERM")
-		return <-i.done
-	}
+	return nil
 }
 
 // records returns the decision records written so far.
 func (i *instance) records() []map[string]any {
 	var out []map[string]any
-	for _, line := range strings.Split(i.stdout.String(), "\n") {
+	for _, line := range i.stdout.list() {
 		if line == "" {
 			continue
 		}
