@@ -33,7 +33,12 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// binary is the feedgate executable built once for the end-to-end tests.
+// repoRoot is the repository's root, relative to this package's directory,
+// where go test runs the tests.
+const repoRoot = "../.."
+
+// binary is the feedgate executable, built once for every end-to-end test:
+// these here and those of the deployment and monitoring files in configs/.
 var binary string
 
 func TestMain(m *testing.M) {
@@ -165,11 +170,22 @@ func (p *process) stop() error {
 	return p.err
 }
 
+// hasExited reports whether the process has exited.
+func (p *process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // instance is a running feedgate.
 type instance struct {
 	*process
 	Proxy string // host:port of the proxy listener
 	Admin string // host:port of the admin listener
+	Mode  string // the policy's mode: enforce or report
 }
 
 // start runs feedgate with args on loopback ports chosen by the kernel and
@@ -198,6 +214,7 @@ func startExact(t *testing.T, args ...string) *instance {
 		inst := &instance{process: p}
 		inst.Proxy, _ = rec["proxy"].(string)
 		inst.Admin, _ = rec["admin"].(string)
+		inst.Mode, _ = rec["mode"].(string)
 		return inst
 	case <-p.exited:
 		t.Fatalf("feedgate %q exited before listening: %v\nstderr:\n%s", args, p.err, p.stderr)
@@ -287,6 +304,17 @@ func (i *instance) scrape() map[string]*dto.MetricFamily {
 		i.t.Fatalf("parse /metrics: %v", err)
 	}
 	return fams
+}
+
+// tool returns the path of an external program the tests need; a missing
+// one fails the test (bash .ci/run installs them all).
+func tool(t *testing.T, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found: install Debian's %s package (bash .ci/run does)", name, debianPackage)
+	}
+	return p
 }
 
 // origin is a local test server standing in for a vendor host.

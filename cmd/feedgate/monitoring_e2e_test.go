@@ -1,10 +1,10 @@
-package configs_test
+package main
 
-// Tests for the monitoring files: the Grafana dashboard, the Prometheus alert
-// rules and the example scrape config. Besides checking their structure, they
-// run a real Prometheus (Debian's prometheus package: /usr/bin/prometheus and
-// /usr/bin/promtool) against a real feedgate, and evaluate every expression
-// of the dashboard and of the alert rules.
+// Tests for the monitoring files in configs/: the Grafana dashboard, the
+// Prometheus alert rules and the example scrape config. Besides checking
+// their structure, they run a real Prometheus (Debian's prometheus package:
+// /usr/bin/prometheus and /usr/bin/promtool) against a real feedgate, and
+// evaluate every expression of the dashboard and of the alert rules.
 
 import (
 	"bufio"
@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,8 +22,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,19 +30,12 @@ import (
 	"github.com/feedgate/feedgate/configs"
 )
 
-// The files under test, relative to this package.
+// The files under test.
 const (
-	dashboardFile  = "grafana/feedgate-dashboard.json"
-	alertsFile     = "prometheus/feedgate-alerts.yml"
-	scrapeFile     = "prometheus/scrape.yml"
-	alertUnitTests = "testdata/monitoring/alerts_test.yml"
-)
-
-// Policy instants around the default policy's cut-offs (2024-07-20 and
-// 2024-09-29, 00:00 America/New_York).
-const (
-	betweenCutoffs = "2024-08-15T12:00:00-04:00"
-	afterCutoffs   = "2024-10-01T12:00:00-04:00"
+	dashboardFile  = repoRoot + "/configs/grafana/feedgate-dashboard.json"
+	alertsFile     = repoRoot + "/configs/prometheus/feedgate-alerts.yml"
+	scrapeFile     = repoRoot + "/configs/prometheus/scrape.yml"
+	alertUnitTests = repoRoot + "/configs/testdata/monitoring/alerts_test.yml"
 )
 
 // bounded is how long any wait in these tests may take.
@@ -293,19 +283,11 @@ func loadRules(t *testing.T) []rule {
 	return f.Groups[0].Rules
 }
 
-// tool returns the path of a program of Debian's prometheus package.
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: .ci/run installs Debian's prometheus package (apt-get install prometheus), which provides prometheus and promtool", name)
-	}
-	return p
-}
-
+// runTool runs a program of Debian's prometheus package: prometheus or
+// promtool.
 func runTool(t *testing.T, stdin io.Reader, name string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(tool(t, name), args...)
+	cmd := exec.Command(tool(t, name, "prometheus"), args...)
 	cmd.Stdin = stdin
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -397,136 +379,22 @@ func TestAlertRulesPromtool(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Processes: feedgate, Prometheus, origins
 
-// feedgateBinary (deploy_test.go) builds the binary these tests run.
-
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// process is a child process that is stopped when the test ends.
-type process struct {
-	name   string
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	exited chan struct{} // closed when the process has exited
-}
-
-// startProcess starts path with args; stderr also goes to extra, if not nil.
-// The process gets SIGTERM at cleanup, and SIGKILL if it has not exited
-// 15 seconds later.
-func startProcess(t *testing.T, name, path string, extra io.Writer, args ...string) *process {
-	t.Helper()
-	p := &process{name: name, cmd: exec.Command(path, args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd.Stdout = io.Discard
-	p.cmd.Stderr = p.stderr
-	if extra != nil {
-		p.cmd.Stderr = io.MultiWriter(p.stderr, extra)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			t.Errorf("%s did not exit within 15s of SIGTERM; killed", name)
-		}
-	})
-	return p
-}
-
-func (p *process) hasExited() bool {
-	select {
-	case <-p.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-// feedgate is a running feedgate.
-type feedgate struct {
-	*process
-	proxy, admin string // host:port of the listeners
-	mode         string // from the "feedgate started" line
-}
-
-// startFeedgate runs feedgate with args, on loopback ports chosen by the
-// kernel, and waits for its "feedgate started" line.
-func startFeedgate(t *testing.T, args ...string) *feedgate {
-	t.Helper()
-	pr, pw := io.Pipe()
-	p := startProcess(t, "feedgate", feedgateBinary(t), pw,
-		append([]string{"run", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}, args...)...)
-	go func() {
-		<-p.exited
-		pw.Close()
-	}()
-	started := make(chan map[string]any, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "feedgate started" {
-				started <- rec
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case rec := <-started:
-		fg := &feedgate{process: p}
-		fg.proxy, _ = rec["proxy"].(string)
-		fg.admin, _ = rec["admin"].(string)
-		fg.mode, _ = rec["mode"].(string)
-		return fg
-	case <-p.exited:
-		t.Fatalf("feedgate exited before listening\nstderr:\n%s", p.stderr)
-	case <-time.After(bounded):
-		t.Fatalf("feedgate did not start in %v\nstderr:\n%s", bounded, p.stderr)
-	}
-	return nil
-}
-
-// client returns an http.Client that uses fg as its proxy.
-func (fg *feedgate) client() *http.Client {
-	pu := &url.URL{Scheme: "http", Host: fg.proxy}
+// client returns an http.Client that uses i as its proxy.
+func (i *instance) client() *http.Client {
+	pu := &url.URL{Scheme: "http", Host: i.Proxy}
 	return &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 20 * time.Second}
 }
 
 // direct is an http.Client that ignores proxy settings from the environment.
 var direct = &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 10 * time.Second}
 
-// newOrigin starts a plain HTTP server standing in for some hosts; every
+// textOrigin starts a plain HTTP server standing in for some hosts; every
 // path answers body.
-func newOrigin(t *testing.T, body string) *httptest.Server {
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func textOrigin(t *testing.T, body string) *origin {
+	return newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Origin", "test")
 		io.WriteString(w, body)
-	}))
-	t.Cleanup(s.Close)
-	return s
+	})
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -541,8 +409,8 @@ func freePort(t *testing.T) string {
 	return port
 }
 
-// prometheus is a running Prometheus.
-type prometheus struct {
+// promServer is a running Prometheus.
+type promServer struct {
 	*process
 	t    *testing.T
 	base string // http://127.0.0.1:PORT
@@ -551,9 +419,9 @@ type prometheus struct {
 // startPrometheus runs Prometheus with a config that scrapes the admin
 // listeners as job "feedgate" every second, and evaluates a copy of the
 // alert rules every second. It waits until Prometheus is ready.
-func startPrometheus(t *testing.T, targets ...string) *prometheus {
+func startPrometheus(t *testing.T, targets ...string) *promServer {
 	t.Helper()
-	bin := tool(t, "prometheus")
+	bin := tool(t, "prometheus", "prometheus")
 	dir := t.TempDir()
 	rules, err := os.ReadFile(alertsFile)
 	if err != nil {
@@ -591,7 +459,7 @@ scrape_configs:
 			"--storage.tsdb.path="+filepath.Join(dir, fmt.Sprintf("data%d", attempt)),
 			"--web.listen-address="+addr,
 			"--log.level=warn")
-		prom := &prometheus{process: p, t: t, base: "http://" + addr}
+		prom := &promServer{process: p, t: t, base: "http://" + addr}
 		deadline := time.Now().Add(bounded)
 		for {
 			if resp, err := direct.Get(prom.base + "/-/ready"); err == nil {
@@ -604,7 +472,7 @@ scrape_configs:
 				if attempt < 3 && strings.Contains(p.stderr.String(), "address already in use") {
 					break
 				}
-				t.Fatalf("prometheus exited: %v\nstderr:\n%s", p.cmd.ProcessState, p.stderr)
+				t.Fatalf("prometheus exited: %v\nstderr:\n%s", p.err, p.stderr)
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("prometheus not ready in %v\nstderr:\n%s", bounded, p.stderr)
@@ -625,7 +493,7 @@ func (s sample) String() string { return fmt.Sprintf("%v %v", s.Metric, s.Value)
 // query runs an instant query at the current time, whose result must be an
 // instant vector. It returns an error for a failed query, with Prometheus's
 // error text.
-func (p *prometheus) query(expr string) ([]sample, error) {
+func (p *promServer) query(expr string) ([]sample, error) {
 	resp, err := direct.Get(p.base + "/api/v1/query?" + url.Values{"query": {expr}}.Encode())
 	if err != nil {
 		return nil, err
@@ -669,7 +537,7 @@ func (p *prometheus) query(expr string) ([]sample, error) {
 }
 
 // mustQuery is query that fails the test on an error.
-func (p *prometheus) mustQuery(expr string) []sample {
+func (p *promServer) mustQuery(expr string) []sample {
 	p.t.Helper()
 	v, err := p.query(expr)
 	if err != nil {
@@ -695,7 +563,7 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 }
 
 // waitValue waits until expr is a one-element vector whose value is want.
-func (p *prometheus) waitValue(what, expr string, want float64) {
+func (p *promServer) waitValue(what, expr string, want float64) {
 	p.t.Helper()
 	waitFor(p.t, what, func() (bool, string) {
 		v, err := p.query(expr)
@@ -708,7 +576,7 @@ func (p *prometheus) waitValue(what, expr string, want float64) {
 
 // waitRulesEvaluatedAfter waits until every rule has been evaluated after
 // t0, and fails if a rule's evaluation failed.
-func (p *prometheus) waitRulesEvaluatedAfter(t0 time.Time) {
+func (p *promServer) waitRulesEvaluatedAfter(t0 time.Time) {
 	p.t.Helper()
 	waitFor(p.t, "a rule evaluation after the traffic was scraped", func() (bool, string) {
 		resp, err := direct.Get(p.base + "/api/v1/rules")
@@ -748,7 +616,7 @@ func (p *prometheus) waitRulesEvaluatedAfter(t0 time.Time) {
 }
 
 // alerts returns the alerts in state ("firing" or "pending"), by name.
-func (p *prometheus) alerts(state string) []string {
+func (p *promServer) alerts(state string) []string {
 	p.t.Helper()
 	var names []string
 	for _, s := range p.mustQuery(fmt.Sprintf(`ALERTS{alertstate=%q}`, state)) {
@@ -764,8 +632,8 @@ func (p *prometheus) alerts(state string) []string {
 // stack is a feedgate scraped by its own Prometheus, with origins standing
 // in for the hosts it reaches.
 type stack struct {
-	fg   *feedgate
-	prom *prometheus
+	fg   *instance
+	prom *promServer
 	sent int // requests sent through feedgate
 }
 
@@ -808,10 +676,10 @@ func reportPolicy(t *testing.T) string {
 // it, and waits for the first scrape.
 func startStack(t *testing.T, mode string) *stack {
 	t.Helper()
-	vendor := newOrigin(t, "kaspersky origin\n")
-	other := newOrigin(t, "other origin\n")
+	vendor := textOrigin(t, "kaspersky origin\n")
+	other := textOrigin(t, "other origin\n")
 	vendorAddr, otherAddr := vendor.Listener.Addr().String(), other.Listener.Addr().String()
-	args := []string{"-at", afterCutoffs,
+	args := []string{"-at", afterUpdates,
 		"-resolve", updateHost + ":80:" + vendorAddr,
 		"-resolve", tiHost + ":80:" + vendorAddr,
 		"-resolve", otherHost + ":80:" + otherAddr,
@@ -821,11 +689,11 @@ func startStack(t *testing.T, mode string) *stack {
 	if mode == "report" {
 		args = append(args, "-config", reportPolicy(t))
 	}
-	fg := startFeedgate(t, args...)
-	if fg.mode != mode {
-		t.Fatalf("feedgate started in mode %q; want %q", fg.mode, mode)
+	fg := start(t, args...)
+	if fg.Mode != mode {
+		t.Fatalf("feedgate started in mode %q; want %q", fg.Mode, mode)
 	}
-	prom := startPrometheus(t, fg.admin)
+	prom := startPrometheus(t, fg.Admin)
 	// A first scrape before any traffic, so that rate() and increase() see
 	// the counters go up from zero.
 	waitFor(t, "Prometheus's first scrape of feedgate", func() (bool, string) {
@@ -858,7 +726,7 @@ func (s *stack) get(t *testing.T, rawURL string, want int) {
 // feedgate's SNI check finds no TLS, and the CONNECT host decides.
 func (s *stack) connect(t *testing.T, hostport string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", s.fg.proxy, 10*time.Second)
+	c, err := net.DialTimeout("tcp", s.fg.Proxy, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -925,8 +793,7 @@ func complianceBreach(t *testing.T) string {
 // by a real Prometheus that evaluates the alert rules, and checks the
 // dashboard and alert expressions against what Prometheus stored.
 func TestMonitoringAgainstRealPrometheus(t *testing.T) {
-	tool(t, "prometheus")
-	feedgateBinary(t)
+	tool(t, "prometheus", "prometheus")
 	d := loadDashboard(t)
 	rules := loadRules(t)
 	breach := complianceBreach(t)
@@ -1039,9 +906,9 @@ func TestMonitoringAgainstRealPrometheus(t *testing.T) {
 // between the cut-offs, where every metric has a series: a next policy
 // change is scheduled, and a client has used a vendor category.
 func TestFeedgateMetricsPromtool(t *testing.T) {
-	tool(t, "promtool")
-	origin := newOrigin(t, "kaspersky origin\n")
-	fg := startFeedgate(t, "-at", betweenCutoffs, "-resolve", updateHost+":80:"+origin.Listener.Addr().String())
+	tool(t, "promtool", "prometheus")
+	origin := textOrigin(t, "kaspersky origin\n")
+	fg := start(t, "-at", betweenCuts, "-resolve", updateHost+":80:"+origin.Listener.Addr().String())
 	resp, err := fg.client().Get("http://" + updateHost + "/bases/av/kdb/i386/base.kdc")
 	if err != nil {
 		t.Fatal(err)
@@ -1052,7 +919,7 @@ func TestFeedgateMetricsPromtool(t *testing.T) {
 		t.Fatalf("update between the cut-offs: status %d; want 200 from the origin", resp.StatusCode)
 	}
 
-	resp, err = direct.Get("http://" + fg.admin + "/metrics")
+	resp, err = direct.Get("http://" + fg.Admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
