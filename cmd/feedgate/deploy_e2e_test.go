@@ -1,7 +1,6 @@
-package configs_test
+package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -17,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,69 +27,31 @@ import (
 	"github.com/feedgate/feedgate/rules/config"
 )
 
-// The deployment files are checked against the code they deploy: the
-// binary's default ports and usage, the real policy loader, and the tools
-// that read them (systemd-analyze). Paths are relative to this package's
-// directory, which is where go test runs it.
+// The deployment files (configs/systemd, configs/kubernetes, configs/docker)
+// are checked against the code they deploy: the binary's default ports and
+// usage, its graceful-shutdown bound (shutdownGrace, which stop timeouts
+// must leave room for), the real policy loader, and the tools that read
+// them (systemd-analyze). Paths are relative to this package's directory,
+// which is where go test runs it.
 
 const (
-	repoRoot   = ".."
-	unitFile   = "systemd/feedgate.service"
-	dockerfile = "docker/Dockerfile"
-	k8sDir     = "kubernetes"
-
-	// shutdownGrace is cmd/feedgate's graceful-shutdown bound
-	// (docs/operations.md, "run"): stop timeouts must leave room for it.
-	shutdownGrace = 10 * time.Second
+	unitFile   = repoRoot + "/configs/systemd/feedgate.service"
+	dockerfile = repoRoot + "/configs/docker/Dockerfile"
+	k8sDir     = repoRoot + "/configs/kubernetes"
 )
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	binary    string
-	buildErr  error
-)
-
-// feedgateBinary builds cmd/feedgate once for the tests in this file.
-func feedgateBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "feedgate-deploy"); buildErr != nil {
-			return
-		}
-		binary = filepath.Join(buildDir, "feedgate")
-		cmd := exec.Command("go", "build", "-o", binary, "./cmd/feedgate")
-		cmd.Dir = repoRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/feedgate: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binary
-}
 
 // defaultPorts reads the default -listen and -admin ports from the
 // binary's usage text, so that the manifests follow the code.
 func defaultPorts(t *testing.T) (proxyPort, adminPort int) {
 	t.Helper()
-	out, _ := exec.Command(feedgateBinary(t), "run", "-h").CombinedOutput() // -h exits 2
+	out, _ := runBinary(t, "", "run", "-h") // -h exits 2
 	port := func(flag string) int {
 		re := regexp.MustCompile(`(?m)^\s*-` + regexp.QuoteMeta(flag) + ` ADDR\n[^\n]*\(default "([^"]+)"\)`)
-		m := re.FindSubmatch(out)
+		m := re.FindStringSubmatch(out)
 		if m == nil {
 			t.Fatalf("feedgate run -h names no default for -%s:\n%s", flag, out)
 		}
-		host, p, err := net.SplitHostPort(string(m[1]))
+		host, p, err := net.SplitHostPort(m[1])
 		if err != nil || host != "127.0.0.1" {
 			t.Fatalf("default -%s %q: want 127.0.0.1:PORT", flag, m[1])
 		}
@@ -103,17 +63,6 @@ func defaultPorts(t *testing.T) (proxyPort, adminPort int) {
 		t.Fatalf("default ports are %d and %d; the deployment files and their comments say 3128 and 9128", proxyPort, adminPort)
 	}
 	return proxyPort, adminPort
-}
-
-// requireTool finds an external tool; a missing one fails the test, as
-// curl, promtool and node do elsewhere (.ci/run installs them all).
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: install it (Debian package systemd; bash .ci/run does)", name)
-	}
-	return p
 }
 
 // flagValue returns the value after flag in args.
@@ -252,10 +201,10 @@ func TestSystemdUnit(t *testing.T) {
 
 	// systemd-analyze verify checks every directive and that ExecStart
 	// exists: point it at a real feedgate.
-	analyze := requireTool(t, "systemd-analyze")
+	analyze := tool(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
 	verified := filepath.Join(dir, "feedgate.service")
-	rewritten := strings.ReplaceAll(string(text), "/usr/local/bin/feedgate", feedgateBinary(t))
+	rewritten := strings.ReplaceAll(string(text), "/usr/local/bin/feedgate", binary)
 	if err := os.WriteFile(verified, []byte(rewritten), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -694,7 +643,7 @@ func TestKubernetesManifests(t *testing.T) {
 	if got, want := policySummary(p), policySummary(def); got != want {
 		t.Errorf("the ConfigMap policy's rules differ from the built-in policy's:\n got: %s\nwant: %s", got, want)
 	}
-	out, err := exec.Command(feedgateBinary(t), "check", "-config", policyFile).CombinedOutput()
+	out, err := runBinary(t, "", "check", "-config", policyFile)
 	if err != nil {
 		t.Errorf("feedgate check -config <ConfigMap policy>: %v\n%s", err, out)
 	}
@@ -812,50 +761,8 @@ func TestKubernetesPodStarts(t *testing.T) {
 			args[i+1] = net.JoinHostPort(h, "0")
 		}
 	}
-	cmd := exec.Command(feedgateBinary(t), args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	started := make(chan map[string]any, 1)
-	var logMu sync.Mutex
-	var logText strings.Builder
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logMu.Lock()
-			logText.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "feedgate started" {
-				started <- rec
-			}
-		}
-		done <- cmd.Wait()
-	}()
-	logs := func() string { logMu.Lock(); defer logMu.Unlock(); return logText.String() }
-	exited := false
-	t.Cleanup(func() {
-		if !exited {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	var rec map[string]any
-	select {
-	case rec = <-started:
-	case err := <-done:
-		exited = true
-		t.Fatalf("feedgate %q exited before starting: %v\n%s", args, err, logs())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("feedgate %q did not start\n%s", args, logs())
-	}
-	adminAddr, _ := rec["admin"].(string)
-	_, adminPort := hostPort(t, "admin listener", adminAddr)
+	inst := startExact(t, args...)
+	_, adminPort := hostPort(t, "admin listener", inst.Admin)
 	base := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
 	get := func(p string) string {
 		t.Helper()
@@ -879,30 +786,29 @@ func TestKubernetesPodStarts(t *testing.T) {
 	get(d.Spec.Template.Metadata.Annotations["prometheus.io/path"])
 
 	// SIGHUP (the unit's ExecReload) reloads the mounted policy.
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := inst.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	reloaded := regexp.MustCompile(`(?m)^feedgate_config_reloads_total\{result="success"\} 1$`)
 	for deadline := time.Now().Add(10 * time.Second); !reloaded.MatchString(get("/metrics")); {
 		if time.Now().After(deadline) {
-			t.Fatalf("no successful reload after SIGHUP\n%s", logs())
+			t.Fatalf("no successful reload after SIGHUP\n%s", inst.stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 
 	// SIGTERM (Kubernetes' and the unit's stop signal) exits 0 well within
 	// the grace period, and the inventory is saved on the way out.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := inst.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-done:
-		exited = true
-		if err != nil {
-			t.Fatalf("feedgate after SIGTERM: %v\n%s", err, logs())
+	case <-inst.exited:
+		if inst.err != nil {
+			t.Fatalf("feedgate after SIGTERM: %v\n%s", inst.err, inst.stderr)
 		}
 	case <-time.After(shutdownGrace + 5*time.Second):
-		t.Fatalf("feedgate did not stop within %s of SIGTERM\n%s", shutdownGrace+5*time.Second, logs())
+		t.Fatalf("feedgate did not stop within %s of SIGTERM\n%s", shutdownGrace+5*time.Second, inst.stderr)
 	}
 	if _, err := os.Stat(stateFile); err != nil {
 		t.Errorf("inventory state file after shutdown: %v", err)
