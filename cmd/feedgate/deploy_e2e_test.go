@@ -799,16 +799,8 @@ func TestKubernetesPodStarts(t *testing.T) {
 
 	// SIGTERM (Kubernetes' and the unit's stop signal) exits 0 well within
 	// the grace period, and the inventory is saved on the way out.
-	if err := inst.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-inst.exited:
-		if inst.err != nil {
-			t.Fatalf("feedgate after SIGTERM: %v\n%s", inst.err, inst.stderr)
-		}
-	case <-time.After(shutdownGrace + 5*time.Second):
-		t.Fatalf("feedgate did not stop within %s of SIGTERM\n%s", shutdownGrace+5*time.Second, inst.stderr)
+	if err := inst.stopWithin(shutdownGrace + 5*time.Second); err != nil {
+		t.Fatalf("feedgate after SIGTERM: %v\n%s", err, inst.stderr)
 	}
 	if _, err := os.Stat(stateFile); err != nil {
 		t.Errorf("inventory state file after shutdown: %v", err)

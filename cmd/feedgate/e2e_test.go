@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -336,16 +335,8 @@ func TestShutdownWritesOpenTunnelRecord(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("CONNECT: %v %v; want 200", resp, err)
 	}
-	if err := inst.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-inst.exited:
-		if inst.err != nil {
-			t.Fatalf("feedgate exited with %v after SIGTERM; want 0\n%s", inst.err, inst.stderr)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("feedgate did not exit after SIGTERM")
+	if err := inst.stop(); err != nil {
+		t.Fatalf("feedgate exited with %v after SIGTERM; want 0\n%s", err, inst.stderr)
 	}
 	wantFields(t, findRecord(t, inst.records(), "dnl-01.geo.kaspersky.com", "connect"), map[string]any{"action": "allow", "status": 200})
 }

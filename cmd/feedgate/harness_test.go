@@ -150,10 +150,13 @@ func startProcess(t *testing.T, name, path string, watch func(line string), args
 	return p
 }
 
-// stop sends SIGTERM and waits for the process to exit (at once if it has
-// already), and returns what Wait returned. A process still running 20
-// seconds later is killed, and the test fails.
-func (p *process) stop() error {
+// stop is stopWithin(20 * time.Second).
+func (p *process) stop() error { return p.stopWithin(20 * time.Second) }
+
+// stopWithin sends SIGTERM and waits for the process to exit (at once if it
+// has already), and returns what Wait returned. A process still running
+// after d is killed, and the test fails.
+func (p *process) stopWithin(d time.Duration) error {
 	select {
 	case <-p.exited:
 		return p.err
@@ -162,10 +165,10 @@ func (p *process) stop() error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
-	case <-time.After(20 * time.Second):
+	case <-time.After(d):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		p.t.Errorf("%s did not exit within 20s of SIGTERM; killed", p.name)
+		p.t.Errorf("%s did not exit within %v of SIGTERM; killed", p.name, d)
 	}
 	return p.err
 }
