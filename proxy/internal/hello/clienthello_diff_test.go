@@ -58,6 +58,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // dtWait bounds every wait in these tests. It only keeps a broken test from
@@ -142,20 +144,7 @@ func dtStartGo(t *testing.T, cert tls.Certificate, curves []tls.CurveID) *dtGoSe
 		t.Fatal(err)
 	}
 	g := &dtGoServer{addr: ln.Addr().String(), seen: map[string]chan dtSeen{}}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { g.serve(c, cert, curves) })
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-	})
+	testutil.Serve(t, ln, func(c net.Conn) { g.serve(c, cert, curves) })
 	return g
 }
 
