@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/internal/ruletest"
 )
 
 func TestLoadClientGroups(t *testing.T) {
@@ -16,7 +17,7 @@ func TestLoadClientGroups(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s=%v", g.Name, g.Prefixes))
 	}
 	// File order, not the decoder's map order.
-	diffLines(t, "groups", got, []string{
+	ruletest.DiffLines(t, "groups", got, []string{
 		"us-offices=[10.0.0.0/12 192.0.2.7/32 2001:db8:1::/48]",
 		"lab=[10.9.0.0/16]",
 		"build_farm=[10.9.8.0/24 172.16.5.0/24]",
@@ -27,7 +28,7 @@ func TestLoadClientGroups(t *testing.T) {
 	for _, r := range p.Rules {
 		got = append(got, fmt.Sprintf("%s clients=%v not_clients=%v", r.Name, r.Clients(), r.NotClients()))
 	}
-	diffLines(t, "rules", got, []string{
+	ruletest.DiffLines(t, "rules", got, []string{
 		"lab-updates clients=[lab] not_clients=[]",
 		"block-updates clients=[] not_clients=[build_farm]",
 		"flag-offices clients=[us-offices] not_clients=[]",
@@ -147,7 +148,7 @@ func TestClassStatesClients(t *testing.T) {
 	for _, s := range p.ClassTimeline(classIndex(t, p, "example", "update")) {
 		got = append(got, fmtTime(s.From)+".."+fmtTime(s.Until)+" "+s.RuleName)
 	}
-	diffLines(t, "timeline of example/update", got, []string{
+	ruletest.DiffLines(t, "timeline of example/update", got, []string{
 		"-.." + fmtTime(updatesCutoff) + " default",
 		fmtTime(updatesCutoff) + "..- block-updates",
 	})

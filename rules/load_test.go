@@ -1,71 +1,22 @@
 package rules_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/internal/ruletest"
 )
-
-// wantLines returns the text after "# want: " on each line of file that has it.
-func wantLines(tb testing.TB, file string) []string {
-	tb.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var want []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if s, ok := strings.CutPrefix(line, "# want: "); ok {
-			want = append(want, s)
-		}
-	}
-	return want
-}
-
-func diffLines(t *testing.T, what string, got, want []string) {
-	t.Helper()
-	show := func(lines []string) string {
-		if len(lines) == 0 {
-			return "(none)"
-		}
-		return strings.Join(lines, "\n\t")
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("%s:\ngot:\n\t%s\nwant:\n\t%s", what, show(got), show(want))
-	}
-}
 
 // Each file in testdata/bad breaks one validation rule; its "# want:" lines
 // are the exact problems Load must report, in order.
 func TestLoadBadConfigs(t *testing.T) {
-	files, err := filepath.Glob("testdata/bad/*.toml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no bad configs: %v", err)
-	}
-	for _, file := range files {
-		t.Run(filepath.Base(file), func(t *testing.T) {
-			want := wantLines(t, file)
-			if len(want) == 0 {
-				t.Fatalf("%s has no # want: line", file)
-			}
-			p, _, err := rules.Load(rules.Dir{}, filepath.ToSlash(file), rules.Options{})
-			if err == nil {
-				t.Fatalf("Load(%s) error = nil; want %q", file, want)
-			}
-			if p != nil {
-				t.Errorf("Load(%s) policy = %v; want nil with an error", file, p.Name)
-			}
-			got := problems(t, err)
-			diffLines(t, "problems", got, want)
-			if msg := err.Error(); msg != strings.Join(got, "\n") {
-				t.Errorf("Error() = %q; want the problems one per line", msg)
-			}
-		})
-	}
+	ruletest.CheckBadFiles(t, func(file string) (bool, error) {
+		p, _, err := rules.Load(rules.Dir{}, file, rules.Options{})
+		return p != nil, err
+	})
 }
 
 // Each file in testdata/warn loads; its "# want:" lines are the exact
@@ -91,7 +42,7 @@ func TestLoadWarnings(t *testing.T) {
 				}
 				got = append(got, w.String())
 			}
-			diffLines(t, "warnings", got, wantLines(t, file))
+			ruletest.DiffLines(t, "warnings", got, ruletest.WantLines(t, file))
 		})
 	}
 }
@@ -151,7 +102,7 @@ func TestLoadDefaultPolicy(t *testing.T) {
 		"sales-cutoff-flag:log:kaspersky:" + strings.ReplaceAll(wantCats, " ", ",") + "::2024-07-20T04:00:00Z:2024-09-29T04:00:00Z",
 		"updates-cutoff:block:kaspersky:" + strings.ReplaceAll(wantCats, " ", ",") + "::2024-09-29T04:00:00Z:-",
 	}
-	diffLines(t, "rules", got, want)
+	ruletest.DiffLines(t, "rules", got, want)
 	for i, r := range p.Rules {
 		if r.Line == 0 || r.Reason == "" {
 			t.Errorf("rule %d (%s): Line = %d, Reason = %q; want both set", i, r.Name, r.Line, r.Reason)

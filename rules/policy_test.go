@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/internal/ruletest"
 )
 
 // answer is the rule name and action of a decision.
@@ -384,7 +385,7 @@ func TestTimezoneSpringGap(t *testing.T) {
 	const file = "testdata/tz-gap.toml"
 	p, _, err := rules.Load(rules.Dir{}, file, rules.Options{})
 	if err != nil {
-		if got := problems(t, err); len(got) != 1 || !strings.HasPrefix(got[0], file+":10: ") {
+		if got := ruletest.Problems(t, err); len(got) != 1 || !strings.HasPrefix(got[0], file+":10: ") {
 			t.Fatalf("Load(%s) problems = %q; want one, at %s:10", file, got, file)
 		}
 		return

@@ -1,7 +1,6 @@
 package rules_test
 
 import (
-	"errors"
 	"testing"
 	"time"
 
@@ -41,20 +40,6 @@ func loadFile(tb testing.TB, file string) *rules.Policy {
 		tb.Fatalf("Load(%s) warnings: %v; want none", file, warns)
 	}
 	return p
-}
-
-// problems returns the String form of each problem in a *rules.ConfigError.
-func problems(tb testing.TB, err error) []string {
-	tb.Helper()
-	var ce *rules.ConfigError
-	if !errors.As(err, &ce) {
-		tb.Fatalf("error %v (%T) is not a *rules.ConfigError", err, err)
-	}
-	out := make([]string, len(ce.Problems))
-	for i, p := range ce.Problems {
-		out[i] = p.String()
-	}
-	return out
 }
 
 // classIndex returns the index in p.Classes of vendor/category.

@@ -1,15 +1,14 @@
 package config_test
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/rules"
 	"github.com/feedgate/feedgate/rules/config"
+	"github.com/feedgate/feedgate/rules/internal/ruletest"
 )
 
 // loadDefault loads the embedded default configuration, which must load
@@ -40,51 +39,14 @@ func loadFile(tb testing.TB, file string) *config.Config {
 	return c
 }
 
-func diffLines(t *testing.T, what string, got, want []string) {
-	t.Helper()
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("%s:\ngot:\n\t%s\nwant:\n\t%s", what, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
-	}
-}
-
 // Each file in testdata/bad breaks one validation rule of the settings
 // (or of the policy's [tls] keys, beside them); its "# want:" lines are
 // the exact problems Load must report, in order.
 func TestLoadBadConfigs(t *testing.T) {
-	files, err := filepath.Glob("testdata/bad/*.toml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no bad configs: %v", err)
-	}
-	for _, file := range files {
-		t.Run(filepath.Base(file), func(t *testing.T) {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want []string
-			for _, line := range strings.Split(string(data), "\n") {
-				if s, ok := strings.CutPrefix(line, "# want: "); ok {
-					want = append(want, s)
-				}
-			}
-			if len(want) == 0 {
-				t.Fatalf("%s has no # want: line", file)
-			}
-			c, _, err := config.Load(rules.Dir{}, filepath.ToSlash(file), rules.Options{})
-			if c != nil {
-				t.Errorf("Load(%s) = a configuration; want nil with an error", file)
-			}
-			var ce *rules.ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("Load(%s) error = %v; want a *rules.ConfigError", file, err)
-			}
-			var got []string
-			for _, p := range ce.Problems {
-				got = append(got, p.String())
-			}
-			diffLines(t, "problems", got, want)
-		})
-	}
+	ruletest.CheckBadFiles(t, func(file string) (bool, error) {
+		c, _, err := config.Load(rules.Dir{}, file, rules.Options{})
+		return c != nil, err
+	})
 }
 
 // TestRestartOnly: a reload applies the sections that reload and reports
@@ -115,7 +77,7 @@ func TestRestartOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			diffLines(t, "restart-only sections", config.RestartOnly(base, load(tt.text)), tt.want)
+			ruletest.DiffLines(t, "restart-only sections", config.RestartOnly(base, load(tt.text)), tt.want)
 		})
 	}
 }

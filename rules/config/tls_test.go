@@ -10,6 +10,7 @@ import (
 
 	"github.com/feedgate/feedgate/rules"
 	"github.com/feedgate/feedgate/rules/config"
+	"github.com/feedgate/feedgate/rules/internal/ruletest"
 )
 
 // The default policy flags tunnels without a name, intercepts nothing and
@@ -38,12 +39,12 @@ func TestLoadTLS(t *testing.T) {
 		t.Errorf("TLS = %v, %v, cut %v; want block, 750ms, cut false", c.Policy.TunnelWithoutSNI, s.SNITimeout, s.CutTunnels)
 	}
 	ic := c.Intercept
-	diffLines(t, "intercept hosts", c.Policy.InterceptHosts, []string{"www.example.com", "*.upd.example.com", "dl-*.example-labs.net", "192.0.2.10"})
+	ruletest.DiffLines(t, "intercept hosts", c.Policy.InterceptHosts, []string{"www.example.com", "*.upd.example.com", "dl-*.example-labs.net", "192.0.2.10"})
 	// Relative paths are relative to the policy's directory.
 	if ic.CACert != "testdata/ca/ca.crt" || ic.CAKey != "/etc/feedgate/ca.key" {
 		t.Errorf("CACert, CAKey = %q, %q; want testdata/ca/ca.crt, /etc/feedgate/ca.key", ic.CACert, ic.CAKey)
 	}
-	diffLines(t, "upstream CAs", ic.UpstreamCA, []string{"testdata/roots.pem", "/etc/ssl/extra.pem"})
+	ruletest.DiffLines(t, "upstream CAs", ic.UpstreamCA, []string{"testdata/roots.pem", "/etc/ssl/extra.pem"})
 	u := c.Upstream
 	if u.FromEnv || u.URL == nil || u.URL.String() != "http://proxy.corp.example:3128" || u.AuthFile != "testdata/secrets/parent.auth" {
 		t.Errorf("Upstream = %+v (URL %v); want http://proxy.corp.example:3128 with testdata/secrets/parent.auth", u, u.URL)
