@@ -230,19 +230,13 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "feedgate explain: name at least one TARGET (host, host:port or URL)")
 		return 2
 	}
-	c, warnings, err := loadConfig(*config)
-	if err != nil {
-		printProblems(stderr, warnings, err)
-		return 1
-	}
-	p := c.Policy
-	now, err := instantOrNow(*at, p.Location)
-	if err != nil {
-		fmt.Fprintf(stderr, "feedgate explain: -at: %v\n", err)
-		return 2
+	p, now, loadStatus := policyAt("explain", *config, *at, stderr)
+	if p == nil {
+		return loadStatus
 	}
 	var client netip.Addr
 	if *clientIP != "" {
+		var err error
 		if client, err = netip.ParseAddr(*clientIP); err != nil {
 			fmt.Fprintf(stderr, "feedgate explain: -client: %v\n", err)
 			return 2
@@ -374,6 +368,23 @@ func runCA(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "created %s (give it to clients to trust) and %s (keep it secret)\n", certFile, keyFile)
 	fmt.Fprintf(stdout, "use them in the policy:\n\n[tls.intercept]\nhosts = [\"...\"]\nca_cert = %q\nca_key = %q\n", certFile, keyFile)
 	return 0
+}
+
+// policyAt loads the policy of the offline commands (explain, export) and
+// the instant they answer for (-at, or now). When either fails it says
+// why on stderr and returns a nil policy and the exit status.
+func policyAt(cmd, file, at string, stderr io.Writer) (*rules.Policy, time.Time, int) {
+	c, warnings, err := loadConfig(file)
+	if err != nil {
+		printProblems(stderr, warnings, err)
+		return nil, time.Time{}, 1
+	}
+	now, err := instantOrNow(at, c.Policy.Location)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate %s: -at: %v\n", cmd, err)
+		return nil, time.Time{}, 2
+	}
+	return c.Policy, now, 0
 }
 
 // instantOrNow parses an -at flag in the policy's timezone; "" is now.

@@ -30,16 +30,9 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "feedgate export: -action %q: want allow, log or block\n", *actionName)
 		return 2
 	}
-	c, warnings, err := loadConfig(*config)
-	if err != nil {
-		printProblems(stderr, warnings, err)
-		return 1
-	}
-	p := c.Policy
-	now, err := instantOrNow(*at, p.Location)
-	if err != nil {
-		fmt.Fprintf(stderr, "feedgate export: -at: %v\n", err)
-		return 2
+	p, now, status := policyAt("export", *config, *at, stderr)
+	if p == nil {
+		return status
 	}
 	v := *vendor
 	if v == "" {
