@@ -1,61 +1,17 @@
 package upstream_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 	"github.com/feedgate/feedgate/proxy/upstream"
 )
-
-// destinationCase is one line of testdata/destinations.txt.
-type destinationCase struct {
-	line int
-	addr netip.Addr
-	text string    // the address as written
-	want [2]string // verdict with deny_private off, on: "allow" or a reason
-}
-
-func readDestinationCases(t *testing.T) []destinationCase {
-	t.Helper()
-	f, err := os.Open("testdata/destinations.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var cases []destinationCase
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fields := strings.Split(line, "|")
-		if len(fields) != 3 {
-			t.Fatalf("destinations.txt:%d: want address | off | on, got %q", n, line)
-		}
-		text := strings.TrimSpace(fields[0])
-		addr, err := netip.ParseAddr(text)
-		if err != nil {
-			t.Fatalf("destinations.txt:%d: %v", n, err)
-		}
-		cases = append(cases, destinationCase{line: n, addr: addr, text: text,
-			want: [2]string{strings.TrimSpace(fields[1]), strings.TrimSpace(fields[2])}})
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(cases) == 0 {
-		t.Fatal("destinations.txt has no cases")
-	}
-	return cases
-}
 
 // TestDestinationTable runs every address of testdata/destinations.txt
 // through a Router and its real Dialer, whose connect step only records: as
@@ -65,15 +21,15 @@ func readDestinationCases(t *testing.T) []destinationCase {
 // address must never reach the connect step and must say why; an allowed
 // one must reach it exactly as itself.
 func TestDestinationTable(t *testing.T) {
-	cases := readDestinationCases(t)
+	cases := testutil.DestinationCases(t, "testdata/destinations.txt")
 	names := map[string][]netip.Addr{}
 	for i, c := range cases {
-		names[fmt.Sprintf("d%d.example.test", i)] = []netip.Addr{c.addr}
+		names[fmt.Sprintf("d%d.example.test", i)] = []netip.Addr{c.Addr}
 	}
 	for mode := range 2 {
-		rec := &recordingDial{}
+		rec := &testutil.DialRecorder{}
 		r, err := upstream.New(upstream.Options{
-			Dialer:      &upstream.Dialer{Resolver: &fakeResolver{addrs: names}, Dial: rec.dial},
+			Dialer:      &upstream.Dialer{Resolver: &testutil.Resolver{Addrs: names}, Dial: rec.Dial},
 			Listeners:   []netip.AddrPort{netip.MustParseAddrPort("198.51.100.99:80"), netip.MustParseAddrPort("198.51.100.99:443")},
 			DenyPrivate: func() bool { return mode == 1 },
 		})
@@ -83,23 +39,23 @@ func TestDestinationTable(t *testing.T) {
 		for i, c := range cases {
 			for _, form := range []string{"literal", "name"} {
 				for _, method := range []string{"GET", "CONNECT"} {
-					t.Run(fmt.Sprintf("deny_private=%v/%s/%s/%s", mode == 1, c.text, form, method), func(t *testing.T) {
+					t.Run(fmt.Sprintf("deny_private=%v/%s/%s/%s", mode == 1, c.Text, form, method), func(t *testing.T) {
 						host := fmt.Sprintf("d%d.example.test", i)
 						if form == "literal" {
-							host = c.addr.String()
+							host = c.Addr.String()
 						}
 						port, dial := uint16(80), func(addr string) (net.Conn, error) { return r.DialHTTP(context.Background(), "tcp", addr) }
 						if method == "CONNECT" {
 							port, dial = 443, func(addr string) (net.Conn, error) { return r.DialTarget(context.Background(), addr) }
 						}
-						seen := len(rec.dialed())
+						seen := len(rec.Dialed())
 						conn, err := dial(net.JoinHostPort(host, fmt.Sprint(port)))
 						if conn != nil {
 							conn.Close()
 							t.Fatalf("the recording dialer returned a connection")
 						}
-						dialed := rec.dialed()[seen:]
-						want := c.want[mode]
+						dialed := rec.Dialed()[seen:]
+						want := c.Want[mode]
 						if want != "allow" {
 							var destErr *upstream.DestinationError
 							if !errors.As(err, &destErr) || destErr.Reason != want {
@@ -113,8 +69,8 @@ func TestDestinationTable(t *testing.T) {
 							}
 							return
 						}
-						wantDial := netip.AddrPortFrom(c.addr.Unmap(), port).String()
-						if !errors.Is(err, errRecorded) {
+						wantDial := netip.AddrPortFrom(c.Addr.Unmap(), port).String()
+						if !errors.Is(err, testutil.ErrRecorded) {
 							t.Errorf("error %v; want the recording dialer's", err)
 						}
 						if len(dialed) != 1 || dialed[0] != wantDial {

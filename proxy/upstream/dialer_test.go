@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 	"github.com/feedgate/feedgate/proxy/upstream"
 )
 
@@ -76,8 +77,8 @@ func TestOverridesParseResolve(t *testing.T) {
 // resolver, resolved addresses are dialed in order, failures are DNS errors.
 func TestDialer(t *testing.T) {
 	t.Parallel()
-	up := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "hi") })
-	refused := closedPort(t)
+	up := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "hi") })
+	refused := testutil.ClosedPort(t)
 	upAP := netip.MustParseAddrPort(up.Addr())
 	refusedAP := netip.MustParseAddrPort(refused)
 
@@ -112,9 +113,9 @@ func TestDialer(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			res := &fakeResolver{addrs: tt.addrs}
+			res := &testutil.Resolver{Addrs: tt.addrs}
 			d := &upstream.Dialer{Overrides: ov, Resolver: res}
-			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			ctx, cancel := context.WithTimeout(context.Background(), testutil.WaitLimit)
 			defer cancel()
 			c, err := d.DialContext(ctx, "tcp", tt.dial)
 			if c != nil {
@@ -151,12 +152,12 @@ func TestDialer(t *testing.T) {
 // dial when a later one answers.
 func TestDialerTriesEveryAddress(t *testing.T) {
 	t.Parallel()
-	up := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "hi") })
+	up := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "hi") })
 	upAP := netip.MustParseAddrPort(up.Addr())
 	// 127.0.0.2 is loopback on Linux; nothing listens on it at this port.
-	res := &fakeResolver{addrs: map[string][]netip.Addr{"multi.example.test": {netip.MustParseAddr("127.0.0.2"), upAP.Addr()}}}
+	res := &testutil.Resolver{Addrs: map[string][]netip.Addr{"multi.example.test": {netip.MustParseAddr("127.0.0.2"), upAP.Addr()}}}
 	d := &upstream.Dialer{Resolver: res}
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.WaitLimit)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", "multi.example.test:"+upPort(upAP))
 	if err != nil {
@@ -172,7 +173,7 @@ func TestDialerTriesEveryAddress(t *testing.T) {
 // context expires yields a timeout, not a "not found" DNS answer.
 func TestDialerResolverTimeout(t *testing.T) {
 	t.Parallel()
-	res := &fakeResolver{hang: map[string]bool{"slow.example.test": true}}
+	res := &testutil.Resolver{Hang: map[string]bool{"slow.example.test": true}}
 	d := &upstream.Dialer{Resolver: res}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -192,7 +193,7 @@ func TestDialerResolverTimeout(t *testing.T) {
 }
 
 func TestDialerBadAddress(t *testing.T) {
-	d := &upstream.Dialer{Resolver: &fakeResolver{}}
+	d := &upstream.Dialer{Resolver: &testutil.Resolver{}}
 	for _, addr := range []string{"no-port.example.test", "host.example.test:http", ""} {
 		if c, err := d.DialContext(context.Background(), "tcp", addr); err == nil {
 			c.Close()

@@ -1,10 +1,15 @@
 package testutil
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -122,5 +127,84 @@ func TestServe(t *testing.T) {
 		if err != nil || string(got) != "ping" {
 			t.Errorf("connection %d: echoed %q, %v; want ping", i, got, err)
 		}
+	}
+}
+
+func TestParseDestinations(t *testing.T) {
+	got, err := parseDestinations(strings.NewReader("# comment\n\n 10.0.0.1 | allow | private \nfe80::1%eth0|link-local|link-local\n"), "t.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DestinationCase{
+		{netip.MustParseAddr("10.0.0.1"), "10.0.0.1", [2]string{"allow", "private"}},
+		{netip.MustParseAddr("fe80::1%eth0"), "fe80::1%eth0", [2]string{"link-local", "link-local"}},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v; want %v", got, want)
+	}
+	for _, tc := range []struct{ text, errHas string }{
+		{"10.0.0.1 | allow\n", "t.txt:1: want address | off | on"},
+		{"# x\nnot-an-address | allow | allow\n", "t.txt:2: "},
+		{"# only comments\n", "t.txt has no cases"},
+	} {
+		if _, err := parseDestinations(strings.NewReader(tc.text), "t.txt"); err == nil || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("parseDestinations(%q) error %v; want it to contain %q", tc.text, err, tc.errHas)
+		}
+	}
+}
+
+func TestResolver(t *testing.T) {
+	a := netip.MustParseAddr("192.0.2.1")
+	r := &Resolver{Addrs: map[string][]netip.Addr{"a.example.test": {a}}, Hang: map[string]bool{"slow.example.test": true}}
+	if got, err := r.LookupNetIP(context.Background(), "ip", "a.example.test"); err != nil || len(got) != 1 || got[0] != a {
+		t.Errorf("a.example.test: %v, %v; want [%v]", got, err, a)
+	}
+	if _, err := r.LookupNetIP(context.Background(), "ip", "b.example.test"); err == nil || !strings.Contains(err.Error(), FakeDNSText) {
+		t.Errorf("b.example.test: error %v; want one with %q", err, FakeDNSText)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if _, err := r.LookupNetIP(ctx, "ip", "slow.example.test"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("slow.example.test: error %v; want the context's", err)
+	}
+	if got, want := r.Lookups(), []string{"a.example.test", "b.example.test", "slow.example.test"}; !slices.Equal(got, want) {
+		t.Errorf("Lookups = %v; want %v", got, want)
+	}
+}
+
+func TestDialRecorder(t *testing.T) {
+	var d DialRecorder
+	for _, addr := range []string{"192.0.2.1:80", "[2001:db8::1]:443"} {
+		if c, err := d.Dial(context.Background(), "tcp", addr); c != nil || !errors.Is(err, ErrRecorded) {
+			t.Errorf("Dial(%s) = %v, %v; want nil, ErrRecorded", addr, c, err)
+		}
+	}
+	if got, want := d.Dialed(), []string{"192.0.2.1:80", "[2001:db8::1]:443"}; !slices.Equal(got, want) {
+		t.Errorf("Dialed = %v; want %v", got, want)
+	}
+}
+
+func TestRawUpstreamAndClosedPort(t *testing.T) {
+	u := NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "hi") })
+	for range 2 {
+		c, err := net.Dial("tcp", u.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(WaitLimit))
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(got) != "hi" {
+			t.Errorf("read %q, %v; want hi", got, err)
+		}
+	}
+	if n := u.Conns(); n != 2 {
+		t.Errorf("Conns = %d; want 2", n)
+	}
+	if c, err := net.Dial("tcp", ClosedPort(t)); !errors.Is(err, syscall.ECONNREFUSED) {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("dialing ClosedPort: %v; want connection refused", err)
 	}
 }
