@@ -2,8 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,31 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
-
-// recordingDial records the addresses it is asked to dial and connects to
-// none of them: destination tests never send a packet anywhere.
-type recordingDial struct {
-	mu    sync.Mutex
-	addrs []string
-}
-
-var errRecorded = errors.New("recorded, not dialed")
-
-func (d *recordingDial) dial(_ context.Context, _, addr string) (net.Conn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.addrs = append(d.addrs, addr)
-	return nil, errRecorded
-}
-
-func (d *recordingDial) dialed() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]string(nil), d.addrs...)
-}
 
 // policyWith writes a policy with the built-in catalog and the given
 // top-level access keys, and returns an envConfig that enforces it.
@@ -178,9 +155,9 @@ func TestDestinationPolicy(t *testing.T) {
 					keys = "deny_private = true"
 				}
 				cfg := policyWith(t, keys)
-				rec := &recordingDial{}
-				cfg.dial = rec.dial
-				cfg.resolver = &fakeResolver{addrs: map[string][]netip.Addr{"dest.example.test": {netip.MustParseAddr(tt.addr)}}}
+				rec := &testutil.DialRecorder{}
+				cfg.dial = rec.Dial
+				cfg.resolver = &testutil.Resolver{Addrs: map[string][]netip.Addr{"dest.example.test": {netip.MustParseAddr(tt.addr)}}}
 				port := 80
 				if method == "CONNECT" {
 					port = 443
@@ -193,7 +170,7 @@ func TestDestinationPolicy(t *testing.T) {
 				}
 				before := e.snapshot(t, rejectedSeries("destination"))
 				resp := rawRequest(t, e, req)
-				dialed := rec.dialed()
+				dialed := rec.Dialed()
 				if tt.refused != "" {
 					if resp.StatusCode != 403 || resp.Header.Get("X-Feedgate-Reason") != "destination" {
 						t.Errorf("status %d reason %q; want 403 destination", resp.StatusCode, resp.Header.Get("X-Feedgate-Reason"))

@@ -15,13 +15,14 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // TestWebsocketCountsAsTunnel: an upgraded connection holds a tunnel slot,
 // so max_tunnels bounds websockets and CONNECTs together.
 func TestWebsocketCountsAsTunnel(t *testing.T) {
 	t.Parallel()
-	ws := newRawUpstream(t, wsEcho)
+	ws := testutil.NewRawUpstream(t, wsEcho)
 	cfg := policyWith(t, "[limits]\nmax_tunnels = 1")
 	cfg.resolve = []string{"ws.example.test:80:" + ws.Addr(), "ws.example.test:443:" + ws.Addr()}
 	e := newEnv(t, cfg)
@@ -54,12 +55,12 @@ func TestWebsocketCountsAsTunnel(t *testing.T) {
 // websocket is closed at max_tunnel_lifetime however busy it is.
 func TestLongLivedConnectionsBounded(t *testing.T) {
 	t.Parallel()
-	ws := newRawUpstream(t, wsEcho)
-	echo := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	ws := testutil.NewRawUpstream(t, wsEcho)
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
 	// An upstream that answers an Expect: 100-continue request with part
 	// of a body and then stalls: that request takes net/http's transport,
 	// not feedgate's pool.
-	stall := newRawUpstream(t, func(c *net.TCPConn) {
+	stall := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -104,7 +105,7 @@ func TestLongLivedConnectionsBounded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reading the answer: %v", err)
 		}
-		_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+		_ = c.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 		if body, err := io.ReadAll(resp.Body); err == nil {
 			t.Errorf("a stalled body read to a clean end (%q); want it cut", body)
 		}
@@ -122,20 +123,20 @@ func TestLongLivedConnectionsBounded(t *testing.T) {
 			t.Fatalf("CONNECT: %d", resp.StatusCode)
 		}
 		// Busy all the time: the lifetime, not idleness, ends it.
-		deadline := time.Now().Add(waitLimit)
+		deadline := time.Now().Add(testutil.WaitLimit)
 		var err error
 		for time.Now().Before(deadline) {
 			if _, err = io.WriteString(c, "busy\n"); err != nil {
 				break
 			}
-			_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+			_ = c.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 			if _, err = c.r.ReadString('\n'); err != nil {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		if err == nil {
-			t.Fatalf("a busy tunnel outlived max_tunnel_lifetime by %v", waitLimit)
+			t.Fatalf("a busy tunnel outlived max_tunnel_lifetime by %v", testutil.WaitLimit)
 		}
 		e.waitRecord(t, map[string]any{"host": "echo.example.test", "closed": metrics.TunnelLifetime})
 		e.checkDeltas(t, before, delta{tunnelsClosedSeries(metrics.TunnelLifetime), 1})
@@ -159,7 +160,7 @@ func TestLongLivedConnectionsBounded(t *testing.T) {
 // max_connections_per_client connections, tunnels included; beyond it, 429.
 func TestMaxConnectionsPerClient(t *testing.T) {
 	t.Parallel()
-	echo := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
 	o := newOrigin(t)
 	cfg := policyWith(t, "[limits]\nmax_connections_per_client = 2\n[tls]\ntunnel_without_sni = \"allow\"")
 	cfg.resolve = []string{"echo.example.test:443:" + echo.Addr(), "www.example.test:80:" + hostPort(t, o.URL)}
@@ -212,7 +213,7 @@ func TestReloadWhileAwaitingClientHello(t *testing.T) {
 	}
 	e.srv.SetConfig(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
 	tc := tls.Client(c, &tls.Config{RootCAs: o.roots, ServerName: "s01.upd.kaspersky.com"})
-	_ = tc.SetDeadline(time.Now().Add(waitLimit))
+	_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
 	if err := tc.Handshake(); err == nil {
 		t.Fatalf("TLS through a tunnel the new policy blocks: handshake succeeded")
 	}
@@ -251,7 +252,7 @@ func (c *recordingConn) Bytes() []byte {
 func TestNoUpstreamBytesBeforeDecision(t *testing.T) {
 	t.Parallel()
 	const banner = "BANNER from a server that speaks first\n"
-	first := newRawUpstream(t, func(c *net.TCPConn) {
+	first := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		_, _ = io.WriteString(c, banner)
 		_, _ = io.Copy(io.Discard, c)
 		_ = c.Close()
@@ -286,11 +287,11 @@ func TestNoUpstreamBytesBeforeDecision(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			if tt.hello == "" {
 				_ = c.CloseWrite()
-				_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+				_ = c.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 				_, _ = io.Copy(io.Discard, rc)
 			} else {
 				tc := tls.Client(rc, &tls.Config{ServerName: tt.hello, InsecureSkipVerify: true})
-				_ = tc.SetDeadline(time.Now().Add(waitLimit))
+				_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
 				if err := tc.Handshake(); err == nil {
 					t.Fatalf("handshake through a blocked tunnel succeeded")
 				}
@@ -369,7 +370,7 @@ func TestTunnelHelloRetryRequest(t *testing.T) {
 			t.Fatalf("CONNECT: %d", resp.StatusCode)
 		}
 		tc := tls.Client(c, clientCfg())
-		_ = tc.SetDeadline(time.Now().Add(waitLimit))
+		_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
 		if err := tc.Handshake(); err != nil {
 			t.Fatalf("a handshake with a HelloRetryRequest through the proxy: %v", err)
 		}
@@ -395,7 +396,7 @@ func TestTunnelHelloRetryRequest(t *testing.T) {
 		rc := &recordingConn{Conn: c, r: c}
 		rw := &helloRewriter{Conn: rc, from: []byte("www1.example.test"), to: []byte("ksn.kaspersky.com")}
 		tc := tls.Client(rw, clientCfg())
-		_ = tc.SetDeadline(time.Now().Add(waitLimit))
+		_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
 		if err := tc.Handshake(); err == nil {
 			t.Fatalf("the handshake succeeded")
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // established is the exact reply to an HTTP/1.1 CONNECT that the proxy lets
@@ -199,7 +200,7 @@ func TestConnectWire(t *testing.T) {
 	greetAndClose := func(c *net.TCPConn) {
 		_, _ = io.WriteString(c, "bye from upstream")
 	}
-	echo, sink, greet := newRawUpstream(t, echoUntilEOF), newRawUpstream(t, sinkThenDone), newRawUpstream(t, greetAndClose)
+	echo, sink, greet := testutil.NewRawUpstream(t, echoUntilEOF), testutil.NewRawUpstream(t, sinkThenDone), testutil.NewRawUpstream(t, greetAndClose)
 	e := newEnv(t, envConfig{resolve: []string{
 		"echo.example.test:443:" + echo.Addr(),
 		"sink.example.test:443:" + sink.Addr(),
@@ -313,7 +314,7 @@ func TestConnectWire(t *testing.T) {
 // records are in the log by the time it returns.
 func TestShutdownClosesTunnels(t *testing.T) {
 	t.Parallel()
-	echo := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
 	e := newEnv(t, envConfig{resolve: []string{"echo.example.test:443:" + echo.Addr()}})
 
 	conn := e.dial(t)
@@ -329,7 +330,7 @@ func TestShutdownClosesTunnels(t *testing.T) {
 		t.Errorf("active connect = %v; want 1 while the tunnel is open", n)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.WaitLimit)
 	defer cancel()
 	if err := e.hs.Shutdown(ctx); err != nil {
 		t.Fatalf("http.Server.Shutdown: %v", err)
@@ -360,7 +361,7 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 // tunnelled and recorded as log with report_only set.
 func TestConnectReportMode(t *testing.T) {
 	t.Parallel()
-	greet := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "hello from the update server") })
+	greet := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "hello from the update server") })
 	e := newEnv(t, envConfig{
 		policy:  loadTestPolicy(t, "testdata/report.toml"),
 		now:     afterCutoffs,

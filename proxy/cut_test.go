@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // dripPad makes each line of dripHandler larger than the buffers between
@@ -21,12 +22,12 @@ import (
 var dripPad = strings.Repeat("x", 16<<10)
 
 // dripHandler streams a chunked body: one line every 20 ms until the
-// client goes away or waitLimit passes. It is a large update download that
+// client goes away or testutil.WaitLimit passes. It is a large update download that
 // is still running when a cut-off comes.
 func dripHandler(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	rc := http.NewResponseController(w)
-	deadline := time.Now().Add(waitLimit)
+	deadline := time.Now().Add(testutil.WaitLimit)
 	for i := 0; time.Now().Before(deadline); i++ {
 		if _, err := fmt.Fprintf(w, "chunk %d %s\n", i, dripPad); err != nil {
 			return
@@ -81,7 +82,7 @@ func echoLine(t *testing.T, conn net.Conn, br *bufio.Reader, line string) {
 	if _, err := io.WriteString(conn, line); err != nil {
 		t.Fatalf("websocket write: %v", err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
+	_ = conn.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 	got, err := br.ReadString('\n')
 	if err != nil || got != line {
 		t.Fatalf("websocket echo: %q, %v; want %q", got, err, line)
@@ -93,11 +94,11 @@ func echoLine(t *testing.T, conn net.Conn, br *bufio.Reader, line string) {
 // (a cut) rather than a clean end of a complete message.
 func waitEnd(t *testing.T, conn net.Conn, r io.Reader) error {
 	t.Helper()
-	_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
+	_ = conn.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 	_, err := io.Copy(io.Discard, r)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("still open %v after it should have been closed", waitLimit)
+		t.Fatalf("still open %v after it should have been closed", testutil.WaitLimit)
 	}
 	return err
 }
@@ -111,7 +112,7 @@ func TestCutEveryPathAtTransition(t *testing.T) {
 	t.Parallel()
 	drip := httptest.NewServer(http.HandlerFunc(dripHandler))
 	t.Cleanup(drip.Close)
-	ws := newRawUpstream(t, wsEcho)
+	ws := testutil.NewRawUpstream(t, wsEcho)
 
 	t.Run("http-download", func(t *testing.T) {
 		t.Parallel()
@@ -127,7 +128,7 @@ func TestCutEveryPathAtTransition(t *testing.T) {
 		r := e.waitRecord(t, map[string]any{"host": "s01.upd.kaspersky.com", "closed": metrics.TunnelPolicyChange})
 		checkRecord(t, r, map[string]any{"kind": "http", "cut_rule": "updates-cutoff", "rule": "sales-cutoff-flag", "status": 200})
 		// The other download goes on.
-		_ = other.SetReadDeadline(time.Now().Add(waitLimit))
+		_ = other.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 		if _, err := obr.ReadString('\n'); err != nil {
 			t.Errorf("the other download after the cut-off: %v; want it to go on", err)
 		}
@@ -172,7 +173,7 @@ func TestCutEveryPathAtTransition(t *testing.T) {
 			t.Fatalf("first chunk: %v", err)
 		}
 		e.clock.Set(updatesCutoff)
-		_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+		_ = c.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 		if _, err := io.Copy(io.Discard, dresp.Body); err == nil {
 			t.Errorf("the intercepted download ended cleanly after the cut-off; want it cut")
 		}

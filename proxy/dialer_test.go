@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 	"github.com/feedgate/feedgate/proxy/upstream"
 )
 
@@ -38,16 +39,16 @@ func destinationRequests(host string) map[string]string {
 // policy: when New installed itself as the shared Dialer's Guard, the
 // second proxy dialed under the first one's policy.
 func TestNewLeavesInjectedDialerAlone(t *testing.T) {
-	rec := &recordingDial{}
+	rec := &testutil.DialRecorder{}
 	ov := upstream.Overrides{}
 	if err := ov.ParseResolve("pinned.example.test:80:127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	res := &fakeResolver{addrs: map[string][]netip.Addr{
+	res := &testutil.Resolver{Addrs: map[string][]netip.Addr{
 		"private.example.test": {netip.MustParseAddr("10.1.2.3")},
 		"loop.example.test":    {netip.MustParseAddr("127.0.0.1")},
 	}}
-	shared := &upstream.Dialer{Overrides: ov, Resolver: res, Timeout: 7 * time.Second, Dial: rec.dial}
+	shared := &upstream.Dialer{Overrides: ov, Resolver: res, Timeout: 7 * time.Second, Dial: rec.Dial}
 	dialPtr := reflect.ValueOf(shared.Dial).Pointer()
 
 	open := newEnvWithDialer(t, policyWith(t, ""), shared)
@@ -77,9 +78,9 @@ func TestNewLeavesInjectedDialerAlone(t *testing.T) {
 		}
 		for method, req := range reqs {
 			t.Run(tt.name+"/"+method, func(t *testing.T) {
-				seen := len(rec.dialed())
+				seen := len(rec.Dialed())
 				resp := rawRequest(t, tt.e, req)
-				dialed := rec.dialed()[seen:]
+				dialed := rec.Dialed()[seen:]
 				if resp.StatusCode != tt.status {
 					t.Errorf("status %d; want %d", resp.StatusCode, tt.status)
 				}
@@ -129,7 +130,7 @@ func (d *fakeContextDialer) DialContext(_ context.Context, _, addr string) (net.
 	host, _, _ := net.SplitHostPort(addr)
 	remote, ok := d.remote[host]
 	if !ok {
-		return nil, errRecorded
+		return nil, testutil.ErrRecorded
 	}
 	ours, theirs := net.Pipe()
 	_ = theirs.Close() // nothing may be written to a refused connection

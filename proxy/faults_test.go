@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // TestUpstreamFaults: every way of failing to reach an upstream maps to a
@@ -20,15 +21,15 @@ import (
 func TestUpstreamFaults(t *testing.T) {
 	t.Parallel()
 	// silent accepts and reads but never answers.
-	silent := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
+	silent := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
 	// rst reads the request, then resets the connection without answering.
-	rst := newRawUpstream(t, func(c *net.TCPConn) {
+	rst := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
 			_ = c.SetLinger(0)
 		}
 	})
-	refused := closedPort(t)
-	res := &fakeResolver{hang: map[string]bool{"slow.example.test": true}}
+	refused := testutil.ClosedPort(t)
+	res := &testutil.Resolver{Hang: map[string]bool{"slow.example.test": true}}
 	e := newEnv(t, envConfig{
 		resolver:              res,
 		dialTimeout:           300 * time.Millisecond,
@@ -131,7 +132,7 @@ func TestUpstreamFaults(t *testing.T) {
 // late, when the client gives up, and would disturb other tests' deltas.)
 func TestDialTimeoutBoundsResolution(t *testing.T) {
 	t.Parallel()
-	res := &fakeResolver{hang: map[string]bool{"slow.example.test": true}}
+	res := &testutil.Resolver{Hang: map[string]bool{"slow.example.test": true}}
 	e := newEnv(t, envConfig{resolver: res, dialTimeout: 300 * time.Millisecond, dialerTimeout: time.Hour})
 	c, _ := e.client(t, nil)
 	timeout := upstreamErrSeries(metrics.ReasonTimeout)
@@ -174,7 +175,7 @@ func TestDialTimeoutBoundsResolution(t *testing.T) {
 // keeps serving.
 func TestUpstreamResetMidBody(t *testing.T) {
 	t.Parallel()
-	resetter := newRawUpstream(t, func(c *net.TCPConn) {
+	resetter := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -233,7 +234,7 @@ func TestUpstreamResetMidBody(t *testing.T) {
 // "Failures to reach or read from the upstream") and named in the record.
 func TestUpstreamResetMidBodyIsCounted(t *testing.T) {
 	t.Parallel()
-	resetter := newRawUpstream(t, func(c *net.TCPConn) {
+	resetter := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
 			return

@@ -16,7 +16,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -54,45 +53,6 @@ var (
 	afterCutoffs   = time.Date(2024, 10, 1, 12, 0, 0, 0, time.UTC)
 )
 
-// waitLimit bounds every wait in these tests. It only keeps a broken test
-// from hanging; nothing asserts how long anything took.
-const waitLimit = 15 * time.Second
-
-// fakeResolver answers from a table. Names listed in hang block until the
-// lookup's context is done; every other unknown name fails. Its maps must
-// not change once the proxy runs.
-type fakeResolver struct {
-	addrs map[string][]netip.Addr
-	hang  map[string]bool
-
-	mu      sync.Mutex
-	lookups []string
-}
-
-// fakeDNSText appears in the fake resolver's errors, so tests can check that
-// it never reaches a client.
-const fakeDNSText = "fakedns-nxdomain"
-
-func (r *fakeResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
-	r.mu.Lock()
-	r.lookups = append(r.lookups, host)
-	r.mu.Unlock()
-	if r.hang[host] {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	if a, ok := r.addrs[host]; ok {
-		return a, nil
-	}
-	return nil, errors.New(fakeDNSText + " " + host)
-}
-
-func (r *fakeResolver) Lookups() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.lookups...)
-}
-
 // envConfig configures newEnv. Zero values mean: the embedded default
 // policy, the clock at afterCutoffs, no overrides and an empty resolver.
 type envConfig struct {
@@ -100,7 +60,7 @@ type envConfig struct {
 	now     time.Time
 	resolve []string // "HOST:PORT:ADDR" values for Overrides.ParseResolve
 	// resolver replaces the empty fake resolver.
-	resolver *fakeResolver
+	resolver *testutil.Resolver
 	// dialTimeout and responseHeaderTimeout go to proxy.Options.
 	dialTimeout, responseHeaderTimeout time.Duration
 	// dialerTimeout is the injected upstream.Dialer's own Timeout.
@@ -131,7 +91,7 @@ type env struct {
 	reg      *prometheus.Registry
 	clock    *testutil.Clock
 	log      *testutil.SyncBuffer
-	resolver *fakeResolver
+	resolver *testutil.Resolver
 }
 
 func loadDefaultPolicy(t testing.TB) *config.Config {
@@ -170,7 +130,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		cfg.now = afterCutoffs
 	}
 	if cfg.resolver == nil {
-		cfg.resolver = &fakeResolver{}
+		cfg.resolver = &testutil.Resolver{}
 	}
 	ov := upstream.Overrides{}
 	for _, r := range cfg.resolve {
@@ -210,7 +170,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	go func() { _ = e.hs.Serve(ln) }()
 	t.Cleanup(func() {
 		_ = e.hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.WaitLimit)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("proxy Shutdown: %v", err)
@@ -228,7 +188,7 @@ func (e *env) client(t *testing.T, roots *x509.CertPool) (*http.Client, *http.Tr
 		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: waitLimit}, tr
+	return &http.Client{Transport: tr, Timeout: testutil.WaitLimit}, tr
 }
 
 // dial opens a raw connection to the proxy, with a deadline against hangs.
@@ -239,7 +199,7 @@ func (e *env) dial(t testing.TB) *net.TCPConn {
 		t.Fatalf("dial proxy: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	_ = c.SetDeadline(time.Now().Add(waitLimit))
+	_ = c.SetDeadline(time.Now().Add(testutil.WaitLimit))
 	return c.(*net.TCPConn)
 }
 
@@ -289,7 +249,7 @@ func matching(recs []record, want map[string]any) []record {
 // written after the response has been sent, so tests must wait for them.
 func (e *env) waitRecords(t *testing.T, n int, want map[string]any) []record {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	deadline := time.Now().Add(testutil.WaitLimit)
 	for {
 		got := matching(e.records(t), want)
 		if len(got) >= n || time.Now().After(deadline) {
@@ -437,7 +397,7 @@ func (e *env) waitIdle(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	deadline := time.Now().Add(testutil.WaitLimit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting for %s", what)
@@ -617,70 +577,6 @@ func newTLSOriginWith(t *testing.T, h http.Handler) *tlsOrigin {
 	return o
 }
 
-// rawUpstream is a plain TCP listener on 127.0.0.1 running handle for every
-// accepted connection. It counts accepted connections.
-type rawUpstream struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns int
-	wg    sync.WaitGroup
-}
-
-func newRawUpstream(t *testing.T, handle func(c *net.TCPConn)) *rawUpstream {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &rawUpstream{ln: ln}
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u.mu.Lock()
-			u.conns++
-			u.mu.Unlock()
-			_ = c.SetDeadline(time.Now().Add(2 * waitLimit))
-			u.wg.Add(1)
-			go func() {
-				defer u.wg.Done()
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		u.wg.Wait()
-	})
-	return u
-}
-
-func (u *rawUpstream) Addr() string { return u.ln.Addr().String() }
-
-func (u *rawUpstream) Conns() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.conns
-}
-
-// closedPort returns a 127.0.0.1 address that was listening a moment ago
-// and no longer is: dialing it is refused.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // connectRequest is the raw CONNECT request for target.
 func connectRequest(target string) string {
 	return "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n"
@@ -717,4 +613,4 @@ func get(t *testing.T, c *http.Client, rawURL string) (*http.Response, string) {
 
 // rawErrorFragments are pieces of Go error text that must never appear in
 // a body the proxy writes to a client.
-var rawErrorFragments = []string{"dial tcp", "lookup ", "connect: connection refused", "i/o timeout", "context deadline exceeded", "timeout awaiting", fakeDNSText, "127.0.0.1:"}
+var rawErrorFragments = []string{"dial tcp", "lookup ", "connect: connection refused", "i/o timeout", "context deadline exceeded", "timeout awaiting", testutil.FakeDNSText, "127.0.0.1:"}

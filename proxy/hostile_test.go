@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // answerWait bounds the wait for the proxy's first answer: past it, the
@@ -437,7 +438,7 @@ func tlsClientHello(tb testing.TB) string {
 		defer client.Close()
 		_ = tls.Client(client, &tls.Config{ServerName: "www.example.test"}).Handshake()
 	}()
-	_ = server.SetReadDeadline(time.Now().Add(waitLimit))
+	_ = server.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 	hdr := make([]byte, 5)
 	if _, err := io.ReadFull(server, hdr); err != nil {
 		tb.Fatalf("reading a ClientHello: %v", err)
@@ -781,7 +782,7 @@ func TestHostileInput(t *testing.T) {
 					t.Errorf("origin got %d requests; want at most the outer one", len(seen))
 				}
 			}
-			checkServes(t, e, waitLimit)
+			checkServes(t, e, testutil.WaitLimit)
 			panics.check(t, tc.name+" and the normal requests after it")
 		})
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // leakWait bounds how long a goroutine may take to end after the work that
@@ -191,16 +192,16 @@ func TestNoGoroutineLeak(t *testing.T) {
 	o := newOrigin(t)
 	to := newTLSOrigin(t)
 	// echo copies until the client's EOF, then closes.
-	echo := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
 	// greet writes a banner and closes first.
-	greet := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "bye from upstream") })
+	greet := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, "bye from upstream") })
 	// sink reads until EOF, then answers and closes.
-	sink := newRawUpstream(t, func(c *net.TCPConn) {
+	sink := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		_, _ = io.Copy(io.Discard, c)
 		_, _ = io.WriteString(c, "done")
 	})
 	// resetMid announces 1000 body bytes, sends 10 and resets.
-	resetMid := newRawUpstream(t, func(c *net.TCPConn) {
+	resetMid := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
 			return
@@ -210,15 +211,15 @@ func TestNoGoroutineLeak(t *testing.T) {
 		_ = c.SetLinger(0)
 	})
 	// resetEarly resets without answering.
-	resetEarly := newRawUpstream(t, func(c *net.TCPConn) {
+	resetEarly := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
 			_ = c.SetLinger(0)
 		}
 	})
 	// silent reads and never answers, until the proxy closes.
-	silent := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
+	silent := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
 	// ws switches protocols, then echoes until the client's EOF.
-	ws := newRawUpstream(t, func(c *net.TCPConn) {
+	ws := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
@@ -227,7 +228,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
 		_, _ = io.Copy(c, br)
 	})
-	refused := closedPort(t)
+	refused := testutil.ClosedPort(t)
 	res := newLeakResolver()
 
 	// The proxy's goroutines are those started from here on; the
@@ -462,7 +463,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 // two relays) nor its upstream connection survives.
 func TestNoLeakWebsocketOpenAtShutdown(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	ws := newRawUpstream(t, func(c *net.TCPConn) {
+	ws := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
@@ -505,7 +506,7 @@ func TestNoLeakWebsocketOpenAtShutdown(t *testing.T) {
 // EOF from the client; a CONNECT dial under that context fails.)
 func TestNoLeakConnectHalfClosedAtOnce(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	sink := newRawUpstream(t, func(c *net.TCPConn) {
+	sink := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		n, _ := io.Copy(io.Discard, c)
 		fmt.Fprintf(c, "done %d", n)
 	})
@@ -551,7 +552,7 @@ func TestNoLeakConnectHalfClosedAtOnce(t *testing.T) {
 // HTTP server first, then the tunnels.
 func leakShutdown(t *testing.T, e *env) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.WaitLimit)
 	defer cancel()
 	if err := e.hs.Shutdown(ctx); err != nil {
 		t.Errorf("http.Server.Shutdown: %v", err)
@@ -563,8 +564,8 @@ func leakShutdown(t *testing.T, e *env) {
 
 // newLeakResolver answers nothing (every name fails as NXDOMAIN) except
 // slow.example.test, which hangs until the dial times out.
-func newLeakResolver() *fakeResolver {
-	return &fakeResolver{hang: map[string]bool{"slow.example.test": true}}
+func newLeakResolver() *testutil.Resolver {
+	return &testutil.Resolver{Hang: map[string]bool{"slow.example.test": true}}
 }
 
 // leakWSUpgrade sends a websocket upgrade for ws.example.test on conn and

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // tunnelConn is a client's side of a tunnel: bytes that arrived with the
@@ -33,9 +35,9 @@ func openTunnel(t *testing.T, e *env, target string) (tunnelConn, *http.Response
 }
 
 func TestMaxTunnels(t *testing.T) {
-	up := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
+	up := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
 	cfg := policyWith(t, "[limits]\nmax_tunnels = 2")
-	cfg.resolve = []string{"www.example.test:443:" + up.ln.Addr().String()}
+	cfg.resolve = []string{"www.example.test:443:" + up.Addr()}
 	e := newEnv(t, cfg)
 	before := e.snapshot(t, rejectedSeries("limit"))
 	var open []tunnelConn
@@ -84,8 +86,8 @@ func TestMaxConnections(t *testing.T) {
 // TestTunnelIdleTimeout: a tunnel with no bytes either way is closed after
 // tunnel_idle_timeout; one with bytes flowing in a single direction stays.
 func TestTunnelIdleTimeout(t *testing.T) {
-	silent := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
-	trickle := newRawUpstream(t, func(c *net.TCPConn) {
+	silent := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
+	trickle := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		for range 12 { // 3 s of one byte every 250 ms, then close
 			if _, err := c.Write([]byte("x")); err != nil {
 				return
@@ -95,8 +97,8 @@ func TestTunnelIdleTimeout(t *testing.T) {
 	})
 	cfg := policyWith(t, "[limits]\ntunnel_idle_timeout = \"1s\"")
 	cfg.resolve = []string{
-		"silent.example.test:443:" + silent.ln.Addr().String(),
-		"trickle.example.test:443:" + trickle.ln.Addr().String(),
+		"silent.example.test:443:" + silent.Addr(),
+		"trickle.example.test:443:" + trickle.Addr(),
 	}
 	e := newEnv(t, cfg)
 	idle := series{"feedgate_tunnels_closed_total", []string{"reason", "idle"}}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 	"github.com/feedgate/feedgate/rules/config"
 )
 
@@ -137,7 +138,7 @@ func TestConnectSNI(t *testing.T) {
 // host and keeps working; its bytes arrive unchanged.
 func TestConnectSNINotTLSAndTimeout(t *testing.T) {
 	t.Parallel()
-	echo := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
 	for _, tt := range []struct {
 		name, result string
 		wait         bool // stay silent past sni_timeout first
@@ -190,7 +191,7 @@ func TestTunnelCutAtTransition(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			echo := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+			echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
 			cfg := envConfig{}
 			if tt.keys == "off" {
 				cfg = envConfig{policy: defaultPolicyWith(t, "[tls]\ncut_tunnels = false\n")}
@@ -211,7 +212,7 @@ func TestTunnelCutAtTransition(t *testing.T) {
 			}
 			e.clock.Set(updatesCutoff)
 			if tt.wantCut {
-				_ = kas.SetReadDeadline(time.Now().Add(waitLimit))
+				_ = kas.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 				if _, err := kas.Read(make([]byte, 1)); err == nil {
 					t.Fatalf("the Kaspersky tunnel still carries bytes after the cut-off")
 				}
@@ -233,7 +234,7 @@ func TestTunnelCutAtTransition(t *testing.T) {
 // TestReloadRecheck: SetPolicy decides open tunnels again at once.
 func TestReloadRecheck(t *testing.T) {
 	t.Parallel()
-	echo := newRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
 	e := newEnv(t, envConfig{now: beforeCutoffs, resolve: []string{"s01.upd.kaspersky.com:443:" + echo.Addr(), "echo.example.test:443:" + echo.Addr()}})
 	kas, _ := openTunnel(t, e, "s01.upd.kaspersky.com:443")
 	other, _ := openTunnel(t, e, "echo.example.test:443")
@@ -241,7 +242,7 @@ func TestReloadRecheck(t *testing.T) {
 	roundTrip(t, other, "y\n")
 	before := e.snapshot(t, tunnelsClosedSeries(metrics.TunnelPolicyChange))
 	e.srv.SetConfig(policyWith(t, "[[rule]]\nname = \"block-now\"\nvendor = \"kaspersky\"\naction = \"block\"\n").policy)
-	_ = kas.SetReadDeadline(time.Now().Add(waitLimit))
+	_ = kas.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 	if _, err := kas.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("tunnel still open after a reload that blocks it")
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // Soak parameters. The load runs for soakLoad; with setup, waiting for the
@@ -408,7 +409,7 @@ func TestSoak(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	o := newOrigin(t)
 	to := newTLSOrigin(t)
-	resetMid := newRawUpstream(t, func(c *net.TCPConn) {
+	resetMid := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -418,8 +419,8 @@ func TestSoak(t *testing.T) {
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n0123456789")
 		_ = c.SetLinger(0) // the close sends a reset
 	})
-	refused := closedPort(t)
-	ws := newRawUpstream(t, wsEcho)
+	refused := testutil.ClosedPort(t)
+	ws := testutil.NewRawUpstream(t, wsEcho)
 	log := &soakLog{byKey: map[soakKey]int{}, byStatus: map[soakStatusKey]int{}, errors: map[string]int{}}
 	e := newEnv(t, envConfig{
 		now:   betweenCutoffs,
@@ -530,7 +531,7 @@ func TestSoak(t *testing.T) {
 	// Records are written when a response or tunnel ends; the active
 	// gauges drop after that.
 	e.waitIdle(t)
-	deadline := time.Now().Add(waitLimit)
+	deadline := time.Now().Add(testutil.WaitLimit)
 	for log.count() < total && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // TestStalledUpstreamBody: an upstream that sends headers and part of the
@@ -17,7 +19,7 @@ import (
 func TestStalledUpstreamBody(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	up := newRawUpstream(t, func(c *net.TCPConn) {
+	up := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
@@ -25,11 +27,11 @@ func TestStalledUpstreamBody(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
 		select { // stall, until the test ends
 		case <-release:
-		case <-time.After(waitLimit):
+		case <-time.After(testutil.WaitLimit):
 		}
 	})
 	cfg := policyWith(t, "[limits]\ntunnel_idle_timeout = \"1s\"")
-	cfg.resolve = []string{"www.example.test:80:" + up.ln.Addr().String()}
+	cfg.resolve = []string{"www.example.test:80:" + up.Addr()}
 	e := newEnv(t, cfg)
 	before := e.snapshot(t, upstreamErrSeries("timeout"))
 

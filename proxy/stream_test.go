@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // TestHTTPStreamingIsFlushed: an event stream reaches the client event by
@@ -23,7 +25,7 @@ func TestHTTPStreamingIsFlushed(t *testing.T) {
 		http.NewResponseController(w).Flush()
 		select {
 		case <-firstRead:
-		case <-time.After(waitLimit):
+		case <-time.After(testutil.WaitLimit):
 		}
 		_, _ = io.WriteString(w, "data: second\n\n")
 	}))
@@ -58,7 +60,7 @@ func TestHTTPStreamingIsFlushed(t *testing.T) {
 func TestHTTPWebsocketUpgrade(t *testing.T) {
 	t.Parallel()
 	var gotUpgrade, gotConnection string
-	ws := newRawUpstream(t, func(c *net.TCPConn) {
+	ws := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
