@@ -42,13 +42,17 @@ const kaspersky = "catalogs = [\"builtin:catalog/kaspersky.toml\"]\n"
 // the built-in catalog, whose reloads succeed.
 func testDeps(t *testing.T) Deps {
 	c := loadConfig(t, kaspersky)
+	inv, err := inventory.New(inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return Deps{
 		Registry:  prometheus.NewRegistry(),
 		Ready:     func() bool { return true },
 		Config:    func() *config.Config { return c },
 		Now:       func() time.Time { return afterUpdates },
 		ProxyAddr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:3128")),
-		Inventory: mustNew(t, inventory.Options{}),
+		Inventory: inv,
 		Reload:    func(string) error { return nil },
 	}
 }
