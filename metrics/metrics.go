@@ -16,16 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/rules"
 )
 
 const namespace = "feedgate"
-
-// Connection kinds, the values of the "kind" label.
-const (
-	KindHTTP    = "http"
-	KindConnect = "connect"
-)
 
 // Upstream error reasons, the values of the "reason" label of
 // feedgate_upstream_errors_total.
@@ -180,6 +175,10 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		Namespace: namespace, Name: "policy_info",
 		Help: "Always 1 for the enforced policy; labels carry its name and mode (enforce, or report: blocks are only logged).",
 	}, []string{"policy", "mode"})
+	// The "kind" label takes the decision record's kinds
+	// (proxy/accesslog), so that a record and its series name a kind the
+	// same way: http (plain and intercepted requests) and connect
+	// (tunnels).
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
 		Help: "Requests and tunnels in flight, by kind (http or connect).",
@@ -199,10 +198,10 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(opts.Version, runtime.Version()).Set(1)
 
-	m.ActiveHTTP = active.WithLabelValues(KindHTTP)
-	m.ActiveConnect = active.WithLabelValues(KindConnect)
-	m.DurationHTTP = duration.WithLabelValues(KindHTTP)
-	m.DurationConnect = duration.WithLabelValues(KindConnect)
+	m.ActiveHTTP = active.WithLabelValues(accesslog.KindHTTP)
+	m.ActiveConnect = active.WithLabelValues(accesslog.KindConnect)
+	m.DurationHTTP = duration.WithLabelValues(accesslog.KindHTTP)
+	m.DurationConnect = duration.WithLabelValues(accesslog.KindConnect)
 	m.upstreamErrors = byReason(upstream, UpstreamReasons())
 	m.policy = &policyCollector{
 		now: opts.Now,

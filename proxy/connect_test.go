@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
@@ -326,7 +327,7 @@ func TestShutdownClosesTunnels(t *testing.T) {
 	if _, err := io.ReadFull(conn, got); err != nil || string(got) != want {
 		t.Fatalf("tunnel round trip = %q (%v); want %q", got, err, want)
 	}
-	if n := e.value(t, activeSeries(metrics.KindConnect)); n != 1 {
+	if n := e.value(t, activeSeries(accesslog.KindConnect)); n != 1 {
 		t.Errorf("active connect = %v; want 1 while the tunnel is open", n)
 	}
 

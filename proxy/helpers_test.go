@@ -391,7 +391,7 @@ func (e *env) checkDeltas(t *testing.T, before map[string]float64, deltas ...del
 func (e *env) waitIdle(t *testing.T) {
 	t.Helper()
 	waitFor(t, "active connections to drop to 0", func() bool {
-		return e.value(t, activeSeries(metrics.KindHTTP)) == 0 && e.value(t, activeSeries(metrics.KindConnect)) == 0
+		return e.value(t, activeSeries(accesslog.KindHTTP)) == 0 && e.value(t, activeSeries(accesslog.KindConnect)) == 0
 	})
 }
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
@@ -450,7 +451,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	// it: no handler, relay or lingering-close goroutine, and no origin
 	// goroutine serving a connection the proxy forgot to close.
 	expectNoNewGoroutines(t, base, leakWait, "after the proxy shut down")
-	if n := e.value(t, activeSeries(metrics.KindHTTP)) + e.value(t, activeSeries(metrics.KindConnect)); n != 0 {
+	if n := e.value(t, activeSeries(accesslog.KindHTTP)) + e.value(t, activeSeries(accesslog.KindConnect)); n != 0 {
 		t.Errorf("feedgate_active_connections = %v after Shutdown; want 0", n)
 	}
 }
@@ -493,7 +494,7 @@ func TestNoLeakWebsocketOpenAtShutdown(t *testing.T) {
 		t.Errorf("websocket client after Shutdown: read %q, %v; want EOF (the proxy must close it)", rest, err)
 	}
 	expectNoNewGoroutines(t, base, leakWait, "after the proxy shut down with a websocket open")
-	if n := e.value(t, activeSeries(metrics.KindHTTP)); n != 0 {
+	if n := e.value(t, activeSeries(accesslog.KindHTTP)); n != 0 {
 		t.Errorf("feedgate_active_connections{kind=\"http\"} = %v after Shutdown; want 0", n)
 	}
 }
@@ -602,7 +603,7 @@ func leakReadN(t *testing.T, r io.Reader, n int) string {
 func leakWaitInFlight(t *testing.T, e *env, httpN, connectN float64) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("active connections to drop to http=%v connect=%v", httpN, connectN), func() bool {
-		return e.value(t, activeSeries(metrics.KindHTTP)) == httpN && e.value(t, activeSeries(metrics.KindConnect)) == connectN
+		return e.value(t, activeSeries(accesslog.KindHTTP)) == httpN && e.value(t, activeSeries(accesslog.KindConnect)) == connectN
 	})
 }
 

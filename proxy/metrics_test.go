@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 )
 
 // TestMetricsExactDeltas: every request moves feedgate_requests_total by
@@ -36,7 +37,7 @@ func TestMetricsExactDeltas(t *testing.T) {
 		requestsSeries("kaspersky", "update", "log", "sales-cutoff-flag"),
 		requestsSeries("kaspersky", "store", "block", "sales-cutoff-store"),
 	}
-	durHTTP, durConnect := durationSeries(metrics.KindHTTP), durationSeries(metrics.KindConnect)
+	durHTTP, durConnect := durationSeries(accesslog.KindHTTP), durationSeries(accesslog.KindConnect)
 	watched := append([]series{allowed, blocked, durHTTP, durConnect}, untouched...)
 	for _, r := range metrics.UpstreamReasons() {
 		watched = append(watched, upstreamErrSeries(r))
@@ -85,7 +86,7 @@ func TestMetricsExactDeltas(t *testing.T) {
 		e.checkDeltas(t, before, deltas...)
 	})
 	t.Run("active_connections", func(t *testing.T) {
-		for _, k := range []string{metrics.KindHTTP, metrics.KindConnect} {
+		for _, k := range []string{accesslog.KindHTTP, accesslog.KindConnect} {
 			if got := e.value(t, activeSeries(k)); got != 0 {
 				t.Errorf("active_connections{kind=%q} = %v; want 0", k, got)
 			}

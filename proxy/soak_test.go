@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
@@ -572,7 +573,7 @@ func TestSoak(t *testing.T) {
 		"reason=" + metrics.ReasonReset:   float64(sent[resetKey]),
 	}
 	soakCheckDeltas(t, "feedgate_upstream_errors_total", errsBefore, soakFamily(t, e, "feedgate_upstream_errors_total"), wantErrs)
-	for _, kind := range []string{metrics.KindHTTP, metrics.KindConnect} {
+	for _, kind := range []string{accesslog.KindHTTP, accesslog.KindConnect} {
 		if v := e.value(t, activeSeries(kind)); v != 0 {
 			t.Errorf("feedgate_active_connections{kind=%q} = %v after the load; want 0", kind, v)
 		}
