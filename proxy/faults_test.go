@@ -234,15 +234,7 @@ func TestUpstreamResetMidBody(t *testing.T) {
 // "Failures to reach or read from the upstream") and named in the record.
 func TestUpstreamResetMidBodyIsCounted(t *testing.T) {
 	t.Parallel()
-	resetter := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, req.Body)
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
-		_ = c.SetLinger(0)
-	})
+	resetter := testutil.NewRawUpstream(t, resetMidBody)
 	e := newEnv(t, envConfig{resolve: []string{"reset.example.test:80:" + resetter.Addr()}})
 	c, _ := e.client(t, nil)
 	reset := upstreamErrSeries(metrics.ReasonReset)
@@ -345,4 +337,16 @@ func TestMalformedInput(t *testing.T) {
 	if got := o.Hits(); got != served {
 		t.Errorf("origin handled %d requests; want %d", got, served)
 	}
+}
+
+// resetMidBody is an upstream that announces 1000 body bytes, sends 10
+// and resets the connection.
+func resetMidBody(c *net.TCPConn) {
+	req, err := http.ReadRequest(bufio.NewReader(c))
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, req.Body)
+	_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+	_ = c.SetLinger(0)
 }

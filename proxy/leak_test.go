@@ -201,16 +201,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		_, _ = io.Copy(io.Discard, c)
 		_, _ = io.WriteString(c, "done")
 	})
-	// resetMid announces 1000 body bytes, sends 10 and resets.
-	resetMid := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, req.Body)
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
-		_ = c.SetLinger(0)
-	})
+	resetMid := testutil.NewRawUpstream(t, resetMidBody)
 	// resetEarly resets without answering.
 	resetEarly := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {

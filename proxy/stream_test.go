@@ -79,19 +79,7 @@ func TestHTTPWebsocketUpgrade(t *testing.T) {
 	e := newEnv(t, envConfig{resolve: []string{"ws.example.test:80:" + ws.Addr()}})
 
 	conn := e.dial(t)
-	req := "GET http://ws.example.test/chat HTTP/1.1\r\nHost: ws.example.test\r\n" +
-		"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("reading the upgrade response: %v", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status = %d; want 101", resp.StatusCode)
-	}
+	br := leakWSUpgrade(t, conn)
 	if gotUpgrade != "websocket" || !strings.EqualFold(gotConnection, "upgrade") {
 		t.Errorf("origin got Upgrade %q, Connection %q; want websocket, Upgrade", gotUpgrade, gotConnection)
 	}
