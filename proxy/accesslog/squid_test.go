@@ -43,7 +43,9 @@ func (r squidRec) record() *accesslog.Record {
 		Rejected: r.rejected, Status: int(r.status), Sent: 99, Received: r.bytes,
 		Duration: durationOf(r.seconds), Policy: "default", Closed: r.closed, Error: r.errReason,
 	}
-	if rec.HasPath() {
+	if r.kind != accesslog.KindConnect {
+		// The fuzzer's kinds other than connect are logged as plain
+		// HTTP, with their path.
 		rec.Path = r.path
 	}
 	if a, ok := rules.ParseAction(r.action); ok {
