@@ -34,13 +34,15 @@ func Parse(src string) Index {
 			t := strings.TrimSpace(line)
 			switch {
 			case strings.HasPrefix(t, "[["):
-				name := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(stripComment(t[2:])), "]]"))
+				name := strings.Trim(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(stripComment(t[2:])), "]]")), `"'`)
 				prefix = name + "[" + strconv.Itoa(counts[name]) + "]"
 				counts[name]++
 				idx.set(prefix, lineNo)
 				continue
 			case strings.HasPrefix(t, "["):
-				prefix = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(stripComment(t[1:])), "]"))
+				// A quoted name is the key the decoder reports, as
+				// for keys below: [""] is the table "".
+				prefix = strings.Trim(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(stripComment(t[1:])), "]")), `"'`)
 				idx.set(prefix, lineNo)
 				continue
 			}
@@ -110,7 +112,7 @@ func (idx Index) set(key string, line int) {
 
 // Line returns the line of key, or of the nearest enclosing table, or 0.
 func (idx Index) Line(key string) int {
-	for key != "" {
+	for {
 		if l, ok := idx[key]; ok {
 			return l
 		}
@@ -120,7 +122,6 @@ func (idx Index) Line(key string) int {
 		}
 		key = key[:i]
 	}
-	return 0
 }
 
 func stripComment(s string) string {

@@ -131,3 +131,15 @@ func TestLineIndexLine(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotedTableNames: a quoted table name is indexed as the key the
+// decoder reports it by, the empty one included, so that a problem in it
+// has a line (found by FuzzLoad).
+func TestQuotedTableNames(t *testing.T) {
+	idx := Parse("name = \"x\"\n[\"\"]\na = 1\n[\"weird\"]\nb = 2\n[['rule']]\nc = 3\n")
+	for key, want := range map[string]int{"": 2, ".a": 2, "weird": 4, "weird.b": 5, "rule[0]": 6, "rule[0].c": 7} {
+		if got := idx.Line(key); got != want {
+			t.Errorf("Line(%q) = %d; want %d", key, got, want)
+		}
+	}
+}
