@@ -47,12 +47,25 @@ const (
 	RejectLimit       = "limit"        // max_connections or max_tunnels reached
 	RejectClientLimit = "client_limit" // max_connections_per_client reached
 	RejectInvalid     = "invalid"      // a host, path or userinfo the policy cannot read (400)
+	RejectHostVerify  = "host_verify"  // a transparent connection's name is not its destination's (strict)
 )
 
 // RejectReasons lists every refusal reason.
 func RejectReasons() []string {
-	return []string{RejectClient, RejectPort, RejectDestination, RejectLimit, RejectClientLimit, RejectInvalid}
+	return []string{RejectClient, RejectPort, RejectDestination, RejectLimit, RejectClientLimit, RejectInvalid, RejectHostVerify}
 }
+
+// Host verification results, the values of the "result" label of
+// feedgate_host_verify_total: whether the name a transparent connection
+// sent resolves to the address it was redirected from.
+const (
+	VerifyMatch      = "match"
+	VerifyMismatch   = "mismatch"
+	VerifyUnverified = "unverified"
+)
+
+// VerifyResults lists every host verification result.
+func VerifyResults() []string { return []string{VerifyMatch, VerifyMismatch, VerifyUnverified} }
 
 // Tunnel close reasons, the values of the "reason" label of
 // feedgate_tunnels_closed_total (tunnels closed by feedgate, not by a peer).
@@ -110,16 +123,19 @@ type Metrics struct {
 	rejected       map[string]prometheus.Counter
 	tunnelsClosed  map[string]prometheus.Counter
 	sniChecks      map[string]prometheus.Counter
+	hostVerify     map[string]prometheus.Counter
 	reloads        map[string]prometheus.Counter
 	reloadOK       prometheus.Gauge
 	reloadTime     prometheus.Gauge
 	catalogInfo    *prometheus.GaugeVec
 	policyInfo     *prometheus.GaugeVec
 
-	// ActiveHTTP and ActiveConnect count connections in flight.
-	ActiveHTTP, ActiveConnect prometheus.Gauge
-	// DurationHTTP and DurationConnect observe request and tunnel durations.
-	DurationHTTP, DurationConnect prometheus.Observer
+	// ActiveHTTP, ActiveConnect and ActiveTransparent count requests and
+	// tunnels in flight.
+	ActiveHTTP, ActiveConnect, ActiveTransparent prometheus.Gauge
+	// DurationHTTP, DurationConnect and DurationTransparent observe
+	// request and tunnel durations.
+	DurationHTTP, DurationConnect, DurationTransparent prometheus.Observer
 
 	policy *policyCollector
 }
@@ -141,7 +157,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	}
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "rejected_total",
-		Help: "Requests refused by the access rules or limits, by reason (client, port, destination, limit).",
+		Help: "Requests refused by the access rules or limits, by reason (client, port, destination, limit, client_limit, invalid, host_verify).",
 	}, []string{"reason"})
 	m.rejected = byReason(rejected, RejectReasons())
 	tunnelsClosed := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -154,6 +170,11 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		Help: "CONNECT tunnels whose TLS ClientHello was checked, by result (match, mismatch, no_sni, not_tls, timeout).",
 	}, []string{"result"})
 	m.sniChecks = byReason(sniChecks, SNIResults())
+	hostVerify := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "host_verify_total",
+		Help: "Names sent on transparent connections (SNI or Host) checked against the original destination, by result (match, mismatch, unverified).",
+	}, []string{"result"})
+	m.hostVerify = byReason(hostVerify, VerifyResults())
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "config_reloads_total",
 		Help: "Policy reloads (SIGHUP or POST /-/reload), by result (success, failure).",
@@ -181,11 +202,11 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	// (tunnels).
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "active_connections",
-		Help: "Requests and tunnels in flight, by kind (http or connect).",
+		Help: "Requests and tunnels in flight, by kind (http, connect, or transparent for tunnels of the transparent listener).",
 	}, []string{"kind"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "request_duration_seconds",
-		Help:    "Time from request to the end of the response (http) or to the close of the tunnel (connect).",
+		Help:    "Time from request to the end of the response (http) or to the close of the tunnel (connect, transparent).",
 		Buckets: durationBuckets,
 	}, []string{"kind"})
 	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -202,6 +223,8 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	m.ActiveConnect = active.WithLabelValues(accesslog.KindConnect)
 	m.DurationHTTP = duration.WithLabelValues(accesslog.KindHTTP)
 	m.DurationConnect = duration.WithLabelValues(accesslog.KindConnect)
+	m.ActiveTransparent = active.WithLabelValues(accesslog.KindTransparent)
+	m.DurationTransparent = duration.WithLabelValues(accesslog.KindTransparent)
 	m.upstreamErrors = byReason(upstream, UpstreamReasons())
 	m.policy = &policyCollector{
 		now: opts.Now,
@@ -213,7 +236,7 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 			[]string{"vendor", "category"}, nil),
 	}
 
-	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, sniChecks,
+	reg.MustRegister(m.requests, m.transferred, active, duration, upstream, rejected, tunnelsClosed, sniChecks, hostVerify,
 		reloads, m.reloadOK, m.reloadTime, m.catalogInfo, m.policyInfo, build, m.policy)
 	if !opts.NoRuntimeCollectors {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -276,6 +299,14 @@ func (m *Metrics) ConfigReload(ok bool, at time.Time) {
 // SNICheck counts one ClientHello check; result is one of SNIResults.
 func (m *Metrics) SNICheck(result string) {
 	if c, ok := m.sniChecks[result]; ok {
+		c.Inc()
+	}
+}
+
+// HostVerify counts one host verification; result is one of
+// VerifyResults.
+func (m *Metrics) HostVerify(result string) {
+	if c, ok := m.hostVerify[result]; ok {
 		c.Inc()
 	}
 }

@@ -140,6 +140,9 @@ func (s *Server) serveTunnel(rec *record, in rules.Tunnel, conn net.Conn, early 
 	st := rec.st
 	rec.Status = http.StatusOK
 	t := &tunnel{client: conn, upstream: up, idle: st.cfg.Limits.TunnelIdleTimeout, in: in}
+	if rec.Mode == accesslog.ModeTransparent {
+		t.transparent, t.prefetched = true, true
+	}
 	t.class.Store(int32(rec.Decision.Class))
 	s.live.add(t)
 	rec.live = t // the record is written before the tunnel leaves the set
@@ -185,6 +188,10 @@ type tunnel struct {
 	cutDec  *rules.Decision
 	// lifetimeClosed: max_tunnel_lifetime closed it.
 	lifetimeClosed atomic.Bool
+	// transparent: the tunnel came from the transparent listener, whose
+	// target is an original destination address; prefetched: the bytes
+	// it was given hold everything the client sent before the decision.
+	transparent, prefetched bool
 	// hello is set by checkHello for a tunnel that opened with a whole
 	// ClientHello: the copy loop then follows the handshake through the
 	// server's answer (checkRetry).

@@ -95,6 +95,11 @@ type Options struct {
 	InterceptCA *intercept.CA
 	// Inventory, if set, is told of every decided request.
 	Inventory Recorder
+	// OriginalDst finds where a connection on a transparent listener was
+	// going; nil means the kernel's record of the redirection
+	// (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST). Not used for TPROXY
+	// listeners, whose local address is the original destination.
+	OriginalDst func(net.Conn) (netip.AddrPort, error)
 }
 
 // Recorder keeps the client inventory: which clients use which vendor
@@ -141,6 +146,8 @@ type Server struct {
 	perClient          clientConns
 	// idle sweeps open exchanges for tunnel_idle_timeout.
 	idle idleSweeper
+	// transparent holds the transparent listener's connections.
+	transparent connSet
 	// gen moves at every policy swap and transition recheck, so that a
 	// tunnel settling its decision meanwhile can tell it raced one;
 	// recheckAt is the instant (UnixNano) of the last transition recheck.
@@ -468,14 +475,31 @@ func clientAddr(r *http.Request) netip.Addr {
 // serveHTTPKind decides and forwards an absolute-URI request: a plain
 // one (kind http) or one read inside an intercepted tunnel (kind mitm).
 func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind string) {
+	s.serveRequest(w, r, kind, netip.AddrPort{})
+}
+
+// serveRequest decides and forwards one HTTP request. orig is the original
+// destination of a request on the transparent listener, the zero value on
+// the proxy port: such a request is decided by the name in its Host, like
+// any other, but it is always sent to orig, never to where that name
+// resolves (routing by Host would let a client reach anything:
+// CVE-2009-0801).
+func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind string, orig netip.AddrPort) {
 	host := r.URL.Hostname()
 	port := 80
 	ports := portsPlainHTTP
 	if r.URL.Scheme == "https" {
 		port, ports = 443, portsHTTPS
 	}
+	if orig.IsValid() {
+		host = requestName(r, orig)
+		r.URL.Scheme, r.URL.Host = "http", orig.String()
+	}
 	rec := s.begin(kind, clientAddr(r), r.Method, host, port)
 	rec.Path = r.URL.Path
+	if orig.IsValid() {
+		rec.Mode, rec.OriginalDst = accesslog.ModeTransparent, orig
+	}
 	defer s.finish(rec)
 	if ps := r.URL.Port(); ps != "" {
 		p, err := strconv.Atoi(ps)
@@ -507,6 +531,12 @@ func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind stri
 		return
 	}
 	rec.Path = path
+	if orig.IsValid() {
+		if rf := s.verifyHost(rec, host, orig); rf != nil {
+			s.refuseHTTP(w, r, rec, rf)
+			return
+		}
+	}
 	rec.Decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.Client, Time: s.clock.Now()})
 	if rec.Decision.Invalid {
 		// The path was normal; the host has no canonical form.
@@ -873,5 +903,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopRecheck()
 	defer s.idle.stop()
 	defer s.pool.CloseIdleConnections()
-	return s.live.closeAll(ctx, s.m)
+	err := s.live.closeAll(ctx, s.m)
+	// What is left of the transparent listeners' connections is idle
+	// between requests: close it, and take no more.
+	s.transparent.closeAll()
+	return err
 }

@@ -55,9 +55,12 @@ func (s *Server) finish(rec *record) {
 	// dial failed) is counted here, so that every decision is counted once.
 	s.count(rec)
 	elapsed := time.Since(rec.start)
-	if rec.Kind == accesslog.KindConnect {
+	switch rec.Kind {
+	case accesslog.KindConnect:
 		s.m.DurationConnect.Observe(elapsed.Seconds())
-	} else {
+	case accesslog.KindTransparent:
+		s.m.DurationTransparent.Observe(elapsed.Seconds())
+	default:
 		s.m.DurationHTTP.Observe(elapsed.Seconds())
 	}
 	rec.Time, rec.Duration, rec.Policy = time.Now(), elapsed, st.policy.Name

@@ -36,7 +36,13 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 	copy(buf, early)
 	var sc hello.Scanner
 	var name []byte
-	buf, hs, err := readHello(t.client, buf, st.cfg.TLS.SNITimeout, func(b []byte) hello.Status {
+	timeout := st.cfg.TLS.SNITimeout
+	if t.prefetched {
+		// The transparent listener already waited for the hello and
+		// decided on it; what it read is all there is to check.
+		timeout = 0
+	}
+	buf, hs, err := readHello(t.client, buf, timeout, func(b []byte) hello.Status {
 		var st hello.Status
 		name, st = sc.ClientHelloServerName(b)
 		return st
@@ -71,7 +77,10 @@ func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (fi
 		rec.SNI = string(name)
 		canon, _ := hello.CanonicalSNI(name) // the parser only returns usable names
 		in.SNI = canon
-		if !sameHost(canon, t.in.Target.Host) {
+		// A transparent tunnel's target is an address, not a name the
+		// client claimed: its name is checked against the address by
+		// host verification instead.
+		if !t.transparent && !sameHost(canon, t.in.Target.Host) {
 			result = metrics.SNIMismatch
 		}
 	}

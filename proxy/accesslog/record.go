@@ -27,7 +27,15 @@ const (
 	// KindMITM is a request read inside an intercepted tunnel
 	// ([tls.intercept]).
 	KindMITM = "mitm"
+	// KindTransparent is a connection the firewall redirected to a
+	// transparent listener and that feedgate relays as a tunnel (TLS, or
+	// anything but HTTP); the HTTP requests on such connections are
+	// KindHTTP with Mode ModeTransparent.
+	KindTransparent = "transparent"
 )
+
+// ModeTransparent is Mode for a record of the transparent listener.
+const ModeTransparent = "transparent"
 
 // StatusClientClosed is logged for a request whose client went away
 // before the upstream answered (nginx's convention; Squid logs it as an
@@ -45,7 +53,7 @@ const ClosedBlocked = "blocked"
 type Record struct {
 	// Time is when the record was finished.
 	Time time.Time
-	// Kind is KindHTTP, KindConnect or KindMITM.
+	// Kind is KindHTTP, KindConnect, KindMITM or KindTransparent.
 	Kind   string
 	Client netip.Addr
 	Method string
@@ -81,6 +89,14 @@ type Record struct {
 	Closed, CutRule string
 	// Error is the class of the upstream failure, "" if none.
 	Error string
+	// Mode is ModeTransparent for a connection the firewall redirected,
+	// "" on the proxy port. OriginalDst is where a redirected connection
+	// was going; it is what feedgate dials. HostVerify says whether the
+	// name the client sent (SNI or Host) resolves to it: "match",
+	// "mismatch" or "unverified"; "" when there was no name.
+	Mode        string
+	OriginalDst netip.AddrPort
+	HostVerify  string
 }
 
 // Flagged reports a record that deserves attention: a decision to log
@@ -137,7 +153,7 @@ func (j *JSON) Write(r *Record) error {
 		level = slog.LevelWarn
 	}
 	sr := slog.NewRecord(r.Time, level, "request", 0)
-	var buf [24]slog.Attr
+	var buf [28]slog.Attr
 	sr.AddAttrs(r.appendAttrs(buf[:0])...)
 	return j.h.Handle(context.Background(), sr)
 }
@@ -195,6 +211,12 @@ func (r *Record) appendAttrs(attrs []slog.Attr) []slog.Attr {
 	}
 	if r.Error != "" {
 		attrs = append(attrs, slog.String("error", r.Error))
+	}
+	if r.Mode != "" {
+		attrs = append(attrs, slog.String("mode", r.Mode), slog.String("original_dst", r.OriginalDst.String()))
+		if r.HostVerify != "" {
+			attrs = append(attrs, slog.String("host_verify", r.HostVerify))
+		}
 	}
 	return attrs
 }

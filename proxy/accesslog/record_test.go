@@ -64,6 +64,15 @@ func TestJSONFields(t *testing.T) {
 			keys:  "time level msg kind client method host port vendor category rule action flagged report_only client_group status bytes_sent bytes_received duration_seconds policy sni sni_result sni_retry closed cut_rule error",
 		},
 		{
+			name: "transparent tunnel with a forged name",
+			rec: accesslog.Record{Time: at, Kind: accesslog.KindTransparent, Client: client, Host: "www.example.test", Port: 443,
+				Decided: true, Decision: rules.Decision{Vendor: "none", Category: "none", RuleName: "default"}, Status: 200, Policy: "p",
+				SNI: "www.example.test", SNIResult: "match", Mode: accesslog.ModeTransparent,
+				OriginalDst: netip.MustParseAddrPort("[2001:db8:2::20]:443"), HostVerify: "mismatch"},
+			level: "INFO",
+			keys:  "time level msg kind client method host port vendor category rule action flagged status bytes_sent bytes_received duration_seconds policy sni sni_result mode original_dst host_verify",
+		},
+		{
 			name:  "refused before any decision",
 			rec:   accesslog.Record{Time: at, Kind: accesslog.KindConnect, Method: "CONNECT", Host: "a.example.test", Port: 25, Rejected: "port", Status: 403, Policy: "p"},
 			level: "WARN",

@@ -62,7 +62,7 @@ func appendSquidLine(b []byte, s *Record) []byte {
 		code, hierDirect = "TCP_DENIED", false
 	case s.Status == StatusClientClosed:
 		code = "TCP_MISS_ABORTED"
-	case s.Kind == KindConnect:
+	case s.Kind == KindConnect || s.Kind == KindTransparent:
 		code = "TCP_TUNNEL"
 	}
 	if s.Error != "" && s.Status >= 500 {
@@ -227,7 +227,7 @@ func appendSquidURL(b []byte, s *Record) []byte {
 	// A huge host is cut short of the limit so that the port is kept
 	// whole: parsers split host:port at the last ':'.
 	hostLimit := limit - len("]:-9223372036854775808")
-	if s.Kind == KindConnect {
+	if s.Kind == KindConnect || s.Kind == KindTransparent {
 		b = appendURLHost(b, s.Host, hostLimit)
 		b = append(b, ':')
 		return strconv.AppendInt(b, int64(s.Port), 10)

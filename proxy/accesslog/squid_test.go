@@ -43,15 +43,15 @@ func (r squidRec) record() *accesslog.Record {
 		Rejected: r.rejected, Status: int(r.status), Sent: 99, Received: r.bytes,
 		Duration: durationOf(r.seconds), Policy: "default", Closed: r.closed, Error: r.errReason,
 	}
-	if r.kind != accesslog.KindConnect {
-		// The fuzzer's kinds other than connect are logged as plain
-		// HTTP, with their path.
+	if !tunnelKind(r.kind) {
+		// The fuzzer's kinds other than the tunnels' are logged as
+		// plain HTTP, with their path.
 		rec.Path = r.path
 	}
 	if a, ok := rules.ParseAction(r.action); ok {
 		rec.Decided, rec.Decision.Action = true, a
 	}
-	if r.kind == accesslog.KindConnect {
+	if tunnelKind(r.kind) {
 		rec.SNI, rec.SNIResult = r.host+" sni\n", "mismatch"
 	}
 	return rec
@@ -92,7 +92,7 @@ func unescape(tb testing.TB, field string) string {
 func splitSquidURL(tb testing.TB, kind, field string) (host, port, path string) {
 	tb.Helper()
 	authority := field
-	if kind != "connect" {
+	if !tunnelKind(kind) {
 		_, rest, ok := strings.Cut(field, "://")
 		if !ok {
 			tb.Fatalf("URL %.200q has no scheme", field)
@@ -153,7 +153,7 @@ func checkRoundTrip(tb testing.TB, r squidRec, m []string) {
 	}
 	wantPort, wantPath := strconv.FormatInt(r.port, 10), slashed(r.path)
 	switch {
-	case r.kind == "connect":
+	case tunnelKind(r.kind):
 		wantPath = ""
 	case r.kind == "mitm" && r.port == 443, r.kind != "mitm" && r.port == 80:
 		wantPort = ""
@@ -170,7 +170,7 @@ func checkRoundTrip(tb testing.TB, r squidRec, m []string) {
 			want += ":" + wantPort
 		}
 		switch r.kind {
-		case "connect":
+		case "connect", "transparent":
 		case "mitm":
 			want = "https://" + want + wantPath
 		default:
@@ -325,7 +325,7 @@ func TestSquidEveryByte(t *testing.T) {
 	t.Parallel()
 	for b := 0; b < 256; b++ {
 		c := string([]byte{byte(b)})
-		for _, kind := range []string{"http", "mitm", "connect"} {
+		for _, kind := range []string{"http", "mitm", "connect", "transparent"} {
 			for _, v := range []string{c, "a" + c + "b", c + c} {
 				for field, r := range map[string]squidRec{
 					"host":        {host: v},
@@ -433,3 +433,9 @@ func BenchmarkSquidHandler(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// tunnelKind reports the kinds whose URL is host:port: CONNECT tunnels
+// and the transparent listener's.
+func tunnelKind(kind string) bool {
+	return kind == accesslog.KindConnect || kind == accesslog.KindTransparent
+}

@@ -291,3 +291,9 @@ func (r *Router) isOwnListener(ip netip.Addr, port uint16) bool {
 	}
 	return false
 }
+
+// IsOwnListener reports whether ap is one of feedgate's own listeners: a
+// transparent connection redirected there would loop.
+func (r *Router) IsOwnListener(ap netip.AddrPort) bool {
+	return r.isOwnListener(ap.Addr().Unmap().WithZone(""), ap.Port())
+}

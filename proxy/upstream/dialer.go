@@ -69,6 +69,35 @@ type Dialer struct {
 	// Dial connects to an address; nil means a net.Dialer. Tests record
 	// the address here instead of connecting.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Mark, if not zero, is set as SO_MARK on every socket the net.Dialer
+	// opens (transparent_mark), so that the firewall can tell feedgate's
+	// own upstream connections from the clients' and not redirect them
+	// back to feedgate. It needs CAP_NET_ADMIN; it applies only when Dial
+	// is nil.
+	Mark int
+}
+
+// Lookup returns the addresses host:port is dialed at: the -resolve
+// override for it if there is one, else what the resolver answers. It is
+// the lookup every dial makes, so that a name checked against an address
+// (the transparent listener's host verification) is checked the way it
+// would be dialed.
+func (d *Dialer) Lookup(ctx context.Context, host string, port int) ([]netip.Addr, error) {
+	if ap, ok := d.Overrides[overrideKey(host, port)]; ok {
+		return []netip.Addr{ap.Addr()}, nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip}, nil
+	}
+	r := d.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	return addrs, nil
 }
 
 // DialContext dials addr ("host:port") over TCP.
@@ -105,6 +134,9 @@ func (d *Dialer) dial(ctx context.Context, network, addr string, guard func(neti
 	dial := d.Dial
 	if dial == nil {
 		nd := &net.Dialer{KeepAlive: 30 * time.Second}
+		if d.Mark != 0 {
+			nd.Control = markControl(d.Mark)
+		}
 		dial = nd.DialContext
 	}
 

@@ -56,6 +56,9 @@ type Options struct {
 type Router struct {
 	// dialer dials the destinations clients name, with the policy.
 	dialer contextDialer
+	// lookup resolves a name as dialer would, nil when an injected dialer
+	// that is not a *Dialer resolves names where feedgate cannot see.
+	lookup func(ctx context.Context, host string, port int) ([]netip.Addr, error)
 	// parent chooses the parent proxy (upstream_proxy), nil for direct
 	// connections.
 	parent      *parents
@@ -67,6 +70,9 @@ type Router struct {
 func New(o Options) (*Router, error) {
 	r := &Router{listeners: o.Listeners, denyPrivate: o.DenyPrivate}
 	r.dialer = destinationDialer(o.Dialer, o.DialTimeout, r.checkDestination)
+	if d, ok := r.dialer.(*Dialer); ok {
+		r.lookup = d.Lookup
+	}
 	parent, err := newParentFunc(o.Parent)
 	if err != nil {
 		return nil, err
@@ -85,3 +91,28 @@ func New(o Options) (*Router, error) {
 // whose Proxy is ParentFor, never through the Pool, which only connects
 // directly.
 func (r *Router) HasParent() bool { return r.parent != nil }
+
+// Verify checks a name a client sent (a TLS server name, an HTTP Host)
+// against the address its connection was really going to. resolved
+// reports whether the name resolved, as feedgate would dial it (-resolve
+// first); matches whether dst's address is among the answers. A name is
+// not resolved when the injected dialer resolves names out of sight.
+// Transparent connections are always dialed to their original
+// destination, never to the name, so a mismatch is a forgery signal, not
+// a routing problem.
+func (r *Router) Verify(ctx context.Context, name string, dst netip.AddrPort) (resolved, matches bool) {
+	if r.lookup == nil {
+		return false, false
+	}
+	addrs, err := r.lookup(ctx, name, int(dst.Port()))
+	if err != nil || len(addrs) == 0 {
+		return false, false
+	}
+	want := dst.Addr().Unmap()
+	for _, a := range addrs {
+		if a.Unmap() == want {
+			return true, true
+		}
+	}
+	return true, false
+}

@@ -46,6 +46,11 @@ type Config struct {
 	Inventory Inventory
 	// PAC are the proxy auto-config keys (reloads).
 	PAC PAC
+	// Transparent is the transparent listeners' setup (restart only).
+	Transparent Transparent
+	// TransparentVerify is transparent_verify, VerifyLog or VerifyStrict
+	// (reloads).
+	TransparentVerify string
 }
 
 // file is the TOML form of the settings: the keys of the configuration
@@ -66,6 +71,11 @@ type file struct {
 	Inventory inventoryFile `toml:"inventory"`
 	PACProxy  string        `toml:"pac_proxy"`
 	PACAll    bool          `toml:"pac_all"`
+
+	Transparent       []string `toml:"transparent"`
+	TransparentTProxy bool     `toml:"transparent_tproxy"`
+	TransparentVerify string   `toml:"transparent_verify"`
+	TransparentMark   int64    `toml:"transparent_mark"`
 }
 
 // Load reads the configuration in file: the settings here, the policy and
@@ -104,6 +114,7 @@ func Load(src rules.Source, name string, opts rules.Options) (*Config, []rules.P
 	c.Log = f.parseLog(sf.Log)
 	c.Inventory = f.parseInventory(sf.Inventory)
 	c.PAC = f.parsePAC(sf.PACProxy, sf.PACAll)
+	c.Transparent, c.TransparentVerify = f.parseTransparent(&sf)
 	p, warns, perr := rules.Load(src, name, opts)
 	if p != nil {
 		c.Policy = p
@@ -176,6 +187,8 @@ func sections() []section {
 		{"[log]", false, eq(func(c *Config) any { return c.Log })},
 		{"[inventory]", false, eq(func(c *Config) any { return c.Inventory })},
 		{"pac_proxy, pac_all", true, eq(func(c *Config) any { return c.PAC })},
+		{"transparent, transparent_tproxy, transparent_mark", false, eq(func(c *Config) any { return c.Transparent })},
+		{"transparent_verify", true, eq(func(c *Config) any { return c.TransparentVerify })},
 	}
 }
 

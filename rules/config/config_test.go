@@ -73,6 +73,8 @@ func TestRestartOnly(t *testing.T) {
 		{"inventory", "[inventory]\nmax_clients = 5\n", []string{"[inventory]"}},
 		{"upstream", "upstream_proxy = \"env\"\n", []string{"upstream_proxy"}},
 		{"interception turned on", "[tls.intercept]\nhosts = [\"www.example.com\"]\nca_cert = \"ca.crt\"\nca_key = \"ca.key\"\n", []string{"[tls.intercept] CA and roots"}},
+		{"transparent listeners", "transparent = [\"0.0.0.0:3129\"]\ntransparent_mark = 7\n", []string{"transparent, transparent_tproxy, transparent_mark"}},
+		{"transparent_verify", "transparent_verify = \"strict\"\n", nil},
 		{"all at once", "upstream_proxy = \"env\"\n[log]\nfile = \"a.log\"\n[inventory]\nstate_file = \"inv.json\"\n", []string{"upstream_proxy", "[log]", "[inventory]"}},
 	}
 	for _, tt := range tests {

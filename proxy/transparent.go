@@ -1,0 +1,343 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/internal/hello"
+	"github.com/feedgate/feedgate/proxy/internal/origdst"
+	"github.com/feedgate/feedgate/proxy/internal/sniff"
+	"github.com/feedgate/feedgate/proxy/upstream"
+	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
+)
+
+// TransparentOptions configure a transparent listener.
+type TransparentOptions struct {
+	// TProxy: the listener is a TPROXY socket (IP_TRANSPARENT), so a
+	// connection's local address is its original destination. Otherwise
+	// netfilter redirected it (REDIRECT, DNAT) and the kernel keeps the
+	// original destination.
+	TProxy bool
+}
+
+// ServeTransparent serves connections that the firewall redirected to ln,
+// which need no client configuration, until ln is closed; it then returns
+// the error Accept returned.
+//
+// Each connection is admitted like one on the proxy port, then its first
+// bytes say what it is: a TLS ClientHello is decided by its server name
+// and relayed as a tunnel (cut at transitions like a CONNECT); an HTTP/1.x
+// request is decided per request by its Host and path; anything else by
+// its original destination alone, with tunnel_without_sni. Whatever name
+// the client sent, feedgate connects to the original destination.
+func (s *Server) ServeTransparent(ln net.Listener, o TransparentOptions) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors: wait, as net/http's server
+				// does, rather than spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		go s.serveTransparentConn(c, o)
+	}
+}
+
+// originalDst is where a redirected connection was going.
+func (s *Server) originalDst(c net.Conn, o TransparentOptions) (netip.AddrPort, error) {
+	local := addrPortOf(c.LocalAddr())
+	switch {
+	case o.TProxy:
+		return local, nil
+	case s.opts.OriginalDst != nil:
+		return s.opts.OriginalDst(c)
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return netip.AddrPort{}, origdst.ErrNotRedirected
+	}
+	return origdst.Lookup(sc, local)
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// serveTransparentConn serves one redirected connection.
+func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
+	client := remoteAddr(c)
+	defer s.closeConn(client)
+	if rf := s.openConn(client); rf != nil {
+		s.m.Rejected(rf.reason)
+		_ = c.Close()
+		return
+	}
+	if !s.transparent.add(c) {
+		_ = c.Close() // shutting down
+		return
+	}
+	defer s.transparent.remove(c)
+	defer c.Close()
+
+	orig, err := s.originalDst(c, o)
+	if err != nil || !orig.IsValid() {
+		// Someone connected to the transparent port itself: there is
+		// nowhere to send the connection.
+		rec := s.transparentRecord(client, netip.AddrPort{})
+		s.reject(rec, invalid(0, "no original destination"))
+		s.finish(rec)
+		return
+	}
+	if s.up.IsOwnListener(orig) {
+		rec := s.transparentRecord(client, orig)
+		s.reject(rec, &refusal{metrics.RejectDestination, 0, "a connection to feedgate's own listener"})
+		s.finish(rec)
+		return
+	}
+	st := s.state.Load()
+	// One bound for the first bytes and the whole ClientHello, as for the
+	// SNI check of a CONNECT.
+	deadline := time.Now().Add(st.cfg.TLS.SNITimeout)
+	early, proto, err := sniff.Read(c, st.cfg.TLS.SNITimeout, hello.MaxClientHello)
+	if err != nil {
+		return // the client connection failed
+	}
+	if proto == sniff.HTTP {
+		s.serveTransparentHTTP(c, early, orig)
+		return
+	}
+	s.serveTransparentTunnel(c, early, proto, orig, deadline)
+}
+
+// transparentRecord begins the record of a transparent tunnel.
+func (s *Server) transparentRecord(client netip.Addr, orig netip.AddrPort) *record {
+	host := ""
+	if orig.IsValid() {
+		host = orig.Addr().String()
+	}
+	rec := s.begin(accesslog.KindTransparent, client, "", host, int(orig.Port()))
+	rec.Mode, rec.OriginalDst = accesslog.ModeTransparent, orig
+	return rec
+}
+
+// portsTransparent checks a redirected tunnel against connect_ports: it is
+// TLS, or something feedgate cannot read, as behind a CONNECT.
+var portsTransparent = targetPorts{tls: true, what: "a transparent connection"}
+
+// serveTransparentTunnel serves a redirected connection that is not HTTP:
+// its ClientHello (if it has one) is read and decided before feedgate
+// connects anywhere, so that a blocked host's server never sees the
+// connection; then it is relayed like a CONNECT tunnel.
+func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Protocol, orig netip.AddrPort, deadline time.Time) {
+	rec := s.transparentRecord(remoteAddr(c), orig)
+	defer s.finish(rec)
+	st := rec.st
+	s.m.ActiveTransparent.Inc()
+	defer s.m.ActiveTransparent.Dec()
+	if rf := admit(&st.cfg.Access, rec.Client, int(orig.Port()), portsTransparent); rf != nil {
+		s.reject(rec, rf)
+		return
+	}
+	in := rules.Tunnel{Target: rules.Request{Host: orig.Addr().String(), Port: int(orig.Port()), Client: rec.Client}}
+	buf, name := early, []byte(nil)
+	if proto == sniff.TLS {
+		var sc hello.Scanner
+		var hs hello.Status
+		buf, hs, _ = readHello(c, bytes.Clone(early), max(time.Until(deadline), 0), func(b []byte) hello.Status {
+			var st hello.Status
+			name, st = sc.ClientHelloServerName(b)
+			return st
+		})
+		if hs != hello.Complete {
+			name = nil
+		}
+	}
+	tls := name != nil
+	if tls {
+		rec.SNI = string(name)
+		rec.Host = rec.SNI
+		canon, _ := hello.CanonicalSNI(name)
+		in.SNI = canon
+		if rf := s.verifyHost(rec, canon, orig); rf != nil {
+			s.reject(rec, rf)
+			denyTLS(c)
+			return
+		}
+	} else {
+		in.NoSNI = true
+	}
+	rec.Decision = decideTunnel(st.policy, in, s.clock.Now())
+	rec.Decided = true
+	if rec.Decision.Action == rules.Block {
+		s.count(rec)
+		rec.Status = http.StatusForbidden
+		rec.Closed = accesslog.ClosedBlocked
+		if proto == sniff.TLS {
+			denyTLS(c)
+		}
+		return
+	}
+	if rf := s.takeTunnelSlot(&st.cfg.Limits, rec.Client); rf != nil {
+		s.reject(rec, rf)
+		return
+	}
+	defer s.releaseTunnelSlot(rec.Client)
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DialTimeout)
+	up, err := s.up.DialTarget(ctx, orig.String())
+	cancel()
+	if err != nil {
+		var destErr *upstream.DestinationError
+		if errors.As(err, &destErr) {
+			s.reject(rec, &refusal{metrics.RejectDestination, http.StatusForbidden, destErr.Error()})
+			return
+		}
+		reason := upstreamReason(err)
+		s.m.UpstreamError(reason)
+		rec.Status, rec.Error = upstreamStatus(reason), reason
+		return
+	}
+	// The tunnel decides again on what was read (the same hello, under
+	// the policy current now), and relays it first.
+	s.serveTunnel(rec, rules.Tunnel{Target: in.Target}, c, buf, up, "")
+}
+
+// denyTLS answers a ClientHello with a fatal access_denied alert.
+func denyTLS(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write(tlsAccessDenied[:])
+}
+
+// verifyHost checks the name a transparent connection sent against its
+// original destination (transparent_verify), records and counts the
+// result, and returns the refusal in strict mode for a name that does not
+// resolve there.
+func (s *Server) verifyHost(rec *record, name string, orig netip.AddrPort) *refusal {
+	if name == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DialTimeout)
+	resolved, matches := s.up.Verify(ctx, name, orig)
+	cancel()
+	result := metrics.VerifyMatch
+	switch {
+	case !resolved:
+		result = metrics.VerifyUnverified
+	case !matches:
+		result = metrics.VerifyMismatch
+	}
+	s.m.HostVerify(result)
+	rec.HostVerify = result
+	if result != metrics.VerifyMatch && rec.st.cfg.TransparentVerify == config.VerifyStrict {
+		return &refusal{metrics.RejectHostVerify, http.StatusConflict,
+			"the name " + name + " does not resolve to " + orig.Addr().String() + ", where this connection was going"}
+	}
+	return nil
+}
+
+// serveTransparentHTTP serves the HTTP/1.x requests of a redirected
+// connection, each decided and recorded like a request on the proxy port,
+// and each sent to the connection's original destination.
+func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrPort) {
+	conn := &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(early), c)}
+	done := make(chan struct{})
+	var once sync.Once
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.serveRequest(w, r, accesslog.KindHTTP, orig)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
+		// A policy change cuts an exchange by closing its connection.
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+		ConnState: func(_ net.Conn, cs http.ConnState) {
+			if cs == http.StateClosed || cs == http.StateHijacked {
+				once.Do(func() { close(done) })
+			}
+		},
+	}
+	_ = hs.Serve(&oneConnListener{conn: conn})
+	<-done
+}
+
+// requestName is the name a transparent HTTP request is decided by: its
+// Host (or an absolute URI's host), without the port; the original
+// destination's address when it names none.
+func requestName(r *http.Request, orig netip.AddrPort) string {
+	if r.URL.IsAbs() && r.URL.Hostname() != "" {
+		return r.URL.Hostname()
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" {
+		return orig.Addr().String()
+	}
+	return host
+}
+
+// connSet holds the transparent listener's connections, so that shutdown
+// can close those idle between requests (tunnels and requests in flight
+// are in the live set).
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func (cs *connSet) add(c net.Conn) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closed {
+		return false
+	}
+	if cs.conns == nil {
+		cs.conns = map[net.Conn]struct{}{}
+	}
+	cs.conns[c] = struct{}{}
+	return true
+}
+
+func (cs *connSet) remove(c net.Conn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	delete(cs.conns, c)
+}
+
+// closeAll closes every connection and refuses new ones.
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.closed = true
+	for c := range cs.conns {
+		_ = c.Close()
+	}
+}
