@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -60,6 +61,10 @@ type runFlags struct {
 	config, listen, admin, at string
 	pprof, enableReload       bool
 	resolves                  multiFlag
+	// transparent are -transparent listen addresses, added to the
+	// configuration's; tproxy makes them TPROXY sockets.
+	transparent multiFlag
+	tproxy      bool
 }
 
 // parseRunFlags parses feedgate run's command line; on a mistake it has
@@ -74,6 +79,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, bool) {
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
 	fs.BoolVar(&f.enableReload, "admin.enable-reload", false, "allow POST /-/reload on the admin listener (SIGHUP always reloads)")
 	fs.Var(&f.resolves, "resolve", "dial `HOST:PORT:ADDR` instead of resolving HOST for PORT (repeatable; ADDR is IP or IP:PORT)")
+	fs.Var(&f.transparent, "transparent", "listen at `ADDR` for connections the firewall redirected (repeatable; adds to the transparent key)")
+	fs.BoolVar(&f.tproxy, "transparent.tproxy", false, "the transparent listeners are TPROXY sockets (needs CAP_NET_ADMIN; as transparent_tproxy)")
 	if err := fs.Parse(args); err != nil {
 		return nil, false
 	}
@@ -202,18 +209,21 @@ func (d *decisionLog) close() {
 // gateway is what feedgate run serves: the proxy on its listener, with its
 // metrics, inventory and policy clock, and the admin listener.
 type gateway struct {
-	errLog    *slog.Logger
-	started   *config.Config // the configuration feedgate started with
-	clock     proxy.Clock
-	pl, al    net.Listener // proxy and admin
-	reg       *prometheus.Registry
-	m         *metrics.Metrics
-	inv       *inventory.Inventory
-	stopInv   func() // saves the inventory once more and stops its saves
-	srv       *proxy.Server
-	proxyHTTP *http.Server
-	adminHTTP *http.Server
-	ready     atomic.Bool
+	errLog  *slog.Logger
+	started *config.Config // the configuration feedgate started with
+	clock   proxy.Clock
+	pl, al  net.Listener // proxy and admin
+	// tls are the transparent listeners, served with transparentOpts.
+	tls             []net.Listener
+	transparentOpts proxy.TransparentOptions
+	reg             *prometheus.Registry
+	m               *metrics.Metrics
+	inv             *inventory.Inventory
+	stopInv         func() // saves the inventory once more and stops its saves
+	srv             *proxy.Server
+	proxyHTTP       *http.Server
+	adminHTTP       *http.Server
+	ready           atomic.Bool
 }
 
 // buildProxy opens both listeners and builds the proxy on the first; the
@@ -230,20 +240,36 @@ func buildProxy(f *runFlags, c *config.Config, decisions accesslog.Sink, errLog 
 	if err != nil {
 		return nil, usageError{fmt.Errorf("-at: %w", err)}
 	}
-	if err := checkOpenProxy(f.listen, c); err != nil {
-		return nil, err
+	transparent := append(slices.Clone(c.Transparent.Listen), f.transparent...)
+	tproxy := f.tproxy || c.Transparent.TProxy
+	for _, addr := range append([]string{f.listen}, transparent...) {
+		if err := checkOpenProxy(addr, c); err != nil {
+			return nil, err
+		}
 	}
 	pl, al, err := openListeners(f.listen, f.admin)
 	if err != nil {
 		return nil, err
 	}
-
-	g := &gateway{errLog: errLog, started: c, clock: clock, pl: pl, al: al, reg: prometheus.NewRegistry()}
+	g := &gateway{errLog: errLog, started: c, clock: clock, pl: pl, al: al, reg: prometheus.NewRegistry(),
+		transparentOpts: proxy.TransparentOptions{TProxy: tproxy}}
+	for _, addr := range transparent {
+		tl, err := listenTransparent(addr, tproxy)
+		if err != nil {
+			g.closeListeners()
+			return nil, err
+		}
+		g.tls = append(g.tls, tl)
+	}
 	g.m = metrics.New(g.reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
+	own := []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())}
+	for _, tl := range g.tls {
+		own = append(own, addrPort(tl.Addr()))
+	}
 	opts := proxy.Options{
 		Config: c, Metrics: g.m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
-		Dialer:    &upstream.Dialer{Overrides: overrides},
-		Listeners: []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())},
+		Dialer:    &upstream.Dialer{Overrides: overrides, Mark: c.Transparent.Mark},
+		Listeners: own,
 	}
 	g.inv = openInventory(c.Inventory, errLog)
 	g.reg.MustRegister(g.inv.Collector())
@@ -252,8 +278,7 @@ func buildProxy(f *runFlags, c *config.Config, decisions accesslog.Sink, errLog 
 		g.srv, err = proxy.New(opts)
 	}
 	if err != nil {
-		pl.Close()
-		al.Close()
+		g.closeListeners()
 		return nil, err
 	}
 	g.m.ConfigLoaded(time.Now())
@@ -286,6 +311,13 @@ func openListeners(listen, adminAddr string) (pl, al net.Listener, err error) {
 		return nil, nil, fmt.Errorf("admin listener: %w", err)
 	}
 	return pl, al, nil
+}
+
+// closeListeners closes every listener of a gateway that will not serve.
+func (g *gateway) closeListeners() {
+	for _, l := range append([]net.Listener{g.pl, g.al}, g.tls...) {
+		_ = l.Close()
+	}
 }
 
 // openInventory opens the client inventory and its state file.
@@ -348,13 +380,19 @@ func handleOps(rl *reloader, dlog *decisionLog, errLog *slog.Logger) (stop func(
 // serve serves both listeners until stop or until one fails, and returns
 // the exit status.
 func (g *gateway) serve(stop <-chan os.Signal) int {
-	errc := make(chan error, 2)
+	errc := make(chan error, 2+len(g.tls))
 	go func() { errc <- g.proxyHTTP.Serve(g.pl) }()
 	go func() { errc <- g.adminHTTP.Serve(g.al) }()
+	transparent := []string{}
+	for _, tl := range g.tls {
+		transparent = append(transparent, tl.Addr().String())
+		go func() { errc <- g.srv.ServeTransparent(tl, g.transparentOpts) }()
+	}
 	g.ready.Store(true)
 	p := g.started.Policy
 	g.errLog.Info("feedgate started",
 		"version", buildVersion(), "proxy", g.pl.Addr().String(), "admin", g.al.Addr().String(),
+		"transparent", transparent,
 		"policy", p.Name, "file", p.File, "mode", p.Mode.String(), "policy_time", g.clock.Now().In(p.Location).Format(time.RFC3339))
 
 	status := 0
@@ -375,6 +413,11 @@ func (g *gateway) serve(stop <-chan os.Signal) int {
 func (g *gateway) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
+	// No new redirected connections; those open are closed with the
+	// proxy's below.
+	for _, tl := range g.tls {
+		_ = tl.Close()
+	}
 	if err := g.proxyHTTP.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		g.errLog.Warn("proxy shutdown", "error", err)
 	}

@@ -213,7 +213,10 @@ func (r *Record) appendAttrs(attrs []slog.Attr) []slog.Attr {
 		attrs = append(attrs, slog.String("error", r.Error))
 	}
 	if r.Mode != "" {
-		attrs = append(attrs, slog.String("mode", r.Mode), slog.String("original_dst", r.OriginalDst.String()))
+		attrs = append(attrs, slog.String("mode", r.Mode))
+		if r.OriginalDst.IsValid() {
+			attrs = append(attrs, slog.String("original_dst", r.OriginalDst.String()))
+		}
 		if r.HostVerify != "" {
 			attrs = append(attrs, slog.String("host_verify", r.HostVerify))
 		}
