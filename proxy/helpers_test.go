@@ -16,8 +16,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -80,6 +82,12 @@ type envConfig struct {
 	// interception CA (proxy.Options.InterceptCA).
 	roots *x509.CertPool
 	ca    *intercept.CA
+	// originalDst is passed as proxy.Options.OriginalDst; nil means the
+	// env's redirections (see env.redirect).
+	originalDst func(net.Conn) (netip.AddrPort, error)
+	// errorLog receives the proxy's operational log, debug level
+	// included; nil discards it.
+	errorLog io.Writer
 }
 
 // env is one running proxy with its collaborators.
@@ -92,6 +100,10 @@ type env struct {
 	clock    *testutil.Clock
 	log      *testutil.SyncBuffer
 	resolver *testutil.Resolver
+	// redirected maps each transparent listener's address to the
+	// original destination of the connections it accepts.
+	redirectMu sync.Mutex
+	redirected map[string]netip.AddrPort
 }
 
 func loadDefaultPolicy(t testing.TB) *config.Config {
@@ -138,7 +150,15 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 			t.Fatalf("ParseResolve(%q): %v", r, err)
 		}
 	}
-	e := &env{clock: testutil.NewClock(cfg.now), reg: prometheus.NewRegistry(), log: &testutil.SyncBuffer{}, resolver: cfg.resolver}
+	e := &env{clock: testutil.NewClock(cfg.now), reg: prometheus.NewRegistry(), log: &testutil.SyncBuffer{}, resolver: cfg.resolver,
+		redirected: map[string]netip.AddrPort{}}
+	if cfg.originalDst == nil {
+		cfg.originalDst = e.originalDst
+	}
+	var errLog *slog.Logger
+	if cfg.errorLog != nil {
+		errLog = slog.New(slog.NewTextHandler(cfg.errorLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	m := metrics.New(e.reg, metrics.Options{Now: e.clock.Now, NoRuntimeCollectors: true})
 	var dialer proxy.ContextDialer = &upstream.Dialer{Overrides: ov, Resolver: cfg.resolver, Timeout: cfg.dialerTimeout, Dial: cfg.dial}
 	if cfg.dialer != nil {
@@ -155,6 +175,8 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		ResponseHeaderTimeout: cfg.responseHeaderTimeout,
 		RootCAs:               cfg.roots,
 		InterceptCA:           cfg.ca,
+		OriginalDst:           cfg.originalDst,
+		ErrorLog:              errLog,
 	})
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
@@ -177,6 +199,63 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		}
 	})
 	return e
+}
+
+// redirect starts a transparent listener on 127.0.0.1 whose connections
+// were all going to orig, as if one firewall rule redirected them there,
+// and returns its address. orig "" stands for clients that connect to the
+// transparent port itself: their connections have no original
+// destination. The listener closes when the test ends, before the proxy
+// shuts down.
+func (e *env) redirect(t testing.TB, orig string) string {
+	t.Helper()
+	var ap netip.AddrPort
+	if orig != "" {
+		var err error
+		if ap, err = netip.ParseAddrPort(orig); err != nil {
+			t.Fatalf("original destination %q: %v", orig, err)
+		}
+	}
+	return e.serveTransparent(t, ap, proxy.TransparentOptions{})
+}
+
+// serveTransparent starts srv.ServeTransparent on a new 127.0.0.1
+// listener, with orig as the original destination of its connections, and
+// returns the listener's address.
+func (e *env) serveTransparent(t testing.TB, orig netip.AddrPort, o proxy.TransparentOptions) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	e.redirectMu.Lock()
+	e.redirected[addr] = orig
+	e.redirectMu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- e.srv.ServeTransparent(ln, o) }()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("ServeTransparent on %s returned %v; want the closed listener's error", addr, err)
+		}
+	})
+	return addr
+}
+
+// errNotRedirected is the env's answer for a connection that has no
+// original destination.
+var errNotRedirected = errors.New("test: the connection was not redirected")
+
+// originalDst is the env's proxy.Options.OriginalDst: the destination its
+// listener was started for (see redirect).
+func (e *env) originalDst(c net.Conn) (netip.AddrPort, error) {
+	e.redirectMu.Lock()
+	defer e.redirectMu.Unlock()
+	if ap, ok := e.redirected[c.LocalAddr().String()]; ok && ap.IsValid() {
+		return ap, nil
+	}
+	return netip.AddrPort{}, errNotRedirected
 }
 
 // client returns an http.Client that sends everything through the proxy.
@@ -391,7 +470,8 @@ func (e *env) checkDeltas(t *testing.T, before map[string]float64, deltas ...del
 func (e *env) waitIdle(t *testing.T) {
 	t.Helper()
 	waitFor(t, "active connections to drop to 0", func() bool {
-		return e.value(t, activeSeries(accesslog.KindHTTP)) == 0 && e.value(t, activeSeries(accesslog.KindConnect)) == 0
+		return e.value(t, activeSeries(accesslog.KindHTTP)) == 0 && e.value(t, activeSeries(accesslog.KindConnect)) == 0 &&
+			e.value(t, activeSeries(accesslog.KindTransparent)) == 0
 	})
 }
 

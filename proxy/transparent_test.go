@@ -1,0 +1,825 @@
+package proxy_test
+
+// The transparent listener, driven over loopback with real clients: a
+// connection's original destination is a documentation address (the
+// env's redirect table stands in for the kernel's), and the injected dial
+// connects such addresses to local origins and records every address the
+// proxy dialed. Names are checked against original destinations through
+// -resolve overrides.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/feedgate/feedgate/configs"
+	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy"
+	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
+	"github.com/feedgate/feedgate/rules/config"
+)
+
+// docNet is the network behind a transparent listener, for
+// envConfig.dial: documentation addresses (192.0.2.0/24, 2001:db8::/32)
+// stand for origins on the Internet and are connected to local test
+// servers. It records every address the proxy dials; it dials loopback
+// addresses (from -resolve overrides) as they are and refuses every
+// other, so that no test sends a packet beyond the machine.
+type docNet struct {
+	mu     sync.Mutex
+	routes map[string]string // documentation address:port -> 127.0.0.1:port
+	dialed []string
+}
+
+func newDocNet() *docNet { return &docNet{routes: map[string]string{}} }
+
+// route connects the documentation address orig to the local address to.
+func (n *docNet) route(orig, to string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.routes[netip.MustParseAddrPort(orig).String()] = to
+}
+
+func (n *docNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	n.mu.Lock()
+	n.dialed = append(n.dialed, addr)
+	to, ok := n.routes[addr]
+	n.mu.Unlock()
+	if !ok {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return nil, fmt.Errorf("test network: nothing listens at %s: %w", addr, syscall.ECONNREFUSED)
+		}
+		to = addr
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, to)
+}
+
+// Dialed returns the addresses dialed so far, in order.
+func (n *docNet) Dialed() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.dialed...)
+}
+
+// checkDialed fails t unless every address dialed is want and there was at
+// least one dial (none if want is "").
+func (n *docNet) checkDialed(t *testing.T, want string) {
+	t.Helper()
+	got := n.Dialed()
+	if want == "" {
+		if len(got) != 0 {
+			t.Errorf("the proxy dialed %q; want nothing dialed", got)
+		}
+		return
+	}
+	if len(got) == 0 {
+		t.Errorf("the proxy dialed nothing; want %s", want)
+	}
+	for _, a := range got {
+		if a != want {
+			t.Errorf("the proxy dialed %s; want only the original destination %s (all: %q)", a, want, got)
+		}
+	}
+}
+
+// transparentClient returns an http.Client without a proxy whose every
+// connection goes to the transparent listener at addr, as a client's
+// behind a redirecting gateway does; roots verify https origins. dials
+// counts the connections it opened.
+func transparentClient(t *testing.T, addr string, roots *x509.CertPool) (c *http.Client, tr *http.Transport, dials *atomic.Int32) {
+	t.Helper()
+	dials = &atomic.Int32{}
+	tr = &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+		DisableCompression: true,
+		ForceAttemptHTTP2:  false,
+	}
+	if roots != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: testutil.WaitLimit}, tr, dials
+}
+
+// dialTransparent opens a raw connection to a transparent listener, with a
+// deadline against hangs.
+func dialTransparent(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial the transparent listener: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(testutil.WaitLimit))
+	return c.(*net.TCPConn)
+}
+
+// tlsTransparent runs a TLS handshake with serverName in its ClientHello
+// ("" sends none) on a new connection to a transparent listener.
+func tlsTransparent(t *testing.T, addr, serverName string, roots *x509.CertPool) (*tls.Conn, error) {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: roots, ServerName: serverName}
+	if serverName == "" {
+		// Go sends no SNI for an IP literal; verify against the IP SAN.
+		cfg.ServerName = "127.0.0.1"
+	}
+	tc := tls.Client(dialTransparent(t, addr), cfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// tlsGet sends GET path over tc and returns the body.
+func tlsGet(t *testing.T, tc *tls.Conn, host, path string) []byte {
+	t.Helper()
+	if _, err := io.WriteString(tc, "GET "+path+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+		t.Fatalf("GET %s over TLS: %v", path, err)
+	}
+	resp, body := readResponse(t, bufio.NewReader(tc))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s over TLS: status %d; want 200", path, resp.StatusCode)
+	}
+	return []byte(body)
+}
+
+// waitClosed reads c (through r, if not nil) until feedgate closes it,
+// and fails t if anything arrives or it stays open.
+func waitClosed(t *testing.T, c net.Conn, r io.Reader) {
+	t.Helper()
+	if r == nil {
+		r = c
+	}
+	_ = c.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
+	b, err := io.ReadAll(r)
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Fatalf("the connection is still open after %v; want it closed", testutil.WaitLimit)
+	case len(b) != 0:
+		t.Errorf("read %q before the close; want nothing", b)
+	}
+}
+
+func hostVerifySeries(result string) series {
+	return series{"feedgate_host_verify_total", []string{"result", result}}
+}
+
+// allHostVerifySeries are the host verification counters, by result.
+func allHostVerifySeries() []series {
+	var out []series
+	for _, r := range metrics.VerifyResults() {
+		out = append(out, hostVerifySeries(r))
+	}
+	return out
+}
+
+// defaultPolicyKeys is the default policy with top-level keys added
+// (defaultPolicyWith appends tables, after which a key would belong to
+// the last of them).
+func defaultPolicyKeys(t *testing.T, keys string) *config.Config {
+	t.Helper()
+	b, err := fs.ReadFile(configs.Files(), configs.DefaultPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const catalogs = `catalogs = ["catalog/kaspersky.toml"]`
+	text := strings.Replace(string(b), catalogs, `catalogs = ["builtin:catalog/kaspersky.toml"]`+"\n"+keys+"\n", 1)
+	if text == string(b) {
+		t.Fatalf("the default policy has no line %s", catalogs)
+	}
+	file := filepath.Join(t.TempDir(), "policy.toml")
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return loadTestPolicy(t, file)
+}
+
+// TestTransparentHTTP: plain HTTP redirected to the transparent listener
+// reaches the origin intact, at the original destination (the Host is
+// never looked up to be dialed), with the client's Host header; each
+// request of the keep-alive connection has its own record.
+func TestTransparentHTTP(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, orig string }{
+		{"ipv4", "192.0.2.10:80"},
+		{"ipv6", "[2001:db8:2::10]:80"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := newRecordingOrigin(t)
+			n := newDocNet()
+			n.route(tt.orig, hostPort(t, o.URL))
+			orig := netip.MustParseAddrPort(tt.orig)
+			e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www.example.test:80:[" + orig.Addr().String() + "]"}})
+			c, _, dials := transparentClient(t, e.redirect(t, tt.orig), nil)
+			reqs := requestsSeries("none", "none", "allow", "default")
+			before := e.snapshot(t, append(allHostVerifySeries(), reqs, durationSeries("http"), durationSeries("transparent"))...)
+			mark := o.mark()
+
+			body := bytes.Repeat([]byte("transparent-body-"), 4<<10)
+			steps := []struct {
+				method, target, path string
+				body, want           []byte
+			}{
+				{"GET", "/hello", "/hello", nil, []byte("hello from origin\n")},
+				{"POST", "/echo", "/echo", body, body},
+				{"PUT", "/echo?x=1", "/echo", []byte("put"), []byte("put")},
+				{"GET", "/big", "/big", nil, bigBody},
+			}
+			for _, s := range steps {
+				var rb io.Reader
+				if s.body != nil {
+					rb = bytes.NewReader(s.body)
+				}
+				req, err := http.NewRequest(s.method, "http://www.example.test"+s.target, rb)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s: %v", s.method, s.target, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, s.want) {
+					t.Fatalf("%s %s: %d, %d bytes (%v); want 200 and %d bytes", s.method, s.target, resp.StatusCode, len(got), err, len(s.want))
+				}
+			}
+			if d := dials.Load(); d != 1 {
+				t.Errorf("the client opened %d connections; want 1 (keep-alive)", d)
+			}
+			seen := o.since(mark)
+			if len(seen) != len(steps) {
+				t.Fatalf("origin got %d requests; want %d", len(seen), len(steps))
+			}
+			for i, s := range steps {
+				if got := seen[i]; got.method != s.method || got.uri != s.target || got.host != "www.example.test" {
+					t.Errorf("origin got %s %s Host %q; want %s %s Host www.example.test", got.method, got.uri, got.host, s.method, s.target)
+				}
+			}
+			n.checkDialed(t, tt.orig)
+			if l := e.resolver.Lookups(); len(l) != 0 {
+				t.Errorf("the resolver was asked for %q; want no lookups", l)
+			}
+			for _, s := range steps {
+				r := e.waitRecord(t, map[string]any{"kind": "http", "method": s.method, "path": s.path})
+				checkRecord(t, r, map[string]any{"mode": "transparent", "original_dst": tt.orig, "host_verify": "match",
+					"host": "www.example.test", "port": 80, "client": "127.0.0.1", "action": "allow", "rule": "default", "status": 200})
+			}
+			e.checkDeltas(t, before, delta{reqs, 4}, delta{hostVerifySeries("match"), 4}, delta{hostVerifySeries("mismatch"), 0},
+				delta{hostVerifySeries("unverified"), 0}, delta{durationSeries("http"), 4}, delta{durationSeries("transparent"), 0})
+		})
+	}
+}
+
+// TestTransparentHTTPDecidedPerRequest: each request of a transparent
+// keep-alive connection is decided by its own Host and path. A Kaspersky
+// update host after the cut-off gets the explicit port's 403, and nothing
+// is dialed for it.
+func TestTransparentHTTPDecidedPerRequest(t *testing.T) {
+	t.Parallel()
+	o := newRecordingOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, o.URL))
+	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www.example.test:80:192.0.2.10", "dnl-01.geo.kaspersky.com:80:192.0.2.10"}})
+	addr := e.redirect(t, "192.0.2.10:80")
+	blocked := requestsSeries("kaspersky", "update", "block", "updates-cutoff")
+	before := e.snapshot(t, blocked)
+	get := func(c net.Conn, br *bufio.Reader, host, path string) (*http.Response, string) {
+		t.Helper()
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host); err != nil {
+			t.Fatal(err)
+		}
+		return readResponse(t, br)
+	}
+
+	// Only the blocked request: nothing is dialed at all.
+	c := dialTransparent(t, addr)
+	br := bufio.NewReader(c)
+	resp, body := get(c, br, "dnl-01.geo.kaspersky.com", "/bases/av/x.kdc")
+	if resp.StatusCode != 403 || resp.Header.Get("X-Feedgate-Rule") != "updates-cutoff" || !strings.Contains(body, "updates-cutoff") {
+		t.Fatalf("blocked request: %d X-Feedgate-Rule %q %q; want 403 from updates-cutoff", resp.StatusCode, resp.Header.Get("X-Feedgate-Rule"), body)
+	}
+	r := e.waitRecord(t, map[string]any{"host": "dnl-01.geo.kaspersky.com"})
+	checkRecord(t, r, map[string]any{"kind": "http", "mode": "transparent", "original_dst": "192.0.2.10:80", "host_verify": "match",
+		"path": "/bases/av/x.kdc", "action": "block", "rule": "updates-cutoff", "status": 403})
+	n.checkDialed(t, "")
+	e.checkDeltas(t, before, delta{blocked, 1})
+
+	// The same connection goes on: allowed, blocked and allowed again.
+	for i, host := range []string{"www.example.test", "dnl-01.geo.kaspersky.com", "www.example.test"} {
+		resp, body := get(c, br, host, fmt.Sprintf("/step/%d", i))
+		want := 200
+		if strings.Contains(host, "kaspersky") {
+			want = 403
+		}
+		if resp.StatusCode != want {
+			t.Errorf("request %d to %s: %d %q; want %d", i, host, resp.StatusCode, body, want)
+		}
+	}
+	for _, s := range o.since(0) {
+		if s.host != "www.example.test" {
+			t.Errorf("origin got a request for %s %s", s.host, s.uri)
+		}
+	}
+	if got := len(o.since(0)); got != 2 {
+		t.Errorf("origin got %d requests; want 2", got)
+	}
+	n.checkDialed(t, "192.0.2.10:80")
+	e.waitRecords(t, 2, map[string]any{"host": "dnl-01.geo.kaspersky.com", "action": "block", "mode": "transparent"})
+	e.waitRecords(t, 2, map[string]any{"host": "www.example.test", "action": "allow", "mode": "transparent"})
+	e.checkDeltas(t, before, delta{blocked, 2})
+}
+
+// TestTransparentTLS: a TLS client redirected to the transparent listener
+// is relayed to the original destination (never to where its server name
+// resolves), its bytes intact, and the connection recorded and counted as
+// a transparent tunnel.
+func TestTransparentTLS(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, orig string }{
+		{"ipv4", "192.0.2.10:443"},
+		{"ipv6", "[2001:db8:2::10]:443"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := newTLSOrigin(t)
+			n := newDocNet()
+			n.route(tt.orig, hostPort(t, o.URL))
+			orig := netip.MustParseAddrPort(tt.orig)
+			e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www.example.test:443:[" + orig.Addr().String() + "]"}})
+			c, tr, _ := transparentClient(t, e.redirect(t, tt.orig), o.roots)
+			reqs := requestsSeries("none", "none", "allow", "default")
+			before := e.snapshot(t, reqs, sniSeries(metrics.SNIMatch), hostVerifySeries("match"),
+				durationSeries("transparent"), durationSeries("connect"), durationSeries("http"))
+
+			if resp, body := get(t, c, "https://www.example.test/big"); resp.StatusCode != 200 || body != string(bigBody) {
+				t.Fatalf("GET /big over TLS: %d, %d bytes; want 200 and %d bytes intact", resp.StatusCode, len(body), len(bigBody))
+			}
+			if n := e.value(t, activeSeries(accesslog.KindTransparent)); n != 1 {
+				t.Errorf("active transparent = %v while the connection is open; want 1", n)
+			}
+			tr.CloseIdleConnections()
+			r := e.waitRecord(t, map[string]any{"kind": "transparent"})
+			checkRecord(t, r, map[string]any{"mode": "transparent", "original_dst": tt.orig, "method": "", "host": "www.example.test", "port": 443,
+				"sni": "www.example.test", "sni_result": "match", "host_verify": "match", "action": "allow", "rule": "default",
+				"vendor": "none", "status": 200, "client": "127.0.0.1"})
+			if got := r.num("bytes_received"); got < float64(len(bigBody)) {
+				t.Errorf("bytes_received = %v; want at least %d", got, len(bigBody))
+			}
+			if o.Conns() != 1 {
+				t.Errorf("origin accepted %d connections; want 1", o.Conns())
+			}
+			n.checkDialed(t, tt.orig)
+			if l := e.resolver.Lookups(); len(l) != 0 {
+				t.Errorf("the resolver was asked for %q; want no lookups", l)
+			}
+			e.waitIdle(t)
+			e.checkDeltas(t, before, delta{reqs, 1}, delta{sniSeries(metrics.SNIMatch), 1}, delta{hostVerifySeries("match"), 1},
+				delta{durationSeries("transparent"), 1}, delta{durationSeries("connect"), 0}, delta{durationSeries("http"), 0})
+		})
+	}
+}
+
+// TestTransparentTLSBlocked: a ClientHello that names a blocked host is
+// answered with a TLS access_denied alert before feedgate connects
+// anywhere: the origin never sees the connection.
+func TestTransparentTLSBlocked(t *testing.T) {
+	t.Parallel()
+	o := newTLSOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:443", hostPort(t, o.URL)) // a dial would succeed
+	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"dnl-01.geo.kaspersky.com:443:192.0.2.10"}})
+	addr := e.redirect(t, "192.0.2.10:443")
+	blocked := requestsSeries("kaspersky", "update", "block", "updates-cutoff")
+	before := e.snapshot(t, blocked, durationSeries("transparent"))
+
+	_, err := tlsTransparent(t, addr, "dnl-01.geo.kaspersky.com", o.roots)
+	if err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("handshake: %v; want a TLS access_denied alert", err)
+	}
+	r := e.waitRecord(t, map[string]any{"kind": "transparent"})
+	checkRecord(t, r, map[string]any{"mode": "transparent", "original_dst": "192.0.2.10:443", "host": "dnl-01.geo.kaspersky.com", "port": 443,
+		"host_verify": "match", "action": "block", "rule": "updates-cutoff",
+		"closed": "blocked", "status": 403})
+	n.checkDialed(t, "")
+	if o.Conns() != 0 {
+		t.Errorf("origin accepted %d connections; want none", o.Conns())
+	}
+	e.waitIdle(t)
+	e.checkDeltas(t, before, delta{blocked, 1}, delta{durationSeries("transparent"), 1})
+}
+
+// TestTransparentHostVerify: the name a client sent (Host or SNI) is
+// resolved as feedgate would dial it and compared with the original
+// destination. A name that resolves elsewhere, or not at all, is logged
+// and allowed by default; transparent_verify = "strict" refuses it (409
+// for HTTP, an access_denied alert for TLS) before anything is dialed.
+func TestTransparentHostVerify(t *testing.T) {
+	t.Parallel()
+	plain := newOrigin(t)
+	secure := newTLSOrigin(t)
+	for _, tt := range []struct {
+		name    string
+		strict  bool
+		tls     bool
+		orig    string
+		resolve string // www.example.test's -resolve address, "" for none
+		result  string
+	}{
+		{"http-match-strict", true, false, "192.0.2.10:80", "192.0.2.10", metrics.VerifyMatch},
+		{"http-mismatch-logged", false, false, "192.0.2.20:80", "192.0.2.10", metrics.VerifyMismatch},
+		{"http-mismatch-strict", true, false, "192.0.2.20:80", "192.0.2.10", metrics.VerifyMismatch},
+		{"http-unverified-logged", false, false, "192.0.2.10:80", "", metrics.VerifyUnverified},
+		{"http-unverified-strict", true, false, "192.0.2.10:80", "", metrics.VerifyUnverified},
+		{"tls-match-strict", true, true, "192.0.2.10:443", "192.0.2.10", metrics.VerifyMatch},
+		{"tls-mismatch-logged", false, true, "192.0.2.20:443", "192.0.2.10", metrics.VerifyMismatch},
+		{"tls-mismatch-strict", true, true, "192.0.2.20:443", "192.0.2.10", metrics.VerifyMismatch},
+		{"tls-unverified-logged", false, true, "192.0.2.10:443", "", metrics.VerifyUnverified},
+		{"tls-unverified-strict", true, true, "192.0.2.10:443", "", metrics.VerifyUnverified},
+		{"tls-ipv6-match-strict", true, true, "[2001:db8:2::10]:443", "[2001:db8:2::10]", metrics.VerifyMatch},
+		{"tls-ipv6-mismatch-strict", true, true, "[2001:db8:2::10]:443", "192.0.2.10", metrics.VerifyMismatch},
+		{"http-ipv6-mismatch-logged", false, false, "[2001:db8:2::10]:80", "[2001:db8:2::20]", metrics.VerifyMismatch},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := newDocNet()
+			to := hostPort(t, plain.URL)
+			if tt.tls {
+				to = hostPort(t, secure.URL)
+			}
+			n.route(tt.orig, to)
+			cfg := envConfig{dial: n.dial}
+			if tt.strict {
+				cfg.policy = defaultPolicyKeys(t, `transparent_verify = "strict"`)
+			}
+			if tt.resolve != "" {
+				port := netip.MustParseAddrPort(tt.orig).Port()
+				cfg.resolve = []string{fmt.Sprintf("www.example.test:%d:%s", port, tt.resolve)}
+			}
+			e := newEnv(t, cfg)
+			addr := e.redirect(t, tt.orig)
+			refused := tt.strict && tt.result != metrics.VerifyMatch
+			before := e.snapshot(t, append(allHostVerifySeries(), rejectedSeries(metrics.RejectHostVerify))...)
+
+			want := map[string]any{"mode": "transparent", "original_dst": tt.orig, "host": "www.example.test", "host_verify": tt.result}
+			if tt.tls {
+				want["kind"] = "transparent"
+				tc, err := tlsTransparent(t, addr, "www.example.test", secure.roots)
+				switch {
+				case refused && (err == nil || !strings.Contains(err.Error(), "access denied")):
+					t.Fatalf("handshake: %v; want a TLS access_denied alert", err)
+				case !refused && err != nil:
+					t.Fatalf("handshake: %v; want it relayed to the origin", err)
+				case !refused:
+					if b := tlsGet(t, tc, "www.example.test", "/hello"); string(b) != "hello from origin\n" {
+						t.Errorf("over TLS: %q", b)
+					}
+					_ = tc.Close()
+				}
+			} else {
+				want["kind"], want["path"] = "http", "/hello"
+				c, _, _ := transparentClient(t, addr, nil)
+				resp, body := get(t, c, "http://www.example.test/hello")
+				switch {
+				case refused && (resp.StatusCode != http.StatusConflict || resp.Header.Get("X-Feedgate-Reason") != metrics.RejectHostVerify):
+					t.Fatalf("status %d X-Feedgate-Reason %q; want 409 and host_verify", resp.StatusCode, resp.Header.Get("X-Feedgate-Reason"))
+				case !refused && (resp.StatusCode != 200 || body != "hello from origin\n"):
+					t.Fatalf("status %d %q; want 200 from the origin", resp.StatusCode, body)
+				}
+			}
+			if refused {
+				want["rejected"] = metrics.RejectHostVerify
+				if !tt.tls {
+					want["status"] = http.StatusConflict
+				}
+				n.checkDialed(t, "")
+			} else {
+				want["action"] = "allow"
+				n.checkDialed(t, tt.orig)
+			}
+			r := e.waitRecord(t, want)
+			if !refused && r["rejected"] != nil {
+				t.Errorf("record says rejected=%v; want the connection allowed", r["rejected"])
+			}
+			var deltas []delta
+			for _, res := range metrics.VerifyResults() {
+				d := 0.0
+				if res == tt.result {
+					d = 1
+				}
+				deltas = append(deltas, delta{hostVerifySeries(res), d})
+			}
+			wantRejected := 0.0
+			if refused {
+				wantRejected = 1
+			}
+			e.checkDeltas(t, before, append(deltas, delta{rejectedSeries(metrics.RejectHostVerify), wantRejected})...)
+		})
+	}
+}
+
+// TestTransparentNoName: a connection that names no host (an HTTP/1.0
+// request without Host, a ClientHello without SNI) is decided by its
+// original destination, and has nothing to verify.
+func TestTransparentNoName(t *testing.T) {
+	t.Parallel()
+	t.Run("http-1.0-without-host", func(t *testing.T) {
+		t.Parallel()
+		o := newRecordingOrigin(t)
+		n := newDocNet()
+		n.route("192.0.2.10:80", hostPort(t, o.URL))
+		e := newEnv(t, envConfig{dial: n.dial})
+		c := dialTransparent(t, e.redirect(t, "192.0.2.10:80"))
+		if _, err := io.WriteString(c, "GET /hello HTTP/1.0\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if resp, body := readResponse(t, bufio.NewReader(c)); resp.StatusCode != 200 || body != "hello from origin\n" {
+			t.Fatalf("%d %q; want 200 from the origin", resp.StatusCode, body)
+		}
+		r := e.waitRecord(t, map[string]any{"kind": "http", "mode": "transparent"})
+		checkRecord(t, r, map[string]any{"host": "192.0.2.10", "port": 80, "original_dst": "192.0.2.10:80", "action": "allow"})
+		n.checkDialed(t, "192.0.2.10:80")
+	})
+	t.Run("tls-without-sni", func(t *testing.T) {
+		t.Parallel()
+		o := newTLSOrigin(t)
+		n := newDocNet()
+		n.route("192.0.2.10:443", hostPort(t, o.URL))
+		e := newEnv(t, envConfig{dial: n.dial})
+		before := e.snapshot(t, allHostVerifySeries()...)
+		tc, err := tlsTransparent(t, e.redirect(t, "192.0.2.10:443"), "", o.roots)
+		if err != nil {
+			t.Fatalf("handshake without SNI: %v; want it relayed (tunnel_without_sni is log)", err)
+		}
+		if b := tlsGet(t, tc, "127.0.0.1", "/hello"); string(b) != "hello from origin\n" {
+			t.Errorf("over TLS: %q", b)
+		}
+		_ = tc.Close()
+		r := e.waitRecord(t, map[string]any{"kind": "transparent"})
+		checkRecord(t, r, map[string]any{"host": "192.0.2.10", "port": 443, "original_dst": "192.0.2.10:443", "sni_result": metrics.SNINone,
+			"action": "log", "rule": "tunnel_without_sni", "vendor": "none"})
+		if v, ok := r["host_verify"]; ok {
+			t.Errorf("record has host_verify %v; want none without a name", v)
+		}
+		n.checkDialed(t, "192.0.2.10:443")
+		e.checkDeltas(t, before, delta{hostVerifySeries("match"), 0}, delta{hostVerifySeries("mismatch"), 0}, delta{hostVerifySeries("unverified"), 0})
+	})
+}
+
+// TestTransparentLoopGuard: a connection whose original destination is one
+// of feedgate's own listeners would come straight back: it is closed and
+// recorded, and nothing is dialed.
+func TestTransparentLoopGuard(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, listener, orig string }{
+		{"ipv4", "192.0.2.99:3129", "192.0.2.99:3129"},
+		{"ipv6", "[2001:db8::99]:3129", "[2001:db8::99]:3129"},
+		{"unspecified-listener", "0.0.0.0:3129", "192.0.2.10:3129"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := newDocNet()
+			e := newEnv(t, envConfig{dial: n.dial, listeners: []netip.AddrPort{netip.MustParseAddrPort(tt.listener)}})
+			before := e.snapshot(t, rejectedSeries(metrics.RejectDestination))
+			c := dialTransparent(t, e.redirect(t, tt.orig))
+			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+			waitClosed(t, c, nil)
+			r := e.waitRecord(t, map[string]any{"kind": "transparent"})
+			checkRecord(t, r, map[string]any{"mode": "transparent", "rejected": metrics.RejectDestination, "original_dst": tt.orig, "port": 3129})
+			n.checkDialed(t, "")
+			e.checkDeltas(t, before, delta{rejectedSeries(metrics.RejectDestination), 1})
+		})
+	}
+}
+
+// TestTransparentNoOriginalDst: a client that connects to the transparent
+// port itself has no original destination: there is nowhere to send it.
+func TestTransparentNoOriginalDst(t *testing.T) {
+	t.Parallel()
+	n := newDocNet()
+	e := newEnv(t, envConfig{dial: n.dial})
+	before := e.snapshot(t, rejectedSeries(metrics.RejectInvalid))
+	c := dialTransparent(t, e.redirect(t, ""))
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+	waitClosed(t, c, nil)
+	r := e.waitRecord(t, map[string]any{"kind": "transparent"})
+	checkRecord(t, r, map[string]any{"mode": "transparent", "rejected": metrics.RejectInvalid, "host": "", "port": 0})
+	n.checkDialed(t, "")
+	e.checkDeltas(t, before, delta{rejectedSeries(metrics.RejectInvalid), 1})
+}
+
+// TestTransparentOther: a connection that speaks neither TLS nor HTTP
+// first, or nothing within sni_timeout, is decided by its original
+// destination alone, with tunnel_without_sni, and relayed unchanged.
+func TestTransparentOther(t *testing.T) {
+	t.Parallel()
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	// greet speaks first, as SMTP and SSH servers do, then echoes.
+	greet := testutil.NewRawUpstream(t, func(c *net.TCPConn) {
+		if _, err := io.WriteString(c, "220 greet.example.test\r\n"); err == nil {
+			_, _ = io.Copy(c, c)
+		}
+	})
+	for _, tt := range []struct {
+		name     string
+		tlsKeys  string // keys of the policy's [tls] table
+		rules    string // rules after the default policy's
+		orig, to string
+		silent   bool // say nothing until the server has spoken
+		result   string
+		action   string
+		rule     string
+	}{
+		{name: "not-tls", orig: "192.0.2.10:443", to: echo.Addr(), result: metrics.SNINotTLS, action: "log", rule: "tunnel_without_sni"},
+		{name: "silent-client", orig: "192.0.2.10:443", to: greet.Addr(), silent: true, result: metrics.SNITimeout, action: "log", rule: "tunnel_without_sni"},
+		{name: "ipv6-not-tls", orig: "[2001:db8:2::10]:443", to: echo.Addr(), result: metrics.SNINotTLS, action: "log", rule: "tunnel_without_sni"},
+		{name: "tunnel-without-sni-allowed", tlsKeys: "tunnel_without_sni = \"allow\"\n", orig: "192.0.2.10:443", to: echo.Addr(),
+			result: metrics.SNINotTLS, action: "allow", rule: "default"},
+		{name: "tunnel-without-sni-blocked", tlsKeys: "tunnel_without_sni = \"block\"\n", orig: "192.0.2.10:443", to: echo.Addr(),
+			action: "block", rule: "tunnel_without_sni"},
+		{name: "address-named-by-a-rule", rules: "[[rule]]\nname = \"block-address\"\nhosts = [\"192.0.2.66\"]\naction = \"block\"\n",
+			orig: "192.0.2.66:443", to: echo.Addr(), action: "block", rule: "block-address"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := newDocNet()
+			n.route(tt.orig, tt.to)
+			policy := defaultPolicyWith(t, "[tls]\nsni_timeout = \"100ms\"\n"+tt.tlsKeys+"\n"+tt.rules)
+			e := newEnv(t, envConfig{dial: n.dial, policy: policy})
+			c := dialTransparent(t, e.redirect(t, tt.orig))
+			br := bufio.NewReader(c)
+			orig := netip.MustParseAddrPort(tt.orig)
+			want := map[string]any{"kind": "transparent", "mode": "transparent", "original_dst": tt.orig, "host": orig.Addr().String(),
+				"port": 443, "method": "", "action": tt.action, "rule": tt.rule, "vendor": "none"}
+			if tt.action == "block" {
+				_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n")
+				waitClosed(t, c, nil)
+				want["closed"] = "blocked"
+				e.waitRecord(t, want)
+				n.checkDialed(t, "")
+				return
+			}
+			if tt.silent {
+				if line, err := br.ReadString('\n'); err != nil || line != "220 greet.example.test\r\n" {
+					t.Fatalf("the server's greeting: %q, %v", line, err)
+				}
+			}
+			for _, msg := range []string{"SSH-2.0-OpenSSH_9.6\r\n", "\x00\x01 binary \xff\r\n"} {
+				if _, err := io.WriteString(c, msg); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+					t.Fatalf("echo through the tunnel: %q, %v; want %q", got, err, msg)
+				}
+			}
+			_ = c.CloseWrite()
+			if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+				t.Errorf("after the half-close: %q, %v; want EOF", rest, err)
+			}
+			want["sni_result"] = tt.result
+			r := e.waitRecord(t, want)
+			if v, ok := r["host_verify"]; ok {
+				t.Errorf("record has host_verify %v; want none without a name", v)
+			}
+			n.checkDialed(t, tt.orig)
+		})
+	}
+}
+
+// TestTransparentAccess: allowed_clients holds for the transparent
+// listener as for the proxy port: a refused client's connection reaches
+// nothing.
+func TestTransparentAccess(t *testing.T) {
+	t.Parallel()
+	plain := newOrigin(t)
+	secure := newTLSOrigin(t)
+	cfg := policyWith(t, `allowed_clients = ["10.0.0.0/8"]`)
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, plain.URL))
+	n.route("192.0.2.10:443", hostPort(t, secure.URL))
+	cfg.dial = n.dial
+	cfg.resolve = []string{"www.example.test:80:192.0.2.10", "www.example.test:443:192.0.2.10"}
+	e := newEnv(t, cfg)
+	before := e.snapshot(t, append(allHostVerifySeries(), rejectedSeries(metrics.RejectClient))...)
+
+	c, _, _ := transparentClient(t, e.redirect(t, "192.0.2.10:80"), nil)
+	if resp, _ := get(t, c, "http://www.example.test/hello"); resp.StatusCode != 403 || resp.Header.Get("X-Feedgate-Reason") != metrics.RejectClient {
+		t.Errorf("HTTP: %d X-Feedgate-Reason %q; want 403 client", resp.StatusCode, resp.Header.Get("X-Feedgate-Reason"))
+	}
+	e.waitRecord(t, map[string]any{"kind": "http", "mode": "transparent", "rejected": metrics.RejectClient, "original_dst": "192.0.2.10:80", "status": 403})
+
+	if _, err := tlsTransparent(t, e.redirect(t, "192.0.2.10:443"), "www.example.test", secure.roots); err == nil {
+		t.Errorf("TLS handshake succeeded; want the connection closed")
+	}
+	e.waitRecord(t, map[string]any{"kind": "transparent", "mode": "transparent", "rejected": metrics.RejectClient, "original_dst": "192.0.2.10:443"})
+	n.checkDialed(t, "")
+	if plain.Hits() != 0 || secure.Conns() != 0 {
+		t.Errorf("the origins saw %d requests and %d connections; want none", plain.Hits(), secure.Conns())
+	}
+	e.checkDeltas(t, before, delta{rejectedSeries(metrics.RejectClient), 2},
+		delta{hostVerifySeries("match"), 0}, delta{hostVerifySeries("mismatch"), 0}, delta{hostVerifySeries("unverified"), 0})
+}
+
+// TestTransparentShutdown: Shutdown closes the transparent listener's
+// connections, idle keep-alive ones included, writes the records of open
+// tunnels before it returns, and takes no new connections.
+func TestTransparentShutdown(t *testing.T) {
+	t.Parallel()
+	plain := newOrigin(t)
+	secure := newTLSOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, plain.URL))
+	n.route("192.0.2.10:443", hostPort(t, secure.URL))
+	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www.example.test:80:192.0.2.10", "www.example.test:443:192.0.2.10"}})
+	httpAddr, tlsAddr := e.redirect(t, "192.0.2.10:80"), e.redirect(t, "192.0.2.10:443")
+
+	idle := dialTransparent(t, httpAddr)
+	if _, err := io.WriteString(idle, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	ibr := bufio.NewReader(idle)
+	if resp, _ := readResponse(t, ibr); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("keep-alive request: %d close=%v; want 200 and the connection kept", resp.StatusCode, resp.Close)
+	}
+	tc, err := tlsTransparent(t, tlsAddr, "www.example.test", secure.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsGet(t, tc, "www.example.test", "/hello")
+	e.waitRecord(t, map[string]any{"kind": "http", "mode": "transparent"})
+
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.WaitLimit)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Server.Shutdown: %v", err)
+	}
+	// No waiting: the tunnel's record must already be there.
+	recs := matching(e.records(t), map[string]any{"kind": "transparent", "original_dst": "192.0.2.10:443"})
+	if len(recs) != 1 {
+		t.Fatalf("transparent records after Shutdown = %d; want 1\nlog:\n%s", len(recs), e.log.String())
+	}
+	checkRecord(t, recs[0], map[string]any{"status": 200, "sni": "www.example.test", "action": "allow"})
+	_ = tc.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
+	if _, err := tc.Read(make([]byte, 1)); err == nil {
+		t.Errorf("the tunnel still carries bytes after Shutdown")
+	}
+	waitClosed(t, idle, ibr)
+	// The listener is still open, but the proxy takes nothing more.
+	late := dialTransparent(t, httpAddr)
+	_, _ = io.WriteString(late, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+	waitClosed(t, late, nil)
+	e.waitIdle(t)
+}
+
+// TestTransparentTProxy: on a TPROXY listener the local address of a
+// connection is its original destination, whatever else would say: here
+// the listener's own loopback address, which the destination policy
+// refuses.
+func TestTransparentTProxy(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, o.URL))
+	// Any port may carry plain HTTP, the listener's random one too.
+	cfg := policyWith(t, `http_ports = ["1-65535"]`)
+	cfg.dial = n.dial
+	e := newEnv(t, cfg)
+	addr := e.serveTransparent(t, netip.MustParseAddrPort("192.0.2.10:80"), proxy.TransparentOptions{TProxy: true})
+	c, _, _ := transparentClient(t, addr, nil)
+	resp, _ := get(t, c, "http://www.example.test/hello")
+	if resp.StatusCode != 403 || resp.Header.Get("X-Feedgate-Reason") != metrics.RejectDestination {
+		t.Errorf("%d X-Feedgate-Reason %q; want 403 destination (loopback)", resp.StatusCode, resp.Header.Get("X-Feedgate-Reason"))
+	}
+	e.waitRecord(t, map[string]any{"kind": "http", "mode": "transparent", "original_dst": addr, "rejected": metrics.RejectDestination})
+	n.checkDialed(t, "")
+	if o.Hits() != 0 {
+		t.Errorf("origin got %d requests; want none", o.Hits())
+	}
+}
