@@ -629,7 +629,7 @@ func TestTransparentNoOriginalDst(t *testing.T) {
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
 	waitClosed(t, c, nil)
 	r := e.waitRecord(t, map[string]any{"kind": "transparent"})
-	checkRecord(t, r, map[string]any{"mode": "transparent", "rejected": metrics.RejectInvalid, "host": "", "port": 0})
+	checkRecord(t, r, map[string]any{"mode": "transparent", "rejected": metrics.RejectInvalid, "original_dst": "", "host": "", "port": 0})
 	n.checkDialed(t, "")
 	e.checkDeltas(t, before, delta{rejectedSeries(metrics.RejectInvalid), 1})
 }

@@ -213,15 +213,22 @@ func (r *Record) appendAttrs(attrs []slog.Attr) []slog.Attr {
 		attrs = append(attrs, slog.String("error", r.Error))
 	}
 	if r.Mode != "" {
-		attrs = append(attrs, slog.String("mode", r.Mode))
-		if r.OriginalDst.IsValid() {
-			attrs = append(attrs, slog.String("original_dst", r.OriginalDst.String()))
-		}
+		attrs = append(attrs, slog.String("mode", r.Mode), slog.String("original_dst", addrPortString(r.OriginalDst)))
 		if r.HostVerify != "" {
 			attrs = append(attrs, slog.String("host_verify", r.HostVerify))
 		}
 	}
 	return attrs
+}
+
+// addrPortString is "" for a connection without an original destination
+// (one made to the transparent port itself), where AddrPort.String would
+// write "invalid AddrPort".
+func addrPortString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return ""
+	}
+	return ap.String()
 }
 
 func addrString(a netip.Addr) string {

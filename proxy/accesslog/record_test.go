@@ -46,6 +46,8 @@ func TestJSONFields(t *testing.T) {
 		rec   accesslog.Record
 		level string
 		keys  string
+		// values are fields whose written value is checked too.
+		values map[string]any
 	}{
 		{
 			name: "allowed http request",
@@ -73,6 +75,14 @@ func TestJSONFields(t *testing.T) {
 			keys:  "time level msg kind client method host port vendor category rule action flagged status bytes_sent bytes_received duration_seconds policy sni sni_result mode original_dst host_verify",
 		},
 		{
+			name: "transparent connection without an original destination",
+			rec: accesslog.Record{Time: at, Kind: accesslog.KindTransparent, Client: client, Rejected: "invalid", Policy: "p",
+				Mode: accesslog.ModeTransparent},
+			level:  "WARN",
+			keys:   "time level msg kind client method host port rejected status bytes_sent bytes_received duration_seconds policy mode original_dst",
+			values: map[string]any{"original_dst": "", "host": "", "port": 0.0},
+		},
+		{
 			name:  "refused before any decision",
 			rec:   accesslog.Record{Time: at, Kind: accesslog.KindConnect, Method: "CONNECT", Host: "a.example.test", Port: 25, Rejected: "port", Status: 403, Policy: "p"},
 			level: "WARN",
@@ -98,6 +108,11 @@ func TestJSONFields(t *testing.T) {
 			}
 			if m["level"] != tt.level || m["msg"] != "request" || m["time"] != "2024-09-29T04:00:00Z" {
 				t.Errorf("level %v, msg %v, time %v; want %s, request, 2024-09-29T04:00:00Z", m["level"], m["msg"], m["time"], tt.level)
+			}
+			for k, v := range tt.values {
+				if m[k] != v {
+					t.Errorf("%s = %#v; want %#v", k, m[k], v)
+				}
 			}
 		})
 	}
