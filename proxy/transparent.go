@@ -62,20 +62,25 @@ func (s *Server) ServeTransparent(ln net.Listener, o TransparentOptions) error {
 	}
 }
 
-// originalDst is where a redirected connection was going.
+// originalDst is where a redirected connection was going. An IPv4
+// destination is returned as such whatever form it came in (v4-mapped, as
+// a dual-stack socket sees it), so that it is recorded, decided and
+// checked against feedgate's own listeners as the IPv4 address it is.
 func (s *Server) originalDst(c net.Conn, o TransparentOptions) (netip.AddrPort, error) {
 	local := addrPortOf(c.LocalAddr())
-	switch {
+	var ap netip.AddrPort
+	var err error
+	switch sc, ok := c.(syscall.Conn); {
 	case o.TProxy:
-		return local, nil
+		ap = local
 	case s.opts.OriginalDst != nil:
-		return s.opts.OriginalDst(c)
+		ap, err = s.opts.OriginalDst(c)
+	case !ok:
+		err = origdst.ErrNotRedirected
+	default:
+		ap, err = origdst.Lookup(sc, local)
 	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return netip.AddrPort{}, origdst.ErrNotRedirected
-	}
-	return origdst.Lookup(sc, local)
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), err
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -600,6 +600,7 @@ func TestTransparentLoopGuard(t *testing.T) {
 	for _, tt := range []struct{ name, listener, orig string }{
 		{"ipv4", "192.0.2.99:3129", "192.0.2.99:3129"},
 		{"ipv6", "[2001:db8::99]:3129", "[2001:db8::99]:3129"},
+		{"ipv4-mapped", "192.0.2.99:3129", "[::ffff:192.0.2.99]:3129"},
 		{"unspecified-listener", "0.0.0.0:3129", "192.0.2.10:3129"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -610,8 +611,11 @@ func TestTransparentLoopGuard(t *testing.T) {
 			c := dialTransparent(t, e.redirect(t, tt.orig))
 			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
 			waitClosed(t, c, nil)
+			orig := netip.MustParseAddrPort(tt.orig)
+			orig = netip.AddrPortFrom(orig.Addr().Unmap(), orig.Port())
 			r := e.waitRecord(t, map[string]any{"kind": "transparent"})
-			checkRecord(t, r, map[string]any{"mode": "transparent", "rejected": metrics.RejectDestination, "original_dst": tt.orig, "port": 3129})
+			checkRecord(t, r, map[string]any{"mode": "transparent", "rejected": metrics.RejectDestination, "original_dst": orig.String(),
+				"host": orig.Addr().String(), "port": 3129})
 			n.checkDialed(t, "")
 			e.checkDeltas(t, before, delta{rejectedSeries(metrics.RejectDestination), 1})
 		})
@@ -665,6 +669,8 @@ func TestTransparentOther(t *testing.T) {
 			action: "block", rule: "tunnel_without_sni"},
 		{name: "address-named-by-a-rule", rules: "[[rule]]\nname = \"block-address\"\nhosts = [\"192.0.2.66\"]\naction = \"block\"\n",
 			orig: "192.0.2.66:443", to: echo.Addr(), action: "block", rule: "block-address"},
+		{name: "address-named-by-a-rule-v4-mapped", rules: "[[rule]]\nname = \"block-address\"\nhosts = [\"192.0.2.66\"]\naction = \"block\"\n",
+			orig: "[::ffff:192.0.2.66]:443", to: echo.Addr(), action: "block", rule: "block-address"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -675,7 +681,8 @@ func TestTransparentOther(t *testing.T) {
 			c := dialTransparent(t, e.redirect(t, tt.orig))
 			br := bufio.NewReader(c)
 			orig := netip.MustParseAddrPort(tt.orig)
-			want := map[string]any{"kind": "transparent", "mode": "transparent", "original_dst": tt.orig, "host": orig.Addr().String(),
+			orig = netip.AddrPortFrom(orig.Addr().Unmap(), orig.Port())
+			want := map[string]any{"kind": "transparent", "mode": "transparent", "original_dst": orig.String(), "host": orig.Addr().String(),
 				"port": 443, "method": "", "action": tt.action, "rule": tt.rule, "vendor": "none"}
 			if tt.action == "block" {
 				_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n")
@@ -708,7 +715,7 @@ func TestTransparentOther(t *testing.T) {
 			if v, ok := r["host_verify"]; ok {
 				t.Errorf("record has host_verify %v; want none without a name", v)
 			}
-			n.checkDialed(t, tt.orig)
+			n.checkDialed(t, orig.String())
 		})
 	}
 }
