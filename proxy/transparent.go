@@ -94,7 +94,11 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // serveTransparentConn serves one redirected connection.
 func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
 	client := remoteAddr(c)
-	defer s.closeConn(client)
+	// The connection holds a connection slot until it becomes a tunnel,
+	// which holds a tunnel slot instead, as a hijacked CONNECT does.
+	var once sync.Once
+	release := func() { once.Do(func() { s.closeConn(client) }) }
+	defer release()
 	if rf := s.openConn(client); rf != nil {
 		s.m.Rejected(rf.reason)
 		_ = c.Close()
@@ -134,7 +138,7 @@ func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
 		s.serveTransparentHTTP(c, early, orig)
 		return
 	}
-	s.serveTransparentTunnel(c, early, proto, orig, deadline)
+	s.serveTransparentTunnel(c, early, proto, orig, deadline, release)
 }
 
 // transparentRecord begins the record of a transparent tunnel.
@@ -155,8 +159,9 @@ var portsTransparent = targetPorts{tls: true, what: "a transparent connection"}
 // serveTransparentTunnel serves a redirected connection that is not HTTP:
 // its ClientHello (if it has one) is read and decided before feedgate
 // connects anywhere, so that a blocked host's server never sees the
-// connection; then it is relayed like a CONNECT tunnel.
-func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Protocol, orig netip.AddrPort, deadline time.Time) {
+// connection; then it is relayed like a CONNECT tunnel. release gives the
+// connection's slot back once it holds a tunnel slot.
+func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Protocol, orig netip.AddrPort, deadline time.Time, release func()) {
 	rec := s.transparentRecord(remoteAddr(c), orig)
 	defer s.finish(rec)
 	st := rec.st
@@ -210,6 +215,7 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 		return
 	}
 	defer s.releaseTunnelSlot(rec.Client)
+	release()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DialTimeout)
 	up, err := s.up.DialTarget(ctx, orig.String())
 	cancel()

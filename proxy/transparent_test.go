@@ -754,6 +754,62 @@ func TestTransparentAccess(t *testing.T) {
 		delta{hostVerifySeries("match"), 0}, delta{hostVerifySeries("mismatch"), 0}, delta{hostVerifySeries("unverified"), 0})
 }
 
+// TestTransparentConnectionCaps: max_connections and
+// max_connections_per_client count a transparent tunnel once, as they
+// count a CONNECT tunnel; the connection beyond a cap is closed before
+// anything is read or dialed, and a slot comes back when a tunnel closes.
+func TestTransparentConnectionCaps(t *testing.T) {
+	t.Parallel()
+	echo := testutil.NewRawUpstream(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	for _, tt := range []struct{ name, limits, reason string }{
+		{"per-client", "max_connections_per_client = 2", metrics.RejectClientLimit},
+		{"total", "max_connections = 2\nmax_tunnels = 2", metrics.RejectLimit},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := policyWith(t, "[limits]\n"+tt.limits+"\n")
+			n := newDocNet()
+			n.route("192.0.2.10:443", echo.Addr())
+			cfg.dial = n.dial
+			e := newEnv(t, cfg)
+			addr := e.redirect(t, "192.0.2.10:443")
+			before := e.snapshot(t, rejectedSeries(tt.reason))
+			open := func() (*net.TCPConn, error) {
+				c := dialTransparent(t, addr)
+				if _, err := io.WriteString(c, "ping\n"); err != nil {
+					return c, err
+				}
+				got := make([]byte, 5)
+				_, err := io.ReadFull(c, got)
+				return c, err
+			}
+			var held []*net.TCPConn
+			for i := range 2 {
+				c, err := open()
+				if err != nil {
+					t.Fatalf("tunnel %d of 2: %v; want it open", i+1, err)
+				}
+				held = append(held, c)
+			}
+			if c, err := open(); err == nil {
+				t.Errorf("a third tunnel is open with %q", tt.limits)
+			} else {
+				c.Close()
+			}
+			e.checkDeltas(t, before, delta{rejectedSeries(tt.reason), 1})
+			if got := len(n.Dialed()); got != 2 {
+				t.Errorf("dialed %d times; want 2, one per admitted tunnel", got)
+			}
+			held[0].Close()
+			waitFor(t, "a slot to come back", func() bool {
+				c, err := open()
+				c.Close()
+				return err == nil
+			})
+		})
+	}
+}
+
 // TestTransparentShutdown: Shutdown closes the transparent listener's
 // connections, idle keep-alive ones included, writes the records of open
 // tunnels before it returns, and takes no new connections.
