@@ -172,10 +172,9 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 		return
 	}
 	in := rules.Tunnel{Target: rules.Request{Host: orig.Addr().String(), Port: int(orig.Port()), Client: rec.Client}}
-	buf, name := early, []byte(nil)
+	buf, name, hs := early, []byte(nil), hello.Incomplete
 	if proto == sniff.TLS {
 		var sc hello.Scanner
-		var hs hello.Status
 		buf, hs, _ = readHello(c, bytes.Clone(early), max(time.Until(deadline), 0), func(b []byte) hello.Status {
 			var st hello.Status
 			name, st = sc.ClientHelloServerName(b)
@@ -185,6 +184,18 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 			name = nil
 		}
 	}
+	// A connection that ends here (blocked, refused, not dialed) is
+	// recorded and counted with what its first bytes said of a server
+	// name, as checkHello would judge them; checkHello judges a relayed
+	// one itself.
+	relayed := false
+	defer func() {
+		if !relayed {
+			result := earlySNIResult(proto, buf, hs, name)
+			s.m.SNICheck(result)
+			rec.SNIResult = result
+		}
+	}()
 	tls := name != nil
 	if tls {
 		rec.SNI = string(name)
@@ -232,7 +243,23 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 	}
 	// The tunnel decides again on what was read (the same hello, under
 	// the policy current now), and relays it first.
+	relayed = true
 	s.serveTunnel(rec, rules.Tunnel{Target: in.Target}, c, buf, up, "")
+}
+
+// earlySNIResult is the sni_result of a transparent tunnel that ends before
+// it is relayed: what checkHello makes of the same bytes once the wait for
+// them is over.
+func earlySNIResult(proto sniff.Protocol, buf []byte, hs hello.Status, name []byte) string {
+	switch {
+	case hs == hello.Complete && name != nil:
+		return metrics.SNIMatch
+	case hs == hello.Complete:
+		return metrics.SNINone
+	case hs == hello.NotTLS, proto == sniff.Other && len(buf) > 0:
+		return metrics.SNINotTLS
+	}
+	return metrics.SNITimeout
 }
 
 // denyTLS answers a ClientHello with a fatal access_denied alert.

@@ -417,7 +417,7 @@ func TestTransparentTLSBlocked(t *testing.T) {
 	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"dnl-01.geo.kaspersky.com:443:192.0.2.10"}})
 	addr := e.redirect(t, "192.0.2.10:443")
 	blocked := requestsSeries("kaspersky", "update", "block", "updates-cutoff")
-	before := e.snapshot(t, blocked, durationSeries("transparent"))
+	before := e.snapshot(t, blocked, sniSeries(metrics.SNIMatch), durationSeries("transparent"))
 
 	_, err := tlsTransparent(t, addr, "dnl-01.geo.kaspersky.com", o.roots)
 	if err == nil || !strings.Contains(err.Error(), "access denied") {
@@ -425,14 +425,14 @@ func TestTransparentTLSBlocked(t *testing.T) {
 	}
 	r := e.waitRecord(t, map[string]any{"kind": "transparent"})
 	checkRecord(t, r, map[string]any{"mode": "transparent", "original_dst": "192.0.2.10:443", "host": "dnl-01.geo.kaspersky.com", "port": 443,
-		"host_verify": "match", "action": "block", "rule": "updates-cutoff",
+		"sni": "dnl-01.geo.kaspersky.com", "sni_result": "match", "host_verify": "match", "action": "block", "rule": "updates-cutoff",
 		"closed": "blocked", "status": 403})
 	n.checkDialed(t, "")
 	if o.Conns() != 0 {
 		t.Errorf("origin accepted %d connections; want none", o.Conns())
 	}
 	e.waitIdle(t)
-	e.checkDeltas(t, before, delta{blocked, 1}, delta{durationSeries("transparent"), 1})
+	e.checkDeltas(t, before, delta{blocked, 1}, delta{sniSeries(metrics.SNIMatch), 1}, delta{durationSeries("transparent"), 1})
 }
 
 // TestTransparentHostVerify: the name a client sent (Host or SNI) is
@@ -489,7 +489,7 @@ func TestTransparentHostVerify(t *testing.T) {
 
 			want := map[string]any{"mode": "transparent", "original_dst": tt.orig, "host": "www.example.test", "host_verify": tt.result}
 			if tt.tls {
-				want["kind"] = "transparent"
+				want["kind"], want["sni"], want["sni_result"] = "transparent", "www.example.test", metrics.SNIMatch
 				tc, err := tlsTransparent(t, addr, "www.example.test", secure.roots)
 				switch {
 				case refused && (err == nil || !strings.Contains(err.Error(), "access denied")):
@@ -687,7 +687,7 @@ func TestTransparentOther(t *testing.T) {
 			if tt.action == "block" {
 				_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n")
 				waitClosed(t, c, nil)
-				want["closed"] = "blocked"
+				want["closed"], want["sni_result"] = "blocked", metrics.SNINotTLS
 				e.waitRecord(t, want)
 				n.checkDialed(t, "")
 				return
@@ -745,7 +745,10 @@ func TestTransparentAccess(t *testing.T) {
 	if _, err := tlsTransparent(t, e.redirect(t, "192.0.2.10:443"), "www.example.test", secure.roots); err == nil {
 		t.Errorf("TLS handshake succeeded; want the connection closed")
 	}
-	e.waitRecord(t, map[string]any{"kind": "transparent", "mode": "transparent", "rejected": metrics.RejectClient, "original_dst": "192.0.2.10:443"})
+	r := e.waitRecord(t, map[string]any{"kind": "transparent", "mode": "transparent", "rejected": metrics.RejectClient, "original_dst": "192.0.2.10:443"})
+	if v, ok := r["sni_result"]; ok {
+		t.Errorf("a refused client's record has sni_result %v; want none, as for a CONNECT refused before its ClientHello", v)
+	}
 	n.checkDialed(t, "")
 	if plain.Hits() != 0 || secure.Conns() != 0 {
 		t.Errorf("the origins saw %d requests and %d connections; want none", plain.Hits(), secure.Conns())
