@@ -491,8 +491,9 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 	if r.URL.Scheme == "https" {
 		port, ports = 443, portsHTTPS
 	}
+	named := false
 	if orig.IsValid() {
-		host = requestName(r, orig)
+		host, named = requestName(r, orig)
 		r.URL.Scheme, r.URL.Host = "http", orig.String()
 	}
 	rec := s.begin(kind, clientAddr(r), r.Method, host, port)
@@ -531,17 +532,20 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 		return
 	}
 	rec.Path = path
-	if orig.IsValid() {
-		if rf := s.verifyHost(rec, host, orig); rf != nil {
-			s.refuseHTTP(w, r, rec, rf)
-			return
-		}
-	}
 	rec.Decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.Client, Time: s.clock.Now()})
 	if rec.Decision.Invalid {
 		// The path was normal; the host has no canonical form.
 		s.refuseHTTP(w, r, rec, invalid(http.StatusBadRequest, "invalid host name in request URL"))
 		return
+	}
+	// The name a transparent request sent is checked against where its
+	// connection was going: only a name the policy could read, which
+	// the resolver may then see.
+	if named {
+		if rf := s.verifyHost(rec, host, orig); rf != nil {
+			s.refuseHTTP(w, r, rec, rf)
+			return
+		}
 	}
 	rec.Decided = true
 	s.count(rec)

@@ -326,10 +326,11 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 
 // requestName is the name a transparent HTTP request is decided by: its
 // Host (or an absolute URI's host), without the port; the original
-// destination's address when it names none.
-func requestName(r *http.Request, orig netip.AddrPort) string {
+// destination's address when it names none (an HTTP/1.0 request without
+// Host), and then named is false: there is no name to verify.
+func requestName(r *http.Request, orig netip.AddrPort) (name string, named bool) {
 	if r.URL.IsAbs() && r.URL.Hostname() != "" {
-		return r.URL.Hostname()
+		return r.URL.Hostname(), true
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -337,9 +338,9 @@ func requestName(r *http.Request, orig netip.AddrPort) string {
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	if host == "" {
-		return orig.Addr().String()
+		return orig.Addr().String(), false
 	}
-	return host
+	return host, true
 }
 
 // connSet holds the transparent listener's connections, so that shutdown

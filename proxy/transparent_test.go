@@ -555,6 +555,7 @@ func TestTransparentNoName(t *testing.T) {
 		n := newDocNet()
 		n.route("192.0.2.10:80", hostPort(t, o.URL))
 		e := newEnv(t, envConfig{dial: n.dial})
+		before := e.snapshot(t, allHostVerifySeries()...)
 		c := dialTransparent(t, e.redirect(t, "192.0.2.10:80"))
 		if _, err := io.WriteString(c, "GET /hello HTTP/1.0\r\n\r\n"); err != nil {
 			t.Fatal(err)
@@ -564,7 +565,11 @@ func TestTransparentNoName(t *testing.T) {
 		}
 		r := e.waitRecord(t, map[string]any{"kind": "http", "mode": "transparent"})
 		checkRecord(t, r, map[string]any{"host": "192.0.2.10", "port": 80, "original_dst": "192.0.2.10:80", "action": "allow"})
+		if v, ok := r["host_verify"]; ok {
+			t.Errorf("record has host_verify %v; want none without a name", v)
+		}
 		n.checkDialed(t, "192.0.2.10:80")
+		e.checkDeltas(t, before, delta{hostVerifySeries("match"), 0}, delta{hostVerifySeries("mismatch"), 0}, delta{hostVerifySeries("unverified"), 0})
 	})
 	t.Run("tls-without-sni", func(t *testing.T) {
 		t.Parallel()
@@ -590,6 +595,39 @@ func TestTransparentNoName(t *testing.T) {
 		n.checkDialed(t, "192.0.2.10:443")
 		e.checkDeltas(t, before, delta{hostVerifySeries("match"), 0}, delta{hostVerifySeries("mismatch"), 0}, delta{hostVerifySeries("unverified"), 0})
 	})
+}
+
+// TestTransparentUnreadableHost: a transparent request whose Host the
+// policy cannot read is refused as on the proxy port, and the name goes to
+// no resolver, not even to be verified.
+func TestTransparentUnreadableHost(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, o.URL))
+	e := newEnv(t, envConfig{dial: n.dial})
+	addr := e.redirect(t, "192.0.2.10:80")
+	for _, host := range []string{"ksn%2ekaspersky.com", "ksn..kaspersky.com", "ksn.kaspersky.com.."} {
+		t.Run(host, func(t *testing.T) {
+			before := e.snapshot(t, append(allHostVerifySeries(), rejectedSeries(metrics.RejectInvalid))...)
+			c := dialTransparent(t, addr)
+			fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+			if resp, body := readResponse(t, bufio.NewReader(c)); resp.StatusCode != 400 {
+				t.Errorf("%d %q; want 400", resp.StatusCode, body)
+			}
+			r := e.waitRecord(t, map[string]any{"host": host})
+			checkRecord(t, r, map[string]any{"kind": "http", "mode": "transparent", "rejected": metrics.RejectInvalid})
+			if v, ok := r["host_verify"]; ok {
+				t.Errorf("record has host_verify %v; want none for a name the policy cannot read", v)
+			}
+			e.checkDeltas(t, before, delta{rejectedSeries(metrics.RejectInvalid), 1},
+				delta{hostVerifySeries("match"), 0}, delta{hostVerifySeries("mismatch"), 0}, delta{hostVerifySeries("unverified"), 0})
+		})
+	}
+	if l := e.resolver.Lookups(); len(l) != 0 {
+		t.Errorf("the resolver was asked for %q; want no lookups", l)
+	}
+	n.checkDialed(t, "")
 }
 
 // TestTransparentLoopGuard: a connection whose original destination is one
