@@ -302,8 +302,13 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 	conn := &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(early), c)}
 	done := make(chan struct{})
 	var once sync.Once
+	// A handler that hijacked the connection (a websocket) goes on
+	// serving it after the server let go of it.
+	var handlers sync.WaitGroup
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handlers.Add(1)
+			defer handlers.Done()
 			s.serveRequest(w, r, accesslog.KindHTTP, orig)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -322,6 +327,7 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 	}
 	_ = hs.Serve(&oneConnListener{conn: conn})
 	<-done
+	handlers.Wait()
 }
 
 // requestName is the name a transparent HTTP request is decided by: its

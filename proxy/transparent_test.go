@@ -927,3 +927,29 @@ func TestTransparentTProxy(t *testing.T) {
 		t.Errorf("origin got %d requests; want none", o.Hits())
 	}
 }
+
+// TestTransparentWebsocket: a websocket upgrade on a transparent HTTP
+// connection is relayed for as long as it is open, like one on the proxy
+// port.
+func TestTransparentWebsocket(t *testing.T) {
+	t.Parallel()
+	ws := testutil.NewRawUpstream(t, wsEcho)
+	n := newDocNet()
+	n.route("192.0.2.10:80", ws.Addr())
+	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"ws.example.test:80:192.0.2.10"}})
+	c := dialTransparent(t, e.redirect(t, "192.0.2.10:80"))
+	fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: ws.example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v; want 101", resp, err)
+	}
+	for _, line := range []string{"one\n", "two\n"} {
+		echoLine(t, c, br, line)
+	}
+	c.Close()
+	r := e.waitRecord(t, map[string]any{"kind": "http", "mode": "transparent", "host": "ws.example.test"})
+	checkRecord(t, r, map[string]any{"status": 101, "original_dst": "192.0.2.10:80", "host_verify": "match"})
+	n.checkDialed(t, "192.0.2.10:80")
+}
