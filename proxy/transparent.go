@@ -94,8 +94,9 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // serveTransparentConn serves one redirected connection.
 func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
 	client := remoteAddr(c)
-	// The connection holds a connection slot until it becomes a tunnel,
-	// which holds a tunnel slot instead, as a hijacked CONNECT does.
+	// The connection holds a connection slot until it becomes a tunnel
+	// or a websocket, which holds a tunnel slot instead, as a hijacked
+	// CONNECT does.
 	var once sync.Once
 	release := func() { once.Do(func() { s.closeConn(client) }) }
 	defer release()
@@ -135,7 +136,7 @@ func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
 		return // the client connection failed
 	}
 	if proto == sniff.HTTP {
-		s.serveTransparentHTTP(c, early, orig)
+		s.serveTransparentHTTP(c, early, orig, release)
 		return
 	}
 	s.serveTransparentTunnel(c, early, proto, orig, deadline, release)
@@ -297,8 +298,10 @@ func (s *Server) verifyHost(rec *record, name string, orig netip.AddrPort) *refu
 
 // serveTransparentHTTP serves the HTTP/1.x requests of a redirected
 // connection, each decided and recorded like a request on the proxy port,
-// and each sent to the connection's original destination.
-func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrPort) {
+// and each sent to the connection's original destination. release gives
+// the connection's slot back when a websocket takes it over (the
+// websocket holds a tunnel slot), as on the proxy port.
+func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrPort, release func()) {
 	conn := &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(early), c)}
 	done := make(chan struct{})
 	var once sync.Once
@@ -320,6 +323,9 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 			return context.WithValue(ctx, connKey{}, c)
 		},
 		ConnState: func(_ net.Conn, cs http.ConnState) {
+			if cs == http.StateHijacked {
+				release()
+			}
 			if cs == http.StateClosed || cs == http.StateHijacked {
 				once.Do(func() { close(done) })
 			}

@@ -953,3 +953,27 @@ func TestTransparentWebsocket(t *testing.T) {
 	checkRecord(t, r, map[string]any{"status": 101, "original_dst": "192.0.2.10:80", "host_verify": "match"})
 	n.checkDialed(t, "192.0.2.10:80")
 }
+
+// TestTransparentWebsocketsPerClient: a transparent websocket counts once
+// against max_connections_per_client, as one on the proxy port does.
+func TestTransparentWebsocketsPerClient(t *testing.T) {
+	t.Parallel()
+	ws := testutil.NewRawUpstream(t, wsEcho)
+	cfg := policyWith(t, "[limits]\nmax_connections_per_client = 2\n")
+	n := newDocNet()
+	n.route("192.0.2.10:80", ws.Addr())
+	cfg.dial = n.dial
+	e := newEnv(t, cfg)
+	addr := e.redirect(t, "192.0.2.10:80")
+	for i := range 2 {
+		c := dialTransparent(t, addr)
+		fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: ws.example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("websocket %d of 2: %v, %v; want 101", i+1, resp, err)
+		}
+		echoLine(t, c, br, "open\n")
+	}
+}
