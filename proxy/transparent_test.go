@@ -977,3 +977,64 @@ func TestTransparentWebsocketsPerClient(t *testing.T) {
 		echoLine(t, c, br, "open\n")
 	}
 }
+
+// TestTransparentHelloRetryRequest: a TLS 1.3 handshake whose server asks
+// for another key share passes through a transparent tunnel intact; the
+// second ClientHello is decided too, and its name, like the first's, is
+// not held against the original destination's address.
+func TestTransparentHelloRetryRequest(t *testing.T) {
+	t.Parallel()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server accepts only P-256 and the client offers an X25519 key
+	// share first: the server must ask again.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
+		CurvePreferences: []tls.CurveID{tls.CurveP256}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Serve(t, ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	n := newDocNet()
+	n.route("192.0.2.10:443", ln.Addr().String())
+	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www1.example.test:443:192.0.2.10"}})
+	addr := e.redirect(t, "192.0.2.10:443")
+	clientCfg := &tls.Config{ServerName: "www1.example.test", InsecureSkipVerify: true,
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}, MinVersion: tls.VersionTLS13}
+
+	t.Run("handshake-passes", func(t *testing.T) {
+		tc := tls.Client(dialTransparent(t, addr), clientCfg)
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("a handshake with a HelloRetryRequest through the transparent listener: %v", err)
+		}
+		if got := tc.ConnectionState().CurveID; got != tls.CurveP256 {
+			t.Errorf("negotiated %v; want P-256 after the retry", got)
+		}
+		if _, err := io.WriteString(tc, "ping"); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(tc, b); err != nil || string(b) != "ping" {
+			t.Fatalf("echo over TLS: %q, %v", b, err)
+		}
+		tc.Close()
+		e.waitRecord(t, map[string]any{"kind": "transparent", "host": "www1.example.test", "sni": "www1.example.test",
+			"sni_retry": "www1.example.test", "sni_result": metrics.SNIMatch, "host_verify": "match", "action": "allow"})
+	})
+
+	t.Run("second-hello-blocked", func(t *testing.T) {
+		c := dialTransparent(t, addr)
+		rc := &recordingConn{Conn: c, r: c}
+		// www1.example.test and ksn.kaspersky.com have the same length.
+		rw := &helloRewriter{Conn: rc, from: []byte("www1.example.test"), to: []byte("ksn.kaspersky.com")}
+		if err := tls.Client(rw, clientCfg).Handshake(); err == nil {
+			t.Fatalf("the handshake succeeded")
+		}
+		if got := rc.Bytes(); !bytes.HasSuffix(got, []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49}) {
+			t.Errorf("the client's last bytes %x; want an access_denied alert", got[max(0, len(got)-16):])
+		}
+		e.waitRecord(t, map[string]any{"kind": "transparent", "sni": "www1.example.test", "sni_retry": "ksn.kaspersky.com",
+			"action": "block", "rule": "updates-cutoff", "closed": "blocked"})
+	})
+}

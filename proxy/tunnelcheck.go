@@ -199,7 +199,9 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 		canon, _ := hello.CanonicalSNI(name)
 		in.RetrySNI = canon
 		rec.SNIRetry = string(name)
-		if !sameHost(canon, in.Target.Host) {
+		// As for the first ClientHello: a transparent tunnel's target
+		// is an address, which no name matches.
+		if !t.transparent && !sameHost(canon, in.Target.Host) {
 			rec.SNIResult = metrics.SNIMismatch
 		}
 	}
