@@ -312,7 +312,7 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handlers.Add(1)
 			defer handlers.Done()
-			s.serveRequest(w, r, accesslog.KindHTTP, orig)
+			s.serveTransparentRequest(w, r, orig)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -334,6 +334,22 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 	_ = hs.Serve(&oneConnListener{conn: conn})
 	<-done
 	handlers.Wait()
+}
+
+// serveTransparentRequest serves one request of a transparent HTTP
+// connection. A CONNECT is refused: its client takes feedgate for the
+// origin, and the tunnel it asks for would be neither decided nor relayed
+// as one.
+func (s *Server) serveTransparentRequest(w http.ResponseWriter, r *http.Request, orig netip.AddrPort) {
+	if r.Method != http.MethodConnect {
+		s.serveRequest(w, r, accesslog.KindHTTP, orig)
+		return
+	}
+	host, _ := requestName(r, orig)
+	rec := s.begin(accesslog.KindHTTP, clientAddr(r), r.Method, host, int(orig.Port()))
+	rec.Mode, rec.OriginalDst = accesslog.ModeTransparent, orig
+	defer s.finish(rec)
+	s.refuseMalformed(w, rec, http.StatusBadRequest, "feedgate: CONNECT on a connection to "+orig.String()+", which is no proxy", true)
 }
 
 // requestName is the name a transparent HTTP request is decided by: its

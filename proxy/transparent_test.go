@@ -630,6 +630,34 @@ func TestTransparentUnreadableHost(t *testing.T) {
 	n.checkDialed(t, "")
 }
 
+// TestTransparentConnectRefused: a CONNECT on a transparent connection is
+// refused as malformed: its client takes feedgate for the origin, and no
+// tunnel is made.
+func TestTransparentConnectRefused(t *testing.T) {
+	t.Parallel()
+	o := newRecordingOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, o.URL))
+	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www.example.test:80:192.0.2.10"}})
+	c := dialTransparent(t, e.redirect(t, "192.0.2.10:80"))
+	if _, err := io.WriteString(c, connectRequest("www.example.test:80")+"GET /tunnelled HTTP/1.1\r\n"+hostHdr+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("CONNECT: %v, %v; want 400", resp, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	waitClosed(t, c, br)
+	e.waitRecord(t, map[string]any{"kind": "http", "method": "CONNECT", "host": "www.example.test", "mode": "transparent",
+		"original_dst": "192.0.2.10:80", "rejected": metrics.RejectInvalid, "status": 400})
+	n.checkDialed(t, "")
+	if seen := o.since(0); len(seen) != 0 {
+		t.Errorf("origin got %d requests (first %s %s); want none", len(seen), seen[0].method, seen[0].uri)
+	}
+}
+
 // TestTransparentLoopGuard: a connection whose original destination is one
 // of feedgate's own listeners would come straight back: it is closed and
 // recorded, and nothing is dialed.
