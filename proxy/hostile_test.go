@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -408,6 +409,9 @@ type hostileCase struct {
 	check   func(t *testing.T, got seenRequest)
 	comment string // what happens, for the test log
 	rule    string // wantBlocked with 403: the X-Feedgate-Rule; "" means updates-cutoff
+	// port is the original destination's port of a case sent to the
+	// transparent listener; 0 means 80.
+	port int
 }
 
 // Request-building shorthands. Paths of hostile requests start with /h/;
@@ -678,16 +682,28 @@ func TestHostileInput(t *testing.T) {
 	o := newRecordingOrigin(t)
 	e := newEnv(t, envConfig{resolve: originResolves(t, o.URL)})
 	panics := watchPanics(t, e, false)
+	runHostileCases(t, hostileCases(t), e, o, panics,
+		func(tb testing.TB, _ hostileCase) net.Conn { return e.dial(tb) },
+		func(tb testing.TB) { checkServes(tb, e, testutil.WaitLimit) })
+}
+
+// runHostileCases sends each case on its own connection from dial and
+// checks the answer, what the origin received and that the proxy did not
+// panic; serves then checks that the proxy still serves normal requests
+// the same way in.
+func runHostileCases(t *testing.T, cases []hostileCase, e *env, o *recordingOrigin, panics *panicLog,
+	dial func(testing.TB, hostileCase) net.Conn, serves func(testing.TB)) {
+	t.Helper()
 	var allUpstreamErrs []series
 	for _, r := range metrics.UpstreamReasons() {
 		allUpstreamErrs = append(allUpstreamErrs, upstreamErrSeries(r))
 	}
 
-	for _, tc := range hostileCases(t) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			mark, lookups := o.mark(), len(e.resolver.Lookups())
 			upstreamErrs := e.snapshot(t, allUpstreamErrs...)
-			conn := e.dial(t)
+			conn := dial(t, tc)
 			// The proxy may answer and close before it has read
 			// everything (431): a failed write is not the test's
 			// concern, the answer is.
@@ -782,8 +798,189 @@ func TestHostileInput(t *testing.T) {
 					t.Errorf("origin got %d requests; want at most the outer one", len(seen))
 				}
 			}
-			checkServes(t, e, testutil.WaitLimit)
+			serves(t)
 			panics.check(t, tc.name+" and the normal requests after it")
 		})
+	}
+}
+
+// The transparent listener's hostile input: requests in origin form,
+// decided by their Host, and first bytes that are no request at all. The
+// listener's connections were all going to 192.0.2.10, port 80 (or 443),
+// which the test network connects to the recording origin (or a TLS
+// origin); the names resolve there through -resolve overrides.
+
+// hiddenOriginForm is the request smuggling cases try to hide in a body,
+// as a client of the transparent listener would write it.
+const hiddenOriginForm = "GET " + smuggledPath + " HTTP/1.1\r\n" + hostHdr + "\r\n"
+
+func transparentHostileCases(tb testing.TB) []hostileCase {
+	tb.Helper()
+	const post = "POST /h/"
+	clte := "0\r\n\r\n" + hiddenOriginForm
+	tecl := chunkOf(hiddenOriginForm) + "0\r\n\r\n"
+	get := func(path string, extra ...string) string {
+		return "GET /h/" + path + " HTTP/1.1\r\n" + hostHdr + strings.Join(extra, "") + "\r\n"
+	}
+	withHost := func(path, host string) string { return "GET /h/" + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
+	return []hostileCase{
+		// Malformed request lines. Those that start like a request get
+		// net/http's 400; first bytes that are no HTTP method make the
+		// connection a tunnel, which port 80 may not carry
+		// (connect_ports), so it is closed.
+		{name: "missing-version", raw: "GET /h/missing-version\r\n" + hostHdr + "\r\n", status: 400},
+		{name: "http09-request", raw: "GET /h/http09\r\n\r\n", status: 400},
+		{name: "garbage-method", raw: "G{}T /h/garbage-method HTTP/1.1\r\n" + hostHdr + "\r\n", comment: "not HTTP: a tunnel to port 80, refused"},
+		{name: "non-ascii-method", raw: "G\xc3\x89T /h/non-ascii-method HTTP/1.1\r\n" + hostHdr + "\r\n"},
+		{name: "lower-case-method", raw: "get /h/lower-method HTTP/1.1\r\n" + hostHdr + "\r\n"},
+		{name: "leading-space", raw: " GET /h/leading-space HTTP/1.1\r\n" + hostHdr + "\r\n"},
+		{name: "tabs-for-spaces", raw: "GET\t/h/tabs\tHTTP/1.1\r\n" + hostHdr + "\r\n"},
+		{name: "two-spaces-after-method", raw: "GET  /h/two-spaces HTTP/1.1\r\n" + hostHdr + "\r\n", status: 400},
+		{name: "lower-case-version", raw: "GET /h/lower-version http/1.1\r\n" + hostHdr + "\r\n", status: 400},
+		{name: "version-2.0", raw: "GET /h/version-2 HTTP/2.0\r\n" + hostHdr + "\r\n", status: 505},
+		{name: "http2-preface", raw: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"},
+		{name: "asterisk-form", raw: "OPTIONS * HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantDecided},
+		{name: "authority-form", raw: "GET www.example.test:80 HTTP/1.1\r\n" + hostHdr + "\r\n", status: 400},
+		{name: "connect", method: "CONNECT", raw: connectRequest("www.example.test:443"), status: 400,
+			comment: "a CONNECT sent to what the client takes for the origin: no tunnel"},
+		{name: "lf-only-line-endings", raw: "GET /h/lf-only HTTP/1.1\nHost: www.example.test\n\n",
+			want: wantForwarded, check: originGot("/h/lf-only")},
+
+		// Hosts. The request goes to the original destination whatever
+		// it names; the name is what is decided.
+		{name: "no-host-header", raw: "GET /h/no-host HTTP/1.1\r\n\r\n", status: 400},
+		{name: "two-host-headers", raw: get("two-hosts", hostHdr), status: 400},
+		{name: "malformed-host-header", raw: withHost("host-header", "www.exa mple.test"), status: 400},
+		{name: "host-with-userinfo", raw: withHost("userinfo", "user@www.example.test"), status: 400},
+		{name: "empty-host-header", raw: withHost("empty-host", ""), want: wantForwarded,
+			check: func(t *testing.T, got seenRequest) {
+				t.Helper()
+				if got.uri != "/h/empty-host" {
+					t.Errorf("origin got request-target %q; want /h/empty-host", got.uri)
+				}
+			},
+			comment: "no name: decided by the original destination, and sent there"},
+		{name: "ip-literal-host-elsewhere", raw: withHost("ip-literal", "198.51.100.7"), want: wantForwarded,
+			check: func(t *testing.T, got seenRequest) {
+				t.Helper()
+				if got.uri != "/h/ip-literal" || got.host != "198.51.100.7" {
+					t.Errorf("origin got %s Host %q; want /h/ip-literal with the client's Host 198.51.100.7", got.uri, got.host)
+				}
+			},
+			comment: "a name elsewhere is a forgery signal (host_verify mismatch), logged by default; the request still goes to the original destination"},
+		{name: "host-header-differs-from-absolute-uri", raw: "GET http://www.example.test/h/host-mismatch HTTP/1.1\r\nHost: other.example.test\r\n\r\n",
+			want: wantForwarded, check: originGot("/h/host-mismatch"), comment: "the absolute URI wins over the Host header (RFC 9112 section 3.2.2)"},
+
+		// Attempts to get a blocked host (an update server, blocked after
+		// the cut-off) past the policy.
+		{name: "blocked-host", raw: withHost("bp", "dnl-01.geo.kaspersky.com"), want: wantBlocked, status: 403},
+		{name: "blocked-upper-case", raw: withHost("bp", "DNL-01.GEO.KASPERSKY.COM"), want: wantBlocked, status: 403},
+		{name: "blocked-trailing-dot", raw: withHost("bp", "dnl-01.geo.kaspersky.com."), want: wantBlocked, status: 403},
+		{name: "blocked-with-port", raw: withHost("bp", "dnl-01.geo.kaspersky.com:80"), want: wantBlocked, status: 403},
+		{name: "blocked-with-other-port", raw: withHost("bp", "dnl-01.geo.kaspersky.com:8080"), want: wantBlocked, status: 403},
+		{name: "blocked-in-brackets", raw: withHost("bp", "[dnl-01.geo.kaspersky.com]"), want: wantBlocked, status: 403},
+		{name: "blocked-ideographic-dot", raw: withHost("bp", "dnl-01.geo.kaspersky\u3002com"), want: wantBlocked, status: 400},
+		{name: "blocked-percent-encoded-dot", raw: withHost("bp", "ksn%2ekaspersky.com"), want: wantBlocked, status: 400},
+		{name: "blocked-two-trailing-dots", raw: withHost("bp", "ksn.kaspersky.com.."), want: wantBlocked, status: 400},
+		{name: "blocked-empty-label", raw: withHost("bp", "ksn..kaspersky.com"), want: wantBlocked, status: 400},
+		{name: "blocked-absolute-uri-decoy", raw: "GET " + blockedTarget + "bp HTTP/1.1\r\n" + hostHdr + "\r\n", want: wantBlocked, status: 403},
+		{name: "blocked-behind-userinfo", raw: "GET http://www.example.test@dnl-01.geo.kaspersky.com/h/bp HTTP/1.1\r\n" + hostHdr + "\r\n",
+			want: wantBlocked, status: 400},
+		{name: "store-path-dot-segment", raw: "GET /./buy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "store-path-percent-encoded", raw: "GET /%62uy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+		{name: "store-path-dot-dot", raw: "GET /x/../buy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
+
+		// Smuggling: both framings, one of them hiding a request.
+		{name: "cl-te", want: wantNoSmuggling, raw: post + "cl-te HTTP/1.1\r\n" + hostHdr +
+			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
+		{name: "te-cl", want: wantNoSmuggling, raw: post + "te-cl HTTP/1.1\r\n" + hostHdr +
+			"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + tecl},
+		{name: "te-obs-fold-cl", want: wantNoSmuggling, raw: post + "te-fold HTTP/1.1\r\n" + hostHdr +
+			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding:\r\n chunked\r\n\r\n" + clte},
+		{name: "te-on-http10-keep-alive", want: wantNoSmuggling, raw: post + "te-http10 HTTP/1.0\r\n" + hostHdr +
+			"Connection: keep-alive\r\n" + fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
+		{name: "te-twice", status: 501, raw: post + "te-twice HTTP/1.1\r\n" + hostHdr +
+			"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" + clte},
+		{name: "cl-conflicting", status: 400, raw: post + "cl-conflict HTTP/1.1\r\n" + hostHdr +
+			"Content-Length: 5\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(clte)) + clte},
+		{name: "chunk-size-not-hex", raw: "POST /echo HTTP/1.1\r\n" + hostHdr + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"},
+
+		// Oversized headers and injected lines.
+		{name: "one-80KiB-header", raw: get("big-header", "X-Big: "+strings.Repeat("a", 80<<10)+"\r\n"), status: 431},
+		{name: "80KiB-request-target", raw: get("long-" + strings.Repeat("a", 80<<10)), status: 431},
+		{name: "bare-cr-in-value", raw: get("bare-cr", "X-A: a\rX-Injected: yes\r\n"), status: 400},
+		{name: "nul-in-value", raw: get("nul", "X-A: a\x00b\r\n"), status: 400},
+		{name: "encoded-crlf-in-path", raw: get("a%0d%0aX-Injected:%20yes"),
+			want: wantForwarded, check: originGot("/h/a%0d%0aX-Injected:%20yes", "X-Injected")},
+
+		// Bytes that are not HTTP, to port 80: a tunnel that port may not
+		// carry, closed unanswered.
+		{name: "tls-client-hello", raw: tlsClientHello(tb)},
+		{name: "random-binary", raw: randomBytes(8 << 10)},
+		{name: "nul-bytes", raw: strings.Repeat("\x00", 1<<10) + "\r\n\r\n"},
+		{name: "ssh-banner", raw: "SSH-2.0-OpenSSH_9.6\r\n\r\n"},
+		// And HTTP to port 443, which http_ports does not list.
+		{name: "http-to-443", port: 443, raw: get("to-443"), status: 403},
+	}
+}
+
+// TestHostileInputTransparent sends each of transparentHostileCases to
+// the transparent listener and checks it as TestHostileInput checks the
+// proxy port's, then that the listener still serves plain HTTP and TLS.
+func TestHostileInputTransparent(t *testing.T) {
+	t.Parallel()
+	o := newRecordingOrigin(t)
+	to := newTLSOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, o.URL))
+	n.route("192.0.2.10:443", hostPort(t, to.URL))
+	// The transparent listener's HTTP servers log their panics to the
+	// proxy's operational log.
+	panics := &panicLog{}
+	var resolve []string
+	for _, host := range []string{"www.example.test", "dnl-01.geo.kaspersky.com", "www.kaspersky.com"} {
+		resolve = append(resolve, host+":80:192.0.2.10", host+":443:192.0.2.10")
+	}
+	e := newEnv(t, envConfig{dial: n.dial, resolve: resolve, errorLog: panics})
+	addrs := map[int]string{80: e.redirect(t, "192.0.2.10:80"), 443: e.redirect(t, "192.0.2.10:443")}
+	runHostileCases(t, transparentHostileCases(t), e, o, panics,
+		func(tb testing.TB, tc hostileCase) net.Conn { return dialTransparent(tb, addrs[cmp.Or(tc.port, 80)]) },
+		func(tb testing.TB) { checkServesTransparent(tb, addrs[80], addrs[443], to.roots) })
+}
+
+// checkServesTransparent asserts that the transparent listeners still
+// answer a plain-HTTP request and relay a TLS connection, each on a new
+// connection, with the origin's body intact.
+func checkServesTransparent(tb testing.TB, httpAddr, tlsAddr string, roots *x509.CertPool) {
+	tb.Helper()
+	const hello = "hello from origin\n"
+	plain := dialTransparent(tb, httpAddr)
+	defer plain.Close()
+	if _, err := io.WriteString(plain, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n"); err != nil {
+		tb.Fatalf("normal request: writing: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(plain), nil)
+	if err != nil {
+		tb.Fatalf("normal request: reading the response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || string(body) != hello {
+		tb.Fatalf("normal request: got %d %q (%v); want 200 %q", resp.StatusCode, body, err, hello)
+	}
+
+	tc := tls.Client(dialTransparent(tb, tlsAddr), &tls.Config{ServerName: "www.example.test", RootCAs: roots})
+	defer tc.Close()
+	if _, err := io.WriteString(tc, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n"); err != nil {
+		tb.Fatalf("normal TLS connection: %v", err)
+	}
+	resp, err = http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		tb.Fatalf("normal TLS connection: reading the response: %v", err)
+	}
+	body, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || string(body) != hello {
+		tb.Fatalf("normal TLS connection: got %d %q (%v); want 200 %q", resp.StatusCode, body, err, hello)
 	}
 }
