@@ -721,13 +721,16 @@ func TestTransparentOther(t *testing.T) {
 		tlsKeys  string // keys of the policy's [tls] table
 		rules    string // rules after the default policy's
 		orig, to string
-		silent   bool // say nothing until the server has spoken
+		silent   bool   // say nothing until the server has spoken
+		first    string // sent before the other messages
 		result   string
 		action   string
 		rule     string
 	}{
 		{name: "not-tls", orig: "192.0.2.10:443", to: echo.Addr(), result: metrics.SNINotTLS, action: "log", rule: "tunnel_without_sni"},
 		{name: "silent-client", orig: "192.0.2.10:443", to: greet.Addr(), silent: true, result: metrics.SNITimeout, action: "log", rule: "tunnel_without_sni"},
+		{name: "truncated-client-hello", orig: "192.0.2.10:443", to: echo.Addr(), first: tlsClientHello(t)[:20],
+			result: metrics.SNITimeout, action: "log", rule: "tunnel_without_sni"},
 		{name: "ipv6-not-tls", orig: "[2001:db8:2::10]:443", to: echo.Addr(), result: metrics.SNINotTLS, action: "log", rule: "tunnel_without_sni"},
 		{name: "tunnel-without-sni-allowed", tlsKeys: "tunnel_without_sni = \"allow\"\n", orig: "192.0.2.10:443", to: echo.Addr(),
 			result: metrics.SNINotTLS, action: "allow", rule: "default"},
@@ -763,7 +766,11 @@ func TestTransparentOther(t *testing.T) {
 					t.Fatalf("the server's greeting: %q, %v", line, err)
 				}
 			}
-			for _, msg := range []string{"SSH-2.0-OpenSSH_9.6\r\n", "\x00\x01 binary \xff\r\n"} {
+			msgs := []string{"SSH-2.0-OpenSSH_9.6\r\n", "\x00\x01 binary \xff\r\n"}
+			if tt.first != "" {
+				msgs = append([]string{tt.first}, msgs...)
+			}
+			for _, msg := range msgs {
 				if _, err := io.WriteString(c, msg); err != nil {
 					t.Fatal(err)
 				}
