@@ -106,7 +106,8 @@ func waitEnd(t *testing.T, conn net.Conn, r io.Reader) error {
 // TestCutEveryPathAtTransition: at the updates cut-off, every connection
 // that carries a Kaspersky request is cut, whichever way it entered: a
 // plain-HTTP download still streaming, a websocket, and a download inside
-// an intercepted tunnel (and the tunnel itself). Each is recorded with
+// an intercepted tunnel (and the tunnel itself); on the transparent
+// listener, a plain-HTTP download, a TLS connection and a websocket. Each is recorded with
 // closed=policy_change and the rule that cut it, and counted once.
 func TestCutEveryPathAtTransition(t *testing.T) {
 	t.Parallel()
@@ -182,6 +183,93 @@ func TestCutEveryPathAtTransition(t *testing.T) {
 		e.checkDeltas(t, before, delta{tunnelsClosedSeries(metrics.TunnelPolicyChange), 2})
 	})
 
+	t.Run("transparent-http-download", func(t *testing.T) {
+		t.Parallel()
+		n := newDocNet()
+		n.route("192.0.2.10:80", hostPort(t, drip.URL))
+		e := newEnv(t, envConfig{now: updatesCutoff.Add(-2 * time.Second), dial: n.dial,
+			resolve: []string{"s01.upd.kaspersky.com:80:192.0.2.10", "www.example.test:80:192.0.2.10"}})
+		addr := e.redirect(t, "192.0.2.10:80")
+		before := e.snapshot(t, tunnelsClosedSeries(metrics.TunnelPolicyChange))
+		kas := dialTransparent(t, addr)
+		kbr := download(t, kas, "/updates/drip", "s01.upd.kaspersky.com")
+		other := dialTransparent(t, addr)
+		obr := download(t, other, "/updates/drip", "www.example.test")
+		e.clock.Set(updatesCutoff)
+		if err := waitEnd(t, kas, kbr); err == nil {
+			t.Errorf("the Kaspersky download ended cleanly after the cut-off; want it cut mid-body")
+		}
+		r := e.waitRecord(t, map[string]any{"host": "s01.upd.kaspersky.com", "closed": metrics.TunnelPolicyChange})
+		checkRecord(t, r, map[string]any{"kind": "http", "mode": "transparent", "original_dst": "192.0.2.10:80",
+			"cut_rule": "updates-cutoff", "rule": "sales-cutoff-flag", "status": 200})
+		_ = other.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
+		if _, err := obr.ReadString('\n'); err != nil {
+			t.Errorf("the other download after the cut-off: %v; want it to go on", err)
+		}
+		e.checkDeltas(t, before, delta{tunnelsClosedSeries(metrics.TunnelPolicyChange), 1})
+	})
+
+	t.Run("transparent-tls-download", func(t *testing.T) {
+		t.Parallel()
+		o := newTLSOriginWith(t, http.HandlerFunc(dripHandler))
+		n := newDocNet()
+		n.route("192.0.2.10:443", hostPort(t, o.URL))
+		e := newEnv(t, envConfig{now: updatesCutoff.Add(-2 * time.Second), dial: n.dial,
+			resolve: []string{"s01.upd.kaspersky.com:443:192.0.2.10", "www.example.test:443:192.0.2.10"}})
+		addr := e.redirect(t, "192.0.2.10:443")
+		before := e.snapshot(t, tunnelsClosedSeries(metrics.TunnelPolicyChange))
+		open := func(host string) (*tls.Conn, *bufio.Reader) {
+			tc, err := tlsTransparent(t, addr, host, o.roots)
+			if err != nil {
+				t.Fatalf("TLS to %s: %v", host, err)
+			}
+			return tc, download(t, tc, "/updates/drip", host)
+		}
+		kas, kbr := open("s01.upd.kaspersky.com")
+		other, obr := open("www.example.test")
+		e.clock.Set(updatesCutoff)
+		if err := waitEnd(t, kas, kbr); err == nil {
+			t.Errorf("the Kaspersky download ended cleanly after the cut-off; want the tunnel cut")
+		}
+		r := e.waitRecord(t, map[string]any{"kind": "transparent", "host": "s01.upd.kaspersky.com", "closed": metrics.TunnelPolicyChange})
+		checkRecord(t, r, map[string]any{"mode": "transparent", "original_dst": "192.0.2.10:443", "sni": "s01.upd.kaspersky.com",
+			"cut_rule": "updates-cutoff", "rule": "sales-cutoff-flag", "status": 200})
+		_ = other.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
+		if _, err := obr.ReadString('\n'); err != nil {
+			t.Errorf("the other download after the cut-off: %v; want it to go on", err)
+		}
+		e.checkDeltas(t, before, delta{tunnelsClosedSeries(metrics.TunnelPolicyChange), 1})
+	})
+
+	t.Run("transparent-websocket", func(t *testing.T) {
+		t.Parallel()
+		n := newDocNet()
+		n.route("192.0.2.10:80", ws.Addr())
+		e := newEnv(t, envConfig{now: updatesCutoff.Add(-2 * time.Second), dial: n.dial,
+			resolve: []string{"s01.upd.kaspersky.com:80:192.0.2.10", "ws.example.test:80:192.0.2.10"}})
+		addr := e.redirect(t, "192.0.2.10:80")
+		before := e.snapshot(t, tunnelsClosedSeries(metrics.TunnelPolicyChange))
+		open := func(host string) (net.Conn, *bufio.Reader) {
+			c := dialTransparent(t, addr)
+			fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", host)
+			br := bufio.NewReader(c)
+			if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+				t.Fatalf("websocket to %s: %v, %v; want 101", host, resp, err)
+			}
+			return c, br
+		}
+		kas, kbr := open("s01.upd.kaspersky.com")
+		other, obr := open("ws.example.test")
+		echoLine(t, kas, kbr, "before\n")
+		e.clock.Set(updatesCutoff)
+		_ = waitEnd(t, kas, kbr)
+		r := e.waitRecord(t, map[string]any{"host": "s01.upd.kaspersky.com", "closed": metrics.TunnelPolicyChange})
+		checkRecord(t, r, map[string]any{"kind": "http", "mode": "transparent", "cut_rule": "updates-cutoff", "status": 101})
+		echoLine(t, other, obr, "after\n")
+		e.checkDeltas(t, before, delta{tunnelsClosedSeries(metrics.TunnelPolicyChange), 1})
+	})
+
 	t.Run("reload-cuts-download", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, envConfig{now: beforeCutoffs, resolve: []string{"s01.upd.kaspersky.com:80:" + hostPort(t, drip.URL)}})
@@ -199,7 +287,15 @@ func TestCutEveryPathAtTransition(t *testing.T) {
 func startDownload(t *testing.T, e *env, host string) (*net.TCPConn, *bufio.Reader) {
 	t.Helper()
 	c := e.dial(t)
-	fmt.Fprintf(c, "GET http://%s/updates/drip HTTP/1.1\r\nHost: %s\r\n\r\n", host, host)
+	return c, download(t, c, "http://"+host+"/updates/drip", host)
+}
+
+// download sends GET target with Host host on c, a connection through the
+// proxy, and reads the first line of the response; the reader then goes
+// on with the (chunked) body.
+func download(t *testing.T, c net.Conn, target, host string) *bufio.Reader {
+	t.Helper()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, host)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 200 {
@@ -209,5 +305,5 @@ func startDownload(t *testing.T, e *env, host string) (*net.TCPConn, *bufio.Read
 	if line, err := body.ReadString('\n'); err != nil || !strings.HasPrefix(line, "chunk ") {
 		t.Fatalf("first chunk from %s: %q, %v", host, line, err)
 	}
-	return c, body
+	return body
 }
