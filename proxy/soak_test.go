@@ -37,12 +37,13 @@ const (
 	// soakHeapGrowth bounds HeapInuse growth over the run, measured after a
 	// GC with the proxy still running and every client connection closed.
 	// What may legitimately stay: idle pooled upstream connections (one
-	// per concurrent client and upstream name at most: 32 x 3 names x
-	// ~20 KiB of buffers, under 2 MiB), the metric series (closed label
-	// sets), the fake resolver's list of lookups (one short string per
-	// failed lookup) and the test's own tallies; runs measure +1.3 to
-	// +1.7 MiB. Everything else a request allocates must be garbage by
-	// then. 16 MiB leaves ten times the measured growth for allocator
+	// per concurrent client and upstream address at most: 32 x 4
+	// addresses x ~20 KiB of buffers, under 3 MiB), the metric series
+	// (closed label sets), the fake resolver's list of lookups (one short
+	// string per failed lookup) and the test's own tallies; runs measured
+	// +1.3 to +1.7 MiB, and +2.6 MiB once the transparent listener's
+	// clients joined. Everything else a request allocates must be garbage
+	// by then. 16 MiB leaves six times the measured growth for allocator
 	// noise, yet a run makes ~3,500 requests under -race (~30,000
 	// without), so keeping a connection's buffers (>= 8 KiB), a body or
 	// a goroutine's heap per request or per tunnel would cross it. The
@@ -51,10 +52,13 @@ const (
 )
 
 // soakKey identifies a decision as the client expects it and the record
-// states it.
-type soakKey struct{ kind, host, action string }
+// states it; mode is the record's ("transparent" for the transparent
+// listener's).
+type soakKey struct{ kind, host, action, mode string }
 
-func (k soakKey) String() string { return k.kind + " " + k.host + " " + k.action }
+func (k soakKey) String() string {
+	return strings.TrimSpace(k.kind + " " + k.host + " " + k.action + " " + k.mode)
+}
 
 // soakStatusKey is a soakKey with the status the client saw.
 type soakStatusKey struct {
@@ -74,6 +78,9 @@ type soakOp struct {
 	// record must state it (false for the mid-body reset, where the
 	// client may see an error instead).
 	exactStatus bool
+	// verify is the host_verify result of a transparent request, "" for
+	// the proxy port's.
+	verify string
 	// do sends one request. sent reports that the request went out (so
 	// the proxy must decide and record it); status is what the client
 	// saw (0 if no response); err is an unexpected outcome.
@@ -88,9 +95,12 @@ type soakClient struct {
 	e     *env
 	roots *x509.CertPool
 	rng   *rand.Rand
+	// tpHTTP and tpTLS are the transparent listeners for connections
+	// to 192.0.2.10 ports 80 and 443.
+	tpHTTP, tpTLS string
 
-	conn net.Conn
-	br   *bufio.Reader
+	// keep are the keep-alive connections for plain HTTP, by way in.
+	keep [2]keepAlive
 
 	sent     map[soakKey]int
 	statuses map[soakStatusKey]int
@@ -111,46 +121,72 @@ func (l *soakLatency) add(d time.Duration) {
 	l.max = max(l.max, d)
 }
 
-func (c *soakClient) drop() {
-	if c.conn != nil {
-		_ = c.conn.Close()
-		c.conn, c.br = nil, nil
+// soakWay is how a plain-HTTP request enters: through the proxy port, or
+// redirected to the transparent listener.
+type soakWay int
+
+const (
+	viaProxy soakWay = iota
+	viaTransparent
+)
+
+// keepAlive is a client's keep-alive connection, nil until it is needed.
+type keepAlive struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func (k *keepAlive) drop() {
+	if k.conn != nil {
+		_ = k.conn.Close()
+		k.conn, k.br = nil, nil
 	}
 }
 
-// get sends one plain-HTTP GET on the keep-alive connection and reads the
-// whole response. bodyErr is an error while reading the body (the
-// connection is then dropped); err an error before a response.
-func (c *soakClient) get(host, path string) (sent bool, resp *http.Response, body []byte, bodyErr, err error) {
-	if c.conn == nil {
-		conn, err := net.DialTimeout("tcp", c.e.addr, soakOpLimit)
+func (c *soakClient) drop() {
+	for i := range c.keep {
+		c.keep[i].drop()
+	}
+}
+
+// get sends one plain-HTTP GET on the keep-alive connection of a way in
+// and reads the whole response. bodyErr is an error while reading the body
+// (the connection is then dropped); err an error before a response.
+func (c *soakClient) get(way soakWay, host, path string) (sent bool, resp *http.Response, body []byte, bodyErr, err error) {
+	k := &c.keep[way]
+	addr, target := c.e.addr, "http://"+host+path
+	if way == viaTransparent {
+		addr, target = c.tpHTTP, path
+	}
+	if k.conn == nil {
+		conn, err := net.DialTimeout("tcp", addr, soakOpLimit)
 		if err != nil {
 			return false, nil, nil, nil, fmt.Errorf("dial proxy: %w", err)
 		}
-		c.conn, c.br = conn, bufio.NewReader(conn)
+		k.conn, k.br = conn, bufio.NewReader(conn)
 	}
-	_ = c.conn.SetDeadline(time.Now().Add(soakOpLimit))
-	req := "GET http://" + host + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: feedgate-soak\r\n\r\n"
-	if _, err := io.WriteString(c.conn, req); err != nil {
-		c.drop()
+	_ = k.conn.SetDeadline(time.Now().Add(soakOpLimit))
+	req := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: feedgate-soak\r\n\r\n"
+	if _, err := io.WriteString(k.conn, req); err != nil {
+		k.drop()
 		return false, nil, nil, nil, fmt.Errorf("writing the request: %w", err)
 	}
-	resp, err = http.ReadResponse(c.br, nil)
+	resp, err = http.ReadResponse(k.br, nil)
 	if err != nil {
-		c.drop()
+		k.drop()
 		return true, nil, nil, nil, fmt.Errorf("reading the response: %w", err)
 	}
 	body, bodyErr = io.ReadAll(resp.Body)
 	if bodyErr != nil || resp.Close {
-		c.drop()
+		k.drop()
 	}
 	return true, resp, body, bodyErr, nil
 }
 
 // plain sends a GET and checks its status, the header hdr (if named) and
 // the body (if body is not nil).
-func (c *soakClient) plain(host, path string, status int, hdr, hdrValue string, body func([]byte) bool) (bool, int, error) {
-	sent, resp, b, bodyErr, err := c.get(host, path)
+func (c *soakClient) plain(way soakWay, host, path string, status int, hdr, hdrValue string, body func([]byte) bool) (bool, int, error) {
+	sent, resp, b, bodyErr, err := c.get(way, host, path)
 	if err != nil {
 		return sent, 0, err
 	}
@@ -172,7 +208,7 @@ func (c *soakClient) plain(host, path string, status int, hdr, hdrValue string, 
 // resetMidBody GETs from the upstream that resets after 10 of 1000 body
 // bytes: the client sees a short body, a cut connection, or a 502 reset.
 func (c *soakClient) resetMidBody() (bool, int, error) {
-	sent, resp, b, bodyErr, err := c.get("reset.example.test", "/big.dif")
+	sent, resp, b, bodyErr, err := c.get(viaProxy, "reset.example.test", "/big.dif")
 	if err != nil {
 		return sent, 0, err
 	}
@@ -271,46 +307,102 @@ func (c *soakClient) connect(host string, status int, hdr, hdrValue string) (boo
 	return true, status, nil
 }
 
+// transparentTLS opens a connection to the transparent listener for port
+// 443 and makes a TLS handshake naming sni. For an allowed name it GETs
+// /hello over TLS (status 200); for a blocked one it checks for the
+// access_denied alert (status 403, as the record says).
+func (c *soakClient) transparentTLS(sni string, blocked bool) (bool, int, error) {
+	conn, err := net.DialTimeout("tcp", c.tpTLS, soakOpLimit)
+	if err != nil {
+		return false, 0, fmt.Errorf("dial the transparent listener: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(soakOpLimit))
+	tc := tls.Client(conn, &tls.Config{ServerName: sni, RootCAs: c.roots, NextProtos: []string{"http/1.1"}})
+	err = tc.Handshake()
+	switch {
+	case blocked && (err == nil || !strings.Contains(err.Error(), "access denied")):
+		return true, 0, fmt.Errorf("handshake: %v; want a TLS access_denied alert", err)
+	case blocked:
+		return true, http.StatusForbidden, nil
+	case err != nil:
+		return true, 0, fmt.Errorf("TLS handshake through the transparent listener: %w", err)
+	}
+	if _, err := io.WriteString(tc, "GET /hello HTTP/1.1\r\nHost: "+sni+"\r\nConnection: close\r\n\r\n"); err != nil {
+		return true, 0, fmt.Errorf("writing over TLS: %w", err)
+	}
+	inner, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return true, 0, fmt.Errorf("reading over TLS: %w", err)
+	}
+	b, err := io.ReadAll(inner.Body)
+	if err != nil || inner.StatusCode != 200 || string(b) != "hello from origin\n" {
+		return true, 0, fmt.Errorf("over TLS: %d %q (%v); want 200 %q", inner.StatusCode, b, err, "hello from origin\n")
+	}
+	return true, http.StatusOK, nil
+}
+
 func soakOps() []*soakOp {
 	hello := func(b []byte) bool { return string(b) == "hello from origin\n" }
 	return []*soakOp{
-		{name: "http allow", weight: 6, key: soakKey{"http", "www.example.test", "allow"}, vendor: "none", category: "none", rule: "default", exactStatus: true,
+		{name: "http allow", weight: 6, key: soakKey{"http", "www.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
-				return c.plain("www.example.test", "/hello", 200, "X-Origin", "hello", hello)
+				return c.plain(viaProxy, "www.example.test", "/hello", 200, "X-Origin", "hello", hello)
 			}},
-		{name: "http allow 4 MiB", weight: 1, key: soakKey{"http", "big.example.test", "allow"}, vendor: "none", category: "none", rule: "default", exactStatus: true,
+		{name: "http allow 4 MiB", weight: 1, key: soakKey{"http", "big.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
-				return c.plain("big.example.test", "/big", 200, "", "", func(b []byte) bool { return bytes.Equal(b, bigBody) })
+				return c.plain(viaProxy, "big.example.test", "/big", 200, "", "", func(b []byte) bool { return bytes.Equal(b, bigBody) })
 			}},
-		{name: "http log", weight: 4, key: soakKey{"http", "dnl-01.geo.kaspersky.com", "log"}, vendor: "kaspersky", category: "update", rule: "sales-cutoff-flag", exactStatus: true,
+		{name: "http log", weight: 4, key: soakKey{"http", "dnl-01.geo.kaspersky.com", "log", ""}, vendor: "kaspersky", category: "update", rule: "sales-cutoff-flag", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
-				return c.plain("dnl-01.geo.kaspersky.com", "/bases/av/x.kdc", 200, "", "", func(b []byte) bool { return string(b) == "path=/bases/av/x.kdc\n" })
+				return c.plain(viaProxy, "dnl-01.geo.kaspersky.com", "/bases/av/x.kdc", 200, "", "", func(b []byte) bool { return string(b) == "path=/bases/av/x.kdc\n" })
 			}},
-		{name: "http block", weight: 4, key: soakKey{"http", "store.kaspersky.com", "block"}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store", exactStatus: true,
+		{name: "http block", weight: 4, key: soakKey{"http", "store.kaspersky.com", "block", ""}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
-				return c.plain("store.kaspersky.com", "/buy", 403, "X-Feedgate-Rule", "sales-cutoff-store", nil)
+				return c.plain(viaProxy, "store.kaspersky.com", "/buy", 403, "X-Feedgate-Rule", "sales-cutoff-store", nil)
 			}},
-		{name: "http reset mid-body", weight: 2, key: soakKey{"http", "reset.example.test", "allow"}, vendor: "none", category: "none", rule: "default",
+		{name: "http reset mid-body", weight: 2, key: soakKey{"http", "reset.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default",
 			do: func(c *soakClient) (bool, int, error) { return c.resetMidBody() }},
-		{name: "http dns failure", weight: 2, key: soakKey{"http", "nx.example.test", "allow"}, vendor: "none", category: "none", rule: "default", exactStatus: true,
+		{name: "http dns failure", weight: 2, key: soakKey{"http", "nx.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
-				return c.plain("nx.example.test", "/", 502, "X-Feedgate-Error", metrics.ReasonDNS, nil)
+				return c.plain(viaProxy, "nx.example.test", "/", 502, "X-Feedgate-Error", metrics.ReasonDNS, nil)
 			}},
-		{name: "http refused", weight: 2, key: soakKey{"http", "refused.example.test", "allow"}, vendor: "none", category: "none", rule: "default", exactStatus: true,
+		{name: "http refused", weight: 2, key: soakKey{"http", "refused.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
-				return c.plain("refused.example.test", "/", 502, "X-Feedgate-Error", metrics.ReasonRefused, nil)
+				return c.plain(viaProxy, "refused.example.test", "/", 502, "X-Feedgate-Error", metrics.ReasonRefused, nil)
 			}},
-		{name: "connect allow (TLS)", weight: 3, key: soakKey{"connect", "www.example.test", "allow"}, vendor: "none", category: "none", rule: "default", exactStatus: true,
+		{name: "connect allow (TLS)", weight: 3, key: soakKey{"connect", "www.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) { return c.connect("www.example.test", 200, "", "") }},
-		{name: "connect log (TLS)", weight: 2, key: soakKey{"connect", "s01.upd.kaspersky.com", "log"}, vendor: "kaspersky", category: "update", rule: "sales-cutoff-flag", exactStatus: true,
+		{name: "connect log (TLS)", weight: 2, key: soakKey{"connect", "s01.upd.kaspersky.com", "log", ""}, vendor: "kaspersky", category: "update", rule: "sales-cutoff-flag", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) { return c.connect("s01.upd.kaspersky.com", 200, "", "") }},
-		{name: "connect block", weight: 3, key: soakKey{"connect", "store.kaspersky.com", "block"}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store", exactStatus: true,
+		{name: "connect block", weight: 3, key: soakKey{"connect", "store.kaspersky.com", "block", ""}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
 				return c.connect("store.kaspersky.com", 403, "X-Feedgate-Rule", "sales-cutoff-store")
 			}},
-		{name: "websocket log", weight: 2, key: soakKey{"http", "ws.kaspersky.com", "log"}, vendor: "kaspersky", category: "web", rule: "sales-cutoff-flag", exactStatus: true,
+		{name: "websocket log", weight: 2, key: soakKey{"http", "ws.kaspersky.com", "log", ""}, vendor: "kaspersky", category: "web", rule: "sales-cutoff-flag", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) { return c.websocket("ws.kaspersky.com") }},
-		{name: "connect dns failure", weight: 1, key: soakKey{"connect", "nx.example.test", "allow"}, vendor: "none", category: "none", rule: "default", exactStatus: true,
+		{name: "transparent http allow", weight: 4, key: soakKey{"http", "tp.example.test", "allow", "transparent"}, vendor: "none", category: "none", rule: "default",
+			exactStatus: true, verify: metrics.VerifyMatch,
+			do: func(c *soakClient) (bool, int, error) {
+				return c.plain(viaTransparent, "tp.example.test", "/hello", 200, "X-Origin", "hello", hello)
+			}},
+		{name: "transparent http block", weight: 2, key: soakKey{"http", "www.kaspersky.com", "block", "transparent"}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store",
+			exactStatus: true, verify: metrics.VerifyMatch,
+			do: func(c *soakClient) (bool, int, error) {
+				return c.plain(viaTransparent, "www.kaspersky.com", "/buy", 403, "X-Feedgate-Rule", "sales-cutoff-store", nil)
+			}},
+		{name: "transparent tls log", weight: 2, key: soakKey{"transparent", "activation-v2.kaspersky.com", "log", "transparent"}, vendor: "kaspersky", category: "licensing", rule: "sales-cutoff-flag",
+			exactStatus: true, verify: metrics.VerifyMatch,
+			do: func(c *soakClient) (bool, int, error) { return c.transparentTLS("activation-v2.kaspersky.com", false) }},
+		// www.example.test:443 resolves to the proxy port's TLS origin,
+		// not to 192.0.2.10: a forged name, logged and let through.
+		{name: "transparent tls elsewhere", weight: 1, key: soakKey{"transparent", "www.example.test", "allow", "transparent"}, vendor: "none", category: "none", rule: "default",
+			exactStatus: true, verify: metrics.VerifyMismatch,
+			do: func(c *soakClient) (bool, int, error) { return c.transparentTLS("www.example.test", false) }},
+		{name: "transparent tls block", weight: 2, key: soakKey{"transparent", "store.kaspersky.com", "block", "transparent"}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store",
+			exactStatus: true, verify: metrics.VerifyMismatch,
+			do: func(c *soakClient) (bool, int, error) { return c.transparentTLS("store.kaspersky.com", true) }},
+		{name: "connect dns failure", weight: 1, key: soakKey{"connect", "nx.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
 				return c.connect("nx.example.test", 502, "X-Feedgate-Error", metrics.ReasonDNS)
 			}},
@@ -334,8 +426,8 @@ func (l *soakLog) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	for line := range bytes.Lines(p) {
 		var r struct {
-			Kind, Host, Action, Error string
-			Status                    int
+			Kind, Host, Action, Error, Mode string
+			Status                          int
 		}
 		if err := json.Unmarshal(line, &r); err != nil {
 			if len(l.bad) < soakMaxNotes {
@@ -343,7 +435,7 @@ func (l *soakLog) Write(p []byte) (int, error) {
 			}
 			continue
 		}
-		k := soakKey{r.Kind, r.Host, r.Action}
+		k := soakKey{r.Kind, r.Host, r.Action, r.Mode}
 		l.total++
 		l.byKey[k]++
 		l.byStatus[soakStatusKey{k, r.Status}]++
@@ -394,15 +486,18 @@ func soakHeapInuse() uint64 {
 
 // TestSoak runs 32 clients for 30 s through every path at once: plain HTTP
 // allowed (a small and a 4 MiB body), logged and blocked, CONNECT with a
-// TLS handshake allowed and logged, CONNECT blocked, and upstream faults
-// (a reset part-way through a body, a name that does not resolve, a
-// refused port). Each client counts what it sent. Afterwards:
+// TLS handshake allowed and logged, CONNECT blocked, upstream faults (a
+// reset part-way through a body, a name that does not resolve, a refused
+// port), and the transparent listener: plain HTTP allowed and blocked on
+// keep-alive connections, TLS logged, allowed with a forged name, and
+// blocked. Each client counts what it sent. Afterwards:
 //
 //   - every request has exactly one decision record, by kind, host and
 //     action, with the status the client saw;
 //   - feedgate_requests_total moved by exactly the client-side counts for
 //     each {vendor, category, action, rule}, and no other series moved;
-//   - feedgate_upstream_errors_total moved by exactly the faults injected;
+//   - feedgate_upstream_errors_total moved by exactly the faults injected,
+//     and feedgate_host_verify_total by the transparent requests' results;
 //   - feedgate_active_connections is back to 0;
 //   - the heap after a GC has not grown by more than soakHeapGrowth;
 //   - no goroutine outlives the test.
@@ -423,10 +518,21 @@ func TestSoak(t *testing.T) {
 	refused := testutil.ClosedPort(t)
 	ws := testutil.NewRawUpstream(t, wsEcho)
 	log := &soakLog{byKey: map[soakKey]int{}, byStatus: map[soakStatusKey]int{}, errors: map[string]int{}}
+	// The transparent listener's connections were going to 192.0.2.10,
+	// which the test network connects to the same origins.
+	n := newDocNet()
+	n.route("192.0.2.10:80", hostPort(t, o.URL))
+	n.route("192.0.2.10:443", hostPort(t, to.URL))
 	e := newEnv(t, envConfig{
 		now:   betweenCutoffs,
 		logTo: log,
+		dial:  n.dial,
 		resolve: []string{
+			// The names the transparent clients send, where their
+			// connections were going.
+			"tp.example.test:80:192.0.2.10",
+			"www.kaspersky.com:80:192.0.2.10",
+			"activation-v2.kaspersky.com:443:192.0.2.10",
 			resolveTo("www.example.test", 80, hostPort(t, o.URL)),
 			resolveTo("big.example.test", 80, hostPort(t, o.URL)),
 			resolveTo("dnl-01.geo.kaspersky.com", 80, hostPort(t, o.URL)),
@@ -448,8 +554,10 @@ func TestSoak(t *testing.T) {
 			table = append(table, op)
 		}
 	}
+	tpHTTP, tpTLS := e.redirect(t, "192.0.2.10:80"), e.redirect(t, "192.0.2.10:443")
 	reqsBefore := soakFamily(t, e, "feedgate_requests_total")
 	errsBefore := soakFamily(t, e, "feedgate_upstream_errors_total")
+	verifyBefore := soakFamily(t, e, "feedgate_host_verify_total")
 	heapBefore := soakHeapInuse()
 
 	start := time.Now()
@@ -457,7 +565,7 @@ func TestSoak(t *testing.T) {
 	clients := make([]*soakClient, soakClients)
 	var wg sync.WaitGroup
 	for i := range clients {
-		c := &soakClient{e: e, roots: to.roots, rng: rand.New(rand.NewPCG(uint64(i), 0x50a4)),
+		c := &soakClient{e: e, roots: to.roots, rng: rand.New(rand.NewPCG(uint64(i), 0x50a4)), tpHTTP: tpHTTP, tpTLS: tpTLS,
 			sent: map[soakKey]int{}, statuses: map[soakStatusKey]int{}, took: map[string]*soakLatency{}}
 		clients[i] = c
 		wg.Add(1)
@@ -513,7 +621,7 @@ func TestSoak(t *testing.T) {
 				l.n, l.sum, l.max = l.n+cl.n, l.sum+cl.sum, max(l.max, cl.max)
 			}
 		}
-		t.Logf("%-22s %7d sent, mean %v, max %v", op.name, sent[op.key],
+		t.Logf("%-26s %7d sent, mean %v, max %v", op.name, sent[op.key],
 			(l.sum / time.Duration(max(l.n, 1))).Round(100*time.Microsecond), l.max.Round(100*time.Microsecond))
 	}
 	t.Logf("%d requests in %v (%.0f/s), %d unexpected outcomes", total, loadTime.Round(time.Millisecond), float64(total)/loadTime.Seconds(), bad)
@@ -554,7 +662,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	// Every reset request is recorded as an upstream reset.
-	resetKey := soakKey{"http", "reset.example.test", "allow"}
+	resetKey := soakKey{"http", "reset.example.test", "allow", ""}
 	if got := log.errors["reset.example.test "+metrics.ReasonReset]; got != sent[resetKey] {
 		t.Errorf("records of reset.example.test with error=reset = %d; want %d (errors %v)", got, sent[resetKey], log.errors)
 	}
@@ -568,12 +676,19 @@ func TestSoak(t *testing.T) {
 	}
 	soakCheckDeltas(t, "feedgate_requests_total", reqsBefore, soakFamily(t, e, "feedgate_requests_total"), wantReqs)
 	wantErrs := map[string]float64{
-		"reason=" + metrics.ReasonDNS:     float64(sent[soakKey{"http", "nx.example.test", "allow"}] + sent[soakKey{"connect", "nx.example.test", "allow"}]),
-		"reason=" + metrics.ReasonRefused: float64(sent[soakKey{"http", "refused.example.test", "allow"}]),
+		"reason=" + metrics.ReasonDNS:     float64(sent[soakKey{"http", "nx.example.test", "allow", ""}] + sent[soakKey{"connect", "nx.example.test", "allow", ""}]),
+		"reason=" + metrics.ReasonRefused: float64(sent[soakKey{"http", "refused.example.test", "allow", ""}]),
 		"reason=" + metrics.ReasonReset:   float64(sent[resetKey]),
 	}
 	soakCheckDeltas(t, "feedgate_upstream_errors_total", errsBefore, soakFamily(t, e, "feedgate_upstream_errors_total"), wantErrs)
-	for _, kind := range []string{accesslog.KindHTTP, accesslog.KindConnect} {
+	wantVerify := map[string]float64{}
+	for _, op := range ops {
+		if op.verify != "" {
+			wantVerify["result="+op.verify] += float64(sent[op.key])
+		}
+	}
+	soakCheckDeltas(t, "feedgate_host_verify_total", verifyBefore, soakFamily(t, e, "feedgate_host_verify_total"), wantVerify)
+	for _, kind := range []string{accesslog.KindHTTP, accesslog.KindConnect, accesslog.KindTransparent} {
 		if v := e.value(t, activeSeries(kind)); v != 0 {
 			t.Errorf("feedgate_active_connections{kind=%q} = %v after the load; want 0", kind, v)
 		}
