@@ -1069,3 +1069,57 @@ func TestTransparentHelloRetryRequest(t *testing.T) {
 			"action": "block", "rule": "updates-cutoff", "closed": "blocked"})
 	})
 }
+
+// TestTransparentUpstreamFailures: an original destination that refuses
+// the connection, or that the destination policy refuses, is answered as
+// on the proxy port (a 502 or 403 for HTTP; a closed connection for TLS)
+// and recorded with the failure.
+func TestTransparentUpstreamFailures(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, keys, orig string
+		tls              bool
+		status           int
+		field, value     string // the record's failure field: error or rejected
+		counter          series
+	}{
+		{"http-refused", "", "192.0.2.30:80", false, 502, "error", metrics.ReasonRefused, upstreamErrSeries(metrics.ReasonRefused)},
+		{"tls-refused", "", "192.0.2.30:443", true, 502, "error", metrics.ReasonRefused, upstreamErrSeries(metrics.ReasonRefused)},
+		{"http-link-local", "", "169.254.169.254:80", false, 403, "rejected", metrics.RejectDestination, rejectedSeries(metrics.RejectDestination)},
+		{"tls-link-local", "", "169.254.169.254:443", true, 403, "rejected", metrics.RejectDestination, rejectedSeries(metrics.RejectDestination)},
+		{"tls-deny-private", "deny_private = true", "192.0.2.10:443", true, 403, "rejected", metrics.RejectDestination, rejectedSeries(metrics.RejectDestination)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := newDocNet() // routes nothing: every dial is refused
+			cfg := envConfig{policy: defaultPolicyKeys(t, tt.keys), dial: n.dial}
+			e := newEnv(t, cfg)
+			addr := e.redirect(t, tt.orig)
+			before := e.snapshot(t, tt.counter)
+			want := map[string]any{"mode": "transparent", "original_dst": tt.orig, "status": tt.status, tt.field: tt.value, "action": "allow"}
+			if tt.tls {
+				if _, err := tlsTransparent(t, addr, "www.example.test", nil); err == nil {
+					t.Fatalf("TLS handshake succeeded; want the connection closed")
+				}
+				want["kind"], want["sni_result"] = "transparent", metrics.SNIMatch
+			} else {
+				c, _, _ := transparentClient(t, addr, nil)
+				resp, body := get(t, c, "http://www.example.test/hello")
+				if resp.StatusCode != tt.status {
+					t.Errorf("%d %q; want %d", resp.StatusCode, body, tt.status)
+				}
+				for _, frag := range rawErrorFragments {
+					if strings.Contains(body, frag) {
+						t.Errorf("the reply %q shows %q", body, frag)
+					}
+				}
+				want["kind"] = "http"
+			}
+			e.waitRecord(t, want)
+			e.checkDeltas(t, before, delta{tt.counter, 1})
+			if tt.value == metrics.RejectDestination {
+				n.checkDialed(t, "")
+			}
+		})
+	}
+}
