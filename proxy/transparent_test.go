@@ -112,7 +112,6 @@ func transparentClient(t *testing.T, addr string, roots *x509.CertPool) (c *http
 			return d.DialContext(ctx, network, addr)
 		},
 		DisableCompression: true,
-		ForceAttemptHTTP2:  false,
 	}
 	if roots != nil {
 		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
@@ -216,9 +215,12 @@ func defaultPolicyKeys(t *testing.T, keys string) *config.Config {
 }
 
 // TestTransparentHTTP: plain HTTP redirected to the transparent listener
-// reaches the origin intact, at the original destination (the Host is
-// never looked up to be dialed), with the client's Host header; each
-// request of the keep-alive connection has its own record.
+// reaches the origin intact, at the original destination, with the
+// client's Host header, and the resolver is never asked; each request of
+// the keep-alive connection has its own record. (The Host resolves to
+// the original destination here: TestTransparentHostVerify's names that
+// resolve elsewhere show that what is dialed is the original destination,
+// never the name.)
 func TestTransparentHTTP(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ name, orig string }{
@@ -538,6 +540,29 @@ func TestTransparentHostVerify(t *testing.T) {
 			e.checkDeltas(t, before, append(deltas, delta{rejectedSeries(metrics.RejectHostVerify), wantRejected})...)
 		})
 	}
+}
+
+// TestTransparentVerifyReloads: transparent_verify follows a reload, from
+// the next request on, on a keep-alive connection too.
+func TestTransparentVerifyReloads(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.20:80", hostPort(t, o.URL))
+	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www.example.test:80:192.0.2.10"}})
+	c, _, dials := transparentClient(t, e.redirect(t, "192.0.2.20:80"), nil)
+	if resp, _ := get(t, c, "http://www.example.test/hello"); resp.StatusCode != 200 {
+		t.Fatalf("before the reload: %d; want 200 (a mismatch is only logged)", resp.StatusCode)
+	}
+	e.srv.SetConfig(defaultPolicyKeys(t, `transparent_verify = "strict"`))
+	if resp, _ := get(t, c, "http://www.example.test/hello"); resp.StatusCode != http.StatusConflict {
+		t.Errorf("after the reload: %d; want 409", resp.StatusCode)
+	}
+	if d := dials.Load(); d != 1 {
+		t.Errorf("the client opened %d connections; want 1", d)
+	}
+	e.waitRecord(t, map[string]any{"host_verify": "mismatch", "action": "allow"})
+	e.waitRecord(t, map[string]any{"host_verify": "mismatch", "rejected": metrics.RejectHostVerify})
 }
 
 // TestTransparentNoName: a connection that names no host (an HTTP/1.0
