@@ -189,6 +189,9 @@ type instance struct {
 	Proxy string // host:port of the proxy listener
 	Admin string // host:port of the admin listener
 	Mode  string // the policy's mode: enforce or report
+	// adminClient reaches Admin; nil means http.DefaultClient. A feedgate
+	// in another network namespace is reached through a dialer there.
+	adminClient *http.Client
 }
 
 // start runs feedgate with args on loopback ports chosen by the kernel and
@@ -202,8 +205,16 @@ func start(t *testing.T, args ...string) *instance {
 // started" line.
 func startExact(t *testing.T, args ...string) *instance {
 	t.Helper()
+	return startVia(t, binary, args...)
+}
+
+// startVia runs path with args, where path is feedgate itself or a program
+// that runs it (ip netns exec NAME feedgate ...), and waits for feedgate's
+// "feedgate started" line.
+func startVia(t *testing.T, path string, args ...string) *instance {
+	t.Helper()
 	started := make(chan map[string]any, 1)
-	p := startProcess(t, "feedgate", binary, func(line string) {
+	p := startProcess(t, "feedgate", path, func(line string) {
 		var rec map[string]any
 		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "feedgate started" {
 			select {
@@ -296,7 +307,11 @@ next:
 
 func (i *instance) scrape() map[string]*dto.MetricFamily {
 	i.t.Helper()
-	resp, err := http.Get("http://" + i.Admin + "/metrics")
+	c := i.adminClient
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Get("http://" + i.Admin + "/metrics")
 	if err != nil {
 		i.t.Fatalf("scrape: %v", err)
 	}
@@ -399,10 +414,18 @@ type curlResult struct {
 // what the test sets is used.
 func curl(t *testing.T, env []string, args ...string) curlResult {
 	t.Helper()
+	return curlVia(t, nil, env, args...)
+}
+
+// curlVia is curl run through the command wrap (ip netns exec NAME), or
+// directly when wrap is empty.
+func curlVia(t *testing.T, wrap []string, env []string, args ...string) curlResult {
+	t.Helper()
 	dir := t.TempDir()
 	hdr := filepath.Join(dir, "headers")
 	full := append([]string{"-sS", "--max-time", "20", "-D", hdr, "-o", filepath.Join(dir, "body"), "-w", "%{http_code}"}, args...)
-	cmd := exec.Command("curl", full...)
+	argv := append(slices.Clone(wrap), "curl")
+	cmd := exec.Command(argv[0], append(argv[1:], full...)...)
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch strings.ToLower(k) {
