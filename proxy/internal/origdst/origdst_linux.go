@@ -18,7 +18,9 @@ const ip6tSOOriginalDst = 80
 // Lookup returns the original destination of a connection that netfilter
 // redirected (nftables redirect/dnat, iptables REDIRECT/DNAT) to a local
 // listener: SO_ORIGINAL_DST for IPv4, IP6T_SO_ORIGINAL_DST for IPv6.
-// local is the connection's local address, which tells the family.
+// local is the connection's local address, which tells the family; a
+// connection whose original destination is local itself was not
+// redirected (ErrNotRedirected).
 func Lookup(c syscall.Conn, local netip.AddrPort) (netip.AddrPort, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -50,5 +52,15 @@ func Lookup(c syscall.Conn, local netip.AddrPort) (netip.AddrPort, error) {
 		}
 		return netip.AddrPort{}, fmt.Errorf("origdst: getsockopt: %w", serr)
 	}
-	return parseSockaddr(buf[:n])
+	ap, err := parseSockaddr(buf[:n])
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	// conntrack keeps an entry for every connection once it is loaded,
+	// NATed or not; for one nothing redirected, the original destination
+	// is the listener's own address.
+	if netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) == netip.AddrPortFrom(local.Addr().Unmap(), local.Port()) {
+		return netip.AddrPort{}, ErrNotRedirected
+	}
+	return ap, nil
 }
