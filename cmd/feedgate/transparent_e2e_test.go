@@ -17,6 +17,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -737,4 +740,52 @@ func TestTransparentHostileInput(t *testing.T) {
 		}))
 		wantMetric(t, inst, "feedgate_requests_total", blockNoSNI(), 1)
 	})
+}
+
+// TestTransparentMark: with transparent_mark, every socket feedgate opens
+// upstream carries the mark, so that a firewall rule can leave feedgate's
+// own traffic alone; an nftables counter in the gateway's output hook sees
+// the marked packets of a transparent request, and no unmarked packet to
+// the origin.
+func TestTransparentMark(t *testing.T) {
+	n := newTopology(t)
+	o := n.serveOrigins()
+	n.redirect(t)
+	f := ipv4()
+	const rules = `table inet fgmark {
+	chain out {
+		type filter hook output priority 0;
+		tcp dport 80 meta mark 42 counter
+		tcp dport 80 meta mark != 42 counter
+	}
+}
+`
+	file := filepath.Join(t.TempDir(), "mark.nft")
+	if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(n.ip, "netns", "exec", string(n.gw), n.nft, "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("nft -f (in %s): %v\n%s", n.gw, err, out)
+	}
+	inst := n.startTransparent(t, afterUpdates, f.origin, "transparent_mark = 42\n", "")
+	_, hits0 := o.plain.counts(f.origin)
+	res := n.curl(t, "--resolve", "www.example.test:80:"+curlAddr(f.origin), "http://www.example.test/")
+	if res.status != "200" || res.body != originPayload {
+		t.Fatalf("curl: status %s body %q stderr %q; want the origin's 200", res.status, res.body, res.stderr)
+	}
+	if _, hits := o.plain.counts(f.origin); hits != hits0+1 {
+		t.Errorf("the origin saw %d requests; want 1", hits-hits0)
+	}
+	out, err := exec.Command(n.ip, "netns", "exec", string(n.gw), n.nft, "list", "chain", "inet", "fgmark", "out").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list chain: %v\n%s", err, out)
+	}
+	counters := regexp.MustCompile(`counter packets (\d+)`).FindAllStringSubmatch(string(out), -1)
+	if len(counters) != 2 {
+		t.Fatalf("nft list chain: %d counters in\n%s", len(counters), out)
+	}
+	if counters[0][1] == "0" || counters[1][1] != "0" {
+		t.Errorf("packets to port 80 from the gateway: %s marked 42, %s not; want some marked and none unmarked\n%s", counters[0][1], counters[1][1], out)
+	}
+	oneRecord(t, exactRecords(t, inst, 1), map[string]any{"mode": "transparent", "host": "www.example.test"}, map[string]any{"status": 200})
 }
