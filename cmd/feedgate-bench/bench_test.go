@@ -16,7 +16,7 @@ func TestMain(m *testing.M) {
 	// The bench re-executes itself as the origin; in tests, itself is the
 	// test binary.
 	if os.Getenv(originEnv) != "" {
-		err := serveOrigin()
+		err := serveOrigin(os.Getenv(originEnv))
 		fmt.Fprintln(os.Stderr, "origin:", err)
 		os.Exit(1)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,11 +23,19 @@ const benchHost = "origin.bench.test"
 
 // contender is one way of reaching the origin.
 type contender struct {
-	name  string
-	proxy string // host:port of the proxy; "" for direct
-	// host is the origin's name in request URLs for this contender.
+	name string
+	// proxy is the host:port of an explicit proxy: requests are in
+	// absolute form and tunnels are CONNECTs. "" for direct and
+	// transparent contenders, which connect to origin.
+	proxy string
+	// origin is the origin's address for contenders without a proxy.
+	origin string
+	// host is the origin's name in request URLs and Host headers.
 	host string
-	// pids lists the processes whose memory and CPU are the contender's.
+	// ports are the ports of the origin this contender reaches.
+	ports originPorts
+	// pids lists the processes whose memory and CPU are the contender's;
+	// nil for direct traffic.
 	pids func() []int
 	// goroutines reads the Go runtime's goroutine count, if the contender
 	// exports one.
@@ -36,20 +43,37 @@ type contender struct {
 	stop       func()
 }
 
-func (c *contender) direct() bool { return c.proxy == "" }
+// direct reports whether no proxy stands between client and origin.
+func (c *contender) direct() bool { return c.pids == nil }
 
-// startFeedgate builds (unless bin is set) and starts feedgate with the
-// origin's name pointed at loopback, its decision log in dir.
-func startFeedgate(dir, bin string, ports originPorts) (*contender, error) {
-	if bin == "" {
-		bin = filepath.Join(dir, "feedgate")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/feedgate")
-		build.Dir = moduleRoot()
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build ./cmd/feedgate: %v\n%s", err, out)
-		}
+// explicit reports whether the client speaks to a proxy it was configured
+// with, rather than to the origin.
+func (c *contender) explicit() bool { return c.proxy != "" }
+
+// buildFeedgate builds ./cmd/feedgate into dir.
+func buildFeedgate(dir string) (string, error) {
+	bin := filepath.Join(dir, "feedgate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/feedgate")
+	build.Dir = moduleRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/feedgate: %v\n%s", err, out)
 	}
-	logFile, err := os.Create(filepath.Join(dir, "feedgate-decisions.log"))
+	return bin, nil
+}
+
+// feedgateProcess is a running feedgate and the listeners it reported.
+type feedgateProcess struct {
+	pid          int
+	proxy, admin string
+	stop         func()
+}
+
+// startFeedgate starts feedgate with the bench policy, extraConf's
+// top-level keys before it, and args, inside the network namespace netns
+// unless it is "". Its configuration and decision log are in dir, named
+// after name.
+func startFeedgate(dir, bin, name, netns, extraConf string, args []string) (*feedgateProcess, error) {
+	logFile, err := os.Create(filepath.Join(dir, name+"-decisions.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -59,17 +83,18 @@ func startFeedgate(dir, bin string, ports originPorts) (*contender, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf := "connect_ports = [\"1-65535\"]\nhttp_ports = [\"1-65535\"]\n" +
+	conf := extraConf + "connect_ports = [\"1-65535\"]\nhttp_ports = [\"1-65535\"]\n" +
 		strings.Replace(string(policy), `catalogs = ["catalog/`, `catalogs = ["builtin:catalog/`, 1)
-	confFile := filepath.Join(dir, "feedgate.toml")
+	confFile := filepath.Join(dir, name+".toml")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	args := []string{"-config", confFile, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-pprof"}
-	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
-		args = append(args, "-resolve", fmt.Sprintf("%s:%d:127.0.0.1", benchHost, p))
-	}
+	args = append([]string{"-config", confFile}, args...)
 	cmd := exec.Command(bin, args...)
+	if netns != "" {
+		// ip netns exec execs feedgate itself: its pid is feedgate's.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", netns, bin}, args...)...)
+	}
 	cmd.Stdout = logFile
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -80,27 +105,48 @@ func startFeedgate(dir, bin string, ports originPorts) (*contender, error) {
 	}
 	var started struct{ Msg, Proxy, Admin string }
 	sc := bufio.NewScanner(stderr)
+	var lines []string
 	for sc.Scan() {
 		if json.Unmarshal(sc.Bytes(), &started) == nil && started.Msg == "feedgate started" {
 			break
 		}
+		lines = append(lines, sc.Text())
 	}
 	if started.Proxy == "" {
 		cmd.Process.Kill()
-		return nil, errors.New("feedgate did not report its listeners")
+		cmd.Wait()
+		return nil, fmt.Errorf("%s did not report its listeners:\n%s", name, lastLines(strings.Join(lines, "\n"), 10))
 	}
 	go io.Copy(io.Discard, stderr)
-	admin := started.Admin
-	fmt.Fprintf(os.Stderr, "feedgate: proxy %s, admin %s (profiles at /debug/pprof/)\n", started.Proxy, admin)
-	return &contender{
-		name: "feedgate", proxy: started.Proxy, host: benchHost,
-		pids:       func() []int { return []int{cmd.Process.Pid} },
-		goroutines: func() (float64, error) { return scrapeGauge("http://"+admin+"/metrics", "go_goroutines") },
+	return &feedgateProcess{
+		pid: cmd.Process.Pid, proxy: started.Proxy, admin: started.Admin,
 		stop: func() {
 			cmd.Process.Signal(syscall.SIGTERM)
 			cmd.Wait()
 			logFile.Close()
 		},
+	}, nil
+}
+
+// startLoopbackFeedgate starts feedgate on loopback with the origin's name
+// pointed at loopback.
+func startLoopbackFeedgate(dir, bin string, ports originPorts) (*contender, error) {
+	args := []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-pprof"}
+	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
+		args = append(args, "-resolve", fmt.Sprintf("%s:%d:127.0.0.1", benchHost, p))
+	}
+	fg, err := startFeedgate(dir, bin, "feedgate", "", "", args)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "feedgate: proxy %s, admin %s (profiles at /debug/pprof/)\n", fg.proxy, fg.admin)
+	return &contender{
+		name: "feedgate", proxy: fg.proxy, host: benchHost,
+		pids: func() []int { return []int{fg.pid} },
+		goroutines: func() (float64, error) {
+			return scrapeGauge(http.DefaultClient, "http://"+fg.admin+"/metrics", "go_goroutines")
+		},
+		stop: fg.stop,
 	}, nil
 }
 
@@ -334,8 +380,8 @@ func cpuSeconds(pids []int) float64 {
 }
 
 // scrapeGauge reads one unlabelled sample from a Prometheus text page.
-func scrapeGauge(url, name string) (float64, error) {
-	resp, err := http.Get(url)
+func scrapeGauge(client *http.Client, url, name string) (float64, error) {
+	resp, err := client.Get(url)
 	if err != nil {
 		return 0, err
 	}

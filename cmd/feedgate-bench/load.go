@@ -23,15 +23,14 @@ type httpResult struct {
 	errors   int64
 }
 
-// request returns the bytes of one GET for path, in absolute form for a
-// proxy and origin form for the origin itself.
+// request returns the bytes of one GET for path, in absolute form for an
+// explicit proxy and origin form for the origin itself (which a
+// transparent proxy stands in for).
 func request(c *contender, port int, path string, close bool) []byte {
 	host := c.host + ":" + strconv.Itoa(port)
 	target := path
-	if !c.direct() {
+	if c.explicit() {
 		target = "http://" + host + path
-	} else {
-		host = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: feedgate-bench\r\n", target, host)
@@ -42,11 +41,14 @@ func request(c *contender, port int, path string, close bool) []byte {
 	return b.Bytes()
 }
 
-func (c *contender) dialAddr(port int) string {
-	if c.direct() {
-		return "127.0.0.1:" + strconv.Itoa(port)
+// connect opens a connection for a request to the origin's port: to the
+// proxy, or to the origin.
+func (c *contender) connect(port int) (net.Conn, error) {
+	addr := c.proxy
+	if !c.explicit() {
+		addr = net.JoinHostPort(c.origin, strconv.Itoa(port))
 	}
-	return c.proxy
+	return net.Dial("tcp", addr)
 }
 
 // readResponse reads one HTTP/1.1 response and discards its body. It
@@ -126,7 +128,7 @@ func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
 	return runHTTP(c, conns, d, func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
 		req := request(c, port, "/small", false)
 		for !stop.Load() {
-			conn, err := net.Dial("tcp", c.dialAddr(port))
+			conn, err := c.connect(port)
 			if err != nil {
 				errs.Add(1)
 				time.Sleep(10 * time.Millisecond)
@@ -168,7 +170,7 @@ func newConnections(c *contender, port int, conns int, d time.Duration) httpResu
 		br := bufio.NewReaderSize(nil, 16<<10)
 		for !stop.Load() {
 			t0 := time.Now()
-			conn, err := net.Dial("tcp", c.dialAddr(port))
+			conn, err := c.connect(port)
 			if err != nil {
 				errs.Add(1)
 				time.Sleep(10 * time.Millisecond)
@@ -220,21 +222,22 @@ func runHTTP(c *contender, workers int, d time.Duration, work func(record func(t
 	elapsed := time.Since(start)
 	stop.Store(true)
 	wg.Wait()
-	var all []time.Duration
+	var lat []time.Duration
 	for _, l := range lats {
-		all = append(all, l...)
+		lat = append(lat, l...)
 	}
-	slices.Sort(all)
-	r := httpResult{rps: float64(len(all)) / elapsed.Seconds(), errors: errs.Load()}
-	if len(all) > 0 {
-		r.p50 = all[len(all)*50/100]
-		r.p99 = all[len(all)*99/100]
+	slices.Sort(lat)
+	r := httpResult{rps: float64(len(lat)) / elapsed.Seconds(), errors: errs.Load()}
+	if len(lat) > 0 {
+		r.p50 = lat[len(lat)*50/100]
+		r.p99 = lat[len(lat)*99/100]
 	}
 	return r
 }
 
 // connectThroughput downloads size bytes through a CONNECT tunnel (or
-// directly) from the origin's source port, in MB/s (10^6 bytes).
+// directly, or through a transparent proxy) from the origin's source port,
+// in MB/s (10^6 bytes).
 func connectThroughput(c *contender, ports originPorts, size int64) (float64, error) {
 	conn, br, err := openTunnel(c, ports.Source)
 	if err != nil {
@@ -263,12 +266,15 @@ func connectThroughput(c *contender, ports originPorts, size int64) (float64, er
 	return float64(got) / time.Since(start).Seconds() / 1e6, nil
 }
 
-// benchHello is a real ClientHello of Go's crypto/tls, for a name no rule
-// selects, sent first on every download tunnel.
+// benchHelloName is the server name in benchHello, which no rule selects.
+const benchHelloName = "bench.example.test"
+
+// benchHello is a real ClientHello of Go's crypto/tls, sent first on every
+// download tunnel.
 var benchHello = func() []byte {
 	c, peer := net.Pipe()
 	go func() {
-		_ = tls.Client(c, &tls.Config{ServerName: "bench.example.test", InsecureSkipVerify: true}).Handshake()
+		_ = tls.Client(c, &tls.Config{ServerName: benchHelloName, InsecureSkipVerify: true}).Handshake()
 	}()
 	buf := make([]byte, 16<<10)
 	n, _ := peer.Read(buf) // crypto/tls writes its ClientHello in one write
@@ -278,14 +284,15 @@ var benchHello = func() []byte {
 }()
 
 // openTunnel connects to port on the origin through the contender: a
-// CONNECT through a proxy, or a plain connection.
+// CONNECT through an explicit proxy, or a plain connection (direct, or
+// redirected to a transparent proxy).
 func openTunnel(c *contender, port int) (net.Conn, *bufio.Reader, error) {
-	conn, err := net.Dial("tcp", c.dialAddr(port))
+	conn, err := c.connect(port)
 	if err != nil {
 		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(conn, 4096)
-	if c.direct() {
+	if !c.explicit() {
 		return conn, br, nil
 	}
 	target := c.host + ":" + strconv.Itoa(port)

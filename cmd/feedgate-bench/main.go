@@ -54,7 +54,7 @@ type options struct {
 
 func main() {
 	if os.Getenv(originEnv) != "" {
-		err := serveOrigin() // returns only on failure
+		err := serveOrigin(os.Getenv(originEnv)) // returns only on failure
 		fmt.Fprintln(os.Stderr, "origin:", err)
 		os.Exit(1)
 	}
@@ -137,14 +137,20 @@ func run(o options, out io.Writer) error {
 	} else {
 		fmt.Fprintln(os.Stderr, "keeping", dir)
 	}
-	originCmd, ports, err := startOrigin()
+	originCmd, ports, err := startOrigin("", "127.0.0.1")
 	if err != nil {
 		return err
 	}
 	defer originCmd.Process.Kill()
 
-	contenders := []*contender{{name: "direct", host: "127.0.0.1"}}
-	fg, err := startFeedgate(dir, o.feedgate, ports)
+	bin := o.feedgate
+	if bin == "" {
+		if bin, err = buildFeedgate(dir); err != nil {
+			return err
+		}
+	}
+	contenders := []*contender{{name: "direct", host: "127.0.0.1", origin: "127.0.0.1"}}
+	fg, err := startLoopbackFeedgate(dir, bin, ports)
 	if err != nil {
 		return err
 	}
@@ -171,13 +177,16 @@ func run(o options, out io.Writer) error {
 	} else {
 		fmt.Fprintln(os.Stderr, "tinyproxy: not installed (apt-get install -y tinyproxy) or left out; skipped")
 	}
+	for _, c := range contenders {
+		c.ports = ports
+	}
 
 	res := results{}
 	want := func(m string) bool { return slices.Contains(strings.Split(o.measure, ","), m) }
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	for round := 1; round <= o.rounds && want("keepalive"); round++ {
 		for _, c := range contenders {
-			r := keepAlive(c, ports.HTTP, o.conns, o.duration)
+			r := keepAlive(c, c.ports.HTTP, o.conns, o.duration)
 			progress("round %d %-9s keep-alive %8.0f req/s p50 %v p99 %v errors %d", round, c.name, r.rps, r.p50, r.p99, r.errors)
 			res.add("keepalive_rps", c.name, r.rps)
 			res.add("keepalive_p50_ms", c.name, float64(r.p50)/1e6)
@@ -186,7 +195,7 @@ func run(o options, out io.Writer) error {
 	}
 	for round := 1; round <= o.rounds && want("newconn"); round++ {
 		for _, c := range contenders {
-			r := newConnections(c, ports.HTTP, o.newConns, o.duration)
+			r := newConnections(c, c.ports.HTTP, o.newConns, o.duration)
 			progress("round %d %-9s new connections %8.0f req/s errors %d", round, c.name, r.rps, r.errors)
 			res.add("newconn_rps", c.name, r.rps)
 		}
@@ -199,7 +208,7 @@ func run(o options, out io.Writer) error {
 				cpu0 = cpuSeconds(c.pids())
 			}
 			busy0 := machineBusySeconds()
-			mbps, err := connectThroughput(c, ports, size)
+			mbps, err := connectThroughput(c, c.ports, size)
 			if err != nil {
 				return fmt.Errorf("%s CONNECT throughput: %w", c.name, err)
 			}
@@ -217,7 +226,7 @@ func run(o options, out io.Writer) error {
 			if c.direct() {
 				continue
 			}
-			r, err := idleTunnels(c, ports, o.tunnels)
+			r, err := idleTunnels(c, c.ports, o.tunnels)
 			if err != nil {
 				return fmt.Errorf("%s idle tunnels: %w", c.name, err)
 			}

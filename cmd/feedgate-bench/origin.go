@@ -25,18 +25,18 @@ const (
 	largeSize = 1 << 20
 )
 
-// originPorts are the loopback ports of the origin process.
+// originPorts are the ports of the origin process.
 type originPorts struct {
 	HTTP   int `json:"http"`   // plain HTTP: /small and /large
 	TLS    int `json:"tls"`    // TLS listener for tunnels (HTTPS /small)
 	Source int `json:"source"` // raw TCP: streams bytes until the client closes
 }
 
-// serveOrigin is the origin process: it listens on three loopback ports,
-// prints them as one JSON line and serves until killed. It runs in its own
-// process so that its CPU and garbage collection are not the load
-// generator's.
-func serveOrigin() error {
+// serveOrigin is the origin process: it listens on three ports of host
+// (loopback, or its address in the origin namespace), prints them as one
+// JSON line and serves until killed. It runs in its own process so that its
+// CPU and garbage collection are not the load generator's.
+func serveOrigin(host string) error {
 	small := make([]byte, smallSize)
 	large := make([]byte, largeSize)
 	for i := range small {
@@ -53,7 +53,7 @@ func serveOrigin() error {
 		w.Write(large)
 	})
 	listen := func() (net.Listener, int, error) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, 0, err
 		}
@@ -128,18 +128,22 @@ func selfSigned(name string) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
-// originEnv, set in the environment, makes this program (or its test
-// binary) the origin process.
+// originEnv, set in the environment to the address to listen on, makes
+// this program (or its test binary) the origin process.
 const originEnv = "FEEDGATE_BENCH_ORIGIN"
 
-// startOrigin re-executes this program as the origin process.
-func startOrigin() (*exec.Cmd, originPorts, error) {
+// startOrigin re-executes this program as the origin process, listening on
+// host, inside the network namespace netns unless it is "".
+func startOrigin(netns, host string) (*exec.Cmd, originPorts, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, originPorts{}, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), originEnv+"=1")
+	if netns != "" {
+		cmd = exec.Command("ip", "netns", "exec", netns, self)
+	}
+	cmd.Env = append(os.Environ(), originEnv+"="+host)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, originPorts{}, err
