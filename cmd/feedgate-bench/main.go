@@ -28,9 +28,11 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -126,6 +128,24 @@ func run(o options, out io.Writer) error {
 		lim.Cur = lim.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
+	// Everything started is stopped on return, and on SIGINT or SIGTERM.
+	var cl cleanups
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case s := <-sig:
+			fmt.Fprintf(os.Stderr, "feedgate-bench: %v: stopping\n", s)
+			cl.run()
+			os.Exit(1)
+		case <-finished:
+		}
+	}()
+	defer cl.run() // before the signals are let go
+
 	dir, err := os.MkdirTemp("", "feedgate-bench")
 	if err != nil {
 		return err
@@ -133,7 +153,7 @@ func run(o options, out io.Writer) error {
 	// Squid and tinyproxy drop privileges and must reach their directories.
 	os.Chmod(dir, 0o755)
 	if os.Getenv("FEEDGATE_BENCH_KEEP") == "" {
-		defer os.RemoveAll(dir)
+		cl.add(func() { os.RemoveAll(dir) })
 	} else {
 		fmt.Fprintln(os.Stderr, "keeping", dir)
 	}
@@ -141,7 +161,7 @@ func run(o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer originCmd.Process.Kill()
+	cl.add(func() { originCmd.Process.Kill(); originCmd.Wait() })
 
 	bin := o.feedgate
 	if bin == "" {
@@ -154,7 +174,7 @@ func run(o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer fg.stop()
+	cl.add(fg.stop)
 	contenders = append(contenders, fg)
 	without := strings.Split(o.without, ",")
 	if bin, err := exec.LookPath(o.squid); err == nil && !slices.Contains(without, "squid") {
@@ -162,7 +182,7 @@ func run(o options, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer sq.stop()
+		cl.add(sq.stop)
 		contenders = append(contenders, sq)
 	} else {
 		fmt.Fprintln(os.Stderr, "squid: not installed (apt-get install -y squid) or left out; skipped")
@@ -172,7 +192,7 @@ func run(o options, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer tp.stop()
+		cl.add(tp.stop)
 		contenders = append(contenders, tp)
 	} else {
 		fmt.Fprintln(os.Stderr, "tinyproxy: not installed (apt-get install -y tinyproxy) or left out; skipped")
@@ -347,4 +367,28 @@ func writeJSON(path string, res results, names []string, o options) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)
+}
+
+// cleanups stops what a run started, last started first, once: when the run
+// returns, or on a signal, whichever comes first.
+type cleanups struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+func (c *cleanups) add(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fns = append(c.fns, f)
+}
+
+// run holds the lock throughout, so that a signal during the cleanup on
+// return waits for it to finish rather than exit halfway.
+func (c *cleanups) run() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		c.fns[i]()
+	}
+	c.fns = nil
 }
