@@ -34,6 +34,8 @@ type contender struct {
 	host string
 	// ports are the ports of the origin this contender reaches.
 	ports originPorts
+	// dial connects to a host:port; nil for net.Dial on the host.
+	dial func(addr string) (net.Conn, error)
 	// pids lists the processes whose memory and CPU are the contender's;
 	// nil for direct traffic.
 	pids func() []int

@@ -48,6 +48,9 @@ func (c *contender) connect(port int) (net.Conn, error) {
 	if !c.explicit() {
 		addr = net.JoinHostPort(c.origin, strconv.Itoa(port))
 	}
+	if c.dial != nil {
+		return c.dial(addr)
+	}
 	return net.Dial("tcp", addr)
 }
 

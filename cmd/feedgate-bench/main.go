@@ -1,11 +1,15 @@
 // Command feedgate-bench compares feedgate with direct traffic, Squid and
-// tinyproxy in one run, on loopback only, and prints one table.
+// tinyproxy in one run, on loopback, and feedgate's transparent listener
+// with its explicit proxy port in network namespaces, and prints one table.
 //
 // It starts an origin (plain HTTP, TLS and a raw byte source) in a process
 // of its own, builds and starts feedgate with -resolve, starts Squid and
 // tinyproxy with their own configurations in a temporary directory when
-// they are installed, and measures, alternating the contenders round by
-// round, with its own load generator:
+// they are installed, and, as root, builds a client, a gateway and an
+// origin namespace (see netns.go) with a second origin and a second
+// feedgate in them. It measures, alternating the contenders round by
+// round, with its own load generator, which opens its connections to the
+// namespace contenders from inside the client namespace:
 //
 //   - plain-HTTP keep-alive requests/s and p50/p99 latency;
 //   - new-connection requests/s (Connection: close);
@@ -15,13 +19,15 @@
 //   - the proxy's CPU seconds per GiB tunnelled.
 //
 // Usage (from the repository root; apt-get install -y squid tinyproxy first
-// to include them):
+// to include them; the namespace contenders need root, iproute2 and
+// nftables, and are skipped with a note without them):
 //
 //	go run ./cmd/feedgate-bench [-rounds 3] [-duration 3s] [-json FILE]
 package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,7 +78,7 @@ func main() {
 	flag.StringVar(&o.squid, "squid", "squid", "Squid binary; skipped if not found")
 	flag.StringVar(&o.tinyproxy, "tinyproxy", "tinyproxy", "tinyproxy binary; skipped if not found")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
-	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy)")
+	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
 	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
@@ -92,7 +98,11 @@ func (r results) add(metric, contender string, v float64) {
 }
 
 func (r results) median(metric, contender string) float64 {
-	vs := slices.Clone(r[metric][contender])
+	return median(r[metric][contender])
+}
+
+func median(vs []float64) float64 {
+	vs = slices.Clone(vs)
 	if len(vs) == 0 {
 		return nan()
 	}
@@ -128,7 +138,8 @@ func run(o options, out io.Writer) error {
 		lim.Cur = lim.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
-	// Everything started is stopped on return, and on SIGINT or SIGTERM.
+	// Everything started is stopped on return, and on SIGINT or SIGTERM,
+	// which would otherwise leave the namespaces behind.
 	var cl cleanups
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
@@ -200,29 +211,48 @@ func run(o options, out io.Writer) error {
 	for _, c := range contenders {
 		c.ports = ports
 	}
+	var notes []string
+	if !slices.Contains(without, "transparent") {
+		ns, err := startNamespaced(dir, bin, &cl)
+		var skip errNoNamespaces
+		switch {
+		case errors.As(err, &skip):
+			notes = append(notes, "feedgate-ns and feedgate-transparent skipped: "+skip.Error())
+			fmt.Fprintln(os.Stderr, notes[len(notes)-1])
+		case err != nil:
+			return err
+		default:
+			contenders = append(contenders, ns...)
+			notes = append(notes, fmt.Sprintf("feedgate-ns, feedgate-transparent: one feedgate in a gateway namespace, client %s -> %s gateway %s -> origin %s, veth MTU %d, txqueuelen %d; "+
+				"feedgate-ns is reached explicitly at %s:%d, feedgate-transparent by an nftables redirect to :%d",
+				nsClientAddr, nsGatewayClientSide, nsGatewayOriginSide, nsOriginAddr, vethMTU, vethTxQueueLen, nsGatewayClientSide, nsProxyPort, nsTransparentPort))
+		}
+	} else {
+		fmt.Fprintln(os.Stderr, "feedgate-ns, feedgate-transparent: left out")
+	}
 
 	res := results{}
 	want := func(m string) bool { return slices.Contains(strings.Split(o.measure, ","), m) }
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	for round := 1; round <= o.rounds && want("keepalive"); round++ {
-		for _, c := range contenders {
+		for _, c := range roundOrder(contenders, round) {
 			r := keepAlive(c, c.ports.HTTP, o.conns, o.duration)
-			progress("round %d %-9s keep-alive %8.0f req/s p50 %v p99 %v errors %d", round, c.name, r.rps, r.p50, r.p99, r.errors)
+			progress("round %d %-20s keep-alive %8.0f req/s p50 %v p99 %v errors %d", round, c.name, r.rps, r.p50, r.p99, r.errors)
 			res.add("keepalive_rps", c.name, r.rps)
 			res.add("keepalive_p50_ms", c.name, float64(r.p50)/1e6)
 			res.add("keepalive_p99_ms", c.name, float64(r.p99)/1e6)
 		}
 	}
 	for round := 1; round <= o.rounds && want("newconn"); round++ {
-		for _, c := range contenders {
+		for _, c := range roundOrder(contenders, round) {
 			r := newConnections(c, c.ports.HTTP, o.newConns, o.duration)
-			progress("round %d %-9s new connections %8.0f req/s errors %d", round, c.name, r.rps, r.errors)
+			progress("round %d %-20s new connections %8.0f req/s errors %d", round, c.name, r.rps, r.errors)
 			res.add("newconn_rps", c.name, r.rps)
 		}
 	}
 	size := o.downloadMiB << 20
 	for round := 1; round <= o.rounds && want("connect"); round++ {
-		for _, c := range contenders {
+		for _, c := range roundOrder(contenders, round) {
 			var cpu0 float64
 			if !c.direct() {
 				cpu0 = cpuSeconds(c.pids())
@@ -238,11 +268,11 @@ func run(o options, out io.Writer) error {
 				cpu := cpuSeconds(c.pids()) - cpu0
 				res.add("cpu_s_per_gib", c.name, cpu/(float64(size)/(1<<30)))
 			}
-			progress("round %d %-9s CONNECT %7.0f MB/s", round, c.name, mbps)
+			progress("round %d %-20s CONNECT %7.0f MB/s", round, c.name, mbps)
 		}
 	}
 	for round := 1; round <= o.rounds && o.tunnels > 0 && want("tunnels"); round++ {
-		for _, c := range contenders {
+		for _, c := range roundOrder(contenders, round) {
 			if c.direct() {
 				continue
 			}
@@ -254,7 +284,7 @@ func run(o options, out io.Writer) error {
 			if !math.IsNaN(r.goroutinesPerTunnel) {
 				res.add("tunnel_goroutines", c.name, r.goroutinesPerTunnel)
 			}
-			progress("round %d %-9s %d idle tunnels: %.1f KiB each", round, c.name, o.tunnels, r.bytesPerTunnel/1024)
+			progress("round %d %-20s %d idle tunnels: %.1f KiB each", round, c.name, o.tunnels, r.bytesPerTunnel/1024)
 			// Let closed tunnels drain before the next contender.
 			time.Sleep(time.Second)
 		}
@@ -264,9 +294,9 @@ func run(o options, out io.Writer) error {
 	for i, c := range contenders {
 		names[i] = c.name
 	}
-	printTable(out, res, names, o)
+	printTable(out, res, names, o, notes)
 	if o.jsonOut != "" {
-		return writeJSON(o.jsonOut, res, names, o)
+		return writeJSON(o.jsonOut, res, names, o, notes)
 	}
 	return nil
 }
@@ -278,15 +308,33 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-func printTable(w io.Writer, res results, names []string, o options) {
+// ratioColumn is a column of the table: num's median over den's.
+type ratioColumn struct{ num, den string }
+
+func (r ratioColumn) label() string { return r.num + "/" + r.den }
+
+// ratioColumns are the ratios worth a column for these contenders.
+func ratioColumns(names []string) []ratioColumn {
+	cols := []ratioColumn{{"feedgate", "direct"}, {"feedgate", "squid"}}
+	if slices.Contains(names, "feedgate-ns") && slices.Contains(names, "feedgate-transparent") {
+		cols = append(cols, ratioColumn{"feedgate-transparent", "feedgate-ns"})
+	}
+	return cols
+}
+
+func printTable(w io.Writer, res results, names []string, o options, notes []string) {
 	fmt.Fprintf(w, "feedgate-bench: %d rounds, medians; %s per HTTP round, %d keep-alive conns, %d new-connection workers, %d MiB per download, %d idle tunnels; %d CPUs, %s\n\n",
 		o.rounds, o.duration, o.conns, o.newConns, o.downloadMiB, o.tunnels, runtime.NumCPU(), runtime.Version())
+	cols := ratioColumns(names)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "metric\t")
 	for _, n := range names {
 		fmt.Fprintf(tw, "%s\t", n)
 	}
-	fmt.Fprint(tw, "feedgate/direct\tfeedgate/squid\t\n")
+	for _, c := range cols {
+		fmt.Fprintf(tw, "%s\t", c.label())
+	}
+	fmt.Fprint(tw, "\n")
 	for _, m := range metricRows {
 		if len(res[m.key]) == 0 {
 			continue
@@ -295,10 +343,83 @@ func printTable(w io.Writer, res results, names []string, o options) {
 		for _, n := range names {
 			fmt.Fprintf(tw, "%s\t", format(res.median(m.key, n)))
 		}
-		fg := res.median(m.key, "feedgate")
-		fmt.Fprintf(tw, "%s\t%s\t\n", formatRatio(ratio(fg, res.median(m.key, "direct"))), formatRatio(ratio(fg, res.median(m.key, "squid"))))
+		for _, c := range cols {
+			fmt.Fprintf(tw, "%s\t", formatRatio(ratio(res.median(m.key, c.num), res.median(m.key, c.den))))
+		}
+		fmt.Fprint(tw, "\n")
 	}
 	tw.Flush()
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	if t := transparentSummary(res, names); t != "" {
+		fmt.Fprintln(w, t)
+	}
+}
+
+// transparentSummary compares the transparent contender with the explicit
+// one in the same namespaces, against the 5 % target; "" when they did not
+// run. The verdict goes by the ratios of the rounds, pair by pair, which the
+// load that other processes put on the machine moves less than the ratio
+// of the medians (the table's): the two ran next to each other.
+func transparentSummary(res results, names []string) string {
+	if !slices.Contains(ratioColumns(names), ratioColumn{"feedgate-transparent", "feedgate-ns"}) {
+		return ""
+	}
+	var parts []string
+	for _, m := range []struct{ key, label string }{{"keepalive_rps", "keep-alive req/s"}, {"connect_mbps", "bulk (CONNECT-equivalent) MB/s"}} {
+		pr := pairedRatios(res[m.key]["feedgate-transparent"], res[m.key]["feedgate-ns"])
+		if len(pr) == 0 {
+			continue
+		}
+		r := median(pr)
+		verdict := "within 5 %"
+		if r < 0.95 {
+			verdict = "more than 5 % behind"
+		}
+		part := fmt.Sprintf("%s %s", m.label, formatRatio(r))
+		if len(pr) > 1 {
+			part += fmt.Sprintf(" round by round (from %s to %s; %s of the medians)", formatRatio(slices.Min(pr)), formatRatio(slices.Max(pr)),
+				formatRatio(ratio(res.median(m.key, "feedgate-transparent"), res.median(m.key, "feedgate-ns"))))
+		}
+		parts = append(parts, part+": "+verdict)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "feedgate-transparent/feedgate-ns: " + strings.Join(parts, "; ")
+}
+
+// pairedRatios divides a's rounds by b's, round by round, as far as both
+// go.
+func pairedRatios(a, b []float64) []float64 {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if r := ratio(a[i], b[i]); !math.IsNaN(r) {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// roundOrder is the order of the contenders in a round: as given, except
+// that the two namespace contenders, which share one feedgate, swap places
+// every other round. Whichever of them ran second was up to a fifth slower
+// on a busy machine, in either order.
+func roundOrder(cs []*contender, round int) []*contender {
+	cs = slices.Clone(cs)
+	if round%2 == 1 {
+		return cs
+	}
+	i := slices.IndexFunc(cs, func(c *contender) bool { return c.name == "feedgate-ns" })
+	j := slices.IndexFunc(cs, func(c *contender) bool { return c.name == "feedgate-transparent" })
+	if i >= 0 && j >= 0 {
+		cs[i], cs[j] = cs[j], cs[i]
+	}
+	return cs
 }
 
 func format(v float64) string {
@@ -320,7 +441,7 @@ func formatRatio(v float64) string {
 	return fmt.Sprintf("%.2fx", v)
 }
 
-func writeJSON(path string, res results, names []string, o options) error {
+func writeJSON(path string, res results, names []string, o options, notes []string) error {
 	type row struct {
 		Metric string               `json:"metric"`
 		Label  string               `json:"label"`
@@ -340,8 +461,9 @@ func writeJSON(path string, res results, names []string, o options) error {
 		CPUs       int      `json:"cpus"`
 		Rounds     int      `json:"rounds"`
 		Contenders []string `json:"contenders"`
+		Notes      []string `json:"notes,omitempty"`
 		Metrics    []row    `json:"metrics"`
-	}{time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU(), o.rounds, names, nil}
+	}{time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU(), o.rounds, names, notes, nil}
 	for _, m := range metricRows {
 		if len(res[m.key]) == 0 {
 			continue
@@ -350,9 +472,9 @@ func writeJSON(path string, res results, names []string, o options) error {
 		for _, n := range names {
 			r.Median[n] = ptr(res.median(m.key, n))
 		}
-		fg := res.median(m.key, "feedgate")
-		r.Ratios["feedgate/direct"] = ptr(ratio(fg, res.median(m.key, "direct")))
-		r.Ratios["feedgate/squid"] = ptr(ratio(fg, res.median(m.key, "squid")))
+		for _, c := range ratioColumns(names) {
+			r.Ratios[c.label()] = ptr(ratio(res.median(m.key, c.num), res.median(m.key, c.den)))
+		}
 		doc.Metrics = append(doc.Metrics, r)
 	}
 	var w io.Writer = os.Stdout
