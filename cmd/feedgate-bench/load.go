@@ -21,6 +21,9 @@ type httpResult struct {
 	rps      float64
 	p50, p99 time.Duration
 	errors   int64
+	// all counts the requests of the warm-up as well, to divide the CPU
+	// time of the whole round by.
+	all int64
 }
 
 // request returns the bytes of one GET for path, in absolute form for an
@@ -201,7 +204,7 @@ func newConnections(c *contender, port int, conns int, d time.Duration) httpResu
 // the latencies recorded in the measured part.
 func runHTTP(c *contender, workers int, d time.Duration, work func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64)) httpResult {
 	var stop, measuring atomic.Bool
-	var errs atomic.Int64
+	var errs, all atomic.Int64
 	lats := make([][]time.Duration, workers)
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -210,6 +213,7 @@ func runHTTP(c *contender, workers int, d time.Duration, work func(record func(t
 		go func() {
 			defer wg.Done()
 			work(func(l time.Duration) {
+				all.Add(1)
 				if measuring.Load() {
 					lats[i] = append(lats[i], l)
 				}
@@ -230,7 +234,7 @@ func runHTTP(c *contender, workers int, d time.Duration, work func(record func(t
 		lat = append(lat, l...)
 	}
 	slices.Sort(lat)
-	r := httpResult{rps: float64(len(lat)) / elapsed.Seconds(), errors: errs.Load()}
+	r := httpResult{rps: float64(len(lat)) / elapsed.Seconds(), errors: errs.Load(), all: all.Load()}
 	if len(lat) > 0 {
 		r.p50 = lat[len(lat)*50/100]
 		r.p99 = lat[len(lat)*99/100]

@@ -11,7 +11,8 @@
 // round, with its own load generator, which opens its connections to the
 // namespace contenders from inside the client namespace:
 //
-//   - plain-HTTP keep-alive requests/s and p50/p99 latency;
+//   - plain-HTTP keep-alive requests/s, p50/p99 latency, and the proxy's
+//     and the machine's CPU time per request;
 //   - new-connection requests/s (Connection: close);
 //   - CONNECT tunnel throughput on a large download, MB/s;
 //   - resident memory (and goroutines) per idle CONNECT tunnel, with a TLS
@@ -123,6 +124,8 @@ var metricRows = []struct {
 	{"keepalive_rps", "keep-alive req/s", true},
 	{"keepalive_p50_ms", "keep-alive p50 ms", false},
 	{"keepalive_p99_ms", "keep-alive p99 ms", false},
+	{"keepalive_cpu_us", "proxy CPU µs per keep-alive request", false},
+	{"keepalive_machine_cpu_us", "machine CPU µs per keep-alive request", false},
 	{"newconn_rps", "new connections req/s", true},
 	{"connect_mbps", "CONNECT download MB/s", true},
 	{"tunnel_rss_kib", "RSS per idle tunnel KiB", false},
@@ -236,11 +239,22 @@ func run(o options, out io.Writer) error {
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	for round := 1; round <= o.rounds && want("keepalive"); round++ {
 		for _, c := range roundOrder(contenders, round) {
+			var cpu0 float64
+			if !c.direct() {
+				cpu0 = cpuSeconds(c.pids())
+			}
+			busy0 := machineBusySeconds()
 			r := keepAlive(c, c.ports.HTTP, o.conns, o.duration)
 			progress("round %d %-20s keep-alive %8.0f req/s p50 %v p99 %v errors %d", round, c.name, r.rps, r.p50, r.p99, r.errors)
 			res.add("keepalive_rps", c.name, r.rps)
 			res.add("keepalive_p50_ms", c.name, float64(r.p50)/1e6)
 			res.add("keepalive_p99_ms", c.name, float64(r.p99)/1e6)
+			if r.all > 0 {
+				res.add("keepalive_machine_cpu_us", c.name, (machineBusySeconds()-busy0)/float64(r.all)*1e6)
+				if !c.direct() {
+					res.add("keepalive_cpu_us", c.name, (cpuSeconds(c.pids())-cpu0)/float64(r.all)*1e6)
+				}
+			}
 		}
 	}
 	for round := 1; round <= o.rounds && want("newconn"); round++ {
