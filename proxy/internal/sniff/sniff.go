@@ -86,9 +86,7 @@ func Classify(b []byte) Protocol {
 			return Other
 		}
 	}
-	if len(b) >= maxMethod {
-		return Other
-	}
+	// A method of up to maxMethod letters so far: a space may follow.
 	return Incomplete
 }
 
