@@ -277,9 +277,9 @@ func (s *Server) verifyHost(rec *record, name string, orig netip.AddrPort) *refu
 	if name == "" {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DialTimeout)
-	resolved, matches := s.up.Verify(ctx, name, orig)
-	cancel()
+	// The lookup bounds itself (the Dialer's timeout) when it asks a
+	// resolver; -resolve and address literals answer at once.
+	resolved, matches := s.up.Verify(context.Background(), name, orig)
 	result := metrics.VerifyMatch
 	switch {
 	case !resolved:

@@ -78,7 +78,8 @@ type Dialer struct {
 }
 
 // Lookup returns the addresses host:port is dialed at: the -resolve
-// override for it if there is one, else what the resolver answers. It is
+// override for it if there is one, else what the resolver answers within
+// the Dialer's Timeout. It is
 // the lookup every dial makes, so that a name checked against an address
 // (the transparent listener's host verification) is checked the way it
 // would be dialed.
@@ -93,6 +94,14 @@ func (d *Dialer) Lookup(ctx context.Context, host string, port int) ([]netip.Add
 	if r == nil {
 		r = net.DefaultResolver
 	}
+	// Only a real lookup needs a deadline: the answers above cost no
+	// timer, which a transparent listener would otherwise pay per request.
+	timeout := d.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	addrs, err := r.LookupNetIP(ctx, "ip", host)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", host, err)
