@@ -371,20 +371,7 @@ func TestTunnelHelloRetryRequest(t *testing.T) {
 		}
 		tc := tls.Client(c, clientCfg())
 		_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
-		if err := tc.Handshake(); err != nil {
-			t.Fatalf("a handshake with a HelloRetryRequest through the proxy: %v", err)
-		}
-		if got := tc.ConnectionState().CurveID; got != tls.CurveP256 {
-			t.Errorf("negotiated %v; want P-256 after the retry", got)
-		}
-		if _, err := io.WriteString(tc, "ping"); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, 4)
-		if _, err := io.ReadFull(tc, b); err != nil || string(b) != "ping" {
-			t.Fatalf("echo over TLS: %q, %v", b, err)
-		}
-		tc.Close()
+		retryHandshakeEcho(t, tc, "through the proxy")
 		e.waitRecord(t, map[string]any{"host": "www1.example.test", "sni": "www1.example.test", "sni_retry": "www1.example.test", "action": "allow"})
 	})
 
@@ -406,4 +393,25 @@ func TestTunnelHelloRetryRequest(t *testing.T) {
 		e.waitRecord(t, map[string]any{"host": "www1.example.test", "sni": "www1.example.test", "sni_retry": "ksn.kaspersky.com",
 			"action": "block", "rule": "updates-cutoff", "closed": "blocked"})
 	})
+}
+
+// retryHandshakeEcho completes a handshake that the server answers with a
+// HelloRetryRequest (it takes only P-256 and the client offers X25519
+// first), checks that P-256 was negotiated, echoes a ping and closes.
+func retryHandshakeEcho(t *testing.T, tc *tls.Conn, through string) {
+	t.Helper()
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("a handshake with a HelloRetryRequest %s: %v", through, err)
+	}
+	if got := tc.ConnectionState().CurveID; got != tls.CurveP256 {
+		t.Errorf("negotiated %v; want P-256 after the retry", got)
+	}
+	if _, err := io.WriteString(tc, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(tc, b); err != nil || string(b) != "ping" {
+		t.Fatalf("echo over TLS: %q, %v", b, err)
+	}
+	tc.Close()
 }

@@ -1061,20 +1061,7 @@ func TestTransparentHelloRetryRequest(t *testing.T) {
 
 	t.Run("handshake-passes", func(t *testing.T) {
 		tc := tls.Client(dialTransparent(t, addr), clientCfg)
-		if err := tc.Handshake(); err != nil {
-			t.Fatalf("a handshake with a HelloRetryRequest through the transparent listener: %v", err)
-		}
-		if got := tc.ConnectionState().CurveID; got != tls.CurveP256 {
-			t.Errorf("negotiated %v; want P-256 after the retry", got)
-		}
-		if _, err := io.WriteString(tc, "ping"); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, 4)
-		if _, err := io.ReadFull(tc, b); err != nil || string(b) != "ping" {
-			t.Fatalf("echo over TLS: %q, %v", b, err)
-		}
-		tc.Close()
+		retryHandshakeEcho(t, tc, "through the transparent listener")
 		e.waitRecord(t, map[string]any{"kind": "transparent", "host": "www1.example.test", "sni": "www1.example.test",
 			"sni_retry": "www1.example.test", "sni_result": metrics.SNIMatch, "host_verify": "match", "action": "allow"})
 	})

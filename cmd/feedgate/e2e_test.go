@@ -53,18 +53,7 @@ func newFixture(t *testing.T) *fixture {
 			b, _ := io.ReadAll(r.Body)
 			w.Write(b)
 		case "/slow":
-			// A download that takes a minute: a byte every 100 ms.
-			rc := http.NewResponseController(w)
-			for range 600 {
-				if _, err := io.WriteString(w, "."); err != nil || rc.Flush() != nil {
-					return
-				}
-				select {
-				case <-r.Context().Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
+			slowDownload(w, r)
 		default:
 			io.WriteString(w, originPayload)
 		}
@@ -417,5 +406,21 @@ func TestRefusesToBeAnOpenProxy(t *testing.T) {
 	inst := startExact(t, "run", "-config", policy, "-listen", "0.0.0.0:0", "-admin", "127.0.0.1:0")
 	if !strings.HasPrefix(inst.Proxy, "0.0.0.0:") && !strings.HasPrefix(inst.Proxy, "[::]:") {
 		t.Errorf("listening on %s; want all interfaces", inst.Proxy)
+	}
+}
+
+// slowDownload is a download that takes a minute: a byte every 100 ms,
+// until the client goes away.
+func slowDownload(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	for range 600 {
+		if _, err := io.WriteString(w, "."); err != nil || rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

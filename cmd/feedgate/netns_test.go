@@ -451,18 +451,7 @@ func originHandler(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTeapot)
 		io.WriteString(w, "short and stout\n")
 	case "/slow":
-		// A download that takes a minute: a byte every 100 ms.
-		rc := http.NewResponseController(w)
-		for range 600 {
-			if _, err := io.WriteString(w, "."); err != nil || rc.Flush() != nil {
-				return
-			}
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+		slowDownload(w, r)
 	default:
 		io.WriteString(w, originPayload)
 	}
