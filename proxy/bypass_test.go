@@ -330,30 +330,7 @@ func (c *helloRewriter) Write(p []byte) (int, error) {
 // host ends the tunnel.
 func TestTunnelHelloRetryRequest(t *testing.T) {
 	t.Parallel()
-	cert, err := testCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The server accepts only P-256 and the client offers an X25519 key
-	// share first: the server must ask again.
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
-		CurvePreferences: []tls.CurveID{tls.CurveP256}, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	ln, cert := retryServer(t)
 	roots := x509.NewCertPool()
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	roots.AddCert(leaf)
@@ -414,4 +391,21 @@ func retryHandshakeEcho(t *testing.T, tc *tls.Conn, through string) {
 		t.Fatalf("echo over TLS: %q, %v", b, err)
 	}
 	tc.Close()
+}
+
+// retryServer is a TLS 1.3 echo server that takes only P-256, so that a
+// client offering an X25519 key share first gets a HelloRetryRequest.
+func retryServer(t *testing.T) (net.Listener, tls.Certificate) {
+	t.Helper()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
+		CurvePreferences: []tls.CurveID{tls.CurveP256}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Serve(t, ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	return ln, cert
 }

@@ -331,18 +331,7 @@ func checkServes(tb testing.TB, e *env, limit time.Duration) {
 	plain := e.dial(tb)
 	_ = plain.SetDeadline(time.Now().Add(limit))
 	defer plain.Close()
-	if _, err := io.WriteString(plain, "GET http://www.example.test/hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n"); err != nil {
-		tb.Fatalf("normal request: writing: %v", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(plain), nil)
-	if err != nil {
-		tb.Fatalf("normal request: reading the response: %v", err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || string(body) != hello {
-		tb.Fatalf("normal request: got %d %q (%v); want 200 %q", resp.StatusCode, body, err, hello)
-	}
+	normalRequest(tb, plain, "GET http://www.example.test/hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n", hello)
 
 	tunnel := e.dial(tb)
 	_ = tunnel.SetDeadline(time.Now().Add(limit))
@@ -354,7 +343,7 @@ func checkServes(tb testing.TB, e *env, limit time.Duration) {
 		tb.Fatalf("normal CONNECT: writing: %v", err)
 	}
 	br := bufio.NewReader(tunnel)
-	resp, err = http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {
 		tb.Fatalf("normal CONNECT: reading the reply: %v", err)
 	}
@@ -365,7 +354,7 @@ func checkServes(tb testing.TB, e *env, limit time.Duration) {
 	if err != nil {
 		tb.Fatalf("request through the tunnel: reading the response: %v", err)
 	}
-	body, err = io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK || string(body) != hello {
 		tb.Fatalf("request through the tunnel: got %d %q (%v); want 200 %q", resp.StatusCode, body, err, hello)
@@ -956,31 +945,26 @@ func checkServesTransparent(tb testing.TB, httpAddr, tlsAddr string, roots *x509
 	const hello = "hello from origin\n"
 	plain := dialTransparent(tb, httpAddr)
 	defer plain.Close()
-	if _, err := io.WriteString(plain, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n"); err != nil {
-		tb.Fatalf("normal request: writing: %v", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(plain), nil)
-	if err != nil {
-		tb.Fatalf("normal request: reading the response: %v", err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || string(body) != hello {
-		tb.Fatalf("normal request: got %d %q (%v); want 200 %q", resp.StatusCode, body, err, hello)
-	}
+	normalRequest(tb, plain, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n", hello)
 
 	tc := tls.Client(dialTransparent(tb, tlsAddr), &tls.Config{ServerName: "www.example.test", RootCAs: roots})
 	defer tc.Close()
-	if _, err := io.WriteString(tc, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n"); err != nil {
-		tb.Fatalf("normal TLS connection: %v", err)
+	normalRequest(tb, tc, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n", hello)
+}
+
+// normalRequest sends req on c and wants the origin's 200 with body.
+func normalRequest(tb testing.TB, c net.Conn, req, body string) {
+	tb.Helper()
+	if _, err := io.WriteString(c, req); err != nil {
+		tb.Fatalf("normal request: writing: %v", err)
 	}
-	resp, err = http.ReadResponse(bufio.NewReader(tc), nil)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		tb.Fatalf("normal TLS connection: reading the response: %v", err)
+		tb.Fatalf("normal request: reading the response: %v", err)
 	}
-	body, err = io.ReadAll(resp.Body)
+	got, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || string(body) != hello {
-		tb.Fatalf("normal TLS connection: got %d %q (%v); want 200 %q", resp.StatusCode, body, err, hello)
+	if err != nil || resp.StatusCode != http.StatusOK || string(got) != body {
+		tb.Fatalf("normal request: got %d %q (%v); want 200 %q", resp.StatusCode, got, err, body)
 	}
 }

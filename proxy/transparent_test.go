@@ -1040,18 +1040,7 @@ func TestTransparentWebsocketsPerClient(t *testing.T) {
 // not held against the original destination's address.
 func TestTransparentHelloRetryRequest(t *testing.T) {
 	t.Parallel()
-	cert, err := testCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The server accepts only P-256 and the client offers an X25519 key
-	// share first: the server must ask again.
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
-		CurvePreferences: []tls.CurveID{tls.CurveP256}, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Serve(t, ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	ln, _ := retryServer(t)
 	n := newDocNet()
 	n.route("192.0.2.10:443", ln.Addr().String())
 	e := newEnv(t, envConfig{dial: n.dial, resolve: []string{"www1.example.test:443:192.0.2.10"}})
