@@ -475,16 +475,16 @@ func clientAddr(r *http.Request) netip.Addr {
 // serveHTTPKind decides and forwards an absolute-URI request: a plain
 // one (kind http) or one read inside an intercepted tunnel (kind mitm).
 func (s *Server) serveHTTPKind(w http.ResponseWriter, r *http.Request, kind string) {
-	s.serveRequest(w, r, kind, netip.AddrPort{})
+	s.serveRequest(w, r, kind, nil)
 }
 
-// serveRequest decides and forwards one HTTP request. orig is the original
-// destination of a request on the transparent listener, the zero value on
-// the proxy port: such a request is decided by the name in its Host, like
+// serveRequest decides and forwards one HTTP request. rd is the
+// destination of a request on the transparent listener, nil on the proxy
+// port: such a request is decided by the name in its Host, like
 // any other, but it is always sent to orig, never to where that name
 // resolves (routing by Host would let a client reach anything:
 // CVE-2009-0801).
-func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind string, orig netip.AddrPort) {
+func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind string, rd *redirected) {
 	host := r.URL.Hostname()
 	port := 80
 	ports := portsPlainHTTP
@@ -492,14 +492,14 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 		port, ports = 443, portsHTTPS
 	}
 	named := false
-	if orig.IsValid() {
-		host, named = requestName(r, orig)
-		r.URL.Scheme, r.URL.Host = "http", orig.String()
+	if rd != nil {
+		host, named = requestName(r, rd.orig)
+		r.URL.Scheme, r.URL.Host = "http", rd.origText
 	}
 	rec := s.begin(kind, clientAddr(r), r.Method, host, port)
 	rec.Path = r.URL.Path
-	if orig.IsValid() {
-		rec.Mode, rec.OriginalDst = accesslog.ModeTransparent, orig
+	if rd != nil {
+		rec.Mode, rec.OriginalDst = accesslog.ModeTransparent, rd.orig
 	}
 	defer s.finish(rec)
 	if ps := r.URL.Port(); ps != "" {
@@ -542,7 +542,7 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 	// connection was going: only a name the policy could read, which
 	// the resolver may then see.
 	if named {
-		if rf := s.verifyHost(rec, host, orig); rf != nil {
+		if rf := s.verifyHost(rec, host, rd); rf != nil {
 			s.refuseHTTP(w, r, rec, rf)
 			return
 		}

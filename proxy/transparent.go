@@ -203,7 +203,7 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 		rec.Host = rec.SNI
 		canon, _ := hello.CanonicalSNI(name)
 		in.SNI = canon
-		if rf := s.verifyHost(rec, canon, orig); rf != nil {
+		if rf := s.verifyHost(rec, canon, newRedirected(orig)); rf != nil {
 			s.reject(rec, rf)
 			denyTLS(c)
 			return
@@ -273,25 +273,29 @@ func denyTLS(c net.Conn) {
 // original destination (transparent_verify), records and counts the
 // result, and returns the refusal in strict mode for a name that does not
 // resolve there.
-func (s *Server) verifyHost(rec *record, name string, orig netip.AddrPort) *refusal {
+func (s *Server) verifyHost(rec *record, name string, rd *redirected) *refusal {
 	if name == "" {
 		return nil
 	}
-	// The lookup bounds itself (the Dialer's timeout) when it asks a
-	// resolver; -resolve and address literals answer at once.
-	resolved, matches := s.up.Verify(context.Background(), name, orig)
-	result := metrics.VerifyMatch
-	switch {
-	case !resolved:
-		result = metrics.VerifyUnverified
-	case !matches:
-		result = metrics.VerifyMismatch
+	result := rd.verified
+	if name != rd.name || result == "" {
+		// The lookup bounds itself (the Dialer's timeout) when it asks
+		// a resolver; -resolve and address literals answer at once.
+		resolved, matches := s.up.Verify(context.Background(), name, rd.orig)
+		result = metrics.VerifyMatch
+		switch {
+		case !resolved:
+			result = metrics.VerifyUnverified
+		case !matches:
+			result = metrics.VerifyMismatch
+		}
+		rd.name, rd.verified = name, result
 	}
 	s.m.HostVerify(result)
 	rec.HostVerify = result
 	if result != metrics.VerifyMatch && rec.st.cfg.TransparentVerify == config.VerifyStrict {
 		return &refusal{metrics.RejectHostVerify, http.StatusConflict,
-			"the name " + name + " does not resolve to " + orig.Addr().String() + ", where this connection was going"}
+			"the name " + name + " does not resolve to " + rd.orig.Addr().String() + ", where this connection was going"}
 	}
 	return nil
 }
@@ -303,6 +307,9 @@ func (s *Server) verifyHost(rec *record, name string, orig netip.AddrPort) *refu
 // websocket holds a tunnel slot), as on the proxy port.
 func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrPort, release func()) {
 	conn := &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(early), c)}
+	// Requests on one HTTP/1.x connection are served one after another,
+	// so they share rd without a lock.
+	rd := newRedirected(orig)
 	done := make(chan struct{})
 	var once sync.Once
 	// A handler that hijacked the connection (a websocket) goes on
@@ -312,7 +319,7 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handlers.Add(1)
 			defer handlers.Done()
-			s.serveTransparentRequest(w, r, orig)
+			s.serveTransparentRequest(w, r, rd)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -340,9 +347,10 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 // connection. A CONNECT is refused: its client takes feedgate for the
 // origin, and the tunnel it asks for would be neither decided nor relayed
 // as one.
-func (s *Server) serveTransparentRequest(w http.ResponseWriter, r *http.Request, orig netip.AddrPort) {
+func (s *Server) serveTransparentRequest(w http.ResponseWriter, r *http.Request, rd *redirected) {
+	orig := rd.orig
 	if r.Method != http.MethodConnect {
-		s.serveRequest(w, r, accesslog.KindHTTP, orig)
+		s.serveRequest(w, r, accesslog.KindHTTP, rd)
 		return
 	}
 	host, _ := requestName(r, orig)
@@ -369,6 +377,25 @@ func requestName(r *http.Request, orig netip.AddrPort) (name string, named bool)
 		return orig.Addr().String(), false
 	}
 	return host, true
+}
+
+// redirected is where a transparent connection was going, with what its
+// requests share.
+type redirected struct {
+	orig netip.AddrPort
+	// origText is orig as the request URL's host, written once per
+	// connection rather than per request.
+	origText string
+	// name and verified are the last host verification on the
+	// connection: a keep-alive connection sends the same Host request
+	// after request, and its destination does not change, so the name is
+	// looked up again only when it changes. The mode (log or strict) is
+	// read from the policy in force at each request.
+	name, verified string
+}
+
+func newRedirected(orig netip.AddrPort) *redirected {
+	return &redirected{orig: orig, origText: orig.String()}
 }
 
 // connSet holds the transparent listener's connections, so that shutdown
