@@ -149,6 +149,14 @@ func (s *Server) serveInner(w http.ResponseWriter, r *http.Request, host string,
 		s.refuseMalformed(w, rec, http.StatusMisdirectedRequest, "feedgate: this intercepted connection is for "+host+", not "+reqHost, true)
 		return
 	}
+	if r.Method == http.MethodConnect {
+		// A tunnel inside the tunnel would carry bytes that no decision
+		// and no SNI check ever sees, under the outer host's decision.
+		rec := s.begin(accesslog.KindMITM, clientAddr(r), r.Method, host, port)
+		defer s.finish(rec)
+		s.refuseMalformed(w, rec, http.StatusBadRequest, "feedgate: CONNECT inside an intercepted connection to "+host, true)
+		return
+	}
 	r.URL.Scheme = "https"
 	r.URL.Host = host
 	if port != 443 {

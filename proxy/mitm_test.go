@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/proxy/intercept"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // interceptEnv runs the default policy with www.kaspersky.com intercepted,
@@ -125,4 +126,32 @@ func TestInterceptOtherSNIOrHost(t *testing.T) {
 	if r.StatusCode != http.StatusMisdirectedRequest {
 		t.Errorf("request for another host inside the tunnel: %d; want 421", r.StatusCode)
 	}
+}
+
+// TestInterceptRefusesConnectInside: a CONNECT sent inside an intercepted
+// tunnel is refused (400, recorded rejected invalid): the tunnel it asks
+// for would be neither decided nor relayed as one, and its bytes would
+// pass unseen under a decision made for the outer host.
+func TestInterceptRefusesConnectInside(t *testing.T) {
+	t.Parallel()
+	e, o, pool := interceptEnv(t)
+	conn, resp := openTunnel(t, e, "www.kaspersky.com:443")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	tc := tls.Client(conn, &tls.Config{RootCAs: pool, ServerName: "www.kaspersky.com"})
+	_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
+	hits := o.Hits()
+	fmt.Fprintf(tc, "CONNECT www.kaspersky.com:443 HTTP/1.1\r\nHost: www.kaspersky.com:443\r\n\r\n")
+	r, err := http.ReadResponse(bufio.NewReader(tc), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatalf("reading the answer to the inner CONNECT: %v", err)
+	}
+	if r.StatusCode != http.StatusBadRequest {
+		t.Errorf("CONNECT inside an intercepted tunnel: %d; want 400", r.StatusCode)
+	}
+	if o.Hits() != hits {
+		t.Errorf("the inner CONNECT reached the origin")
+	}
+	e.waitRecord(t, map[string]any{"kind": "mitm", "method": "CONNECT", "rejected": "invalid", "status": 400})
 }
