@@ -97,8 +97,13 @@ func (s *Server) serveIntercept(w http.ResponseWriter, r *http.Request, rec *rec
 
 	done := make(chan struct{})
 	var once sync.Once
+	// A handler that hijacked the connection (a websocket) goes on
+	// serving it after the server let go of it.
+	var handlers sync.WaitGroup
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handlers.Add(1)
+			defer handlers.Done()
 			s.serveInner(w, r, canon, port)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -118,6 +123,7 @@ func (s *Server) serveIntercept(w http.ResponseWriter, r *http.Request, rec *rec
 	}
 	_ = hs.Serve(&oneConnListener{conn: tc})
 	<-done
+	handlers.Wait()
 	_ = conn.Close()
 	outer.stop()
 	if reason, d := outer.closedBy(); reason != "" {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -154,4 +155,60 @@ func TestInterceptRefusesConnectInside(t *testing.T) {
 		t.Errorf("the inner CONNECT reached the origin")
 	}
 	e.waitRecord(t, map[string]any{"kind": "mitm", "method": "CONNECT", "rejected": "invalid", "status": 400})
+}
+
+// TestInterceptWebsocket: a websocket upgraded inside an intercepted
+// tunnel is relayed until it ends, as on the proxy port, not cut when its
+// handler takes the connection over.
+func TestInterceptWebsocket(t *testing.T) {
+	t.Parallel()
+	e, _, pool := interceptEnvWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want a websocket", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "echo: "+line); err != nil {
+				return
+			}
+		}
+	}))
+	conn, resp := openTunnel(t, e, "www.kaspersky.com:443")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	tc := tls.Client(conn, &tls.Config{RootCAs: pool, ServerName: "www.kaspersky.com"})
+	_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
+	fmt.Fprintf(tc, "GET /chat HTTP/1.1\r\nHost: www.kaspersky.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(tc)
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the upgrade: %v", err)
+	}
+	if r.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade inside the intercepted tunnel: %d; want 101", r.StatusCode)
+	}
+	for _, msg := range []string{"one\n", "two\n"} {
+		if _, err := io.WriteString(tc, msg); err != nil {
+			t.Fatalf("writing %q: %v", msg, err)
+		}
+		line, err := br.ReadString('\n')
+		if err != nil || line != "echo: "+msg {
+			t.Fatalf("websocket echo: %q, %v; want %q", line, err, "echo: "+msg)
+		}
+	}
+	tc.Close()
+	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/chat", "status": 101})
 }
