@@ -484,7 +484,7 @@ func hostileCases(tb testing.TB) []hostileCase {
 	const post = "POST " + exampleTarget
 	clte := "0\r\n\r\n" + hiddenRequest
 	tecl := chunkOf(hiddenRequest) + "0\r\n\r\n"
-	return []hostileCase{
+	cases := []hostileCase{
 		// Malformed request lines. net/http answers 400 and closes.
 		{name: "missing-version", raw: "GET " + exampleTarget + "missing-version\r\n" + hostHdr + "\r\n", status: 400},
 		{name: "http09-request", raw: "GET /h/http09\r\n\r\n", status: 400},
@@ -586,20 +586,10 @@ func hostileCases(tb testing.TB) []hostileCase {
 			want: wantForwarded, check: originGot("/h/host-mismatch"),
 			comment: "the absolute URI wins over the Host header (RFC 9112 section 3.2.2)"},
 
-		// Smuggling: both framings, one of them hiding a request.
-		{name: "cl-te", want: wantNoSmuggling, raw: post + "cl-te HTTP/1.1\r\n" + hostHdr +
-			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
-		{name: "te-cl", want: wantNoSmuggling, raw: post + "te-cl HTTP/1.1\r\n" + hostHdr +
-			"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + tecl},
-		{name: "te-obs-fold-cl", want: wantNoSmuggling, raw: post + "te-fold HTTP/1.1\r\n" + hostHdr +
-			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding:\r\n chunked\r\n\r\n" + clte},
+		// Smuggling: both framings, one of them hiding a request
+		// (framingCases has the cases both ports share).
 		{name: "te-upper-case-cl", want: wantNoSmuggling, raw: post + "te-upper HTTP/1.1\r\n" + hostHdr +
 			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: CHUNKED\r\n\r\n" + clte},
-		{name: "te-on-http10-keep-alive", want: wantNoSmuggling, raw: post + "te-http10 HTTP/1.0\r\n" + hostHdr +
-			"Connection: keep-alive\r\n" + fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
-		{name: "te-twice", status: 501, raw: post + "te-twice HTTP/1.1\r\n" + hostHdr +
-			"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" + clte,
-			comment: "net/http answers 501 to any Transfer-Encoding but one chunked"},
 		{name: "te-list", status: 501, raw: post + "te-list HTTP/1.1\r\n" + hostHdr + "Transfer-Encoding: gzip, chunked\r\n\r\n" + clte},
 		{name: "te-xchunked", status: 501, raw: post + "te-x HTTP/1.1\r\n" + hostHdr +
 			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: xchunked\r\n\r\n" + clte},
@@ -607,8 +597,6 @@ func hostileCases(tb testing.TB) []hostileCase {
 			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding : chunked\r\n\r\n" + clte},
 		{name: "te-vertical-tab", status: 400, raw: post + "te-vt HTTP/1.1\r\n" + hostHdr +
 			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: \x0bchunked\r\n\r\n" + clte},
-		{name: "cl-conflicting", status: 400, raw: post + "cl-conflict HTTP/1.1\r\n" + hostHdr +
-			"Content-Length: 5\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(clte)) + clte},
 		{name: "cl-list", status: 400, raw: post + "cl-list HTTP/1.1\r\n" + hostHdr +
 			fmt.Sprintf("Content-Length: 5, %d\r\n\r\n", len(clte)) + clte},
 		{name: "cl-plus-sign", status: 400, raw: post + "cl-plus HTTP/1.1\r\n" + hostHdr + "Content-Length: +5\r\n\r\nhello"},
@@ -661,6 +649,7 @@ func hostileCases(tb testing.TB) []hostileCase {
 		{name: "nul-bytes", raw: strings.Repeat("\x00", 1<<10) + "\r\n\r\n"},
 		{name: "ssh-banner", raw: "SSH-2.0-OpenSSH_9.6\r\n\r\n", status: 400},
 	}
+	return append(cases, framingCases(post, hostHdr, clte, tecl)...)
 }
 
 // TestHostileInput sends each hostile case on its own connection and
@@ -812,7 +801,7 @@ func transparentHostileCases(tb testing.TB) []hostileCase {
 		return "GET /h/" + path + " HTTP/1.1\r\n" + hostHdr + strings.Join(extra, "") + "\r\n"
 	}
 	withHost := func(path, host string) string { return "GET /h/" + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
-	return []hostileCase{
+	cases := []hostileCase{
 		// Malformed request lines. Those that start like a request get
 		// net/http's 400; first bytes that are no HTTP method make the
 		// connection a tunnel, which port 80 may not carry
@@ -879,19 +868,8 @@ func transparentHostileCases(tb testing.TB) []hostileCase {
 		{name: "store-path-percent-encoded", raw: "GET /%62uy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
 		{name: "store-path-dot-dot", raw: "GET /x/../buy HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"},
 
-		// Smuggling: both framings, one of them hiding a request.
-		{name: "cl-te", want: wantNoSmuggling, raw: post + "cl-te HTTP/1.1\r\n" + hostHdr +
-			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
-		{name: "te-cl", want: wantNoSmuggling, raw: post + "te-cl HTTP/1.1\r\n" + hostHdr +
-			"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + tecl},
-		{name: "te-obs-fold-cl", want: wantNoSmuggling, raw: post + "te-fold HTTP/1.1\r\n" + hostHdr +
-			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding:\r\n chunked\r\n\r\n" + clte},
-		{name: "te-on-http10-keep-alive", want: wantNoSmuggling, raw: post + "te-http10 HTTP/1.0\r\n" + hostHdr +
-			"Connection: keep-alive\r\n" + fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
-		{name: "te-twice", status: 501, raw: post + "te-twice HTTP/1.1\r\n" + hostHdr +
-			"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" + clte},
-		{name: "cl-conflicting", status: 400, raw: post + "cl-conflict HTTP/1.1\r\n" + hostHdr +
-			"Content-Length: 5\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(clte)) + clte},
+		// Smuggling: both framings, one of them hiding a request
+		// (framingCases has the cases both ports share).
 		{name: "chunk-size-not-hex", raw: "POST /echo HTTP/1.1\r\n" + hostHdr + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"},
 
 		// Oversized headers and injected lines.
@@ -911,6 +889,7 @@ func transparentHostileCases(tb testing.TB) []hostileCase {
 		// And HTTP to port 443, which http_ports does not list.
 		{name: "http-to-443", port: 443, raw: get("to-443"), status: 403},
 	}
+	return append(cases, framingCases(post, hostHdr, clte, tecl)...)
 }
 
 // TestHostileInputTransparent sends each of transparentHostileCases to
@@ -966,5 +945,28 @@ func normalRequest(tb testing.TB, c net.Conn, req, body string) {
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK || string(got) != body {
 		tb.Fatalf("normal request: got %d %q (%v); want 200 %q", resp.StatusCode, got, err, body)
+	}
+}
+
+// framingCases are the request-smuggling cases of both the proxy port and
+// the transparent listener: requests framed by both Content-Length and
+// Transfer-Encoding, one framing hiding a second request, and repeated or
+// conflicting framings. post starts the request line (an absolute URI or
+// an origin-form path, up to the path's last segment).
+func framingCases(post, hostHdr, clte, tecl string) []hostileCase {
+	return []hostileCase{
+		{name: "cl-te", want: wantNoSmuggling, raw: post + "cl-te HTTP/1.1\r\n" + hostHdr +
+			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
+		{name: "te-cl", want: wantNoSmuggling, raw: post + "te-cl HTTP/1.1\r\n" + hostHdr +
+			"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + tecl},
+		{name: "te-obs-fold-cl", want: wantNoSmuggling, raw: post + "te-fold HTTP/1.1\r\n" + hostHdr +
+			fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding:\r\n chunked\r\n\r\n" + clte},
+		{name: "te-on-http10-keep-alive", want: wantNoSmuggling, raw: post + "te-http10 HTTP/1.0\r\n" + hostHdr +
+			"Connection: keep-alive\r\n" + fmt.Sprintf("Content-Length: %d\r\n", len(clte)) + "Transfer-Encoding: chunked\r\n\r\n" + clte},
+		{name: "te-twice", status: 501, raw: post + "te-twice HTTP/1.1\r\n" + hostHdr +
+			"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" + clte,
+			comment: "net/http answers 501 to any Transfer-Encoding but one chunked"},
+		{name: "cl-conflicting", status: 400, raw: post + "cl-conflict HTTP/1.1\r\n" + hostHdr +
+			"Content-Length: 5\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(clte)) + clte},
 	}
 }
