@@ -165,6 +165,16 @@ type catalogFile struct {
 	Fallback    string      `toml:"fallback"`
 	Domains     []string    `toml:"domains"`
 	Entries     []entryFile `toml:"entry"`
+	Signatures  []sigFile   `toml:"signature"`
+}
+
+// sigFile is the TOML form of a catalog signature.
+type sigFile struct {
+	Name     string   `toml:"name"`
+	Category string   `toml:"category"`
+	Paths    []string `toml:"paths"`
+	Methods  []string `toml:"methods"`
+	Ports    []string `toml:"ports"`
 }
 
 type entryFile struct {
@@ -490,7 +500,7 @@ func (l *loader) loadCatalog(p *Policy, name string, vendors map[string][]string
 				continue
 			}
 			domainOwner[d] = cf.Vendor
-			p.catalog.add(dp, target{class: fc})
+			p.catalog.add(dp, target{class: fc, fallback: true})
 		}
 	}
 
@@ -543,10 +553,96 @@ func (l *loader) loadCatalog(p *Policy, name string, vendors map[string][]string
 			}
 		}
 	}
+	f.loadSignatures(p, cf, classOf)
 	if len(l.problems) > before && hasErrors(l.problems[before:]) {
 		return CatalogInfo{}, false
 	}
 	return CatalogInfo{Vendor: cf.Vendor, Version: cf.Version, Description: cf.Description, File: name, Categories: vendors[cf.Vendor]}, true
+}
+
+// loadSignatures compiles the catalog's signatures into p.
+func (f *fileCtx) loadSignatures(p *Policy, cf catalogFile, classOf map[string]int32) {
+	names := map[string]int{}
+	for i, sf := range cf.Signatures {
+		key := fmt.Sprintf("signature[%d]", i)
+		line := f.lines.Line(key)
+		switch {
+		case sf.Name == "":
+			f.errorf(key, "signature %d has no name", i+1)
+		case !validName(sf.Name):
+			// Names travel in the decision log and the inventory.
+			f.errorf(key+".name", "signature name %q: use letters, digits, '.', '_' and '-'", sf.Name)
+		default:
+			if prev, dup := names[sf.Name]; dup {
+				f.errorf(key+".name", "duplicate signature name %q (first used at line %d)", sf.Name, prev)
+			}
+			names[sf.Name] = line
+		}
+		cl, ok := classOf[sf.Category]
+		if !ok {
+			f.errorf(key+".category", "unknown category %q (declared: %s)", sf.Category, strings.Join(cf.Categories, ", "))
+		}
+		if len(sf.Paths) == 0 {
+			f.errorf(key, "signature %q has no paths", sf.Name)
+		}
+		cs := compiledSig{class: cl, name: sf.Name}
+		for _, m := range sf.Methods {
+			if !validMethod(m) {
+				f.errorf(key+".methods", "method %q: want an HTTP method as sent, such as \"GET\" (methods are case-sensitive)", m)
+			}
+			cs.methods = append(cs.methods, m)
+		}
+		for _, s := range sf.Ports {
+			pr, err := ParsePortRange(s)
+			if err != nil {
+				f.errorf(key+".ports", "%v", err)
+				continue
+			}
+			cs.ports = append(cs.ports, pr)
+		}
+		var toks [][]sigTok
+		seen := map[string]bool{}
+		for _, s := range sf.Paths {
+			t, err := parseSigPattern(s)
+			switch {
+			case err != nil:
+				f.errorf(key+".paths", "%v", err)
+				continue
+			case seen[s]:
+				f.errorf(key+".paths", "path pattern %q listed twice", s)
+				continue
+			}
+			seen[s] = true
+			toks = append(toks, t)
+		}
+		if p.sigs == nil {
+			p.sigs = &sigMatcher{}
+		}
+		si := int32(len(p.sigs.sigs))
+		p.sigs.sigs = append(p.sigs.sigs, cs)
+		for _, t := range toks {
+			p.sigs.add(si, t)
+		}
+		p.Signatures = append(p.Signatures, Signature{
+			Vendor: cf.Vendor, Category: sf.Category, Name: sf.Name,
+			Paths: sf.Paths, Methods: sf.Methods, Ports: sf.Ports,
+			File: f.name, Line: line,
+		})
+	}
+}
+
+// validMethod reports whether m is an HTTP method token in upper case,
+// the form every client sends the standard methods in.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range []byte(m) {
+		if !('A' <= c && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkShadowed warns about rules that can never decide anything because an

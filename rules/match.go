@@ -13,6 +13,9 @@ type target struct {
 	ports   PortRange
 	path    string // path prefix in normal form; "" matches every path, even a tunnel's
 	pattern string // the pattern as written, for explain
+	// fallback marks a catalog's domains: the guess for a host no entry
+	// names, which a signature overrides (see Policy.classOf).
+	fallback bool
 }
 
 // refinedBefore orders targets on one pattern from most to least specific:

@@ -31,7 +31,9 @@ type Outcome struct {
 // a host list gives one for each class that a host of its patterns can be
 // classified into on some port and path, none/none included when some
 // host of a pattern is in no catalog entry on some port or path (see
-// hostMatcher.patternClasses). The tunnel_without_sni floor gives one for
+// hostMatcher.patternClasses), and every signature's class when some host
+// is in none or only in a domain's fallback, where a signature on the
+// path decides. The tunnel_without_sni floor gives one for
 // each class with an outcome whose action is less strict than the floor.
 func (p *Policy) Outcomes() []Outcome {
 	seen := map[Outcome]bool{}
@@ -49,7 +51,14 @@ func (p *Policy) Outcomes() []Outcome {
 			}
 		}
 		for _, hp := range r.hostList {
-			p.catalog.patternClasses(hp, func(c int32) { add(int(c), i, r.Action) })
+			p.catalog.patternClasses(hp, func(c int32, weak bool) {
+				add(int(c), i, r.Action)
+				if weak && p.sigs != nil {
+					for _, s := range p.sigs.sigs {
+						add(int(s.class), i, r.Action)
+					}
+				}
+			})
 		}
 	}
 	// DecideTunnel raises a decision whose action in force is less strict
@@ -88,6 +97,11 @@ func (p *Policy) Outcomes() []Outcome {
 	return out
 }
 
+// classSink receives the classes patternClasses finds; weak marks a
+// class that only a domain's fallback gave, or none (0), which a
+// signature on the request's path overrides (see Policy.classOf).
+type classSink func(class int32, weak bool)
+
 // candidateList is a list of targets in the order match tries them, and
 // whether every host of the region being looked at reaches the list (sure)
 // or only some may (a label wildcard that some of its labels match).
@@ -101,16 +115,16 @@ type candidateList struct {
 // every port and path of a list that every host reaches, and none (class
 // 0) if there is no such target. A refined target before it fits some
 // requests, and is taken for them.
-func reach(lists []candidateList, add func(int32)) {
+func reach(lists []candidateList, add classSink) {
 	for _, l := range lists {
 		for _, t := range l.targets {
-			add(t.class)
+			add(t.class, t.fallback)
 			if l.sure && t.ports.any() && t.path == "" {
 				return
 			}
 		}
 	}
-	add(0)
+	add(0, true)
 }
 
 // sure marks target lists that every host of a region reaches.
@@ -182,7 +196,7 @@ func (g *labelGlob) overlaps(o *labelGlob) bool {
 // The answer is exact for an exact host. For wildcards it may add a class
 // that no host reaches, where label wildcards overlap in ways their literal
 // parts do not show; it never leaves out a class that a host reaches.
-func (m *hostMatcher) patternClasses(p HostPattern, add func(int32)) {
+func (m *hostMatcher) patternClasses(p HostPattern, add classSink) {
 	if p.Kind == PatternExact || p.Kind == PatternDomain {
 		reach(sure(m.candidates(p.Key)), add)
 		if p.Kind == PatternExact {
@@ -216,7 +230,7 @@ func (m *hostMatcher) patternClasses(p HostPattern, add func(int32)) {
 
 // subtree adds the classes of the last of nodes and of every host below
 // it.
-func (m *hostMatcher) subtree(nodes []*node, add func(int32)) {
+func (m *hostMatcher) subtree(nodes []*node, add classSink) {
 	n := nodes[len(nodes)-1]
 	reach(sure(m.candidates(n.key)), add)
 	for _, c := range n.children {
@@ -231,7 +245,7 @@ func (m *hostMatcher) subtree(nodes []*node, add func(int32)) {
 // or none. With the empty glob, the last region, labels that no wildcard
 // matches, stands for the hosts two or more labels below as well: only the
 // suffixes and domains above match them too.
-func (m *hostMatcher) labelsBelow(nodes []*node, q *labelGlob, add func(int32)) {
+func (m *hostMatcher) labelsBelow(nodes []*node, q *labelGlob, add classSink) {
 	n := nodes[len(nodes)-1]
 	rest := ancestorLists(nodes)
 	for j := range n.globs {

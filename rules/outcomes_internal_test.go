@@ -52,7 +52,7 @@ func TestPatternClassesBruteForce(t *testing.T) {
 		"*.zz.ex.test", "*.y.b.ex.test", "*.other.test", "=ex.test"} {
 		p := mustPattern(t, s)
 		got := map[int32]bool{}
-		m.patternClasses(p, func(c int32) { got[c] = true })
+		m.patternClasses(p, func(c int32, _ bool) { got[c] = true })
 		want := map[int32]bool{}
 		for _, h := range hosts {
 			if !p.Matches(h) {

@@ -66,41 +66,113 @@ func NormalizePath(p string) (string, error) {
 // a quick, conservative test for the request path: a literal '%' that
 // starts no escape sends a path to the slow path although it is normal.
 func pathIsNormal(p string) bool {
+	normal, _ := scanPath(p, nil)
+	return normal
+}
+
+// scanPath is pathIsNormal, and in the same pass over the bytes, with ix,
+// the literals and extension of signature patterns that p holds (see
+// sigIndex): one pass,
+// because the request path is scanned for both on every request. hits is
+// only meaningful for a normal p; for a path with bytes beyond ASCII,
+// which could fold to a literal's letters, it has every bit.
+func scanPath(p string, ix *sigIndex) (normal bool, hits sigHits) {
 	if p == "" {
-		return true
+		return true, sigHits{}
 	}
 	if p[0] != '/' {
-		return false
+		return false, sigHits{}
 	}
-	for i := 0; i < len(p); i++ {
+	// start is where the current segment starts; end is where a '?' or
+	// '#' ends the path for matching, and endStart where that segment
+	// starts.
+	start, end, endStart := 1, len(p), 0
+	ascii := true
+	for i := 1; i < len(p); i++ {
 		c := p[i]
-		if !pathSpecial[c] {
+		if !scanSpecial[c] {
 			continue
 		}
-		if c != '/' {
-			return false
+		switch {
+		case c >= utf8.RuneSelf:
+			ascii = false
+			continue
+		case c == '?' || c == '#':
+			if end == len(p) {
+				end, endStart = i, start
+			}
+			continue
+		case c != '/':
+			return false, sigHits{}
 		}
+		// The test most segments fail, inline; the lookup only when it
+		// passes.
+		if ix != nil && start < i && i < end {
+			if n := i - start; n <= maxAnchorLen && ix.lenFirst[n]&(1<<(p[start]&31)) != 0 || p[i-1] == '.' || p[i-1] == ' ' {
+				hits.lits |= ix.segment(p[start:i])
+			}
+		}
+		start = i + 1
 		// The segment after this slash must not be empty (unless it is
 		// the last one, a trailing slash), "." or "..".
 		rest := p[i+1:]
 		if rest == "" {
-			return true
+			break
 		}
 		switch rest[0] {
 		case '/':
-			return false
+			return false, sigHits{}
 		case '.':
 			if len(rest) == 1 || rest[1] == '/' || rest[1] == '.' && (len(rest) == 2 || rest[2] == '/') {
-				return false
+				return false, sigHits{}
 			}
 		}
 	}
-	return true
+	// The first segment was not checked for a dot segment above.
+	if len(p) > 1 {
+		switch p[1] {
+		case '/':
+			return false, sigHits{}
+		case '.':
+			if len(p) == 2 || p[2] == '/' || p[2] == '.' && (len(p) == 3 || p[3] == '/') {
+				return false, sigHits{}
+			}
+		}
+	}
+	if ix == nil {
+		return true, sigHits{}
+	}
+	hits.end = end
+	if !ascii {
+		hits.lits, hits.exts = ^uint64(0), ^uint64(0)
+		return true, hits
+	}
+	if end < len(p) {
+		start = endStart
+	}
+	if start < end {
+		if n := end - start; n <= maxAnchorLen && ix.lenFirst[n]&(1<<(p[start]&31)) != 0 || p[end-1] == '.' || p[end-1] == ' ' {
+			hits.lits |= ix.segment(p[start:end])
+		}
+		if c := p[end-1]; ix.extLast&(1<<(c&31)) != 0 || c == '.' || c == ' ' {
+			hits.exts |= ix.ext(p[start:end])
+		}
+	}
+	return true, hits
 }
 
-// pathSpecial marks the bytes pathIsNormal looks at: those normalizePath
-// rewrites, and '/', where dot segments and empty segments start.
-var pathSpecial = [256]bool{'%': true, '\\': true, ';': true, 0: true, '/': true}
+// scanSpecial marks the bytes scanPath looks at: those normalizePath
+// rewrites; '/', where dot segments and empty segments start; '?' and
+// '#', which end a path for matching; and bytes beyond ASCII.
+var scanSpecial = func() (t [256]bool) {
+	for _, c := range []byte{'%', '\\', ';', 0, '/', '?', '#'} {
+		t[c] = true
+	}
+	for c := utf8.RuneSelf; c < 256; c++ {
+		t[c] = true
+	}
+	return t
+}()
 
 // normalizePath rewrites p into normal form. It allocates.
 func normalizePath(p string) (string, error) {

@@ -73,6 +73,10 @@ type Request struct {
 	// it is matched (see NormalizePath). A path without a normal form
 	// makes the decision Invalid.
 	Path string
+	// Method is the request's method ("GET"), "" for a tunnel or when
+	// unknown; it matters only to signatures that name methods, which
+	// never match an unknown method.
+	Method string
 	// Client is the client's address; the zero value means unknown.
 	Client netip.Addr
 	// Time is the instant the decision is made for.
@@ -86,6 +90,9 @@ type Decision struct {
 	Category string
 	// Pattern is the catalog pattern that classified the host ("" if none).
 	Pattern string
+	// Signature is the name of the catalog signature that classified the
+	// request by its path ("" if none); see MatchedBy.
+	Signature string
 	// Rule is the index of the deciding rule in Policy.Rules, -1 for the
 	// default action; RuleName is its name, or "default".
 	Rule     int
@@ -106,6 +113,25 @@ type Decision struct {
 	// left out (an invalid host is unclassified), so that a caller that
 	// ignores Invalid is no worse off than with a tunnel to that host.
 	Invalid bool
+}
+
+// What classified a request, as MatchedBy reports it.
+const (
+	MatchHost      = "host"
+	MatchSignature = "signature"
+)
+
+// MatchedBy reports what classified the request: MatchHost for a catalog
+// host pattern or domain, MatchSignature for a signature on its path, ""
+// if nothing did (vendor none).
+func (d *Decision) MatchedBy() string {
+	switch {
+	case d.Signature != "":
+		return MatchSignature
+	case d.Pattern != "":
+		return MatchHost
+	}
+	return ""
 }
 
 // Rule is one compiled policy rule.
@@ -231,8 +257,12 @@ type Policy struct {
 	// paths, as written; see Intercepts. The CA that makes it possible is
 	// configuration, not policy.
 	InterceptHosts []string
+	// Signatures are the catalogs' signatures, in catalog order: the first
+	// that matches a request classifies it (see Decide).
+	Signatures []Signature
 
 	catalog     *hostMatcher
+	sigs        *sigMatcher  // nil without signatures
 	intercept   *hostMatcher // nil when nothing is intercepted
 	clientNets  []clientNet  // every group's prefixes, in file order
 	transitions []int64      // sorted, unique instants where some rule window opens or closes
@@ -285,66 +315,131 @@ func (p *Policy) Decide(req Request) (d Decision) {
 	if len(p.clientNets) > 0 {
 		groups, group = p.clientGroups(req.Client)
 	}
-	// A tunnel has no path; most other paths are in normal form already.
+	// The usual request has a canonical host and a path in normal form,
+	// and needs no buffer; a buffer declared here would be zeroed on
+	// every call.
+	h := strings.TrimSuffix(req.Host, ".")
 	path := req.Path
-	if path != "" && !pathIsNormal(path) {
+	if h != "" && len(h) <= maxNameLen {
+		switch p.decideHashed(&d, &req, h, path, groups, group) {
+		case hashedDone:
+			return d
+		case hashedPathNotNormal:
+			n, err := normalizePath(path)
+			if err != nil {
+				break
+			}
+			if p.decideHashed(&d, &req, h, n, groups, group) == hashedDone {
+				return d
+			}
+		}
+		// A host canonicalHost may have to rewrite or refuse, or one
+		// the hashed walk cannot take (too many labels, a hash
+		// collision), or a path without a normal form.
+	}
+	normal, hits := scanPath(path, p.sigIndex())
+	if !normal {
 		n, err := normalizePath(path)
 		if err != nil {
-			d = p.decideRewritten(req, "", groups, group)
+			d = p.decideRewritten(req, "", sigHits{}, groups, group)
 			d.Invalid = true
 			return d
 		}
 		path = n
+		_, hits = scanPath(path, p.sigIndex())
 	}
-	// The usual host is canonical already and needs no buffer; a buffer
-	// declared here would be zeroed on every call.
-	if h := strings.TrimSuffix(req.Host, "."); h != "" && len(h) <= maxNameLen {
-		if t, hostRules, st := matchHashed(p.catalog, h, req.Port, path, true); st == walkOK {
-			class, pattern := 0, ""
-			if t != nil {
-				class, pattern = int(t.class), t.pattern
-			}
-			p.decideAt(&d, class, h, nil, hostRules, groups, req.Time.UnixNano())
-			d.Pattern, d.ClientGroup = pattern, group
-			return d
+	return p.decideRewritten(req, path, hits, groups, group)
+}
+
+// What decideHashed did.
+const (
+	hashedDone          = iota // d is the decision
+	hashedHostNotHashed        // the hashed walk cannot take the host
+	hashedPathNotNormal        // the path must be normalised first
+)
+
+// decideHashed decides req, with host h (req.Host without its trailing
+// dot) and path, by the hashed walk, unless the walk cannot take h or
+// path is not in normal form; it says which. The host is matched before
+// the path is checked, so that the same pass looks for signatures only
+// where no host entry decides.
+func (p *Policy) decideHashed(d *Decision, req *Request, h, path string, groups uint64, group string) int {
+	t, hostRules, st := matchHashed(p.catalog, h, req.Port, path, true)
+	if st != walkOK {
+		return hashedHostNotHashed
+	}
+	ix := p.sigIndex()
+	if t != nil && !t.fallback {
+		ix = nil
+	}
+	normal, hits := scanPath(path, ix)
+	if !normal {
+		return hashedPathNotNormal
+	}
+	class, pattern, sig := p.classOf(t, hits, req.Method, req.Port, path)
+	p.decideAt(d, class, h, nil, hostRules, groups, req.Time.UnixNano())
+	d.Pattern, d.Signature, d.ClientGroup = pattern, sig, group
+	return hashedDone
+}
+
+// sigIndex is the signatures' index, nil without signatures.
+func (p *Policy) sigIndex() *sigIndex {
+	if p.sigs == nil {
+		return nil
+	}
+	return &p.sigs.idx
+}
+
+// classOf applies the precedence of a catalog host match t (nil if none)
+// and the signatures whose literals hits has (see scanPath) for a request
+// with method,
+// port and path (normal form): a host entry wins, because it names the
+// host and the catalog's author classified that host's traffic; a
+// signature wins over a domain's fallback, which is only a guess for a
+// host no entry names, and over no match at all.
+func (p *Policy) classOf(t *target, hits sigHits, method string, port int, path string) (class int, pattern, sig string) {
+	if p.sigs != nil && (t == nil || t.fallback) && (hits.any() || p.sigs.always) {
+		if s := p.sigs.match(hits, method, port, path); s != nil {
+			return int(s.class), "", s.name
 		}
-		// A host canonicalHost may have to rewrite or refuse, or one
-		// the hashed walk cannot take (too many labels, a hash
-		// collision): canonicalise it first.
 	}
-	return p.decideRewritten(req, path, groups, group)
+	if t == nil {
+		return 0, "", ""
+	}
+	return int(t.class), t.pattern, ""
 }
 
 // decideRewritten decides for a host that must go through canonicalHost,
-// with path, from a client in groups whose most specific one is group.
-func (p *Policy) decideRewritten(req Request, path string, groups uint64, group string) (d Decision) {
+// with path and what scanPath found in it, from a client in groups
+// whose most specific one is group.
+func (p *Policy) decideRewritten(req Request, path string, hits sigHits, groups uint64, group string) (d Decision) {
 	var buf hostBuf
-	hs, hb, class, pattern, hostRules, ok := p.classify(&buf, req.Host, req.Port, path)
+	hs, hb, t, hostRules, ok := p.classify(&buf, req.Host, req.Port, path)
+	class, pattern, sig := 0, "", ""
+	if ok {
+		class, pattern, sig = p.classOf(t, hits, req.Method, req.Port, path)
+	}
 	p.decideAt(&d, class, hs, hb, hostRules, groups, req.Time.UnixNano())
-	d.Pattern, d.ClientGroup, d.Invalid = pattern, group, !ok
+	d.Pattern, d.Signature, d.ClientGroup, d.Invalid = pattern, sig, group, !ok
 	return d
 }
 
 // classify canonicalises host (into buf if it must be rewritten; see
-// canonicalHost), finds its catalog class and pattern for port and path, and
-// the bits of the rules whose host lists match it; ok is false if the host
-// has no canonical form. It returns separate values, not a struct, so that
-// escape analysis keeps buf on the caller's stack.
-func (p *Policy) classify(buf *hostBuf, host string, port int, path string) (hs string, hb []byte, class int, pattern string, hostRules uint64, ok bool) {
+// canonicalHost), finds its catalog target for port and path (nil if
+// none), and the bits of the rules whose host lists match it; ok is false
+// if the host has no canonical form. It returns separate values, not a
+// struct, so that escape analysis keeps buf on the caller's stack.
+func (p *Policy) classify(buf *hostBuf, host string, port int, path string) (hs string, hb []byte, t *target, hostRules uint64, ok bool) {
 	hs, hb, err := canonicalHost(buf, host)
 	if err != nil {
-		return "", nil, 0, "", 0, false
+		return "", nil, nil, 0, false
 	}
-	var t *target
 	if hb != nil {
 		t, hostRules = match(p.catalog, hb, port, path)
 	} else {
 		t, hostRules = match(p.catalog, hs, port, path)
 	}
-	if t != nil {
-		return hs, hb, int(t.class), t.pattern, hostRules, true
-	}
-	return hs, hb, 0, "", hostRules, true
+	return hs, hb, t, hostRules, true
 }
 
 // decideAt fills d, all but its Pattern and ClientGroup, for a classified
@@ -415,7 +510,12 @@ type Explanation struct {
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
 	path, pathOK := requestPath(req.Path)
-	hs, hb, class, pattern, hostRules, hostOK := p.classify(&buf, req.Host, req.Port, path)
+	_, hits := scanPath(path, p.sigIndex())
+	hs, hb, t, hostRules, hostOK := p.classify(&buf, req.Host, req.Port, path)
+	class, pattern, sig := 0, "", ""
+	if hostOK {
+		class, pattern, sig = p.classOf(t, hits, req.Method, req.Port, path)
+	}
 	groups, group := p.clientGroups(req.Client)
 	at := func(t int64) Decision {
 		var d Decision
@@ -424,7 +524,7 @@ func (p *Policy) Explain(req Request) Explanation {
 	}
 	now := req.Time.UnixNano()
 	d := at(now)
-	d.Pattern, d.ClientGroup, d.Invalid = pattern, group, !pathOK || !hostOK
+	d.Pattern, d.Signature, d.ClientGroup, d.Invalid = pattern, sig, group, !pathOK || !hostOK
 	e := Explanation{Decision: d}
 	same := func(o Decision) bool { return o.Rule == d.Rule && o.Action == d.Action }
 	// Walk back over the transitions: the answer took effect at the latest one

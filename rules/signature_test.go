@@ -1,0 +1,111 @@
+package rules_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/feedgate/feedgate/rules"
+)
+
+// sigCase is one line of a signature decision table: "method host port
+// path vendor/category match signature", "-" for an empty field.
+type sigCase struct {
+	line                    int
+	req                     rules.Request
+	class, match, signature string
+}
+
+func readSigCases(tb testing.TB, file string) []sigCase {
+	tb.Helper()
+	var cases []sigCase
+	dash := func(s string) string {
+		if s == "-" {
+			return ""
+		}
+		return s
+	}
+	for _, l := range readFields(tb, file, 7) {
+		f := l.fields
+		port, err := strconv.Atoi(f[2])
+		if err != nil {
+			tb.Fatalf("%s:%d: port %q: %v", file, l.line, f[2], err)
+		}
+		cases = append(cases, sigCase{
+			line:  l.line,
+			req:   rules.Request{Method: dash(f[0]), Host: f[1], Port: port, Path: dash(f[3])},
+			class: f[4], match: dash(f[5]), signature: dash(f[6]),
+		})
+	}
+	return cases
+}
+
+// checkSigCases decides every case of file under p, before and after at,
+// and checks the class, what matched and the signature named, in Decide
+// and Explain alike.
+func checkSigCases(t *testing.T, p *rules.Policy, file string, at time.Time) {
+	t.Helper()
+	for _, tc := range readSigCases(t, file) {
+		tc.req.Time = at
+		d := p.Decide(tc.req)
+		e := p.Explain(tc.req)
+		for _, got := range []rules.Decision{d, e.Decision} {
+			if class := got.Vendor + "/" + got.Category; class != tc.class || got.MatchedBy() != tc.match || got.Signature != tc.signature || got.Invalid {
+				t.Errorf("%s:%d: %s %s:%d %q = %s matched by %q, signature %q (invalid %v); want %s, %q, %q",
+					file, tc.line, tc.req.Method, tc.req.Host, tc.req.Port, tc.req.Path,
+					class, got.MatchedBy(), got.Signature, got.Invalid, tc.class, tc.match, tc.signature)
+			}
+		}
+	}
+}
+
+func TestSignatureDecisions(t *testing.T) {
+	p := loadFile(t, "testdata/signatures.toml")
+	at := time.Date(2024, 9, 29, 0, 0, 0, 0, time.UTC)
+	checkSigCases(t, p, "testdata/signatures.txt", at)
+
+	// The rules select what a signature classified as they select a host
+	// the catalog classified: by vendor and category, from the instant.
+	req := rules.Request{Method: "GET", Host: "mirror.corp.example", Port: 80, Path: "/acme-index/a0001.xml"}
+	for _, tc := range []struct {
+		at   time.Time
+		want rules.Action
+	}{
+		{at.Add(-time.Nanosecond), rules.Allow},
+		{at, rules.Block},
+	} {
+		req.Time = tc.at
+		if d := p.Decide(req); d.Action != tc.want || d.RuleName == "" {
+			t.Errorf("Decide(%s) at %s = %s by rule %q; want %s", req.Path, tc.at, d.Action, d.RuleName, tc.want)
+		}
+	}
+}
+
+// TestSignatureOutcomes checks that Policy.Outcomes, from which the
+// metrics make their series, has the outcomes that signatures give: a
+// decision of every case of the table is one, and a host rule whose host
+// no catalog entry names gets the signatures' classes.
+func TestSignatureOutcomes(t *testing.T) {
+	p := loadFile(t, "testdata/signatures.toml")
+	outcomes := map[rules.Outcome]bool{}
+	for _, o := range p.Outcomes() {
+		outcomes[o] = true
+	}
+	at := time.Date(2024, 9, 29, 0, 0, 0, 0, time.UTC)
+	cases := readSigCases(t, "testdata/signatures.txt")
+	cases = append(cases, sigCase{req: rules.Request{Method: "GET", Host: "lab-mirror.corp.example", Port: 80, Path: "/acme-index/a0001.xml"}})
+	for _, tc := range cases {
+		for _, when := range []time.Time{at.Add(-time.Second), at} {
+			tc.req.Time = when
+			d := p.Decide(tc.req)
+			if o := (rules.Outcome{Class: d.Class, Rule: d.Rule, Action: d.Action}); !outcomes[o] {
+				t.Errorf("Decide(%s %s%s) at %s = %s; not in Outcomes()", tc.req.Method, tc.req.Host, tc.req.Path, when, outcomeString(p, o))
+			}
+		}
+	}
+	tc := cases[len(cases)-1]
+	tc.req.Time = at
+	if d := p.Decide(tc.req); d.RuleName != "lab-mirror" || d.Category != "update" || d.Action != rules.Log {
+		t.Errorf("Decide(%s%s) = %s/%s by %q, %s; want acme/update by lab-mirror, log", tc.req.Host, tc.req.Path, d.Vendor, d.Category, d.RuleName, d.Action)
+	}
+}
