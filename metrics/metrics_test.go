@@ -262,8 +262,9 @@ func TestHostRuleSeriesPreCreated(t *testing.T) {
 // exist at zero once the default policy is loaded: one for each outcome
 // that Policy.Outcomes lists. Besides the default action and the rules
 // under the classes they select, these are threat-intel-exempt under
-// kaspersky/web (its hosts' class) and tunnel_without_sni (log) under
-// every class whose action can be allow.
+// kaspersky/web (its hosts' class) and kaspersky/update (its hosts are
+// only the fallback's, so a signature on the path classifies them), and
+// tunnel_without_sni (log) under every class whose action can be allow.
 func TestRequestSeriesAtLoad(t *testing.T) {
 	reg, m := newMetrics(t, mustTime(t, "2024-08-01T00:00:00Z"))
 	m.ForPolicy(defaultPolicy(t))

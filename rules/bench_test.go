@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/feedgate/feedgate/configs"
 	"github.com/feedgate/feedgate/rules"
 )
 
@@ -32,12 +34,84 @@ var decideRequests = []rules.Request{
 func TestDecideAllocs(t *testing.T) {
 	p := loadDefault(t)
 	for _, at := range []time.Time{salesCutoff.Add(-time.Second), salesCutoff, updatesCutoff} {
-		for _, req := range decideRequests {
+		for _, req := range slices.Concat(decideRequests, mixRequests, lookalikeRequests) {
 			req.Time = at
 			if n := testing.AllocsPerRun(100, func() { p.Decide(req) }); n != 0 {
 				t.Errorf("Decide(%q) allocates %v times per call; want 0", req.Host, n)
 			}
 		}
+	}
+}
+
+// mixRequests is a realistic mix for a gateway that sees plain HTTP: most
+// requests are not the vendor's and have long paths, one has a folder
+// that is also a signature's literal (index, mobile, updates, ...), a few
+// are the vendor's, and one is an update base on an internal mirror that
+// only a signature recognises.
+var mixRequests = []rules.Request{
+	{Method: "GET", Host: "www.example.org", Port: 80, Path: "/wp-content/themes/twentytwentyfour/assets/fonts/inter/Inter-VariableFont_slnt,wght.woff2"},
+	{Method: "GET", Host: "deb.debian.org", Port: 80, Path: "/debian/pool/main/o/openssl/libssl3_3.0.11-1~deb12u2_amd64.deb"},
+	{Method: "GET", Host: "deb.debian.org", Port: 80, Path: "/debian/dists/bookworm/main/binary-amd64/Packages.xz"},
+	{Method: "GET", Host: "registry.example.net", Port: 80, Path: "/@babel/core/-/core-7.24.0.tgz"},
+	{Method: "POST", Host: "api.example.com", Port: 80, Path: "/api/v2/users/12345/profile/settings/notifications"},
+	{Method: "GET", Host: "cdn.example.net", Port: 80, Path: "/static/js/vendor.4f9c2a1b.chunk.js"},
+	{Method: "GET", Host: "cdn.example.net", Port: 80, Path: "/images/products/2024/09/large/IMG_20240915_123456.jpg"},
+	{Method: "GET", Host: "download.windowsupdate.com", Port: 80, Path: "/c/msdownload/update/software/secu/2024/09/windows10.0-kb5043064-x64_1234567890abcdef.cab"},
+	{Method: "GET", Host: "ctldl.windowsupdate.com", Port: 80, Path: "/msdownload/update/v3/static/trustedr/en/authrootstl.cab"},
+	{Method: "GET", Host: "mirror.example.edu", Port: 80, Path: "/ubuntu/pool/universe/c/clamav/clamav_1.0.5+dfsg-1ubuntu0.24.04.1_amd64.deb"},
+	{Method: "GET", Host: "fonts.example.com", Port: 80, Path: "/s/roboto/v32/KFOmCnqEu92Fr1Mu4mxKKTU1Kg.woff2"},
+	{Method: "GET", Host: "intranet.corp.example", Port: 8080, Path: "/sites/finance/SharedDocuments/Forms/AllItems.aspx"},
+	{Method: "GET", Host: "10.1.2.3", Port: 80, Path: "/"},
+	{Method: "GET", Host: "news.example.com", Port: 80, Path: "/2024/09/29/technology/commerce-department-kaspersky-ban.html"},
+	{Method: "GET", Host: "intranet.corp.example", Port: 8080, Path: "/mobile/app/index.html"},
+	{Method: "GET", Host: "dnl-07.geo.kaspersky.com", Port: 80, Path: "/bases/av/kdb/i386/kdb-i386-0607g.xml"},
+	{Method: "GET", Host: "www.kaspersky.com", Port: 80, Path: "/renewal-center/home"},
+	{Method: "GET", Host: "s07.upd.kaspersky.com", Port: 80, Path: "/index/u0607g.xml"},
+	{Method: "GET", Host: "kav-mirror.corp.example", Port: 80, Path: "/kaspersky/updates/bases/av/kdb/i386/dailyc.kdc"},
+}
+
+// lookalikeRequests are requests that are not the vendor's but have
+// folders and files that signatures name, so that every pattern that
+// could match is tried: the worst case of a request that signatures pass.
+var lookalikeRequests = []rules.Request{
+	{Method: "GET", Host: "intranet.corp.example", Port: 8080, Path: "/knowledge-bases/security/index/Update-Guide.html"},
+	{Method: "GET", Host: "www.example.org", Port: 80, Path: "/Blog/2024/09/Updates/Index"},
+	{Method: "GET", Host: "files.corp.example", Port: 80, Path: "/updates/LG/H87010f_00.kdz"},
+	{Method: "GET", Host: "app.corp.example", Port: 80, Path: "/bases/report-0607.xml"},
+}
+
+// BenchmarkDecideMix decides mixRequests under the default policy as it
+// is (signatures=kaspersky) and with the catalog's signatures cut off
+// (signatures=none), the policy before signatures existed: their ratio is
+// what signatures cost a gateway.
+func BenchmarkDecideMix(b *testing.B) {
+	policy, err := rules.FS{FS: configs.Files()}.ReadFile(configs.DefaultPolicy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	catalog, err := rules.FS{FS: configs.Files()}.ReadFile("catalog/kaspersky.toml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	before, _, ok := strings.Cut(string(catalog), "\n[[signature]]")
+	if !ok {
+		b.Fatal("the built-in catalog has no [[signature]]")
+	}
+	reqs := slices.Clone(mixRequests)
+	for i := range reqs {
+		reqs[i].Time = updatesCutoff
+	}
+	lookalikes := slices.Clone(lookalikeRequests)
+	for i := range lookalikes {
+		lookalikes[i].Time = updatesCutoff
+	}
+	for _, v := range []struct{ name, catalog string }{{"none", before}, {"kaspersky", string(catalog)}} {
+		p := loadMap(b, map[string]string{"feedgate.toml": string(policy), "catalog/kaspersky.toml": v.catalog}, "feedgate.toml")
+		if n := len(p.Signatures); (n == 0) != (v.name == "none") {
+			b.Fatalf("signatures=%s: the policy has %d signatures", v.name, n)
+		}
+		b.Run("signatures="+v.name, func(b *testing.B) { benchDecide(b, p, reqs) })
+		b.Run("lookalikes/signatures="+v.name, func(b *testing.B) { benchDecide(b, p, lookalikes) })
 	}
 }
 

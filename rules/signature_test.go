@@ -109,3 +109,10 @@ func TestSignatureOutcomes(t *testing.T) {
 		t.Errorf("Decide(%s%s) = %s/%s by %q, %s; want acme/update by lab-mirror, log", tc.req.Host, tc.req.Path, d.Vendor, d.Category, d.RuleName, d.Action)
 	}
 }
+
+// TestKasperskySignatures checks the built-in catalog's signatures on real
+// update paths on hosts that are not Kaspersky's, and on the look-alikes
+// of other software, in testdata/kaspersky-signatures.txt.
+func TestKasperskySignatures(t *testing.T) {
+	checkSigCases(t, loadDefault(t), "testdata/kaspersky-signatures.txt", updatesCutoff)
+}
