@@ -103,10 +103,11 @@ type Options struct {
 }
 
 // Recorder keeps the client inventory: which clients use which vendor
-// categories. Record is called once per decided request, on the request
-// path, so it must be cheap.
+// categories, and on which hosts a signature found them. RecordDecision is
+// called once per decided request, on the request path, so it must be
+// cheap.
 type Recorder interface {
-	Record(client netip.Addr, vendor, category, action, rule string)
+	RecordDecision(client netip.Addr, host string, d *rules.Decision)
 }
 
 type systemClock struct{}
@@ -532,7 +533,10 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 		return
 	}
 	rec.Path = path
-	rec.Decision = st.policy.Decide(rules.Request{Host: host, Port: port, Path: path, Client: rec.Client, Time: s.clock.Now()})
+	// The method matters to signatures that name methods; the same
+	// request is decided again at a policy change (see live.go).
+	req := rules.Request{Method: r.Method, Host: host, Port: port, Path: path, Client: rec.Client, Time: s.clock.Now()}
+	rec.Decision = st.policy.Decide(req)
 	if rec.Decision.Invalid {
 		// The path was normal; the host has no canonical form.
 		s.refuseHTTP(w, r, rec, invalid(http.StatusBadRequest, "invalid host name in request URL"))
@@ -588,8 +592,7 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 	// forwarding path it takes.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ex := newExchange(rules.Request{Host: host, Port: port, Path: path, Client: rec.Client},
-		connFrom(r.Context()), cancel, st.cfg.Limits.TunnelIdleTimeout)
+	ex := newExchange(req, connFrom(r.Context()), cancel, st.cfg.Limits.TunnelIdleTimeout)
 	rec.ex = ex
 	s.live.add(ex)
 	rec.live = ex // the record is written before the exchange leaves the set

@@ -153,7 +153,7 @@ func (j *JSON) Write(r *Record) error {
 		level = slog.LevelWarn
 	}
 	sr := slog.NewRecord(r.Time, level, "request", 0)
-	var buf [28]slog.Attr
+	var buf [30]slog.Attr
 	sr.AddAttrs(r.appendAttrs(buf[:0])...)
 	return j.h.Handle(context.Background(), sr)
 }
@@ -176,6 +176,17 @@ func (r *Record) appendAttrs(attrs []slog.Attr) []slog.Attr {
 		attrs = append(attrs,
 			slog.String("vendor", d.Vendor),
 			slog.String("category", d.Category),
+		)
+		// What classified the request: a catalog host pattern, or a
+		// signature on its path, which also finds the hosts that are not
+		// the vendor's (internal update mirrors).
+		if m := d.MatchedBy(); m != "" {
+			attrs = append(attrs, slog.String("match", m))
+			if d.Signature != "" {
+				attrs = append(attrs, slog.String("signature", d.Signature))
+			}
+		}
+		attrs = append(attrs,
 			slog.String("rule", d.RuleName),
 			slog.String("action", d.Action.String()),
 			slog.Bool("flagged", d.Action == rules.Log),
