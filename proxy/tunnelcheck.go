@@ -267,7 +267,7 @@ func (s *Server) count(rec *record) {
 		rec.counted = true
 		rec.st.counters.Request(rec.Decision)
 		if inv := s.opts.Inventory; inv != nil && rec.Decision.Class != 0 {
-			inv.Record(rec.Client, rec.Decision.Vendor, rec.Decision.Category, rec.Decision.Action.String(), rec.Decision.RuleName)
+			inv.RecordDecision(rec.Client, rec.Host, &rec.Decision)
 		}
 	}
 }

@@ -23,6 +23,7 @@ func runClients(args []string, stdout, stderr io.Writer) int {
 	adminURL := fs.String("admin", "http://127.0.0.1:9128", "the admin listener's `URL`")
 	vendor := fs.String("vendor", "", "only this `VENDOR`")
 	category := fs.String("category", "", "only this `CATEGORY`")
+	match := fs.String("match", "", "only entries classified by `MATCH`: host, or signature (the vendor's traffic a catalog signature found on other hosts, such as internal update mirrors)")
 	since := fs.String("since", "", "only clients seen since `TIME` (RFC 3339, or a duration such as 24h)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -36,7 +37,7 @@ func runClients(args []string, stdout, stderr io.Writer) int {
 		base = "http://" + base
 	}
 	q := url.Values{}
-	for k, v := range map[string]string{"vendor": *vendor, "category": *category, "since": *since} {
+	for k, v := range map[string]string{"vendor": *vendor, "category": *category, "match": *match, "since": *since} {
 		if v != "" {
 			q.Set(k, v)
 		}
@@ -68,10 +69,11 @@ func runClients(args []string, stdout, stderr io.Writer) int {
 	}
 	slices.SortStableFunc(reply.Clients, func(a, b inventory.Entry) int { return b.LastSeen.Compare(a.LastSeen) })
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LAST SEEN\tCLIENT\tVENDOR\tCATEGORY\tREQUESTS\tLAST ACTION\tRULE\tFIRST SEEN")
+	fmt.Fprintln(tw, "LAST SEEN\tCLIENT\tVENDOR\tCATEGORY\tREQUESTS\tLAST ACTION\tRULE\tFIRST SEEN\tMATCH\tHOST\tSIGNATURE")
 	for _, e := range reply.Clients {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", e.LastSeen.Format(time.RFC3339), e.Client, e.Vendor, e.Category,
-			e.Requests, e.LastAction, cmp.Or(e.LastRule, "-"), e.FirstSeen.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.LastSeen.Format(time.RFC3339), e.Client, e.Vendor, e.Category,
+			e.Requests, e.LastAction, cmp.Or(e.LastRule, "-"), e.FirstSeen.Format(time.RFC3339),
+			cmp.Or(e.Match, "-"), cmp.Or(e.Host, "-"), cmp.Or(e.Signature, "-"))
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d entries", len(reply.Clients))

@@ -11,13 +11,14 @@ import (
 
 	"github.com/feedgate/feedgate/cmd/feedgate/internal/admin"
 	"github.com/feedgate/feedgate/proxy/inventory"
+	"github.com/feedgate/feedgate/rules"
 )
 
 // TestClientsReadsTheAdminAPI runs feedgate clients against the admin
 // handler itself: the CLI reads the reply the handler writes.
 func TestClientsReadsTheAdminAPI(t *testing.T) {
 	now := time.Date(2024, 9, 1, 12, 0, 0, 0, time.UTC)
-	inv, err := inventory.New(inventory.Options{MaxEntries: 2, Now: func() time.Time { return now }})
+	inv, err := inventory.New(inventory.Options{MaxEntries: 3, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,6 +27,10 @@ func TestClientsReadsTheAdminAPI(t *testing.T) {
 	inv.Record(netip.MustParseAddr("10.0.0.1"), "kaspersky", "update", "block", "updates-cutoff")
 	now = now.Add(time.Minute)
 	inv.Record(netip.MustParseAddr("2001:db8::2"), "kaspersky", "licensing", "allow", "")
+	now = now.Add(time.Minute)
+	inv.RecordDecision(netip.MustParseAddr("10.0.0.1"), "KAV-Mirror.corp.example", &rules.Decision{
+		Vendor: "kaspersky", Category: "update", Signature: "bases-tree", RuleName: "updates-cutoff", Action: rules.Block,
+	})
 	srv := httptest.NewServer(admin.New(admin.Deps{Registry: prometheus.NewRegistry(), Inventory: inv}))
 	defer srv.Close()
 
@@ -38,10 +43,11 @@ func TestClientsReadsTheAdminAPI(t *testing.T) {
 		got = append(got, strings.Fields(l))
 	}
 	want := [][]string{
-		{"LAST", "SEEN", "CLIENT", "VENDOR", "CATEGORY", "REQUESTS", "LAST", "ACTION", "RULE", "FIRST", "SEEN"},
-		{"2024-09-01T12:02:00Z", "2001:db8::2", "kaspersky", "licensing", "1", "allow", "-", "2024-09-01T12:02:00Z"},
-		{"2024-09-01T12:01:00Z", "10.0.0.1", "kaspersky", "update", "1", "block", "updates-cutoff", "2024-09-01T12:01:00Z"},
-		{"2", "entries", "(1", "older", "entries", "evicted:", "raise", "[inventory]", "max_clients)"},
+		{"LAST", "SEEN", "CLIENT", "VENDOR", "CATEGORY", "REQUESTS", "LAST", "ACTION", "RULE", "FIRST", "SEEN", "MATCH", "HOST", "SIGNATURE"},
+		{"2024-09-01T12:03:00Z", "10.0.0.1", "kaspersky", "update", "1", "block", "updates-cutoff", "2024-09-01T12:03:00Z", "signature", "kav-mirror.corp.example", "bases-tree"},
+		{"2024-09-01T12:02:00Z", "2001:db8::2", "kaspersky", "licensing", "1", "allow", "-", "2024-09-01T12:02:00Z", "host", "-", "-"},
+		{"2024-09-01T12:01:00Z", "10.0.0.1", "kaspersky", "update", "1", "block", "updates-cutoff", "2024-09-01T12:01:00Z", "host", "-", "-"},
+		{"3", "entries", "(1", "older", "entries", "evicted:", "raise", "[inventory]", "max_clients)"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("output:\n%s", out.String())

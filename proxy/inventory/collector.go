@@ -1,9 +1,12 @@
 package inventory
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/feedgate/feedgate/rules"
 )
 
 // activeWindow is how recently a client must have been seen to count in
@@ -14,13 +17,16 @@ const activeWindow = 24 * time.Hour
 // request path does no metric work and a client ages out of the window
 // without anything being recorded.
 type collector struct {
-	inv                         *Inventory
-	clients, evictions, entries *prometheus.Desc
+	inv                                *Inventory
+	clients, hosts, evictions, entries *prometheus.Desc
 }
 
 // Collector exports feedgate_clients{vendor,category}, the distinct clients
-// seen within the last 24 hours, plus feedgate_inventory_evictions_total
-// and feedgate_inventory_entries. Labels are vendor and category only,
+// seen within the last 24 hours, feedgate_signature_hosts{vendor,category},
+// the distinct hosts on which a catalog signature found the vendor's
+// traffic within the last 24 hours (internal mirrors, which no host
+// pattern names), plus feedgate_inventory_evictions_total and
+// feedgate_inventory_entries. Labels are vendor and category only,
 // never a client: addresses would make one series per machine. A vendor
 // category whose clients are all older than 24 hours, but still in the
 // inventory, reports 0 rather than vanishing, so that "migrated" can be
@@ -30,6 +36,9 @@ func (inv *Inventory) Collector() prometheus.Collector {
 		inv: inv,
 		clients: prometheus.NewDesc("feedgate_clients",
 			"Distinct clients that used a vendor category in the last 24 hours.",
+			[]string{"vendor", "category"}, nil),
+		hosts: prometheus.NewDesc("feedgate_signature_hosts",
+			"Distinct hosts on which a catalog signature recognised a vendor category in the last 24 hours.",
 			[]string{"vendor", "category"}, nil),
 		evictions: prometheus.NewDesc("feedgate_inventory_evictions_total",
 			"Client inventory entries dropped to stay within the entry limit.",
@@ -42,6 +51,7 @@ func (inv *Inventory) Collector() prometheus.Collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.clients
+	ch <- c.hosts
 	ch <- c.evictions
 	ch <- c.entries
 }
@@ -50,18 +60,39 @@ type vendorCategory struct{ vendor, category string }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	inv := c.inv
-	// Entries are keyed by client, vendor and category, so each entry is
-	// a distinct client of its vendor category: counting entries counts
-	// clients, and a client of two categories counts once in each.
+	// A client has an entry per vendor category, and one more per host
+	// a signature found it on: clients and hosts are counted distinct.
+	type clientKey struct {
+		vc     vendorCategory
+		client netip.Addr
+	}
+	type hostKey struct {
+		vc   vendorCategory
+		host string
+	}
 	inv.mu.Lock()
 	cutoff := inv.stamp().Add(-activeWindow)
 	counts := make(map[vendorCategory]int)
+	hostCounts := make(map[vendorCategory]int)
+	clients := make(map[clientKey]bool)
+	hosts := make(map[hostKey]bool)
 	for n := inv.root.next; n != &inv.root; n = n.next {
 		k := vendorCategory{n.Vendor, n.Category}
-		if !n.LastSeen.Before(cutoff) {
+		recent := !n.LastSeen.Before(cutoff)
+		if ck := (clientKey{k, n.Client}); recent && !clients[ck] {
+			clients[ck] = true
 			counts[k]++
 		} else if _, ok := counts[k]; !ok {
 			counts[k] = 0
+		}
+		if n.Match != rules.MatchSignature {
+			continue
+		}
+		if hk := (hostKey{k, n.Host}); recent && !hosts[hk] {
+			hosts[hk] = true
+			hostCounts[k]++
+		} else if _, ok := hostCounts[k]; !ok {
+			hostCounts[k] = 0
 		}
 	}
 	entries, evictions := len(inv.entries), inv.evictions
@@ -73,6 +104,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		m, err := prometheus.NewConstMetric(c.clients, prometheus.GaugeValue, float64(n), k.vendor, k.category)
 		if err != nil {
 			m = prometheus.NewInvalidMetric(c.clients, err)
+		}
+		ch <- m
+	}
+	for k, n := range hostCounts {
+		m, err := prometheus.NewConstMetric(c.hosts, prometheus.GaugeValue, float64(n), k.vendor, k.category)
+		if err != nil {
+			m = prometheus.NewInvalidMetric(c.hosts, err)
 		}
 		ch <- m
 	}

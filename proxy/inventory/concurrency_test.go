@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/feedgate/feedgate/rules"
 )
 
 const (
@@ -143,6 +145,9 @@ func checkList(t *testing.T, inv *Inventory) {
 func TestRecordHitAllocs(t *testing.T) {
 	inv := mustNew(t, Options{})
 	inv.Record(one, "kaspersky", "update", "allow", "default")
+	byHost := decision("update", rules.MatchHost, "", "block")
+	bySignature := decision("update", rules.MatchSignature, "bases-tree", "block")
+	inv.RecordDecision(one, "kav-mirror.corp.example", bySignature)
 	for _, tc := range []struct {
 		name string
 		f    func()
@@ -151,6 +156,8 @@ func TestRecordHitAllocs(t *testing.T) {
 		{"new action and rule", func() { inv.Record(one, "kaspersky", "update", "block", "cutoff") }},
 		{"IPv4-mapped", func() { inv.Record(addr("::ffff:127.0.0.1"), "kaspersky", "update", "allow", "default") }},
 		{"ignored", func() { inv.Record(one, "none", "none", "allow", "default") }},
+		{"decision by host", func() { inv.RecordDecision(one, "s07.upd.kaspersky.com", byHost) }},
+		{"decision by signature", func() { inv.RecordDecision(one, "kav-mirror.corp.example", bySignature) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if n := testing.AllocsPerRun(1000, tc.f); n != 0 {

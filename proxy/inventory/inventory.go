@@ -27,6 +27,12 @@ const defaultMaxEntries = 100000
 type Key struct {
 	Client           netip.Addr
 	Vendor, Category string
+	// Match is what classified the requests (rules.MatchHost or
+	// rules.MatchSignature), and Host the host of requests a signature
+	// classified ("" for the others): a signature finds the vendor's
+	// traffic on hosts that are not the vendor's, and the host is then
+	// what an operator has to find, an internal mirror for instance.
+	Match, Host string
 }
 
 // Entry is one client's use of one vendor category.
@@ -39,9 +45,17 @@ type Entry struct {
 	Requests   uint64     `json:"requests"`
 	LastAction string     `json:"last_action"` // "allow" | "log" | "block"
 	LastRule   string     `json:"last_rule"`
+	// Match is "host" or "signature" (see Key), Host the host of a
+	// signature's requests, and Signature the name of the signature
+	// that classified the last of them.
+	Match     string `json:"match"`
+	Host      string `json:"host,omitempty"`
+	Signature string `json:"signature,omitempty"`
 }
 
-func (e *Entry) key() Key { return Key{Client: e.Client, Vendor: e.Vendor, Category: e.Category} }
+func (e *Entry) key() Key {
+	return Key{Client: e.Client, Vendor: e.Vendor, Category: e.Category, Match: e.Match, Host: e.Host}
+}
 
 // Options configures an Inventory.
 type Options struct {
@@ -53,12 +67,14 @@ type Options struct {
 // Filter selects entries for Snapshot. Zero fields select everything.
 type Filter struct {
 	Vendor, Category string
+	Match            string    // "host" or "signature"
 	Since            time.Time // zero: no bound; otherwise LastSeen >= Since
 }
 
 func (f *Filter) match(e *Entry) bool {
 	return (f.Vendor == "" || e.Vendor == f.Vendor) &&
 		(f.Category == "" || e.Category == f.Category) &&
+		(f.Match == "" || e.Match == f.Match) &&
 		(f.Since.IsZero() || !e.LastSeen.Before(f.Since))
 }
 
@@ -126,17 +142,37 @@ func (inv *Inventory) stamp() time.Time { return inv.now().UTC() }
 // the entries' own clock.
 func (inv *Inventory) Now() time.Time { return inv.stamp() }
 
-// Record notes one request. Only vendor traffic is recorded: vendor "" or
-// "none" is ignored, and so is an invalid client address, which names no
-// machine to migrate. It is safe for concurrent use and allocates nothing
-// for a key already recorded.
+// Record notes one request that a catalog host pattern classified. Only
+// vendor traffic is recorded: vendor "" or "none" is ignored, and so is
+// an invalid client address, which names no machine to migrate. It is
+// safe for concurrent use and allocates nothing for a key already
+// recorded.
 func (inv *Inventory) Record(client netip.Addr, vendor, category, action, rule string) {
-	if vendor == "" || vendor == rules.NoVendor || !client.IsValid() {
+	inv.record(Key{Client: client, Vendor: vendor, Category: category, Match: rules.MatchHost}, action, rule, "")
+}
+
+// RecordDecision notes one decided request to host, as Record, with what
+// classified it: a request a signature classified is an entry of its own
+// per host.
+func (inv *Inventory) RecordDecision(client netip.Addr, host string, d *rules.Decision) {
+	k := Key{Client: client, Vendor: d.Vendor, Category: d.Category, Match: d.MatchedBy()}
+	if k.Match == rules.MatchSignature {
+		// One host is one entry however the clients spell it.
+		k.Host = host
+		if h, err := rules.CanonicalHost(host); err == nil {
+			k.Host = h
+		}
+	}
+	inv.record(k, d.Action.String(), d.RuleName, d.Signature)
+}
+
+func (inv *Inventory) record(k Key, action, rule, signature string) {
+	if k.Vendor == "" || k.Vendor == rules.NoVendor || !k.Client.IsValid() {
 		return
 	}
 	// A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; one
 	// machine must be one entry whichever socket it came in on.
-	k := Key{Client: client.Unmap(), Vendor: vendor, Category: category}
+	k.Client = k.Client.Unmap()
 
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
@@ -149,6 +185,7 @@ func (inv *Inventory) Record(client netip.Addr, vendor, category, action, rule s
 		n.Requests++
 		n.LastAction = action
 		n.LastRule = rule
+		n.Signature = signature
 		inv.moveToFront(n)
 		return
 	}
@@ -166,13 +203,16 @@ func (inv *Inventory) Record(client netip.Addr, vendor, category, action, rule s
 	}
 	n.Entry = Entry{
 		Client:     k.Client,
-		Vendor:     vendor,
-		Category:   category,
+		Vendor:     k.Vendor,
+		Category:   k.Category,
 		FirstSeen:  now,
 		LastSeen:   now,
 		Requests:   1,
 		LastAction: action,
 		LastRule:   rule,
+		Match:      k.Match,
+		Host:       k.Host,
+		Signature:  signature,
 	}
 	inv.entries[k] = n
 	inv.pushFront(n)
@@ -216,7 +256,8 @@ func sortEntries(es []Entry) {
 		if c := a.Client.Compare(b.Client); c != 0 {
 			return c
 		}
-		return cmp.Or(strings.Compare(a.Vendor, b.Vendor), strings.Compare(a.Category, b.Category))
+		return cmp.Or(strings.Compare(a.Vendor, b.Vendor), strings.Compare(a.Category, b.Category),
+			strings.Compare(a.Match, b.Match), strings.Compare(a.Host, b.Host))
 	})
 }
 

@@ -99,8 +99,16 @@ func decodeState(data []byte) ([]Entry, error) {
 		}
 		// As in Record: one machine is one entry.
 		e.Client = e.Client.Unmap()
+		// State files written before signatures have entries of host
+		// matches only.
+		if e.Match == "" {
+			e.Match = rules.MatchHost
+		}
+		if e.Match != rules.MatchHost && e.Match != rules.MatchSignature {
+			return nil, fmt.Errorf("entry %d: client %s: match %q: want %q or %q", i, e.Client, e.Match, rules.MatchHost, rules.MatchSignature)
+		}
 		if seen[e.key()] {
-			return nil, fmt.Errorf("entry %d: duplicate entry for %s %s/%s", i, e.Client, e.Vendor, e.Category)
+			return nil, fmt.Errorf("entry %d: duplicate entry for %s %s/%s (%s %s)", i, e.Client, e.Vendor, e.Category, e.Match, e.Host)
 		}
 		seen[e.key()] = true
 		// JSON times come back in a fixed zone; UTC makes them compare

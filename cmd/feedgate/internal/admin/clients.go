@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/proxy/inventory"
+	"github.com/feedgate/feedgate/rules"
 )
 
 // ClientsReply is the body of GET /api/v1/clients, which feedgate clients
@@ -26,8 +27,10 @@ type errorReply struct {
 
 // clientsHandler serves GET /api/v1/clients: the inventory as JSON
 // {"clients":[...], "count":N, "evictions":E, "generated_at":...}, filtered
-// by the query parameters vendor, category and since (RFC 3339, or a Go
-// duration such as "24h" meaning that long before now). The handler does
+// by the query parameters vendor, category, match ("host", or "signature"
+// for the requests a catalog signature found on hosts that are not the
+// vendor's) and since (RFC 3339, or a Go duration such as "24h" meaning
+// that long before now). The handler does
 // not look at the path: the caller mounts it where it belongs.
 func clientsHandler(inv *inventory.Inventory) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +47,11 @@ func clientsHandler(inv *inventory.Inventory) http.HandlerFunc {
 			return
 		}
 		now := inv.Now()
-		f := inventory.Filter{Vendor: q.Get("vendor"), Category: q.Get("category")}
+		f := inventory.Filter{Vendor: q.Get("vendor"), Category: q.Get("category"), Match: q.Get("match")}
+		if f.Match != "" && f.Match != rules.MatchHost && f.Match != rules.MatchSignature {
+			writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("match %q: want %q or %q", f.Match, rules.MatchHost, rules.MatchSignature)})
+			return
+		}
 		if s := q.Get("since"); s != "" {
 			if f.Since, err = parseSince(s, now); err != nil {
 				writeJSON(w, r, http.StatusBadRequest, errorReply{err.Error()})

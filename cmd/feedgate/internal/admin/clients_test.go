@@ -42,10 +42,10 @@ func TestClientsHandler(t *testing.T) {
 
 	// The entries left, each as the handler writes it.
 	const (
-		three        = `{"client": "10.0.0.3",  "vendor": "kaspersky", "category": "ksn",       "first_seen": "2024-09-01T13:03:00Z", "last_seen": "2024-09-01T13:03:00Z", "requests": 1, "last_action": "allow", "last_rule": "default"}`
-		oneLicensing = `{"client": "127.0.0.1", "vendor": "kaspersky", "category": "licensing", "first_seen": "2024-09-01T12:03:00Z", "last_seen": "2024-09-01T12:03:00Z", "requests": 1, "last_action": "allow", "last_rule": "default"}`
-		twoUpdate    = `{"client": "127.0.0.2", "vendor": "kaspersky", "category": "update",    "first_seen": "2024-09-01T12:03:00Z", "last_seen": "2024-09-01T12:03:00Z", "requests": 1, "last_action": "block", "last_rule": "updates-cutoff"}`
-		oneUpdate    = `{"client": "127.0.0.1", "vendor": "kaspersky", "category": "update",    "first_seen": "2024-09-01T12:00:00Z", "last_seen": "2024-09-01T12:02:00Z", "requests": 2, "last_action": "block", "last_rule": "updates-cutoff"}`
+		three        = `{"client": "10.0.0.3",  "vendor": "kaspersky", "category": "ksn",       "first_seen": "2024-09-01T13:03:00Z", "last_seen": "2024-09-01T13:03:00Z", "requests": 1, "last_action": "allow", "last_rule": "default", "match": "host"}`
+		oneLicensing = `{"client": "127.0.0.1", "vendor": "kaspersky", "category": "licensing", "first_seen": "2024-09-01T12:03:00Z", "last_seen": "2024-09-01T12:03:00Z", "requests": 1, "last_action": "allow", "last_rule": "default", "match": "host"}`
+		twoUpdate    = `{"client": "127.0.0.2", "vendor": "kaspersky", "category": "update",    "first_seen": "2024-09-01T12:03:00Z", "last_seen": "2024-09-01T12:03:00Z", "requests": 1, "last_action": "block", "last_rule": "updates-cutoff", "match": "host"}`
+		oneUpdate    = `{"client": "127.0.0.1", "vendor": "kaspersky", "category": "update",    "first_seen": "2024-09-01T12:00:00Z", "last_seen": "2024-09-01T12:02:00Z", "requests": 2, "last_action": "block", "last_rule": "updates-cutoff", "match": "host"}`
 	)
 	for _, tc := range []struct {
 		name  string
@@ -64,6 +64,8 @@ func TestClientsHandler(t *testing.T) {
 		{"since RFC 3339 with offset", "?since=2024-09-01T08:02:01-04:00", []string{three, oneLicensing, twoUpdate}},
 		{"since and category", "?since=2h&category=update", []string{twoUpdate, oneUpdate}},
 		{"empty parameters", "?vendor=&category=&since=", []string{three, oneLicensing, twoUpdate, oneUpdate}},
+		{"match host", "?match=host", []string{three, oneLicensing, twoUpdate, oneUpdate}},
+		{"match signature", "?match=signature", []string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rr := httptest.NewRecorder()
@@ -138,6 +140,7 @@ func TestClientsHandlerShape(t *testing.T) {
 		"requests":    1.0,
 		"last_action": "block",
 		"last_rule":   "updates-cutoff",
+		"match":       "host",
 	}
 	got := m["clients"].([]any)[0].(map[string]any)
 	if len(got) != len(want) {
@@ -178,6 +181,7 @@ func TestClientsHandlerErrors(t *testing.T) {
 		{"negative since", http.MethodGet, "/api/v1/clients?since=-1h", http.StatusBadRequest, "negative"},
 		{"date without time", http.MethodGet, "/api/v1/clients?since=2024-09-01", http.StatusBadRequest, "RFC 3339"},
 		{"malformed query", http.MethodGet, "/api/v1/clients?vendor=%zz", http.StatusBadRequest, "query"},
+		{"unknown match", http.MethodGet, "/api/v1/clients?match=path", http.StatusBadRequest, `match "path": want "host" or "signature"`},
 		{"POST", http.MethodPost, "/api/v1/clients", http.StatusMethodNotAllowed, "POST not allowed"},
 		{"DELETE", http.MethodDelete, "/api/v1/clients", http.StatusMethodNotAllowed, "DELETE not allowed"},
 	} {
