@@ -601,6 +601,7 @@ func (f *fileCtx) loadSignatures(p *Policy, cf catalogFile, classOf map[string]i
 			cs.ports = append(cs.ports, pr)
 		}
 		var toks [][]sigTok
+		var texts []string
 		seen := map[string]bool{}
 		for _, s := range sf.Paths {
 			t, err := parseSigPattern(s)
@@ -614,14 +615,15 @@ func (f *fileCtx) loadSignatures(p *Policy, cf catalogFile, classOf map[string]i
 			}
 			seen[s] = true
 			toks = append(toks, t)
+			texts = append(texts, s)
 		}
 		if p.sigs == nil {
 			p.sigs = &sigMatcher{}
 		}
 		si := int32(len(p.sigs.sigs))
 		p.sigs.sigs = append(p.sigs.sigs, cs)
-		for _, t := range toks {
-			p.sigs.add(si, t)
+		for i, t := range toks {
+			p.sigs.add(si, texts[i], t)
 		}
 		p.Signatures = append(p.Signatures, Signature{
 			Vendor: cf.Vendor, Category: sf.Category, Name: sf.Name,

@@ -70,6 +70,7 @@ type sigTok struct {
 // sigPattern is one compiled path pattern of a signature.
 type sigPattern struct {
 	sig  int32 // index into sigMatcher.sigs
+	text string
 	toks []sigTok
 	// reqLits and reqExt are the index bits a path must have for the
 	// pattern to match (see sigIndex).
@@ -608,10 +609,10 @@ func (ix *sigIndex) ext(seg string) uint64 {
 }
 
 // add adds a pattern of signature si.
-func (m *sigMatcher) add(si int32, toks []sigTok) {
+func (m *sigMatcher) add(si int32, text string, toks []sigTok) {
 	reqLits, reqExt := m.idx.add(toks)
 	i := len(m.pats)
-	m.pats = append(m.pats, sigPattern{sig: si, toks: toks, reqLits: reqLits, reqExt: reqExt})
+	m.pats = append(m.pats, sigPattern{sig: si, text: text, toks: toks, reqLits: reqLits, reqExt: reqExt})
 	if i >= maxSetPats {
 		return
 	}
@@ -655,4 +656,31 @@ func (m *sigMatcher) candidates(hits sigHits) patSet {
 		}
 	}
 	return c
+}
+
+// SignaturePattern returns the path pattern, as written, by which the
+// signature of d (a decision of p for a request with path) matched, ""
+// if d names no signature. It is for explaining a decision, not for the
+// request path.
+func (p *Policy) SignaturePattern(d Decision, path string) string {
+	if d.Signature == "" || p.sigs == nil {
+		return ""
+	}
+	n, ok := requestPath(path)
+	if !ok {
+		return ""
+	}
+	end := len(n)
+	if i := strings.IndexAny(n, "?#"); i >= 0 {
+		end = i
+	}
+	ps := cutSegs(n, end, nil)
+	for i := range p.sigs.pats {
+		sp := &p.sigs.pats[i]
+		s := &p.sigs.sigs[sp.sig]
+		if int(s.class) == d.Class && s.name == d.Signature && sp.match(&ps) {
+			return sp.text
+		}
+	}
+	return ""
 }

@@ -52,7 +52,7 @@ func oneSignature(tb testing.TB, pattern string) (*sigMatcher, error) {
 		return nil, err
 	}
 	m := &sigMatcher{sigs: []compiledSig{{class: 1, name: "s"}}}
-	m.add(0, toks)
+	m.add(0, pattern, toks)
 	return m, nil
 }
 

@@ -56,6 +56,10 @@ func checkSigCases(t *testing.T, p *rules.Policy, file string, at time.Time) {
 					class, got.MatchedBy(), got.Signature, got.Invalid, tc.class, tc.match, tc.signature)
 			}
 		}
+		// explain names the pattern that matched.
+		if pat := p.SignaturePattern(d, tc.req.Path); (pat != "") != (tc.signature != "") {
+			t.Errorf("%s:%d: SignaturePattern(%s, %q) = %q", file, tc.line, d.Signature, tc.req.Path, pat)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,33 @@ func TestExplainJSON(t *testing.T) {
 
 // TestExplainReadsAsTheProxyDoes: explain decides the path as origins read
 // it, and says that a target the proxy cannot read is refused with 400.
+// TestExplainSignature checks that explain names the catalog signature,
+// the path pattern and where it is defined, for an update base on a host
+// that is not Kaspersky's, in JSON and in text, and that -method reaches
+// the decision.
+func TestExplainSignature(t *testing.T) {
+	const target = "http://kav-mirror.corp.example:8080/KLSHARE/Updates/bases/av/kdb/i386/dailyc.kdc"
+	got := explainOne(t, "2024-09-29T04:00:00Z", target)
+	sig, _ := got["signature"].(map[string]any)
+	if got["category"] != "update" || got["match"] != "signature" || got["rule"] != "updates-cutoff" || got["action"] != "block" ||
+		sig["name"] != "bases-tree" || sig["pattern"] != "*/bases/av/kdb/*" || !strings.HasPrefix(fmt.Sprint(sig["defined"]), "catalog/kaspersky.toml:") {
+		t.Errorf("explain %s = %v; want kaspersky/update by signature bases-tree (*/bases/av/kdb/*), blocked by updates-cutoff", target, got)
+	}
+	got = explainOne(t, "2024-09-29T04:00:00Z", "https://s01.upd.kaspersky.com/index/u1313g.xml")
+	if got["match"] != "host" || got["signature"] != nil {
+		t.Errorf("a Kaspersky host: match %v, signature %v; want host and none", got["match"], got["signature"])
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"explain", "-at", "2024-09-29T04:00:00Z", "-method", "HEAD", "http://192.0.2.10/avpup/index/u0607g.xml"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{"category:    update (catalog signature update-index, path pattern u0607g.xml, catalog/kaspersky.toml:", "action:      block"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("explain text = %q; want it to contain %q", stdout.String(), want)
+		}
+	}
+}
+
 func TestExplainReadsAsTheProxyDoes(t *testing.T) {
 	got := explainOne(t, "2024-10-01T00:00:00Z", "http://www.kaspersky.com/x/..//%62uy/now")
 	if got["path"] != "/buy/now" || got["rule"] != "sales-cutoff-store" || got["invalid"] != nil {

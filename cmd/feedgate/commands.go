@@ -186,26 +186,50 @@ func window(from, until time.Time, loc *time.Location) string {
 
 // explainJSON is one line of explain -json output.
 type explainJSON struct {
-	Target      string  `json:"target"`
-	Host        string  `json:"host"`
-	Port        int     `json:"port"`
-	Path        string  `json:"path,omitempty"`
-	Invalid     string  `json:"invalid,omitempty"`
-	Client      string  `json:"client,omitempty"`
-	ClientGroup string  `json:"client_group,omitempty"`
-	At          string  `json:"at"`
-	Policy      string  `json:"policy"`
-	Vendor      string  `json:"vendor"`
-	Category    string  `json:"category"`
-	Pattern     string  `json:"pattern"`
-	Rule        string  `json:"rule"`
-	Action      string  `json:"action"`
-	ReportOnly  bool    `json:"report_only"`
-	Reason      string  `json:"reason"`
-	Since       *string `json:"since"`
-	NextChange  *string `json:"next_change"`
-	NextAction  *string `json:"next_action"`
-	NextRule    *string `json:"next_rule"`
+	Target      string   `json:"target"`
+	Host        string   `json:"host"`
+	Port        int      `json:"port"`
+	Path        string   `json:"path,omitempty"`
+	Invalid     string   `json:"invalid,omitempty"`
+	Client      string   `json:"client,omitempty"`
+	ClientGroup string   `json:"client_group,omitempty"`
+	At          string   `json:"at"`
+	Policy      string   `json:"policy"`
+	Vendor      string   `json:"vendor"`
+	Category    string   `json:"category"`
+	Pattern     string   `json:"pattern"`
+	Match       string   `json:"match,omitempty"`
+	Signature   *sigJSON `json:"signature,omitempty"`
+	Rule        string   `json:"rule"`
+	Action      string   `json:"action"`
+	ReportOnly  bool     `json:"report_only"`
+	Reason      string   `json:"reason"`
+	Since       *string  `json:"since"`
+	NextChange  *string  `json:"next_change"`
+	NextAction  *string  `json:"next_action"`
+	NextRule    *string  `json:"next_rule"`
+}
+
+// sigJSON is the catalog signature that classified an explained request.
+type sigJSON struct {
+	Name    string `json:"name"`
+	Pattern string `json:"pattern"` // the path pattern that matched, as written
+	Defined string `json:"defined"` // FILE:LINE
+}
+
+// explainSignature returns the signature that classified e (for a
+// request with path), nil if none did.
+func explainSignature(p *rules.Policy, e rules.Explanation, path string) *sigJSON {
+	if e.Signature == "" {
+		return nil
+	}
+	out := &sigJSON{Name: e.Signature, Pattern: p.SignaturePattern(e.Decision, path)}
+	for _, s := range p.Signatures {
+		if s.Vendor == e.Vendor && s.Name == e.Signature {
+			out.Defined = fmt.Sprintf("%s:%d", s.File, s.Line)
+		}
+	}
+	return out
 }
 
 func runExplain(args []string, stdout, stderr io.Writer) int {
@@ -214,6 +238,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	at := fs.String("at", "", "explain at this `TIME` (RFC 3339; default: now)")
 	asJSON := fs.Bool("json", false, "print one JSON object per target per line")
 	clientIP := fs.String("client", "", "explain for a request from this client `IP` (for rules with clients or not_clients)")
+	method := fs.String("method", "GET", "the `METHOD` of a URL target (for catalog signatures that name methods)")
 	// Flags may come before or after the targets.
 	var targets []string
 	for {
@@ -252,7 +277,12 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			status = 1
 			continue
 		}
-		e := p.Explain(rules.Request{Host: t.Host, Port: t.Port, Path: t.Path, Client: client, Time: now})
+		req := rules.Request{Host: t.Host, Port: t.Port, Path: t.Path, Client: client, Time: now}
+		if t.Path != "" {
+			req.Method = *method
+		}
+		e := p.Explain(req)
+		sig := explainSignature(p, e, t.Path)
 		// The proxy decides and logs the path as origins read it, and
 		// refuses with 400 what it cannot read; explain says the same.
 		invalid := ""
@@ -279,7 +309,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		if *asJSON {
 			out := explainJSON{
 				Target: s, Host: t.Host, Port: t.Port, Path: t.Path, Invalid: invalid, At: fmtTime(now, p.Location), Policy: p.Name,
-				Vendor: e.Vendor, Category: e.Category, Pattern: e.Pattern, Rule: e.RuleName,
+				Vendor: e.Vendor, Category: e.Category, Pattern: e.Pattern, Match: e.MatchedBy(), Signature: sig, Rule: e.RuleName,
 				Action: e.Action.String(), ReportOnly: e.Reported, Reason: reason,
 				Client: *clientIP, ClientGroup: e.ClientGroup,
 			}
@@ -297,12 +327,12 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			}
 			continue
 		}
-		printExplanation(stdout, p, t, now, client, e, reason)
+		printExplanation(stdout, p, t, now, client, e, sig, reason)
 	}
 	return status
 }
 
-func printExplanation(w io.Writer, p *rules.Policy, t rules.Target, now time.Time, client netip.Addr, e rules.Explanation, reason string) {
+func printExplanation(w io.Writer, p *rules.Policy, t rules.Target, now time.Time, client netip.Addr, e rules.Explanation, sig *sigJSON, reason string) {
 	where := fmt.Sprintf("port %d", t.Port)
 	if t.Path != "" {
 		where += ", path " + t.Path
@@ -321,8 +351,13 @@ func printExplanation(w io.Writer, p *rules.Policy, t rules.Target, now time.Tim
 	}
 	fmt.Fprintf(tw, "  vendor:\t%s\n", e.Vendor)
 	cat := e.Category
-	if e.Pattern != "" {
+	switch {
+	case e.Pattern != "":
 		cat += " (catalog pattern " + e.Pattern + ")"
+	case sig != nil:
+		// The host is not the vendor's: the path is, wherever it is
+		// served (an internal update mirror, say).
+		cat += fmt.Sprintf(" (catalog signature %s, path pattern %s, %s)", sig.Name, sig.Pattern, sig.Defined)
 	}
 	fmt.Fprintf(tw, "  category:\t%s\n", cat)
 	fmt.Fprintf(tw, "  rule:\t%s\n", e.RuleName)
