@@ -506,3 +506,66 @@ func sampleHosts(t *testing.T) []string {
 	}
 	return out
 }
+
+// TestSignatureHeader checks that a list says it cannot carry its vendor's
+// signatures, naming them in lines that no firewall reads as a name, and
+// that a vendor without signatures gets no such lines.
+func TestSignatureHeader(t *testing.T) {
+	sigs, warns, err := rules.Load(rules.Dir{}, "testdata/signatures.toml", rules.Options{})
+	if err != nil || len(warns) > 0 {
+		t.Fatalf("Load(signatures) = %v, %v; want no error or warning", warns, err)
+	}
+	kaspersky := []string{
+		"signatures: 8 path signatures of catalog kaspersky recognise its traffic on any host by the URL path (internal update mirrors); a name list cannot carry a path, so such requests are decided only where they pass through feedgate:",
+		"  update-index (category update)",
+		"  component-index (category update)",
+		"  bases-tree (category update)",
+		"  bases-files (category update)",
+		"  updates-tree (category update)",
+		"  bases-diffs (category update)",
+		"  updater-config (category update)",
+		"  rescue-disk (category update)",
+	}
+	tests := []struct {
+		name   string
+		p      *rules.Policy
+		vendor string
+		at     time.Time
+		want   []string // the signature lines; nil: none
+	}{
+		{"default", loadDefault(t), "kaspersky", afterUpdates, kaspersky},
+		{"default before the cut-offs", loadDefault(t), "kaspersky", beforeSales, kaspersky},
+		{"one signature", sigs, "mirrored", afterUpdates, []string{
+			"signatures: 1 path signature of catalog mirrored recognises its traffic on any host by the URL path (internal update mirrors); a name list cannot carry a path, so such requests are decided only where they pass through feedgate:",
+			"  update-index (category update)",
+		}},
+		{"another catalog's signature", sigs, "example", afterUpdates, nil},
+		{"no signatures", loadOrder(t), "example", afterUpdates, nil},
+	}
+	for _, tt := range tests {
+		for _, f := range feeds.Formats() {
+			h := header(f, write(t, f, tt.p, tt.vendor, rules.Block, tt.at))
+			var got []string
+			mentions := 0
+			for i, l := range h {
+				if strings.HasPrefix(l, "signatures: ") {
+					got = h[i:min(i+len(tt.want), len(h))]
+				}
+				if strings.Contains(l, "signature") {
+					mentions++
+				}
+			}
+			if want := min(len(tt.want), 1); mentions != want {
+				t.Errorf("%s, %s: %d header lines name signatures; want %d:\n%s", tt.name, f, mentions, want, strings.Join(h, "\n"))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("%s, %s: signature lines = %q; want %q", tt.name, f, got, tt.want)
+			}
+			for _, l := range h {
+				if !strings.Contains(strings.TrimSpace(l), " ") {
+					t.Errorf("%s, %s: header line %q holds no space, so a firewall may read it as a name", tt.name, f, l)
+				}
+			}
+		}
+	}
+}

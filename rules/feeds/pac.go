@@ -30,6 +30,12 @@ import (
 // whose '*' also matches dots: it sends more names to the proxy than the
 // catalog classifies, which is harmless, as the proxy decides. Patterns
 // that another pattern in the file covers are left out.
+//
+// A PAC file sees host names only, so it cannot carry the catalogs'
+// signatures, which recognise a vendor's traffic on any host by its path.
+// When the policy has signatures the header says so: without all, the
+// hosts that serve a vendor's update bases under names no catalog has
+// (internal mirrors) go DIRECT and are never decided by them.
 func PAC(p *rules.Policy, proxyAddr string, all bool) []byte {
 	var pats []rules.HostPattern
 	for _, cp := range p.CatalogPatterns() {
@@ -75,6 +81,15 @@ func PAC(p *rules.Policy, proxyAddr string, all bool) []byte {
 	if all {
 		b.WriteString("// Every other name goes through the proxy as well.\n")
 	}
+	if len(p.Signatures) > 0 {
+		text := "Path signatures cannot be expressed in a PAC file, which sees host names only: " + signatureSummary(p) + " " + agree(len(p.Signatures), "recognises", "recognise") + " a vendor's traffic on any host by the URL path."
+		if all {
+			text += " Every name goes through the proxy, where they apply."
+		} else {
+			text += " Hosts that serve a vendor's update bases under names no catalog has (internal mirrors) go DIRECT and are never decided by them; set pac_all to send every name through the proxy."
+		}
+		writeComment(&b, text)
+	}
 	writeArray(&b, "feedgateExact", exact)
 	writeArray(&b, "feedgateSuffixes", suffixes)
 	writeArray(&b, "feedgateGlobs", globs)
@@ -101,6 +116,40 @@ function FindProxyForURL(url, host) {
 }
 `)
 	return b.Bytes()
+}
+
+// signatureSummary names the policy's signatures, catalog by catalog:
+// "8 signatures of catalog kaspersky (update-index, ...)".
+func signatureSummary(p *rules.Policy) string {
+	var parts []string
+	for _, c := range p.Catalogs {
+		var names []string
+		for _, sig := range signaturesOf(p, c.Vendor) {
+			names = append(names, sig.Name)
+		}
+		if len(names) > 0 {
+			parts = append(parts, fmt.Sprintf("%s of catalog %s (%s)", plural(len(names), "signature"), c.Vendor, strings.Join(names, ", ")))
+		}
+	}
+	return strings.Join(parts, " and ")
+}
+
+// pacWidth is the width that writeComment wraps lines at, as the rest of
+// the header is written.
+const pacWidth = 76
+
+// writeComment writes text as // comment lines of at most pacWidth
+// characters where its words allow.
+func writeComment(b *bytes.Buffer, text string) {
+	line := "//"
+	for _, w := range strings.Fields(comment(text)) {
+		if len(line) > 2 && len(line)+1+len(w) > pacWidth {
+			b.WriteString(line + "\n")
+			line = "//"
+		}
+		line += " " + w
+	}
+	b.WriteString(line + "\n")
 }
 
 // uncovered returns the distinct patterns that no other pattern covers.

@@ -101,3 +101,48 @@ func TestPACCoversVendorHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestPACSignatures checks that a PAC file says it cannot carry the
+// policy's signatures, and what that means with and without all.
+func TestPACSignatures(t *testing.T) {
+	sigs, _, err := rules.Load(rules.Dir{}, "testdata/signatures.toml", rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cannot = "// Path signatures cannot be expressed in a PAC file, which sees host names\n// only: "
+	tests := []struct {
+		name string
+		p    *rules.Policy
+		all  bool
+		want []string // in the header; nil: no mention of signatures
+	}{
+		{"default", loadDefault(t), false, []string{
+			cannot + "8 signatures of catalog kaspersky (update-index, component-index,\n// bases-tree, bases-files, updates-tree, bases-diffs, updater-config,\n// rescue-disk) recognise a vendor's traffic on any host by the URL path.\n",
+			"// Hosts that serve a vendor's update bases under names no catalog has\n// (internal mirrors) go DIRECT and are never decided by them; set pac_all\n// to send every name through the proxy.\n",
+		}},
+		{"default, all", loadDefault(t), true, []string{
+			cannot + "8 signatures of catalog kaspersky",
+			"// Every name goes through the proxy, where they apply.\n",
+		}},
+		{"one catalog of two", sigs, false, []string{
+			cannot + "1 signature of catalog mirrored (update-index) recognises a\n// vendor's traffic",
+		}},
+		{"no signatures", loadOrder(t), false, nil},
+		{"no signatures, all", loadOrder(t), true, nil},
+	}
+	for _, tt := range tests {
+		js := string(feeds.PAC(tt.p, "gw:3128", tt.all))
+		head, _, _ := strings.Cut(js, "var ")
+		for _, w := range tt.want {
+			if !strings.Contains(head, w) {
+				t.Errorf("%s: PAC header lacks %q:\n%s", tt.name, w, head)
+			}
+		}
+		if got := strings.Contains(js, "signature"); got != (tt.want != nil) {
+			t.Errorf("%s: PAC mentions signatures = %v; want %v:\n%s", tt.name, got, tt.want != nil, head)
+		}
+		if got, want := strings.Contains(head, "pac_all"), !tt.all && tt.want != nil; got != want {
+			t.Errorf("%s: PAC header mentions pac_all = %v; want %v", tt.name, got, want)
+		}
+	}
+}

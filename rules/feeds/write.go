@@ -120,7 +120,11 @@ func (e *UnsupportedError) Error() string {
 //     otherwise and that the format cannot exempt. For EDL and Squid, which
 //     have no exceptions, the enforcement point must match those names with
 //     their own list first (for the default policy: the allow list before
-//     the block list).
+//     the block list);
+//   - signatures: the vendor's catalog signatures, which recognise its
+//     traffic on any host by the URL path (internal update mirrors). No
+//     name can carry them, so such requests are decided only where they
+//     pass through feedgate.
 //
 // Which patterns are listed is List's answer.
 func Write(w io.Writer, f Format, p *rules.Policy, vendor string, action rules.Action, at time.Time) error {
@@ -170,6 +174,7 @@ type document struct {
 	skipped []string
 	widened []string
 	over    []string
+	sigs    []rules.Signature // the vendor's signatures
 }
 
 // natives turns an item into the patterns the format writes for it, or
@@ -258,7 +263,7 @@ func (f Format) outcome(a rules.Action) rules.Action {
 func (f Format) inBand() bool { return f == Dnsmasq || f == RPZ }
 
 func build(s *snapshot, f Format, vendor string, action rules.Action) (*document, error) {
-	doc := &document{s: s, f: f, vendor: vendor, action: action}
+	doc := &document{s: s, f: f, vendor: vendor, action: action, sigs: signaturesOf(s.p, vendor)}
 	for _, it := range s.items(vendor, action) {
 		ns, skip := doc.natives(it)
 		if skip != "" {
@@ -506,6 +511,13 @@ func (doc *document) render(b *bytes.Buffer) {
 		line("over-matched: %s that an entry matches but the policy decides otherwise (%s):", plural(len(doc.over), "name"), hint)
 		list(doc.over)
 	}
+	if len(doc.sigs) > 0 {
+		// Each line holds spaces, as every header line must (see EDL).
+		line("signatures: %s of catalog %s %s its traffic on any host by the URL path (internal update mirrors); a name list cannot carry a path, so such requests are decided only where they pass through feedgate:", plural(len(doc.sigs), "path signature"), doc.vendor, agree(len(doc.sigs), "recognises", "recognise"))
+		for _, sig := range doc.sigs {
+			line("  %s (category %s)", sig.Name, sig.Category)
+		}
+	}
 	switch doc.f {
 	case Dnsmasq:
 		line("note: /name/ matches name itself and every name below it.")
@@ -524,6 +536,25 @@ func (doc *document) render(b *bytes.Buffer) {
 		line("exceptions")
 		doc.lines(b, exceptions)
 	}
+}
+
+// signaturesOf returns the signatures of vendor's catalog, in catalog order.
+func signaturesOf(p *rules.Policy, vendor string) []rules.Signature {
+	var out []rules.Signature
+	for _, sig := range p.Signatures {
+		if sig.Vendor == vendor {
+			out = append(out, sig)
+		}
+	}
+	return out
+}
+
+// agree returns the verb form that agrees with n things.
+func agree(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // plural returns "1 name" or "2 names".

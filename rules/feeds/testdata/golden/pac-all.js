@@ -5,6 +5,11 @@
 // its action: the proxy decides. There is no DIRECT fallback for them, so
 // that a proxy that is down fails closed.
 // Every other name goes through the proxy as well.
+// Path signatures cannot be expressed in a PAC file, which sees host names
+// only: 8 signatures of catalog kaspersky (update-index, component-index,
+// bases-tree, bases-files, updates-tree, bases-diffs, updater-config,
+// rescue-disk) recognise a vendor's traffic on any host by the URL path.
+// Every name goes through the proxy, where they apply.
 var feedgateExact = [
   "kaspersky-labs.com",
   "kaspersky.be",

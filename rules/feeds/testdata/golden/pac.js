@@ -4,6 +4,13 @@
 // Every name the policy has a pattern for goes through the proxy, whatever
 // its action: the proxy decides. There is no DIRECT fallback for them, so
 // that a proxy that is down fails closed.
+// Path signatures cannot be expressed in a PAC file, which sees host names
+// only: 8 signatures of catalog kaspersky (update-index, component-index,
+// bases-tree, bases-files, updates-tree, bases-diffs, updater-config,
+// rescue-disk) recognise a vendor's traffic on any host by the URL path.
+// Hosts that serve a vendor's update bases under names no catalog has
+// (internal mirrors) go DIRECT and are never decided by them; set pac_all
+// to send every name through the proxy.
 var feedgateExact = [
   "kaspersky-labs.com",
   "kaspersky.be",
