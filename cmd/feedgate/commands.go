@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/rules"
 	"github.com/feedgate/feedgate/rules/config"
+	"github.com/feedgate/feedgate/rules/feeds"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -35,7 +37,7 @@ func buildVersion() string {
 
 const usage = `usage:
   feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...] [-admin.enable-reload]
-  feedgate check [-config FILE]
+  feedgate check [-config FILE] [-export LIST]
   feedgate explain [-config FILE] [-at TIME] [-client IP] [-json] TARGET ...
   feedgate ca init -dir DIR [-org NAME]
   feedgate clients [-admin URL] [-vendor V] [-category C] [-since TIME]
@@ -115,6 +117,7 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", stderr)
 	config := fs.String("config", "", "policy `FILE` (default: the built-in policy)")
+	exportList := fs.String("export", "", "warn about what the comma-separated exports in `LIST` (edl, hosts, dnsmasq, rpz, squid, pac) cannot carry")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -122,14 +125,202 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "feedgate check: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	exports, err := parseExports(*exportList)
+	if err != nil {
+		fmt.Fprintf(stderr, "feedgate check: -export: %v\n", err)
+		return 2
+	}
 	c, warnings, err := loadConfig(*config)
 	printProblems(stderr, warnings, err)
 	if err != nil {
 		return 1
 	}
+	// A configuration that sets pac_proxy serves a PAC file, whether or
+	// not -export names it.
+	byConfig := c.PAC.Proxy != "" && !slices.Contains(exports, pacExport)
+	if byConfig {
+		exports = append(exports, pacExport)
+	}
+	sigFile := func(f string) string { return f }
+	if *config == "" {
+		sigFile = func(f string) string { return "built-in " + f }
+	}
+	printProblems(stderr, exportWarnings(c, exports, byConfig, sigFile), nil)
 	p := c.Policy
 	printTimeline(stdout, p)
 	return 0
+}
+
+// pacExport is the name -export gives the PAC file, beside the list
+// formats of package feeds.
+const pacExport = "pac"
+
+// parseExports parses check's -export list: list formats and "pac", each
+// once, in the order given.
+func parseExports(list string) ([]string, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name != pacExport {
+			if _, err := feeds.ParseFormat(name); err != nil {
+				return nil, fmt.Errorf("unknown export %q (known: edl, hosts, dnsmasq, rpz, squid, pac)", name)
+			}
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// sigEffect is a class whose signatures change what its requests get: at
+// some time the class's answer differs from unclassified traffic's, so a
+// request on a host that no catalog names is decided by its path.
+type sigEffect struct {
+	class rules.Class
+	sigs  []rules.Signature
+	diffs []string // "block instead of allow (from ...)"
+}
+
+// signatureEffects returns the classes with signatures whose answer
+// differs, at some time, from the answer for unclassified traffic (vendor
+// none, class 0), for a client in no client group, in class order.
+func signatureEffects(p *rules.Policy) []sigEffect {
+	var out []sigEffect
+	none := p.ClassTimeline(0)
+	for c, cl := range p.Classes {
+		if c == 0 {
+			continue
+		}
+		e := sigEffect{class: cl}
+		for _, sig := range p.Signatures {
+			if sig.Vendor == cl.Vendor && sig.Category == cl.Category {
+				e.sigs = append(e.sigs, sig)
+			}
+		}
+		if len(e.sigs) == 0 {
+			continue
+		}
+		e.diffs = timelineDiffs(p.ClassTimeline(c), none, p.Location)
+		if len(e.diffs) > 0 {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// timelineDiffs compares two timelines over the union of their windows
+// and describes, in time order, each window in which a's action differs
+// from b's.
+func timelineDiffs(a, b []rules.Segment, loc *time.Location) []string {
+	var cuts []time.Time // every window start but the first, unbounded one
+	for _, segs := range [][]rules.Segment{a, b} {
+		for _, s := range segs {
+			if !s.From.IsZero() {
+				cuts = append(cuts, s.From)
+			}
+		}
+	}
+	slices.SortFunc(cuts, time.Time.Compare)
+	cuts = slices.CompactFunc(cuts, time.Time.Equal)
+	// Window i runs from starts[i] (zero: unbounded) to the next start.
+	starts := append([]time.Time{{}}, cuts...)
+	var out []string
+	var from time.Time
+	var cur [2]rules.Action
+	open := false
+	flush := func(until time.Time) {
+		if open {
+			out = append(out, fmt.Sprintf("%s instead of %s (%s)", cur[0], cur[1], window(from, until, loc)))
+			open = false
+		}
+	}
+	for _, t := range starts {
+		pair := [2]rules.Action{actionAt(a, t), actionAt(b, t)}
+		if open && pair == cur {
+			continue
+		}
+		flush(t)
+		if pair[0] != pair[1] {
+			from, cur, open = t, pair, true
+		}
+	}
+	flush(time.Time{})
+	return out
+}
+
+// actionAt is the action of the window of segs that holds t; the zero t
+// is the beginning of time, in the first window.
+func actionAt(segs []rules.Segment, t time.Time) rules.Action {
+	for _, s := range segs {
+		if (s.From.IsZero() || !t.Before(s.From)) && (s.Until.IsZero() || t.Before(s.Until)) {
+			return s.Action
+		}
+	}
+	return segs[0].Action
+}
+
+// enforcer names what enforces a list in format f.
+func enforcer(f feeds.Format) string {
+	switch f {
+	case feeds.EDL:
+		return "a firewall"
+	case feeds.Hosts:
+		return "a machine"
+	case feeds.Squid:
+		return "a Squid"
+	}
+	return "a resolver"
+}
+
+// exportWarnings warns, for each export that cannot carry signatures (every
+// list format, and a PAC file without pac_all), about each class whose
+// answer depends on them. byConfig says that pac_proxy chose the PAC file.
+func exportWarnings(c *config.Config, exports []string, byConfig bool, sigFile func(string) string) []rules.Problem {
+	if len(exports) == 0 {
+		return nil
+	}
+	effects := signatureEffects(c.Policy)
+	var out []rules.Problem
+	for _, x := range exports {
+		if x == pacExport && c.PAC.All {
+			continue
+		}
+		label := "export " + x
+		if x == pacExport && byConfig {
+			label += " (pac_proxy is set)"
+		}
+		for _, e := range effects {
+			sigs := make([]string, len(e.sigs))
+			for i, sig := range e.sigs {
+				sigs[i] = fmt.Sprintf("%s at %s:%d", sig.Name, sigFile(sig.File), sig.Line)
+			}
+			verb := "classify"
+			if len(e.sigs) == 1 {
+				verb = "classifies"
+			}
+			what := fmt.Sprintf("%s: %s (%s) %s requests on any host by their path as %s/%s, which then get %s; ",
+				label, plural(len(e.sigs), "signature"), strings.Join(sigs, ", "), verb, e.class.Vendor, e.class.Category, strings.Join(e.diffs, " and "))
+			if x == pacExport {
+				what += "a PAC file sees host names only, so clients that follow it reach hosts no catalog names DIRECT, and internal mirrors are never checked; set pac_all = true"
+			} else {
+				what += fmt.Sprintf("the %s list holds names only, so %s that enforces it never checks these paths: internal mirrors are decided only where their traffic passes through feedgate (the proxy port or the transparent listener)", x, enforcer(feeds.Format(x)))
+			}
+			out = append(out, rules.Problem{File: c.File, Message: what, Warning: true})
+		}
+	}
+	return out
+}
+
+// plural returns "1 name" or "2 names".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func fmtTime(t time.Time, loc *time.Location) string {
