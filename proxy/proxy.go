@@ -563,6 +563,11 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		h.Set("Content-Length", strconv.Itoa(len(b.body)))
 		h.Set("X-Feedgate-Rule", b.rule)
+		if sig := rec.Decision.Signature; sig != "" {
+			// The host is not the vendor's: say what in the path made
+			// the request the vendor's.
+			h.Set("X-Feedgate-Signature", sig)
+		}
 		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusForbidden)
 		_, _ = w.Write(b.body)

@@ -328,7 +328,7 @@ func (n *topology) curlProxy(t *testing.T, proxy string, args ...string) curlRes
 // Origins
 
 // originNames are the names the origin's certificate is for.
-var originNames = []string{"www.example.test", "nowhere.example.test", "dnl-01.geo.kaspersky.com", "s01.upd.kaspersky.com"}
+var originNames = []string{"www.example.test", "nowhere.example.test", "dnl-01.geo.kaspersky.com", "s01.upd.kaspersky.com", mirrorHost}
 
 // tally counts an origin's connections and requests by the local address
 // they reached, so that a test can tell which address feedgate dialed.

@@ -344,6 +344,52 @@ func TestTransparentBlockedAfterCutoff(t *testing.T) {
 	}
 }
 
+// TestTransparentSignatureOnMirror: plain HTTP that the firewall
+// redirects is decided with its path, as on the proxy port: after the
+// updates cut-off an update base on an internal mirror gets feedgate's
+// 403, named by its signature, and never reaches the mirror, while the
+// mirror's own file passes.
+func TestTransparentSignatureOnMirror(t *testing.T) {
+	n := newTopology(t)
+	o := n.serveOrigins()
+	n.redirect(t)
+	for _, f := range families() {
+		t.Run(f.name, func(t *testing.T) {
+			inst := n.startTransparent(t, afterUpdates, f.origin, "", "")
+			resolve := mirrorHost + ":80:" + curlAddr(f.origin)
+			_, hits0 := o.plain.counts(netip.Addr{})
+			for _, tc := range []struct{ path, signature string }{
+				{mirrorBase, "bases-tree"},
+				{mirrorIndex, "update-index"},
+			} {
+				res := n.curl(t, "--resolve", resolve, "http://"+mirrorHost+tc.path)
+				if res.status != "403" || !strings.Contains(res.headers, "X-Feedgate-Rule: updates-cutoff") ||
+					!strings.Contains(res.headers, "X-Feedgate-Signature: "+tc.signature) {
+					t.Errorf("%s: status %s headers %q stderr %q; want 403 from updates-cutoff, signature %s", tc.path, res.status, res.headers, res.stderr, tc.signature)
+				}
+			}
+			if _, h := o.plain.counts(netip.Addr{}); h != hits0 {
+				t.Errorf("the mirror served %d requests for blocked update files; want none", h-hits0)
+			}
+			if res := n.curl(t, "--resolve", resolve, "http://"+mirrorHost+mirrorReadme); res.status != "200" || res.body != originPayload {
+				t.Errorf("%s: status %s body %q stderr %q; want 200 and the payload", mirrorReadme, res.status, res.body, res.stderr)
+			}
+
+			settled(t, inst)
+			recs := exactRecords(t, inst, 3)
+			blocked := func(sig string) map[string]any {
+				return transparentFields(f.client, dst(f.origin, 80), map[string]any{"vendor": "kaspersky", "category": "update",
+					"match": "signature", "signature": sig, "action": "block", "rule": "updates-cutoff", "status": 403, "host_verify": "match"})
+			}
+			oneRecord(t, recs, map[string]any{"kind": "http", "path": mirrorBase}, blocked("bases-tree"))
+			oneRecord(t, recs, map[string]any{"kind": "http", "path": mirrorIndex}, blocked("update-index"))
+			oneRecord(t, recs, map[string]any{"kind": "http", "path": mirrorReadme},
+				transparentFields(f.client, dst(f.origin, 80), map[string]any{"vendor": "none", "match": nil, "action": "allow", "status": 200}))
+			wantMetric(t, inst, "feedgate_requests_total", blockUpdates(), 2)
+		})
+	}
+}
+
 // TestTransparentTLSCutAtCutoff: transparent TLS downloads opened seconds
 // before the updates cut-off, over IPv4 and IPv6 at once, are cut when the
 // policy clock passes it, as a CONNECT tunnel is.
