@@ -77,6 +77,21 @@ func pathIsNormal(p string) bool {
 // only meaningful for a normal p; for a path with bytes beyond ASCII,
 // which could fold to a literal's letters, it has every bit.
 func scanPath(p string, ix *sigIndex) (normal bool, hits sigHits) {
+	return scan(p, ix, false)
+}
+
+// scanNormal is scanPath's hits for p in normal form (from normalizePath):
+// a literal '%' that starts no escape, which scanPath takes for one, may
+// remain there.
+func scanNormal(p string, ix *sigIndex) sigHits {
+	_, hits := scan(p, ix, true)
+	return hits
+}
+
+// scan is scanPath; with normal, p is known to be in normal form, and a
+// '%' is a literal.
+func scan(p string, ix *sigIndex, normal bool) (bool, sigHits) {
+	var hits sigHits
 	if p == "" {
 		return true, sigHits{}
 	}
@@ -101,6 +116,8 @@ func scanPath(p string, ix *sigIndex) (normal bool, hits sigHits) {
 			if end == len(p) {
 				end, endStart = i, start
 			}
+			continue
+		case c == '%' && normal:
 			continue
 		case c != '/':
 			return false, sigHits{}

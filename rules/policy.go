@@ -321,7 +321,7 @@ func (p *Policy) Decide(req Request) (d Decision) {
 	h := strings.TrimSuffix(req.Host, ".")
 	path := req.Path
 	if h != "" && len(h) <= maxNameLen {
-		switch p.decideHashed(&d, &req, h, path, groups, group) {
+		switch p.decideHashed(&d, &req, h, path, false, groups, group) {
 		case hashedDone:
 			return d
 		case hashedPathNotNormal:
@@ -329,7 +329,7 @@ func (p *Policy) Decide(req Request) (d Decision) {
 			if err != nil {
 				break
 			}
-			if p.decideHashed(&d, &req, h, n, groups, group) == hashedDone {
+			if p.decideHashed(&d, &req, h, n, true, groups, group) == hashedDone {
 				return d
 			}
 		}
@@ -346,7 +346,7 @@ func (p *Policy) Decide(req Request) (d Decision) {
 			return d
 		}
 		path = n
-		_, hits = scanPath(path, p.sigIndex())
+		hits = scanNormal(path, p.sigIndex())
 	}
 	return p.decideRewritten(req, path, hits, groups, group)
 }
@@ -359,11 +359,12 @@ const (
 )
 
 // decideHashed decides req, with host h (req.Host without its trailing
-// dot) and path, by the hashed walk, unless the walk cannot take h or
-// path is not in normal form; it says which. The host is matched before
+// dot) and path (normalised already if normalized), by the hashed walk,
+// unless the walk cannot take h or path is not in normal form; it says
+// which. The host is matched before
 // the path is checked, so that the same pass looks for signatures only
 // where no host entry decides.
-func (p *Policy) decideHashed(d *Decision, req *Request, h, path string, groups uint64, group string) int {
+func (p *Policy) decideHashed(d *Decision, req *Request, h, path string, normalized bool, groups uint64, group string) int {
 	t, hostRules, st := matchHashed(p.catalog, h, req.Port, path, true)
 	if st != walkOK {
 		return hashedHostNotHashed
@@ -372,7 +373,7 @@ func (p *Policy) decideHashed(d *Decision, req *Request, h, path string, groups 
 	if t != nil && !t.fallback {
 		ix = nil
 	}
-	normal, hits := scanPath(path, ix)
+	normal, hits := scan(path, ix, normalized)
 	if !normal {
 		return hashedPathNotNormal
 	}
@@ -510,7 +511,7 @@ type Explanation struct {
 func (p *Policy) Explain(req Request) Explanation {
 	var buf hostBuf
 	path, pathOK := requestPath(req.Path)
-	_, hits := scanPath(path, p.sigIndex())
+	hits := scanNormal(path, p.sigIndex())
 	hs, hb, t, hostRules, hostOK := p.classify(&buf, req.Host, req.Port, path)
 	class, pattern, sig := 0, "", ""
 	if hostOK {

@@ -149,13 +149,13 @@ func parseSigPattern(s string) ([]sigTok, error) {
 			toks = append(toks, sigTok{kind: tokOne})
 		case strings.Contains(seg, "**"):
 			return bad(fmt.Sprintf("segment %q: \"**\" stands for whole segments only", seg))
+		case strings.HasSuffix(seg, "."):
+			return bad(fmt.Sprintf("segment %q ends in '.', which Windows servers drop: leave it out", seg))
 		case strings.Contains(seg, "*"):
 			toks = append(toks, sigTok{kind: tokGlob, text: seg, pre: seg[:strings.IndexByte(seg, '*')], suf: seg[strings.LastIndexByte(seg, '*')+1:]})
 			if i == len(segs)-1 && !final && globExt(seg) != "" {
 				anchored = true
 			}
-		case strings.HasSuffix(seg, "."):
-			return bad(fmt.Sprintf("segment %q ends in '.', which Windows servers drop: leave it out", seg))
 		default:
 			toks = append(toks, sigTok{kind: tokLit, text: seg})
 			anchored = true

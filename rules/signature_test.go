@@ -1,7 +1,10 @@
 package rules_test
 
 import (
+	"os"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,4 +122,115 @@ func TestSignatureOutcomes(t *testing.T) {
 // of other software, in testdata/kaspersky-signatures.txt.
 func TestKasperskySignatures(t *testing.T) {
 	checkSigCases(t, loadDefault(t), "testdata/kaspersky-signatures.txt", updatesCutoff)
+}
+
+// sigRegexp translates a signature path pattern, as written, into a
+// regular expression over a normal-form path: an implementation of the
+// syntax (docs/catalog.md#signatures) independent of the matcher's, with
+// Go's (?i) for case folding. A segment may end in dots and spaces, which
+// Windows servers drop.
+func sigRegexp(tb testing.TB, pattern string) *regexp.Regexp {
+	tb.Helper()
+	const anySegs, oneSeg = `(?:/[^/]+)*`, `/[^/]+`
+	var b strings.Builder
+	b.WriteString(`(?i)^`)
+	body := pattern
+	switch {
+	case !strings.Contains(pattern, "/"):
+		b.WriteString(anySegs)
+	case strings.HasPrefix(pattern, "*/"):
+		b.WriteString(anySegs)
+		body = pattern[2:]
+	default:
+		body = pattern[1:]
+	}
+	segs := strings.Split(body, "/")
+	final := len(segs) > 1 && segs[len(segs)-1] == "*"
+	if final {
+		segs = segs[:len(segs)-1]
+	}
+	for _, seg := range segs {
+		switch seg {
+		case "**":
+			b.WriteString(anySegs)
+		case "*":
+			b.WriteString(oneSeg)
+		default:
+			parts := strings.Split(seg, "*")
+			for i := range parts {
+				parts[i] = regexp.QuoteMeta(parts[i])
+			}
+			b.WriteString("/" + strings.Join(parts, `[^/]*`) + `[. ]*`)
+		}
+	}
+	if final {
+		b.WriteString(oneSeg + anySegs)
+	}
+	b.WriteString(`/?$`)
+	return regexp.MustCompile(b.String())
+}
+
+// FuzzSignatures checks the built-in catalog's signatures against sigRegexp
+// on any path, on a host that is not Kaspersky's: Decide names a signature
+// exactly when one of its patterns matches the normal form of the path,
+// and the first such signature in catalog order. So a signature never
+// matches a path without the structure it names, the index that rules
+// out most paths before any pattern is tried never rules out a match, and
+// nothing panics.
+func FuzzSignatures(f *testing.F) {
+	p := loadDefault(f)
+	type sigRe struct {
+		name string
+		res  []*regexp.Regexp
+	}
+	var sigs []sigRe
+	for _, s := range p.Signatures {
+		if len(s.Methods) > 0 || len(s.Ports) > 0 {
+			f.Fatalf("signature %s is narrowed; this test decides GET requests on port 80 only", s.Name)
+		}
+		r := sigRe{name: s.Name}
+		for _, pat := range s.Paths {
+			r.res = append(r.res, sigRegexp(f, pat))
+		}
+		sigs = append(sigs, r)
+	}
+	for _, tc := range readSigCases(f, "testdata/kaspersky-signatures.txt") {
+		f.Add(tc.req.Path)
+	}
+	patterns, err := os.ReadFile("testdata/sigpatterns.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, line := range strings.Split(string(patterns), "\n") {
+		if fields := strings.Fields(line); len(fields) == 3 && (fields[2] == "yes" || fields[2] == "no") {
+			f.Add(fields[1])
+		}
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		d := p.Decide(rules.Request{Method: "GET", Host: "fuzz.corp.example", Port: 80, Path: path, Time: updatesCutoff})
+		n, err := rules.NormalizePath(path)
+		if err != nil || path == "" {
+			if d.Signature != "" {
+				t.Fatalf("Decide(path %q) names signature %s for a path without a normal form", path, d.Signature)
+			}
+			return
+		}
+		if i := strings.IndexAny(n, "?#"); i >= 0 {
+			n = n[:i]
+		}
+		want := ""
+		for _, s := range sigs {
+			for _, re := range s.res {
+				if want == "" && re.MatchString(n) {
+					want = s.name
+				}
+			}
+		}
+		if d.Signature != want {
+			t.Fatalf("Decide(path %q, normal form %q) names signature %q; the patterns say %q", path, n, d.Signature, want)
+		}
+		if (want != "") != (d.Vendor == "kaspersky") {
+			t.Fatalf("Decide(path %q) = %s/%s with signature %q", path, d.Vendor, d.Category, d.Signature)
+		}
+	})
 }
