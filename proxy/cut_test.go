@@ -105,7 +105,8 @@ func waitEnd(t *testing.T, conn net.Conn, r io.Reader) error {
 
 // TestCutEveryPathAtTransition: at the updates cut-off, every connection
 // that carries a Kaspersky request is cut, whichever way it entered: a
-// plain-HTTP download still streaming, a websocket, and a download inside
+// plain-HTTP download still streaming (from Kaspersky, and from a mirror
+// that only a signature recognises), a websocket, and a download inside
 // an intercepted tunnel (and the tunnel itself); on the transparent
 // listener, a plain-HTTP download, a TLS connection and a websocket. Each is recorded with
 // closed=policy_change and the rule that cut it, and counted once.
@@ -132,6 +133,33 @@ func TestCutEveryPathAtTransition(t *testing.T) {
 		_ = other.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
 		if _, err := obr.ReadString('\n'); err != nil {
 			t.Errorf("the other download after the cut-off: %v; want it to go on", err)
+		}
+		e.checkDeltas(t, before, delta{tunnelsClosedSeries(metrics.TunnelPolicyChange), 1})
+	})
+
+	// A download from a host that is not Kaspersky's, which a catalog
+	// signature made Kaspersky's update traffic: it is decided again at
+	// the cut-off with its method and path, and cut; a file of the
+	// mirror's own on the same host goes on.
+	t.Run("http-download-on-mirror", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, envConfig{now: updatesCutoff.Add(-2 * time.Second),
+			resolve: []string{"kav-mirror.corp.example:80:" + hostPort(t, drip.URL)}})
+		before := e.snapshot(t, tunnelsClosedSeries(metrics.TunnelPolicyChange))
+		kas := e.dial(t)
+		kbr := download(t, kas, "http://kav-mirror.corp.example/KLSHARE/Updates/bases/av/kdb/i386/dailyc.kdc", "kav-mirror.corp.example")
+		other := e.dial(t)
+		obr := download(t, other, "http://kav-mirror.corp.example/KLSHARE/readme.txt", "kav-mirror.corp.example")
+		e.clock.Set(updatesCutoff)
+		if err := waitEnd(t, kas, kbr); err == nil {
+			t.Errorf("the update download from the mirror ended cleanly after the cut-off; want it cut mid-body")
+		}
+		r := e.waitRecord(t, map[string]any{"host": "kav-mirror.corp.example", "closed": metrics.TunnelPolicyChange})
+		checkRecord(t, r, map[string]any{"kind": "http", "path": "/KLSHARE/Updates/bases/av/kdb/i386/dailyc.kdc", "match": "signature",
+			"signature": "bases-tree", "cut_rule": "updates-cutoff", "rule": "sales-cutoff-flag", "status": 200})
+		_ = other.SetReadDeadline(time.Now().Add(testutil.WaitLimit))
+		if _, err := obr.ReadString('\n'); err != nil {
+			t.Errorf("the mirror's own file after the cut-off: %v; want it to go on", err)
 		}
 		e.checkDeltas(t, before, delta{tunnelsClosedSeries(metrics.TunnelPolicyChange), 1})
 	})

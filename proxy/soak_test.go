@@ -357,6 +357,13 @@ func soakOps() []*soakOp {
 			do: func(c *soakClient) (bool, int, error) {
 				return c.plain(viaProxy, "dnl-01.geo.kaspersky.com", "/bases/av/x.kdc", 200, "", "", func(b []byte) bool { return string(b) == "path=/bases/av/x.kdc\n" })
 			}},
+		// An update base on a host that is not Kaspersky's, which a
+		// catalog signature recognises by its path.
+		{name: "http log (signature)", weight: 2, key: soakKey{"http", "kav-mirror.example.test", "log", ""}, vendor: "kaspersky", category: "update", rule: "sales-cutoff-flag", exactStatus: true,
+			do: func(c *soakClient) (bool, int, error) {
+				const path = "/KLSHARE/Updates/bases/av/kdb/i386/dailyc.kdc"
+				return c.plain(viaProxy, "kav-mirror.example.test", path, 200, "", "", func(b []byte) bool { return string(b) == "path="+path+"\n" })
+			}},
 		{name: "http block", weight: 4, key: soakKey{"http", "store.kaspersky.com", "block", ""}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
 				return c.plain(viaProxy, "store.kaspersky.com", "/buy", 403, "X-Feedgate-Rule", "sales-cutoff-store", nil)
@@ -390,6 +397,12 @@ func soakOps() []*soakOp {
 			exactStatus: true, verify: metrics.VerifyMatch,
 			do: func(c *soakClient) (bool, int, error) {
 				return c.plain(viaTransparent, "www.kaspersky.com", "/buy", 403, "X-Feedgate-Rule", "sales-cutoff-store", nil)
+			}},
+		{name: "transparent http log (signature)", weight: 2, key: soakKey{"http", "tp-mirror.example.test", "log", "transparent"}, vendor: "kaspersky", category: "update", rule: "sales-cutoff-flag",
+			exactStatus: true, verify: metrics.VerifyMatch,
+			do: func(c *soakClient) (bool, int, error) {
+				const path = "/kaspersky/index/u0607g.xml"
+				return c.plain(viaTransparent, "tp-mirror.example.test", path, 200, "", "", func(b []byte) bool { return string(b) == "path="+path+"\n" })
 			}},
 		{name: "transparent tls log", weight: 2, key: soakKey{"transparent", "activation-v2.kaspersky.com", "log", "transparent"}, vendor: "kaspersky", category: "licensing", rule: "sales-cutoff-flag",
 			exactStatus: true, verify: metrics.VerifyMatch,
@@ -485,11 +498,12 @@ func soakHeapInuse() uint64 {
 }
 
 // TestSoak runs 32 clients for 30 s through every path at once: plain HTTP
-// allowed (a small and a 4 MiB body), logged and blocked, CONNECT with a
+// allowed (a small and a 4 MiB body), logged (on a Kaspersky host, and on
+// a mirror that only a catalog signature recognises) and blocked, CONNECT with a
 // TLS handshake allowed and logged, CONNECT blocked, upstream faults (a
 // reset part-way through a body, a name that does not resolve, a refused
-// port), and the transparent listener: plain HTTP allowed and blocked on
-// keep-alive connections, TLS logged, allowed with a forged name, and
+// port), and the transparent listener: plain HTTP allowed, logged by a
+// signature and blocked on keep-alive connections, TLS logged, allowed with a forged name, and
 // blocked. Each client counts what it sent. Afterwards:
 //
 //   - every request has exactly one decision record, by kind, host and
@@ -531,11 +545,13 @@ func TestSoak(t *testing.T) {
 			// The names the transparent clients send, where their
 			// connections were going.
 			"tp.example.test:80:192.0.2.10",
+			"tp-mirror.example.test:80:192.0.2.10",
 			"www.kaspersky.com:80:192.0.2.10",
 			"activation-v2.kaspersky.com:443:192.0.2.10",
 			resolveTo("www.example.test", 80, hostPort(t, o.URL)),
 			resolveTo("big.example.test", 80, hostPort(t, o.URL)),
 			resolveTo("dnl-01.geo.kaspersky.com", 80, hostPort(t, o.URL)),
+			resolveTo("kav-mirror.example.test", 80, hostPort(t, o.URL)),
 			"www.example.test:443:" + hostPort(t, to.URL),
 			"s01.upd.kaspersky.com:443:" + hostPort(t, to.URL),
 			// Never dialed: blocked before any upstream is contacted.
