@@ -282,6 +282,10 @@ func trimDotsSpaces(seg string) string {
 // simple case folding, as underPath compares: 'ſ' is an 's', and the
 // Kelvin sign a 'k'.
 func equalFoldLower(s, lit string) bool {
+	if s == lit {
+		// The usual spelling: paths are mostly lower case.
+		return true
+	}
 	i, j := 0, 0
 	for ; i < len(s) && j < len(lit); j++ {
 		c := s[i]
