@@ -60,8 +60,11 @@ type vendorCategory struct{ vendor, category string }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	inv := c.inv
-	// A client has an entry per vendor category, and one more per host
-	// a signature found it on: clients and hosts are counted distinct.
+	// A client has an entry per vendor category for the vendor's own
+	// hosts, and one more per host a signature found it on: clients and
+	// hosts are counted distinct. Host-match entries are distinct clients
+	// already, so only signature entries need a set (and they are few),
+	// so that a scrape of a large inventory allocates little.
 	type clientKey struct {
 		vc     vendorCategory
 		client netip.Addr
@@ -74,25 +77,38 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	cutoff := inv.stamp().Add(-activeWindow)
 	counts := make(map[vendorCategory]int)
 	hostCounts := make(map[vendorCategory]int)
-	clients := make(map[clientKey]bool)
-	hosts := make(map[hostKey]bool)
+	var sigClients map[clientKey]bool
+	var hosts map[hostKey]bool
 	for n := inv.root.next; n != &inv.root; n = n.next {
 		k := vendorCategory{n.Vendor, n.Category}
 		recent := !n.LastSeen.Before(cutoff)
-		if ck := (clientKey{k, n.Client}); recent && !clients[ck] {
-			clients[ck] = true
-			counts[k]++
-		} else if _, ok := counts[k]; !ok {
+		if _, ok := counts[k]; !ok {
 			counts[k] = 0
 		}
 		if n.Match != rules.MatchSignature {
+			if recent {
+				counts[k]++
+			}
 			continue
 		}
-		if hk := (hostKey{k, n.Host}); recent && !hosts[hk] {
+		if _, ok := hostCounts[k]; !ok {
+			hostCounts[k] = 0
+		}
+		if !recent {
+			continue
+		}
+		if sigClients == nil {
+			sigClients, hosts = map[clientKey]bool{}, map[hostKey]bool{}
+		}
+		own, ok := inv.entries[Key{Client: n.Client, Vendor: n.Vendor, Category: n.Category, Match: rules.MatchHost}]
+		counted := ok && !own.LastSeen.Before(cutoff) // by its host-match entry
+		if ck := (clientKey{k, n.Client}); !counted && !sigClients[ck] {
+			sigClients[ck] = true
+			counts[k]++
+		}
+		if hk := (hostKey{k, n.Host}); !hosts[hk] {
 			hosts[hk] = true
 			hostCounts[k]++
-		} else if _, ok := hostCounts[k]; !ok {
-			hostCounts[k] = 0
 		}
 	}
 	entries, evictions := len(inv.entries), inv.evictions
