@@ -38,9 +38,11 @@ func buildVersion() string {
 const usage = `usage:
   feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...] [-admin.enable-reload]
   feedgate check [-config FILE] [-export LIST]
-  feedgate explain [-config FILE] [-at TIME] [-client IP] [-json] TARGET ...
+  feedgate explain [-config FILE] [-at TIME] [-client IP] [-method M] [-json] TARGET ...
   feedgate ca init -dir DIR [-org NAME]
-  feedgate clients [-admin URL] [-vendor V] [-category C] [-since TIME]
+  feedgate evidence keygen -dir DIR [-name NAME]
+  feedgate verify -key VERIFIER [-allow-tail] FILE...
+  feedgate clients [-admin URL] [-vendor V] [-category C] [-match host|signature] [-since TIME]
   feedgate export -format edl|hosts|dnsmasq|rpz|squid [-config FILE] [-vendor V] [-action A] [-at TIME]
   feedgate version
 
@@ -62,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runExplain(args, stdout, stderr)
 	case "ca":
 		return runCA(args, stdout, stderr)
+	case "evidence":
+		return runEvidence(args, stdout, stderr)
+	case "verify":
+		return runVerify(args, stdout, stderr)
 	case "clients":
 		return runClients(args, stdout, stderr)
 	case "export":

@@ -24,6 +24,7 @@ import (
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/evidence"
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/proxy/upstream"
@@ -128,7 +129,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	if err != nil {
 		return 1
 	}
-	dlog, err := openDecisionLog(c.Log, stdout)
+	dlog, err := openDecisionLog(c.Log, stdout, errLog)
 	if err != nil {
 		return runFailed(stderr, err)
 	}
@@ -145,7 +146,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 
 	status := g.serve(stop)
 	g.shutdown()
-	if err := dlog.out.Close(); err != nil {
+	if err := dlog.finish(); err != nil {
 		errLog.Warn("decision log", "error", err)
 	}
 	errLog.Info("stopped")
@@ -154,15 +155,17 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 
 // decisionLog is where decision records go: standard output or [log]
 // file, through a buffer flushed every logFlushInterval and at exit,
-// instead of one write per request.
+// instead of one write per request; with [log] evidence_key, sealed and
+// signed on the way (see proxy/evidence).
 type decisionLog struct {
 	settings config.Log
 	file     *accesslog.File // nil when records go to standard output
 	out      *accesslog.Writer
-	sink     accesslog.Sink // JSON or Squid lines, as [log] format says
+	ev       *evidence.Writer // nil without evidence_key
+	sink     accesslog.Sink   // JSON or Squid lines, as [log] format says
 }
 
-func openDecisionLog(settings config.Log, stdout io.Writer) (*decisionLog, error) {
+func openDecisionLog(settings config.Log, stdout io.Writer, errLog *slog.Logger) (*decisionLog, error) {
 	d := &decisionLog{settings: settings}
 	var out io.Writer = stdout
 	if settings.File != "" {
@@ -173,8 +176,23 @@ func openDecisionLog(settings config.Log, stdout io.Writer) (*decisionLog, error
 		out = d.file
 	}
 	d.out = accesslog.NewWriter(out, logFlushInterval)
+	var records io.Writer = d.out
+	if e := settings.Evidence; e != nil {
+		signer, err := config.ReadSigner(e.KeyFile)
+		if err == nil {
+			d.ev, err = evidence.NewWriter(d.out, evidence.Options{
+				Instance: e.Instance, Signer: signer, Every: e.CheckpointEvery, Interval: e.CheckpointInterval,
+				LogFile: settings.File, StateFile: settings.StateFile(), ErrorLog: errLog,
+			})
+		}
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("[log] evidence_key: %w", err)
+		}
+		records = d.ev
+	}
 	var err error
-	if d.sink, err = accesslog.New(settings.Format, d.out); err != nil {
+	if d.sink, err = accesslog.New(settings.Format, records); err != nil {
 		d.close()
 		return nil, fmt.Errorf("[log] format: %w", err)
 	}
@@ -182,8 +200,14 @@ func openDecisionLog(settings config.Log, stdout io.Writer) (*decisionLog, error
 }
 
 // reopen writes out the buffer and reopens the file, after logrotate
-// moved it (SIGUSR1).
+// moved it (SIGUSR1). The evidence chain signs what went to the old file
+// and goes on in the new one.
 func (d *decisionLog) reopen(errLog *slog.Logger) {
+	if d.ev != nil && d.file != nil {
+		if err := d.ev.Checkpoint(); err != nil {
+			errLog.Warn("evidence checkpoint before reopening the log", "error", err)
+		}
+	}
 	if err := d.out.Flush(); err != nil {
 		errLog.Warn("access log flush", "error", err)
 	}
@@ -192,14 +216,33 @@ func (d *decisionLog) reopen(errLog *slog.Logger) {
 	}
 	if err := d.file.Reopen(); err != nil {
 		errLog.Error("access log reopen failed; still writing to the old file", "error", err)
-	} else {
-		errLog.Info("access log reopened", "file", d.settings.File)
+		return
+	}
+	errLog.Info("access log reopened", "file", d.settings.File)
+	if d.ev != nil {
+		var size int64
+		if fi, err := os.Stat(d.settings.File); err == nil {
+			size = fi.Size()
+		}
+		d.ev.Reopened(size)
 	}
 }
 
+// finish signs the last records and writes out the buffer, at exit.
+func (d *decisionLog) finish() error {
+	var evErr error
+	if d.ev != nil {
+		evErr = d.ev.Close()
+	}
+	return errors.Join(evErr, d.out.Close())
+}
+
 // close writes out the buffer and closes the file; it is safe after an
-// earlier close of out.
+// earlier finish.
 func (d *decisionLog) close() {
+	if d.ev != nil {
+		_ = d.ev.Close()
+	}
 	_ = d.out.Close()
 	if d.file != nil {
 		_ = d.file.Close()

@@ -164,14 +164,14 @@ func (v *verifier) line(at Position, line []byte) error {
 	seq, instance := r.seq, r.instance
 	c := v.chain(instance)
 	switch want := c.tree.Size(); {
-	case r.checkpoints < c.checkpoints:
-		return &Problem{at, fmt.Sprintf("record %d of instance %q follows %d checkpoints, but %d precede this line: out of order, or a checkpoint was inserted", seq, instance, r.checkpoints, c.checkpoints)}
-	case r.checkpoints > c.checkpoints:
-		return &Problem{at, fmt.Sprintf("record %d of instance %q follows %d checkpoints, but %d precede this line: a checkpoint was removed", seq, instance, r.checkpoints, c.checkpoints)}
 	case seq < want:
 		return &Problem{at, fmt.Sprintf("record %d of instance %q again, or out of order: the next is %d", seq, instance, want)}
 	case seq > want:
 		return &Problem{at, fmt.Sprintf("records %d to %d of instance %q are missing before this line: removed", want, seq-1, instance)}
+	case r.checkpoints < c.checkpoints:
+		return &Problem{at, fmt.Sprintf("record %d of instance %q follows %d checkpoints, but %d precede this line: out of order, or a checkpoint was inserted", seq, instance, r.checkpoints, c.checkpoints)}
+	case r.checkpoints > c.checkpoints:
+		return &Problem{at, fmt.Sprintf("record %d of instance %q follows %d checkpoints, but %d precede this line: a checkpoint was removed", seq, instance, r.checkpoints, c.checkpoints)}
 	}
 	c.tree.Append(stated)
 	c.Records++

@@ -1,9 +1,15 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Log is the [log] table: the access log's format and where it goes.
@@ -14,7 +20,34 @@ type Log struct {
 	// File is the access log's path; "" means standard output. SIGUSR1
 	// reopens it (for logrotate).
 	File string
+	// Evidence, when set ([log] evidence_key), makes the log
+	// tamper-evident (see proxy/evidence).
+	Evidence *Evidence
 }
+
+// Evidence is the tamper-evident log's settings.
+type Evidence struct {
+	// KeyFile is the signer key (feedgate evidence keygen), relative to
+	// the configuration file. It is read when feedgate starts.
+	KeyFile string
+	// Instance names this feedgate's chain: every replica has its own.
+	Instance string
+	// CheckpointEvery and CheckpointInterval say when a signed
+	// checkpoint is written: after that many records, and that long
+	// after the first record the last one does not cover.
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+}
+
+// Evidence defaults.
+const (
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 10 * time.Second
+)
+
+// StateFile is where the evidence chain is kept across restarts: next to
+// the log file.
+func (l Log) StateFile() string { return l.File + ".evidence" }
 
 // Access log formats.
 const (
@@ -52,8 +85,12 @@ type PAC struct {
 }
 
 type logFile struct {
-	Format string `toml:"format"`
-	File   string `toml:"file"`
+	Format             string        `toml:"format"`
+	File               string        `toml:"file"`
+	EvidenceKey        string        `toml:"evidence_key"`
+	Instance           string        `toml:"instance"`
+	CheckpointEvery    int           `toml:"checkpoint_every"`
+	CheckpointInterval time.Duration `toml:"checkpoint_interval"`
 }
 
 type inventoryFile struct {
@@ -71,7 +108,67 @@ func (f *fileCtx) parseLog(lf logFile) Log {
 	default:
 		f.errorf("log.format", "unknown log format %q: want \"json\" or \"squid\"", lf.Format)
 	}
+	if lf.EvidenceKey == "" {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"instance", lf.Instance != ""}, {"checkpoint_every", lf.CheckpointEvery != 0}, {"checkpoint_interval", lf.CheckpointInterval != 0}} {
+			if k.set {
+				f.errorf("log."+k.key, "%s is set without evidence_key: it only configures the tamper-evident log", k.key)
+			}
+		}
+		return l
+	}
+	e := &Evidence{KeyFile: f.resolvePath(lf.EvidenceKey), Instance: lf.Instance,
+		CheckpointEvery: DefaultCheckpointEvery, CheckpointInterval: DefaultCheckpointInterval}
+	switch {
+	case l.File == "":
+		f.errorf("log.evidence_key", "evidence_key needs [log] file: the evidence chain is kept in a file, next to its state")
+	case l.Format != LogJSON:
+		f.errorf("log.evidence_key", "evidence_key needs format = \"json\": a Squid line has no room for the fields that seal a record")
+	}
+	if e.Instance == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			f.errorf("log.instance", "no instance name, and the host name cannot be read: set instance")
+		}
+		e.Instance = h
+	}
+	if strings.ContainsAny(e.Instance, "\n\r") || !utf8.ValidString(e.Instance) {
+		f.errorf("log.instance", "instance %q: one line of text, please", e.Instance)
+	}
+	switch {
+	case lf.CheckpointEvery < 0:
+		f.errorf("log.checkpoint_every", "checkpoint_every must not be negative")
+	case lf.CheckpointEvery > 0:
+		e.CheckpointEvery = lf.CheckpointEvery
+	}
+	switch {
+	case lf.CheckpointInterval < 0:
+		f.errorf("log.checkpoint_interval", "checkpoint_interval must not be negative")
+	case lf.CheckpointInterval > 0 && lf.CheckpointInterval < 100*time.Millisecond:
+		f.errorf("log.checkpoint_interval", "checkpoint_interval %s is shorter than 100ms", lf.CheckpointInterval)
+	case lf.CheckpointInterval > 0:
+		e.CheckpointInterval = lf.CheckpointInterval
+	}
+	if _, err := ReadSigner(e.KeyFile); err != nil {
+		f.errorf("log.evidence_key", "%v", err)
+	}
+	l.Evidence = e
 	return l
+}
+
+// ReadSigner reads a signer key written by feedgate evidence keygen.
+func ReadSigner(file string) (note.Signer, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("evidence key: %w", err)
+	}
+	s, err := note.NewSigner(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("evidence key %s: not a signer key (feedgate evidence keygen writes one): %w", file, err)
+	}
+	return s, nil
 }
 
 func (f *fileCtx) parseInventory(inf inventoryFile) Inventory {
