@@ -24,7 +24,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestBenchSmallRun runs the whole comparison, briefly, against direct
-// traffic and feedgate on loopback, and checks the table and the JSON have
+// traffic and feedgate on loopback (with and without the tamper-evident
+// log), and checks the table and the JSON have
 // every row. The namespace contenders are left out: tests stay on loopback.
 func TestBenchSmallRun(t *testing.T) {
 	jsonFile := filepath.Join(t.TempDir(), "bench.json")
@@ -57,8 +58,11 @@ func TestBenchSmallRun(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatalf("JSON output: %v", err)
 	}
-	if strings.Join(doc.Contenders, ",") != "direct,feedgate" {
-		t.Errorf("contenders %v; want direct and feedgate", doc.Contenders)
+	if strings.Join(doc.Contenders, ",") != "direct,feedgate,feedgate-evidence" {
+		t.Errorf("contenders %v; want direct, feedgate and feedgate-evidence", doc.Contenders)
+	}
+	if !strings.Contains(out.String(), "feedgate-evidence/feedgate") {
+		t.Errorf("table has no feedgate-evidence/feedgate column:\n%s", out.String())
 	}
 	// Rates and latencies must be positive; CPU and memory deltas of so
 	// short a run may round to zero, but must be there.

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/feedgate/feedgate/proxy/evidence"
 )
 
 // benchHost is the origin's name in proxied requests; each proxy is told
@@ -71,10 +73,10 @@ type feedgateProcess struct {
 }
 
 // startFeedgate starts feedgate with the bench policy, extraConf's
-// top-level keys before it, and args, inside the network namespace netns
-// unless it is "". Its configuration and decision log are in dir, named
-// after name.
-func startFeedgate(dir, bin, name, netns, extraConf string, args []string) (*feedgateProcess, error) {
+// top-level keys before it, tables after it, and args, inside the
+// network namespace netns unless it is "". Its configuration and decision
+// log are in dir, named after name.
+func startFeedgate(dir, bin, name, netns, extraConf, tables string, args []string) (*feedgateProcess, error) {
 	logFile, err := os.Create(filepath.Join(dir, name+"-decisions.log"))
 	if err != nil {
 		return nil, err
@@ -86,7 +88,7 @@ func startFeedgate(dir, bin, name, netns, extraConf string, args []string) (*fee
 		return nil, err
 	}
 	conf := extraConf + "connect_ports = [\"1-65535\"]\nhttp_ports = [\"1-65535\"]\n" +
-		strings.Replace(string(policy), `catalogs = ["catalog/`, `catalogs = ["builtin:catalog/`, 1)
+		strings.Replace(string(policy), `catalogs = ["catalog/`, `catalogs = ["builtin:catalog/`, 1) + tables
 	confFile := filepath.Join(dir, name+".toml")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -133,17 +135,37 @@ func startFeedgate(dir, bin, name, netns, extraConf string, args []string) (*fee
 // startLoopbackFeedgate starts feedgate on loopback with the origin's name
 // pointed at loopback.
 func startLoopbackFeedgate(dir, bin string, ports originPorts) (*contender, error) {
+	return startLoopback(dir, bin, "feedgate", "", ports)
+}
+
+// startEvidenceFeedgate is startLoopbackFeedgate with the tamper-evident
+// decision log on ([log] evidence_key), writing to a file with the
+// default checkpoints.
+func startEvidenceFeedgate(dir, bin string, ports originPorts) (*contender, error) {
+	signer, _, err := evidence.GenerateKey("feedgate-bench")
+	if err != nil {
+		return nil, err
+	}
+	key := filepath.Join(dir, "evidence-signer.key")
+	if err := os.WriteFile(key, []byte(signer+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	tables := fmt.Sprintf("\n[log]\nfile = %q\nevidence_key = %q\ninstance = \"bench\"\n", filepath.Join(dir, "feedgate-evidence-sealed.log"), key)
+	return startLoopback(dir, bin, "feedgate-evidence", tables, ports)
+}
+
+func startLoopback(dir, bin, name, tables string, ports originPorts) (*contender, error) {
 	args := []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-pprof"}
 	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
 		args = append(args, "-resolve", fmt.Sprintf("%s:%d:127.0.0.1", benchHost, p))
 	}
-	fg, err := startFeedgate(dir, bin, "feedgate", "", "", args)
+	fg, err := startFeedgate(dir, bin, name, "", "", tables, args)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "feedgate: proxy %s, admin %s (profiles at /debug/pprof/)\n", fg.proxy, fg.admin)
+	fmt.Fprintf(os.Stderr, "%s: proxy %s, admin %s (profiles at /debug/pprof/)\n", name, fg.proxy, fg.admin)
 	return &contender{
-		name: "feedgate", proxy: fg.proxy, host: benchHost,
+		name: name, proxy: fg.proxy, host: benchHost,
 		pids: func() []int { return []int{fg.pid} },
 		goroutines: func() (float64, error) {
 			return scrapeGauge(http.DefaultClient, "http://"+fg.admin+"/metrics", "go_goroutines")

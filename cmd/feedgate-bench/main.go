@@ -79,7 +79,7 @@ func main() {
 	flag.StringVar(&o.squid, "squid", "squid", "Squid binary; skipped if not found")
 	flag.StringVar(&o.tinyproxy, "tinyproxy", "tinyproxy", "tinyproxy binary; skipped if not found")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
-	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
+	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy, evidence: feedgate-evidence, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
 	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
@@ -191,6 +191,14 @@ func run(o options, out io.Writer) error {
 	cl.add(fg.stop)
 	contenders = append(contenders, fg)
 	without := strings.Split(o.without, ",")
+	if !slices.Contains(without, "evidence") {
+		ev, err := startEvidenceFeedgate(dir, bin, ports)
+		if err != nil {
+			return err
+		}
+		cl.add(ev.stop)
+		contenders = append(contenders, ev)
+	}
 	if bin, err := exec.LookPath(o.squid); err == nil && !slices.Contains(without, "squid") {
 		sq, err := startSquid(dir, bin, ports, o.squidWorkers)
 		if err != nil {
@@ -330,6 +338,9 @@ func (r ratioColumn) label() string { return r.num + "/" + r.den }
 // ratioColumns are the ratios worth a column for these contenders.
 func ratioColumns(names []string) []ratioColumn {
 	cols := []ratioColumn{{"feedgate", "direct"}, {"feedgate", "squid"}}
+	if slices.Contains(names, "feedgate-evidence") {
+		cols = append(cols, ratioColumn{"feedgate-evidence", "feedgate"})
+	}
 	if slices.Contains(names, "feedgate-ns") && slices.Contains(names, "feedgate-transparent") {
 		cols = append(cols, ratioColumn{"feedgate-transparent", "feedgate-ns"})
 	}

@@ -184,7 +184,7 @@ func startNamespaced(dir, bin string, cl *cleanups) ([]*contender, error) {
 		args = append(args, "-resolve", fmt.Sprintf("%s:%d:%s", benchHost, p, nsOriginAddr))
 	}
 	args = append(args, "-resolve", fmt.Sprintf("%s:%d:%s", benchHelloName, ports.Source, nsOriginAddr))
-	fg, err := startFeedgate(dir, bin, "feedgate-ns", n.gateway, fmt.Sprintf("allowed_clients = [%q]\n", nsClientNet), args)
+	fg, err := startFeedgate(dir, bin, "feedgate-ns", n.gateway, fmt.Sprintf("allowed_clients = [%q]\n", nsClientNet), "", args)
 	if err != nil {
 		return nil, err
 	}

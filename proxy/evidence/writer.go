@@ -55,6 +55,12 @@ type Writer struct {
 	buf    []byte
 	closed bool
 
+	// saves hands the state to the goroutine that writes the state file,
+	// so that its fsync does not hold up the records; the newest state
+	// replaces one not written yet.
+	saves   chan state
+	saveErr error // the last save's, read under mu
+
 	done chan struct{}
 	wg   sync.WaitGroup
 }
@@ -92,7 +98,7 @@ func NewWriter(out io.Writer, opts Options) (*Writer, error) {
 	if opts.ErrorLog == nil {
 		opts.ErrorLog = slog.New(slog.DiscardHandler)
 	}
-	w := &Writer{opts: opts, out: out, tree: &Tree{}, done: make(chan struct{})}
+	w := &Writer{opts: opts, out: out, tree: &Tree{}, done: make(chan struct{}), saves: make(chan state, 1)}
 	if err := w.load(); err != nil {
 		return nil, err
 	}
@@ -101,8 +107,9 @@ func NewWriter(out io.Writer, opts Options) (*Writer, error) {
 			return nil, err
 		}
 	}
-	w.wg.Add(1)
+	w.wg.Add(2)
 	go w.tick()
+	go w.saveLoop()
 	return w, nil
 }
 
@@ -242,9 +249,7 @@ func (w *Writer) Reopened(size int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.offset = size
-	if err := w.saveLocked(); err != nil {
-		w.opts.ErrorLog.Error("evidence: saving state", "error", err)
-	}
+	w.queueSaveLocked()
 }
 
 // checkpointLocked signs the tree, writes the checkpoint, makes the log
@@ -268,22 +273,65 @@ func (w *Writer) checkpointLocked() error {
 			return fmt.Errorf("evidence: flushing the log: %w", err)
 		}
 	}
-	return w.saveLocked()
+	w.queueSaveLocked()
+	return nil
 }
 
-func (w *Writer) saveLocked() error {
+// stateLocked is the chain's state now.
+func (w *Writer) stateLocked() state {
 	st := state{Instance: w.opts.Instance, TreeSize: w.tree.Size(), Checkpoints: w.cps, Offset: w.offset}
 	for _, h := range w.tree.stack {
 		st.Stack = append(st.Stack, base64.StdEncoding.EncodeToString(h[:]))
 	}
+	return st
+}
+
+// queueSaveLocked hands the state to saveLoop, replacing a state it has
+// not written yet.
+func (w *Writer) queueSaveLocked() {
+	st := w.stateLocked()
+	for {
+		select {
+		case w.saves <- st:
+			return
+		default:
+		}
+		select {
+		case <-w.saves:
+		default:
+		}
+	}
+}
+
+func (w *Writer) saveLoop() {
+	defer w.wg.Done()
+	for {
+		select {
+		case st := <-w.saves:
+			w.save(st)
+		case <-w.done:
+			select {
+			case st := <-w.saves:
+				w.save(st)
+			default:
+			}
+			return
+		}
+	}
+}
+
+func (w *Writer) save(st state) {
 	data, err := json.Marshal(st)
+	if err == nil {
+		err = atomicfile.Write(w.opts.StateFile, append(data, '\n'), 0o600)
+	}
 	if err != nil {
-		return err
+		err = fmt.Errorf("evidence: saving state: %w", err)
+		w.opts.ErrorLog.Error("evidence: saving state", "error", err)
 	}
-	if err := atomicfile.Write(w.opts.StateFile, append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("evidence: saving state: %w", err)
-	}
-	return nil
+	w.mu.Lock()
+	w.saveErr = err
+	w.mu.Unlock()
 }
 
 func (w *Writer) tick() {
@@ -311,7 +359,8 @@ func (w *Writer) stop() {
 	w.wg.Wait()
 }
 
-// Close writes a last checkpoint and stops the timer. Later writes fail.
+// Close writes a last checkpoint, saves the state and stops. Later
+// writes fail.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -326,5 +375,7 @@ func (w *Writer) Close() error {
 	w.mu.Unlock()
 	close(w.done)
 	w.wg.Wait()
-	return err
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return errors.Join(err, w.saveErr)
 }

@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -95,5 +96,26 @@ func TestChainAcrossCrashAndRotation(t *testing.T) {
 	// Out of order, the files do not verify.
 	if _, err := verifyFiles(t, v, path, rotated); err == nil {
 		t.Error("the rotated files in the wrong order verified")
+	}
+}
+
+// BenchmarkWrite seals one decision record of a usual size and appends it
+// to the tree: the evidence log's cost per request.
+func BenchmarkWrite(b *testing.B) {
+	s, _ := testKeys(b)
+	dir := b.TempDir()
+	w, err := NewWriter(io.Discard, Options{Instance: "bench", Signer: s,
+		LogFile: filepath.Join(dir, "log"), StateFile: filepath.Join(dir, "state")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	line := []byte(`{"time":"2024-09-29T04:00:00.123456789Z","level":"INFO","msg":"request","kind":"http","client":"10.1.2.3","method":"GET","host":"deb.debian.org","port":80,"path":"/debian/pool/main/o/openssl/libssl3_3.0.11-1~deb12u2_amd64.deb","vendor":"none","category":"none","rule":"default","action":"allow","flagged":false,"status":200,"bytes_sent":0,"bytes_received":1837392,"duration_seconds":0.0123,"policy":"us-bis-kaspersky-2024"}` + "\n")
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := w.Write(line); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
