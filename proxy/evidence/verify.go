@@ -78,7 +78,7 @@ const maxLine = 16 << 20
 // checkpoint that does not verify; what verified up to there is in the
 // Result either way.
 func Verify(inputs []Input, verifiers note.Verifiers) (*Result, error) {
-	v := &verifier{verifiers: verifiers, chains: map[string]*chainState{}, res: &Result{}}
+	c := NewChecker(verifiers)
 	for _, in := range inputs {
 		br := bufio.NewReaderSize(in.R, 64<<10)
 		for n := 1; ; n++ {
@@ -88,18 +88,35 @@ func Verify(inputs []Input, verifiers note.Verifiers) (*Result, error) {
 			}
 			at := Position{in.Name, n}
 			if err == io.EOF {
-				return v.res, &Problem{at, "the last line has no newline: the file was cut mid-line"}
+				return c.Result(), &Problem{at, "the last line has no newline: the file was cut mid-line"}
 			}
 			if err != nil {
-				return v.res, &Problem{at, err.Error()}
+				return c.Result(), &Problem{at, err.Error()}
 			}
-			if err := v.line(at, line); err != nil {
-				return v.res, err
+			if err := c.Line(at, line); err != nil {
+				return c.Result(), err
 			}
 		}
 	}
-	return v.res, nil
+	return c.Result(), nil
 }
+
+// Checker verifies a log line by line, for readers that read the lines
+// anyway (feedgate report). Verify is a Checker over whole files.
+type Checker struct{ v *verifier }
+
+// NewChecker returns a Checker that verifies checkpoints with verifiers.
+func NewChecker(verifiers note.Verifiers) *Checker {
+	return &Checker{&verifier{verifiers: verifiers, chains: map[string]*chainState{}, res: &Result{}}}
+}
+
+// Line checks the next line of the log (without its newline), at at. It
+// returns a *Problem if the line does not verify; the Checker must not be
+// used after that.
+func (c *Checker) Line(at Position, line []byte) error { return c.v.line(at, line) }
+
+// Result returns what verified so far.
+func (c *Checker) Result() *Result { return c.v.res }
 
 // readLine reads a line without its newline; io.EOF with a non-empty
 // line means the input ended without one.
