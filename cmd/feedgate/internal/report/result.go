@@ -23,10 +23,14 @@ type Result struct {
 	// Records counts the records read in [From, Until); Skipped those
 	// outside it; Malformed the lines that are neither, with the first
 	// positions.
-	Records   int64       `json:"records"`
-	Skipped   int64       `json:"skipped"`
-	Malformed Malformed   `json:"malformed"`
-	Inputs    []InputInfo `json:"inputs"`
+	Records   int64     `json:"records"`
+	Skipped   int64     `json:"skipped"`
+	Malformed Malformed `json:"malformed"`
+	// FirstRecord and LastRecord are the times of the earliest and the
+	// latest record counted (zero without records).
+	FirstRecord time.Time   `json:"first_record,omitzero"`
+	LastRecord  time.Time   `json:"last_record,omitzero"`
+	Inputs      []InputInfo `json:"inputs"`
 	// Days is one row per day (in the policy's timezone), vendor,
 	// category and action, in that order.
 	Days []Day `json:"days"`
@@ -99,9 +103,11 @@ type Host struct {
 // Cutoff is the compliance statement for one cut-off: a rule of the
 // policy whose window opens with a block.
 type Cutoff struct {
-	Rule     string    `json:"rule"`
-	Reason   string    `json:"reason"`
-	At       time.Time `json:"at"`
+	Rule   string    `json:"rule"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	// Until is the end of the rule's window, zero if it has none.
+	Until    time.Time `json:"until,omitzero"`
 	Vendor   string    `json:"vendor"`
 	Category []string  `json:"categories"`
 	// Requests counts the vendor requests of those categories at or
@@ -111,6 +117,9 @@ type Cutoff struct {
 	Blocked   int64            `json:"blocked"`
 	Allowed   int64            `json:"allowed"`
 	AllowedBy map[string]int64 `json:"allowed_by"`
+	// FromSquid counts the requests that come from Squid logs: their
+	// action is the policy's answer, not what happened.
+	FromSquid int64 `json:"from_squid"`
 	// Covered says whether the records reach past At at all: a
 	// statement over records that end before the cut-off says nothing.
 	Covered bool `json:"covered"`
@@ -129,6 +138,11 @@ type Verification struct {
 	// Chains is each instance's chain: its records and the last signed
 	// tree head.
 	Chains []ChainInfo `json:"chains"`
+	// Unverified names the inputs that cannot be verified: Squid logs.
+	Unverified []string `json:"unverified,omitempty"`
+	// Summary says all of the above in a sentence or two, as the
+	// statements end with it.
+	Summary string `json:"summary"`
 }
 
 // ChainInfo is one instance's verified chain.
