@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -42,6 +43,7 @@ const usage = `usage:
   feedgate ca init -dir DIR [-org NAME]
   feedgate evidence keygen -dir DIR [-name NAME]
   feedgate verify -key VERIFIER [-allow-tail] FILE...
+  feedgate report [-config FILE] [-from TIME] [-until TIME] [-format html|json|csv] [-o FILE] [-key VERIFIER] [-top N] FILE...
   feedgate clients [-admin URL] [-vendor V] [-category C] [-match host|signature] [-since TIME]
   feedgate export -format edl|hosts|dnsmasq|rpz|squid [-config FILE] [-vendor V] [-action A] [-at TIME]
   feedgate version
@@ -68,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runEvidence(args, stdout, stderr)
 	case "verify":
 		return runVerify(args, stdout, stderr)
+	case "report":
+		return runReport(args, os.Stdin, stdout, stderr)
 	case "clients":
 		return runClients(args, stdout, stderr)
 	case "export":
