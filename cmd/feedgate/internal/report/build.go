@@ -226,9 +226,14 @@ func (r *Report) categoryText(c *cutoffAgg) (all bool, cats string) {
 }
 
 // fmtAt is an instant as the statements write it: local time in the
-// policy's timezone, with the zone's abbreviation.
+// policy's timezone, with the zone's abbreviation, and seconds only when
+// the instant has them.
 func fmtAt(t time.Time, loc *time.Location) string {
-	return t.In(loc).Format("2006-01-02 15:04 MST")
+	t = t.In(loc)
+	if t.Second() != 0 || t.Nanosecond() != 0 {
+		return t.Format("2006-01-02 15:04:05.999999999 MST")
+	}
+	return t.Format("2006-01-02 15:04 MST")
 }
 
 // thousands writes n with commas between groups of three digits.
