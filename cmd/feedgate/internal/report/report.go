@@ -27,7 +27,8 @@ type Options struct {
 	// Verifiers verify the evidence log behind feedgate inputs; nil
 	// verifies nothing.
 	Verifiers note.Verifiers
-	// TopHosts is how many vendor hosts the report lists (default 20).
+	// TopHosts is how many vendor hosts the report lists (0: 20; less
+	// than 0: all).
 	TopHosts int
 }
 
@@ -266,6 +267,7 @@ func (r *Report) Add(name string, in io.Reader) error {
 	br := bufio.NewReaderSize(in, 256<<10)
 	verify := false // this input's lines go to the checker
 	decided := false
+	firstBlank := 0 // the first blank line before the format is known
 	var long []byte
 	for n := 1; ; n++ {
 		line, err := br.ReadSlice('\n')
@@ -291,6 +293,9 @@ func (r *Report) Add(name string, in io.Reader) error {
 			line = line[:len(line)-1]
 		}
 		ia.Lines++
+		if !decided && blank(line) && firstBlank == 0 {
+			firstBlank = n
+		}
 		if !decided && !blank(line) {
 			decided = true
 			if line[0] == '{' {
@@ -301,6 +306,11 @@ func (r *Report) Add(name string, in io.Reader) error {
 				ia.Format = "feedgate"
 			}
 			verify = r.checker != nil && ia.Format == "feedgate"
+			if verify && firstBlank > 0 && r.verifyErr == nil {
+				// The checker sees every line of a feedgate log, the
+				// blank ones read before it was known to be one too.
+				r.verifyErr = r.checker.Line(evidence.Position{File: name, Line: firstBlank}, nil)
+			}
 			if r.checker != nil && ia.Format == "squid" {
 				r.unverified = append(r.unverified, name)
 			}

@@ -415,6 +415,10 @@ func TestVerification(t *testing.T) {
 		!strings.Contains(res.Verification.Summary, "signed up to record 12 (checkpoint 2024-11-06 07:00 EST, decisions.log:15); the 1 record after it is not signed yet") {
 		t.Errorf("log without its last checkpoint: %+v", res.Verification)
 	}
+	os.WriteFile(tail, []byte("\n"+string(b)), 0o644)
+	if res = report(tail); res.Verification.OK || !strings.HasPrefix(res.Verification.Problem, "decisions.log:1: not a sealed record") {
+		t.Errorf("log with a blank first line: %+v", res.Verification)
+	}
 	os.WriteFile(tail, []byte(strings.TrimSuffix(string(b), "\n")), 0o644)
 	if res = report(tail); res.Verification.OK || !strings.Contains(res.Verification.Problem, "decisions.log:17: the last line has no newline") {
 		t.Errorf("log cut mid-line: %+v", res.Verification)
