@@ -17,9 +17,6 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
-// htmlWriter writes the HTML report; nil means this build has none.
-var htmlWriter func(io.Writer, *report.Result) error
-
 // runReport runs feedgate report: it reads decision logs (feedgate's JSON
 // records or Squid's access.log, plain or gzip, "-" for stdin) and writes
 // the report. It exits 0 when the report is written, malformed lines and
@@ -55,11 +52,7 @@ func runReport(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return usageErr("name at least one log FILE (plain or .gz, - for standard input), each instance's files oldest first")
 	}
 	switch *format {
-	case "json", "csv":
-	case "html":
-		if htmlWriter == nil {
-			return usageErr("this build has no HTML report; use -format json or csv")
-		}
+	case "json", "csv", "html":
 	default:
 		return usageErr("-format %q: want html, json or csv", *format)
 	}
@@ -187,7 +180,7 @@ func writeReport(res *report.Result, format, out string, stdout io.Writer) error
 		case "csv":
 			return report.WriteCSV(w, res)
 		}
-		return htmlWriter(w, res)
+		return report.WriteHTML(w, res)
 	}
 	if out == "" {
 		bw := bufio.NewWriter(stdout)
