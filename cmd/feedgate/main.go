@@ -5,8 +5,11 @@
 // Usage:
 //
 //	feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...]
-//	feedgate check [-config FILE]
-//	feedgate explain [-config FILE] [-at TIME] [-json] TARGET ...
+//	feedgate check [-config FILE] [-export LIST]
+//	feedgate explain [-config FILE] [-at TIME] [-method M] [-json] TARGET ...
+//	feedgate evidence keygen -dir DIR [-name NAME]
+//	feedgate verify -key VERIFIER [-allow-tail] FILE...
+//	feedgate report [-config FILE] [-from T] [-until T] [-format html|json|csv] [-o FILE] [-key VERIFIER] FILE...
 //	feedgate version
 package main
 
