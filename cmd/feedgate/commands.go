@@ -440,17 +440,9 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print one JSON object per target per line")
 	clientIP := fs.String("client", "", "explain for a request from this client `IP` (for rules with clients or not_clients)")
 	method := fs.String("method", "GET", "the `METHOD` of a URL target (for catalog signatures that name methods)")
-	// Flags may come before or after the targets.
-	var targets []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		targets = append(targets, fs.Arg(0))
-		args = fs.Args()[1:]
+	targets, ok := parseInterspersed(fs, args)
+	if !ok {
+		return 2
 	}
 	if len(targets) == 0 {
 		fmt.Fprintln(stderr, "feedgate explain: name at least one TARGET (host, host:port or URL)")

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"compress/gzip"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -87,43 +86,30 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("verify", stderr)
 	keyFile := fs.String("key", "", "the verifier key `FILE` (verifier.key from feedgate evidence keygen)")
 	allowTail := fs.Bool("allow-tail", false, "accept records after the last checkpoint (a log whose feedgate is still running)")
-	// Flags may come before or after the files.
-	var files []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files = append(files, fs.Arg(0))
-		args = fs.Args()[1:]
+	files, ok := parseInterspersed(fs, args)
+	if !ok {
+		return 2
 	}
 	if *keyFile == "" || len(files) == 0 {
 		fmt.Fprintln(stderr, "feedgate verify: -key VERIFIER and at least one log FILE are required (in the order they were written: the oldest rotated file first)")
 		return 2
 	}
-	data, err := os.ReadFile(*keyFile)
+	verifiers, err := readVerifier(*keyFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "feedgate verify: %v\n", err)
 		return 2
 	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(data)))
-	if err != nil {
-		fmt.Fprintf(stderr, "feedgate verify: %s: not a verifier key: %v\n", *keyFile, err)
-		return 2
-	}
 	var inputs []evidence.Input
 	for _, name := range files {
-		r, closeFn, err := openLog(name)
+		in, err := openReportInput(name, os.Stdin)
 		if err != nil {
 			fmt.Fprintf(stderr, "feedgate verify: %v\n", err)
 			return 1
 		}
-		defer closeFn()
-		inputs = append(inputs, evidence.Input{Name: name, R: r})
+		defer in.close()
+		inputs = append(inputs, evidence.Input{Name: in.name, R: in.r})
 	}
-	res, err := evidence.Verify(inputs, note.VerifierList(v))
+	res, err := evidence.Verify(inputs, verifiers)
 	if err != nil {
 		var p *evidence.Problem
 		if errors.As(err, &p) {
@@ -160,20 +146,31 @@ func rootString(c evidence.Checkpoint) string {
 	return fmt.Sprintf("root %x", c.Root[:8])
 }
 
-// openLog opens a log file, decompressing it when it is gzip.
-func openLog(name string) (io.Reader, func(), error) {
-	f, err := os.Open(name)
+// readVerifier reads a verifier key written by feedgate evidence keygen.
+func readVerifier(file string) (note.Verifiers, error) {
+	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("-key: %w", err)
 	}
-	br := bufio.NewReader(f)
-	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("%s: %w", name, err)
+	v, err := note.NewVerifier(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("-key: %s: not a verifier key: %w", file, err)
+	}
+	return note.VerifierList(v), nil
+}
+
+// parseInterspersed parses fs's flags from args, which may come before or
+// after the other arguments, and returns those; ok is false on a flag
+// error, which fs has reported.
+func parseInterspersed(fs *flag.FlagSet, args []string) (rest []string, ok bool) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, false
 		}
-		return zr, func() { zr.Close(); f.Close() }, nil
+		if fs.NArg() == 0 {
+			return rest, true
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	return br, func() { f.Close() }, nil
 }

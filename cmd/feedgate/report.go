@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/feedgate/feedgate/cmd/feedgate/internal/report"
 	"github.com/feedgate/feedgate/rules"
 )
@@ -32,17 +30,9 @@ func runReport(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	out := fs.String("o", "", "write the report to `FILE` (for csv a directory, which gets one FILE per table); default standard output")
 	keyFile := fs.String("key", "", "verify the evidence log with the verifier key `FILE` (verifier.key from feedgate evidence keygen)")
 	top := fs.Int("top", 20, "list the `N` vendor hosts with the most requests")
-	// Flags may come before or after the files.
-	var files []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files = append(files, fs.Arg(0))
-		args = fs.Args()[1:]
+	files, ok := parseInterspersed(fs, args)
+	if !ok {
+		return 2
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "feedgate report: "+format+"\n", a...)
@@ -88,15 +78,9 @@ func runReport(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	if *keyFile != "" {
-		data, err := os.ReadFile(*keyFile)
-		if err != nil {
-			return usageErr("-key: %v", err)
+		if opts.Verifiers, err = readVerifier(*keyFile); err != nil {
+			return usageErr("%v", err)
 		}
-		v, err := note.NewVerifier(strings.TrimSpace(string(data)))
-		if err != nil {
-			return usageErr("-key: %s: not a verifier key: %v", *keyFile, err)
-		}
-		opts.Verifiers = note.VerifierList(v)
 	}
 	rep, err := report.New(opts)
 	if err != nil {
