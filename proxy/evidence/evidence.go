@@ -123,12 +123,18 @@ func Seal(line []byte, instance string, seq, checkpoints uint64, buf []byte) ([]
 // leaf hash the line states; ok is false if the line is not sealed.
 func Unseal(line []byte) (leaf []byte, stated tlog.Hash, ok bool) {
 	i := bytes.LastIndex(line, []byte(leafField))
-	if i < 0 || !bytes.HasSuffix(line, []byte(`"}`)) {
+	// The field and the closing `"}` must not overlap: `,"leaf_hash":"}`
+	// is no sealed line.
+	if i < 0 || !bytes.HasSuffix(line, []byte(`"}`)) || i+len(leafField) > len(line)-2 {
 		return nil, tlog.Hash{}, false
 	}
 	enc := line[i+len(leafField) : len(line)-2]
 	var h tlog.Hash
-	if n, err := base64.StdEncoding.Decode(h[:], enc); err != nil || n != len(h) || base64.StdEncoding.EncodedLen(len(h)) != len(enc) {
+	// The length first: Decode writes as much as the input decodes to.
+	if len(enc) != base64.StdEncoding.EncodedLen(len(h)) {
+		return nil, tlog.Hash{}, false
+	}
+	if n, err := base64.StdEncoding.Decode(h[:], enc); err != nil || n != len(h) {
 		return nil, tlog.Hash{}, false
 	}
 	leaf = append(line[:i:i], '}')
