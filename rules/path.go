@@ -171,6 +171,13 @@ func scan(p string, ix *sigIndex, normal bool) (bool, sigHits) {
 		if n := end - start; n <= maxAnchorLen && ix.lenFirst[n]&(1<<(p[start]&31)) != 0 || p[end-1] == '.' || p[end-1] == ' ' {
 			hits.lits |= ix.segment(p[start:end])
 		}
+	} else if end > 1 {
+		// A trailing slash: the last segment, as the patterns see it,
+		// is the one before it, whose literal the loop has counted.
+		end--
+		start = strings.LastIndexByte(p[:end], '/') + 1
+	}
+	if start < end {
 		if c := p[end-1]; ix.extLast&(1<<(c&31)) != 0 || c == '.' || c == ' ' {
 			hits.exts |= ix.ext(p[start:end])
 		}
