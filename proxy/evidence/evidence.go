@@ -130,13 +130,17 @@ func Unseal(line []byte) (leaf []byte, stated tlog.Hash, ok bool) {
 	}
 	enc := line[i+len(leafField) : len(line)-2]
 	var h tlog.Hash
-	// The length first: Decode writes as much as the input decodes to.
+	// Decode writes as much as the input would decode to, which for 44
+	// characters without their padding is 33 bytes: decode into room
+	// for that, then take exactly a hash.
 	if len(enc) != base64.StdEncoding.EncodedLen(len(h)) {
 		return nil, tlog.Hash{}, false
 	}
-	if n, err := base64.StdEncoding.Decode(h[:], enc); err != nil || n != len(h) {
+	var buf [48]byte
+	if n, err := base64.StdEncoding.Decode(buf[:], enc); err != nil || n != len(h) {
 		return nil, tlog.Hash{}, false
 	}
+	copy(h[:], buf[:len(h)])
 	leaf = append(line[:i:i], '}')
 	return leaf, h, true
 }
