@@ -137,20 +137,8 @@ func (f *fileCtx) parseLog(lf logFile) Log {
 	if strings.ContainsAny(e.Instance, "\n\r") || !utf8.ValidString(e.Instance) {
 		f.errorf("log.instance", "instance %q: one line of text, please", e.Instance)
 	}
-	switch {
-	case lf.CheckpointEvery < 0:
-		f.errorf("log.checkpoint_every", "checkpoint_every must not be negative")
-	case lf.CheckpointEvery > 0:
-		e.CheckpointEvery = lf.CheckpointEvery
-	}
-	switch {
-	case lf.CheckpointInterval < 0:
-		f.errorf("log.checkpoint_interval", "checkpoint_interval must not be negative")
-	case lf.CheckpointInterval > 0 && lf.CheckpointInterval < 100*time.Millisecond:
-		f.errorf("log.checkpoint_interval", "checkpoint_interval %s is shorter than 100ms", lf.CheckpointInterval)
-	case lf.CheckpointInterval > 0:
-		e.CheckpointInterval = lf.CheckpointInterval
-	}
+	e.CheckpointEvery = f.optionalCount("log", "checkpoint_every", lf.CheckpointEvery, e.CheckpointEvery)
+	e.CheckpointInterval = f.optionalDuration("log", "checkpoint_interval", lf.CheckpointInterval, 100*time.Millisecond, "100ms", e.CheckpointInterval)
 	if _, err := ReadSigner(e.KeyFile); err != nil {
 		f.errorf("log.evidence_key", "%v", err)
 	}
@@ -173,21 +161,35 @@ func ReadSigner(file string) (note.Signer, error) {
 
 func (f *fileCtx) parseInventory(inf inventoryFile) Inventory {
 	s := Inventory{MaxClients: DefaultMaxClients, StateFile: f.resolvePath(inf.StateFile), SaveInterval: DefaultSaveInterval}
-	switch {
-	case inf.MaxClients < 0:
-		f.errorf("inventory.max_clients", "max_clients must not be negative")
-	case inf.MaxClients > 0:
-		s.MaxClients = inf.MaxClients
-	}
-	switch {
-	case inf.SaveInterval < 0:
-		f.errorf("inventory.save_interval", "save_interval must not be negative")
-	case inf.SaveInterval > 0 && inf.SaveInterval < time.Second:
-		f.errorf("inventory.save_interval", "save_interval %s is shorter than a second: write a duration such as \"1m\"", inf.SaveInterval)
-	case inf.SaveInterval > 0:
-		s.SaveInterval = inf.SaveInterval
-	}
+	s.MaxClients = f.optionalCount("inventory", "max_clients", inf.MaxClients, s.MaxClients)
+	s.SaveInterval = f.optionalDuration("inventory", "save_interval", inf.SaveInterval, time.Second, `a second: write a duration such as "1m"`, s.SaveInterval)
 	return s
+}
+
+// optionalCount is key of table: v when set (positive), def when 0; a
+// negative v is an error.
+func (f *fileCtx) optionalCount(table, key string, v, def int) int {
+	switch {
+	case v < 0:
+		f.errorf(table+"."+key, "%s must not be negative", key)
+	case v > 0:
+		return v
+	}
+	return def
+}
+
+// optionalDuration is key of table: v when set, def when 0; a negative v,
+// or one shorter than min (minText in the message), is an error.
+func (f *fileCtx) optionalDuration(table, key string, v, min time.Duration, minText string, def time.Duration) time.Duration {
+	switch {
+	case v < 0:
+		f.errorf(table+"."+key, "%s must not be negative", key)
+	case v > 0 && v < min:
+		f.errorf(table+"."+key, "%s %s is shorter than %s", key, v, minText)
+	case v > 0:
+		return v
+	}
+	return def
 }
 
 func (f *fileCtx) parsePAC(proxy string, all bool) PAC {
