@@ -69,13 +69,21 @@ type Filter struct {
 	Vendor, Category string
 	Match            string    // "host" or "signature"
 	Since            time.Time // zero: no bound; otherwise LastSeen >= Since
+	// Client selects one machine's entries (compared unmapped, as they
+	// are kept); the zero Addr selects every client.
+	Client netip.Addr
+	// Action selects entries whose last action is this ("allow", "log",
+	// "block").
+	Action string
 }
 
 func (f *Filter) match(e *Entry) bool {
 	return (f.Vendor == "" || e.Vendor == f.Vendor) &&
 		(f.Category == "" || e.Category == f.Category) &&
 		(f.Match == "" || e.Match == f.Match) &&
-		(f.Since.IsZero() || !e.LastSeen.Before(f.Since))
+		(f.Since.IsZero() || !e.LastSeen.Before(f.Since)) &&
+		(!f.Client.IsValid() || e.Client == f.Client.Unmap()) &&
+		(f.Action == "" || e.LastAction == f.Action)
 }
 
 // node is an entry on the recency list. The list is intrusive so that a hit

@@ -63,6 +63,11 @@ func TestRecordSnapshot(t *testing.T) {
 		{"since", Filter{Since: t2.Add(time.Nanosecond)}, []Entry{oneLicensing, twoUpdate}},
 		{"since and category", Filter{Category: "licensing", Since: t1}, []Entry{oneLicensing, twoLicensing}},
 		{"since in the future", Filter{Since: t3.Add(time.Hour)}, []Entry{}},
+		{"client", Filter{Client: two}, []Entry{twoUpdate, twoLicensing}},
+		{"client mapped", Filter{Client: netip.AddrFrom16(two.As16())}, []Entry{twoUpdate, twoLicensing}},
+		{"unknown client", Filter{Client: addr("127.0.0.3")}, []Entry{}},
+		{"last action", Filter{Action: "block"}, []Entry{twoUpdate, oneUpdate}},
+		{"client and last action", Filter{Client: one, Action: "allow"}, []Entry{oneLicensing}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := inv.Snapshot(tc.filter)
