@@ -37,7 +37,7 @@ func buildVersion() string {
 }
 
 const usage = `usage:
-  feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-at TIME] [-resolve HOST:PORT:ADDR ...] [-admin.enable-reload]
+  feedgate [run] [-config FILE] [-listen ADDR] [-admin ADDR] [-web.config.file FILE] [-admin.insecure] [-at TIME] [-resolve HOST:PORT:ADDR ...] [-admin.enable-reload]
   feedgate check [-config FILE] [-export LIST]
   feedgate explain [-config FILE] [-at TIME] [-client IP] [-method M] [-json] TARGET ...
   feedgate ca init -dir DIR [-org NAME]

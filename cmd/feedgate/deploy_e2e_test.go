@@ -193,7 +193,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	a, _ := flagValue(args, "-admin")
 	if h, p := hostPort(t, "ExecStart -admin", a); h != "127.0.0.1" || p != adminPort {
-		t.Errorf("ExecStart -admin %s; want 127.0.0.1:%d (the admin listener has no authentication)", a, adminPort)
+		t.Errorf("ExecStart -admin %s; want 127.0.0.1:%d (the admin listener has no authentication without a web config)", a, adminPort)
 	}
 	if !strings.Contains(string(text), "allowed_clients") {
 		t.Error("the unit's comments do not say that the policy must set allowed_clients")
@@ -508,6 +508,9 @@ func TestKubernetesManifests(t *testing.T) {
 	admin, _ := flagValue(c.Args, "-admin")
 	if h, p := hostPort(t, "container -admin", admin); h != "0.0.0.0" || p != adminPort {
 		t.Errorf("container -admin %q; want 0.0.0.0:%d (probes and Prometheus reach the pod's address)", admin, adminPort)
+	}
+	if !slices.Contains(c.Args, "-admin.insecure") {
+		t.Errorf("container args %q lack -admin.insecure, without which feedgate refuses -admin beyond loopback", c.Args)
 	}
 	for _, pr := range []struct {
 		name string
@@ -970,7 +973,7 @@ func TestDockerfile(t *testing.T) {
 	cmdArgs := jsonArray("CMD")
 	wantCmd := []string{"run", "-config", "/etc/feedgate/feedgate.toml",
 		"-listen", net.JoinHostPort("0.0.0.0", strconv.Itoa(proxyPort)),
-		"-admin", net.JoinHostPort("0.0.0.0", strconv.Itoa(adminPort))}
+		"-admin", net.JoinHostPort("0.0.0.0", strconv.Itoa(adminPort)), "-admin.insecure"}
 	if !slices.Equal(cmdArgs, wantCmd) {
 		t.Errorf("CMD %q; want %q", cmdArgs, wantCmd)
 	}

@@ -66,6 +66,11 @@ type runFlags struct {
 	// configuration's; tproxy makes them TPROXY sockets.
 	transparent multiFlag
 	tproxy      bool
+	// webConfig is the admin listener's TLS and basic auth file (the
+	// exporter toolkit's format); adminInsecure lets -admin go beyond
+	// loopback without one.
+	webConfig     string
+	adminInsecure bool
 }
 
 // parseRunFlags parses feedgate run's command line; on a mistake it has
@@ -78,6 +83,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, bool) {
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9128", "admin listen `ADDR` (/metrics, /healthz, /readyz)")
 	fs.StringVar(&f.at, "at", "", "start the policy clock at `TIME` (RFC 3339); it then advances in real time")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
+	fs.StringVar(&f.webConfig, "web.config.file", "", "the admin listener's TLS, client certificate and basic auth `FILE` (Prometheus exporter web configuration; re-read for every connection and request)")
+	fs.BoolVar(&f.adminInsecure, "admin.insecure", false, "allow -admin beyond loopback without basic auth or client certificates: the network alone decides who reaches it")
 	fs.BoolVar(&f.enableReload, "admin.enable-reload", false, "allow POST /-/reload on the admin listener (SIGHUP always reloads)")
 	fs.Var(&f.resolves, "resolve", "dial `HOST:PORT:ADDR` instead of resolving HOST for PORT (repeatable; ADDR is IP or IP:PORT)")
 	fs.Var(&f.transparent, "transparent", "listen at `ADDR` for connections the firewall redirected (repeatable; adds to the transparent key)")
@@ -124,6 +131,9 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 		stop = sig
 	}
 	errLog := slog.New(slog.NewJSONHandler(stderr, nil))
+	if err := checkAdminSecurity(f, errLog); err != nil {
+		return runFailed(stderr, err)
+	}
 	c, warnings, err := loadConfig(f.config)
 	printProblems(stderr, warnings, err)
 	if err != nil {
@@ -484,7 +494,7 @@ func checkOpenProxy(listen string, c *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("-listen %q: %w", listen, err)
 	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || host == "localhost" {
+	if loopbackHost(host) {
 		return nil
 	}
 	if !c.Access.ClientsConfigured {
@@ -492,6 +502,14 @@ func checkOpenProxy(listen string, c *config.Config) error {
 			"feedgate would be an open proxy. Add allowed_clients = [\"10.0.0.0/8\", ...] with the networks that may use it", listen, c.Policy.File)
 	}
 	return nil
+}
+
+// loopbackHost reports whether a listen address's host keeps the listener
+// on loopback: a loopback IP or the name localhost. An empty host is every
+// interface.
+func loopbackHost(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback() || host == "localhost"
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
