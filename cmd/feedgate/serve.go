@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/feedgate/feedgate/cmd/feedgate/internal/admin"
 	"github.com/feedgate/feedgate/metrics"
@@ -151,6 +152,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	rl := &reloader{file: f.config, listen: f.listen, srv: g.srv, m: g.m, log: errLog, started: c}
 	g.startInventory(c.Inventory.SaveInterval)
 	g.adminHTTP = buildAdmin(g, rl, f)
+	g.webConfig = f.webConfig
 	stopOps := handleOps(rl, dlog, errLog)
 	defer stopOps()
 
@@ -276,7 +278,10 @@ type gateway struct {
 	srv             *proxy.Server
 	proxyHTTP       *http.Server
 	adminHTTP       *http.Server
-	ready           atomic.Bool
+	// webConfig is -web.config.file, which the exporter toolkit reads
+	// again for every TLS handshake and every request.
+	webConfig string
+	ready     atomic.Bool
 }
 
 // buildProxy opens both listeners and builds the proxy on the first; the
@@ -435,7 +440,12 @@ func handleOps(rl *reloader, dlog *decisionLog, errLog *slog.Logger) (stop func(
 func (g *gateway) serve(stop <-chan os.Signal) int {
 	errc := make(chan error, 2+len(g.tls))
 	go func() { errc <- g.proxyHTTP.Serve(g.pl) }()
-	go func() { errc <- g.adminHTTP.Serve(g.al) }()
+	go func() {
+		// With a web config the toolkit wraps the handler in its basic
+		// auth and serves TLS; without one it is a plain Serve.
+		flags := &web.FlagConfig{WebConfigFile: &g.webConfig}
+		errc <- web.Serve(g.al, g.adminHTTP, flags, g.errLog.With("listener", "admin"))
+	}()
 	transparent := []string{}
 	for _, tl := range g.tls {
 		transparent = append(transparent, tl.Addr().String())
