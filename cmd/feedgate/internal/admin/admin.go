@@ -73,7 +73,7 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET /feeds/{vendor}/{file}", feedHandler(d.policy, d.Now))
 	mux.HandleFunc("GET /proxy.pac", pacHandler(d.Config, d.ProxyAddr))
 	mux.HandleFunc("GET /wpad.dat", pacHandler(d.Config, d.ProxyAddr))
-	return mux
+	return secure(mux)
 }
 
 // NewServer returns the admin listener's server, serving New(d).
