@@ -9,6 +9,7 @@ package accesslog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -135,6 +136,42 @@ type Discard struct{}
 
 // Write implements Sink.
 func (Discard) Write(*Record) error { return nil }
+
+// Tee returns a sink that writes every record to each of sinks, in order,
+// so that one finished record can feed the log and an in-memory view of
+// it. A sink that fails does not keep the record from the others: Write
+// returns their errors joined. Nil sinks are skipped, so that optional
+// ones can be passed as they are.
+func Tee(sinks ...Sink) Sink {
+	var t tee
+	for _, s := range sinks {
+		if s != nil {
+			t = append(t, s)
+		}
+	}
+	switch len(t) {
+	case 0:
+		return Discard{}
+	case 1:
+		return t[0]
+	}
+	return t
+}
+
+type tee []Sink
+
+// Write implements Sink.
+func (t tee) Write(r *Record) error {
+	// Collected only on failure, so that a record that every sink takes
+	// costs no allocation.
+	var errs []error
+	for _, s := range t {
+		if err := s.Write(r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // JSON writes each record as one JSON object per line, through log/slog's
 // JSON handler: "time", "level" (INFO, or WARN if Flagged), "msg"
