@@ -23,7 +23,7 @@ func TestConcurrent(t *testing.T) {
 		writers = 8
 		each    = 1000
 	)
-	a := activity.New(activity.Options{})
+	a := activity.New(activity.Options{Decisions: 100})
 	start := hm("12:00")
 	now := start.Add(10 * time.Minute)
 	var wg sync.WaitGroup
@@ -39,6 +39,7 @@ func TestConcurrent(t *testing.T) {
 				}
 				a.Hour(now)
 				a.Day(now)
+				a.Latest(activity.Filter{Host: "kaspersky"}, 10)
 			}
 		})
 	}
@@ -79,10 +80,13 @@ func TestConcurrent(t *testing.T) {
 			t.Errorf("%s: transparent %d, explicit %d; want %d and %d", tr.Step, tr.Transparent, tr.Explicit, want, writers*each-want)
 		}
 	}
+	if n := len(a.Latest(activity.Filter{}, 0)); n != 100 {
+		t.Errorf("%d decisions kept; want 100", n)
+	}
 }
 
 // TestWriteAllocs holds Write, which runs on the request path, to no
-// allocation once the rings are warm: counting any record, and
+// allocation once the rings are warm: counting, keeping a decision, and
 // turning the rings in steady state.
 func TestWriteAllocs(t *testing.T) {
 	a := activity.New(activity.Options{})
@@ -121,10 +125,10 @@ func TestWriteAllocs(t *testing.T) {
 	})
 }
 
-// TestJSON pins what the status page reads: the shape of a day's window,
-// in testdata/status.golden.json.
+// TestJSON pins what the status page reads: the shape of a day's window
+// and of the latest decisions, in testdata/status.golden.json.
 func TestJSON(t *testing.T) {
-	a := activity.New(activity.Options{})
+	a := activity.New(activity.Options{Decisions: 3})
 	write(t, a,
 		mk("01:10", "allow"),
 		mk("11:59:59", "log", kind(accesslog.KindConnect), client("::ffff:10.0.0.2"), func(r *accesslog.Record) {
@@ -141,7 +145,9 @@ func TestJSON(t *testing.T) {
 	)
 	now := hm("12:31:30")
 	got, err := json.MarshalIndent(map[string]any{
-		"day": a.Day(now),
+		"day":    a.Day(now),
+		"latest": a.Latest(activity.Filter{}, 0),
+		"none":   a.Latest(activity.Filter{Host: "absent"}, 0),
 	}, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -162,8 +168,8 @@ func TestJSON(t *testing.T) {
 	}
 }
 
-// BenchmarkWrite is the cost Write adds to every request, on one core and
-// with every core writing at once.
+// BenchmarkWrite is the cost Write adds to every request: a counted
+// record, one also kept as a decision, and every core writing at once.
 func BenchmarkWrite(b *testing.B) {
 	for _, bc := range []struct {
 		name string
