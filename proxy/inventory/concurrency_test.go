@@ -141,13 +141,17 @@ func checkList(t *testing.T, inv *Inventory) {
 }
 
 // TestRecordHitAllocs holds Record on the request path to zero allocations
-// for a client already recorded, with the real clock.
+// for a client already recorded, with the real clock, and RecordDecision
+// for a host already in the entry's hosts.
 func TestRecordHitAllocs(t *testing.T) {
 	inv := mustNew(t, Options{})
 	inv.Record(one, "kaspersky", "update", "allow", "default")
 	byHost := decision("update", rules.MatchHost, "", "block")
 	bySignature := decision("update", rules.MatchSignature, "bases-tree", "block")
 	inv.RecordDecision(one, "kav-mirror.corp.example", bySignature)
+	inv.RecordDecision(one, "s08.upd.kaspersky.com", byHost)
+	inv.RecordDecision(one, "s07.upd.kaspersky.com", byHost)
+	alternate := 0
 	for _, tc := range []struct {
 		name string
 		f    func()
@@ -157,6 +161,11 @@ func TestRecordHitAllocs(t *testing.T) {
 		{"IPv4-mapped", func() { inv.Record(addr("::ffff:127.0.0.1"), "kaspersky", "update", "allow", "default") }},
 		{"ignored", func() { inv.Record(one, "none", "none", "allow", "default") }},
 		{"decision by host", func() { inv.RecordDecision(one, "s07.upd.kaspersky.com", byHost) }},
+		{"decision by host, two hosts in turn", func() {
+			alternate++
+			inv.RecordDecision(one, []string{"s07.upd.kaspersky.com", "s08.upd.kaspersky.com"}[alternate%2], byHost)
+		}},
+		{"decision by host, with a trailing dot", func() { inv.RecordDecision(one, "s07.upd.kaspersky.com.", byHost) }},
 		{"decision by signature", func() { inv.RecordDecision(one, "kav-mirror.corp.example", bySignature) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

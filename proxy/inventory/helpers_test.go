@@ -3,6 +3,7 @@ package inventory
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,8 @@ func sameEntries(got, want []Entry) string {
 		g, w := got[i], want[i]
 		if g.Client != w.Client || g.Vendor != w.Vendor || g.Category != w.Category ||
 			!g.FirstSeen.Equal(w.FirstSeen) || !g.LastSeen.Equal(w.LastSeen) ||
-			g.Requests != w.Requests || g.LastAction != w.LastAction || g.LastRule != w.LastRule {
+			g.Requests != w.Requests || g.LastAction != w.LastAction || g.LastRule != w.LastRule ||
+			g.Match != w.Match || g.Host != w.Host || g.Signature != w.Signature || !slices.Equal(g.Hosts, w.Hosts) {
 			fmt.Fprintf(&b, "entry %d:\n got  %s\n want %s\n", i, fmtEntry(g), fmtEntry(w))
 		}
 	}
@@ -47,6 +49,7 @@ func sameEntries(got, want []Entry) string {
 }
 
 func fmtEntry(e Entry) string {
-	return fmt.Sprintf("%s %s/%s first=%s last=%s n=%d %s/%s", e.Client, e.Vendor, e.Category,
-		e.FirstSeen.Format(time.RFC3339Nano), e.LastSeen.Format(time.RFC3339Nano), e.Requests, e.LastAction, e.LastRule)
+	return fmt.Sprintf("%s %s/%s first=%s last=%s n=%d %s/%s match=%s host=%q signature=%q hosts=%q", e.Client, e.Vendor, e.Category,
+		e.FirstSeen.Format(time.RFC3339Nano), e.LastSeen.Format(time.RFC3339Nano), e.Requests, e.LastAction, e.LastRule,
+		e.Match, e.Host, e.Signature, e.Hosts)
 }

@@ -19,9 +19,14 @@ import (
 	"github.com/feedgate/feedgate/rules"
 )
 
-// defaultMaxEntries bounds memory when the caller does not: about 25 MB of
-// entries, far more clients than a site behind one proxy has.
+// defaultMaxEntries bounds memory when the caller does not: about 35 MB of
+// entries, 50 MB with a host or two each, far more clients than a site
+// behind one proxy has.
 const defaultMaxEntries = 100000
+
+// maxHosts bounds Entry.Hosts: enough to show where a client goes, while
+// an entry stays a few hundred bytes.
+const maxHosts = 8
 
 // Key identifies one inventory entry.
 type Key struct {
@@ -51,6 +56,11 @@ type Entry struct {
 	Match     string `json:"match"`
 	Host      string `json:"host,omitempty"`
 	Signature string `json:"signature,omitempty"`
+	// Hosts are the distinct hosts the entry's requests went to, in
+	// canonical form (as given if it has none), most recent first, at most
+	// 8: the oldest drops out. An entry of a signature has its one Host.
+	// Entries recorded without a host (Record) have none.
+	Hosts []string `json:"hosts,omitempty"`
 }
 
 func (e *Entry) key() Key {
@@ -156,25 +166,29 @@ func (inv *Inventory) Now() time.Time { return inv.stamp() }
 // safe for concurrent use and allocates nothing for a key already
 // recorded.
 func (inv *Inventory) Record(client netip.Addr, vendor, category, action, rule string) {
-	inv.record(Key{Client: client, Vendor: vendor, Category: category, Match: rules.MatchHost}, action, rule, "")
+	inv.record(Key{Client: client, Vendor: vendor, Category: category, Match: rules.MatchHost}, action, rule, "", "", false)
 }
 
 // RecordDecision notes one decided request to host, as Record, with what
-// classified it: a request a signature classified is an entry of its own
-// per host.
+// classified it, and the host in the entry's Hosts: a request a signature
+// classified is an entry of its own per host. It allocates nothing for a
+// key already recorded whose Hosts has the host as given.
 func (inv *Inventory) RecordDecision(client netip.Addr, host string, d *rules.Decision) {
 	k := Key{Client: client, Vendor: d.Vendor, Category: d.Category, Match: d.MatchedBy()}
+	canonical := false
 	if k.Match == rules.MatchSignature {
 		// One host is one entry however the clients spell it.
-		k.Host = host
 		if h, err := rules.CanonicalHost(host); err == nil {
-			k.Host = h
+			host, canonical = h, true
 		}
+		k.Host = host
 	}
-	inv.record(k, d.Action.String(), d.RuleName, d.Signature)
+	inv.record(k, d.Action.String(), d.RuleName, d.Signature, host, canonical)
 }
 
-func (inv *Inventory) record(k Key, action, rule, signature string) {
+// record notes one request of k; host ("" for none) goes to the entry's
+// Hosts, canonicalised unless canonical says it already is.
+func (inv *Inventory) record(k Key, action, rule, signature, host string, canonical bool) {
 	if k.Vendor == "" || k.Vendor == rules.NoVendor || !k.Client.IsValid() {
 		return
 	}
@@ -194,17 +208,22 @@ func (inv *Inventory) record(k Key, action, rule, signature string) {
 		n.LastAction = action
 		n.LastRule = rule
 		n.Signature = signature
+		n.noteHost(host, canonical)
 		inv.moveToFront(n)
 		return
 	}
 	var n *node
+	var hosts []string
 	if len(inv.entries) >= inv.max {
 		n = inv.root.prev
 		inv.unlink(n)
 		delete(inv.entries, n.key())
 		inv.evictions++
-		// Reusing the evicted node keeps a full inventory from allocating
-		// for every new client.
+		// Reusing the evicted node, and the room of its hosts, keeps a
+		// full inventory from allocating for every new client. Snapshots
+		// hold copies of the hosts, never this array.
+		hosts = n.Hosts[:0]
+		clear(n.Hosts[:cap(n.Hosts)])
 		*n = node{}
 	} else {
 		n = new(node)
@@ -221,9 +240,45 @@ func (inv *Inventory) record(k Key, action, rule, signature string) {
 		Match:      k.Match,
 		Host:       k.Host,
 		Signature:  signature,
+		Hosts:      hosts,
 	}
+	n.noteHost(host, canonical)
 	inv.entries[k] = n
 	inv.pushFront(n)
+}
+
+// noteHost puts host first in the entry's Hosts. A host already there, as
+// given or in canonical form, only moves, so that a client's usual hosts
+// cost no allocation: the given form is looked for first, because
+// canonicalising may allocate (upper case, IDNA) and most clients send
+// the canonical form. The room for maxHosts is allocated once per entry,
+// with its first host.
+func (n *node) noteHost(host string, canonical bool) {
+	if host == "" {
+		return
+	}
+	i := slices.Index(n.Hosts, host)
+	if i < 0 && !canonical {
+		if h, err := rules.CanonicalHost(host); err == nil && h != host {
+			host = h
+			i = slices.Index(n.Hosts, host)
+		}
+	}
+	switch {
+	case i >= 0:
+	case len(n.Hosts) < maxHosts:
+		if len(n.Hosts) == cap(n.Hosts) {
+			// Entries loaded from a state file have no room to spare.
+			n.Hosts = append(make([]string, 0, maxHosts), n.Hosts...)
+		}
+		n.Hosts = append(n.Hosts, "")
+		i = len(n.Hosts) - 1
+	default:
+		// The least recently used host drops out.
+		i = len(n.Hosts) - 1
+	}
+	copy(n.Hosts[1:i+1], n.Hosts[:i])
+	n.Hosts[0] = host
 }
 
 // Snapshot returns copies of the entries matching f, sorted by LastSeen
@@ -239,13 +294,25 @@ func (inv *Inventory) Snapshot(f Filter) []Entry {
 // moment.
 func (inv *Inventory) SnapshotWithEvictions(f Filter) ([]Entry, uint64) {
 	// Allocating before taking the lock keeps Record from waiting on the
-	// allocator: at the default cap the copy is 14 MB. Entries recorded
+	// allocator: at the default cap the copy is 22 MB. Entries recorded
 	// in between just grow the slice.
 	out := make([]Entry, 0, inv.Len())
+	// The entries' hosts are copied into one array, so that a snapshot
+	// shares none with the nodes, which later records change, and costs a
+	// few allocations rather than one per entry. Each entry's slice is
+	// capped at its length, so that appending to one cannot write over the
+	// next.
+	var hosts []string
 	inv.mu.Lock()
 	for n := inv.root.next; n != &inv.root; n = n.next {
 		if f.match(&n.Entry) {
-			out = append(out, n.Entry)
+			e := n.Entry
+			if len(n.Hosts) > 0 {
+				start := len(hosts)
+				hosts = append(hosts, n.Hosts...)
+				e.Hosts = hosts[start:len(hosts):len(hosts)]
+			}
+			out = append(out, e)
 		}
 	}
 	evictions := inv.evictions

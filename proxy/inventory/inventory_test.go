@@ -38,10 +38,10 @@ var (
 	t3  = t0.Add(3 * time.Minute)
 
 	// The entries twoClients leaves, in Snapshot order.
-	oneLicensing = Entry{one, "kaspersky", "licensing", t3, t3, 1, "allow", "default", "host", "", ""}
-	twoUpdate    = Entry{two, "kaspersky", "update", t3, t3, 1, "block", "updates-cutoff", "host", "", ""}
-	oneUpdate    = Entry{one, "kaspersky", "update", t0, t2, 2, "block", "updates-cutoff", "host", "", ""}
-	twoLicensing = Entry{two, "kaspersky", "licensing", t1, t1, 1, "log", "flag-licensing", "host", "", ""}
+	oneLicensing = Entry{one, "kaspersky", "licensing", t3, t3, 1, "allow", "default", "host", "", "", nil}
+	twoUpdate    = Entry{two, "kaspersky", "update", t3, t3, 1, "block", "updates-cutoff", "host", "", "", nil}
+	oneUpdate    = Entry{one, "kaspersky", "update", t0, t2, 2, "block", "updates-cutoff", "host", "", "", nil}
+	twoLicensing = Entry{two, "kaspersky", "licensing", t1, t1, 1, "log", "flag-licensing", "host", "", "", nil}
 )
 
 func TestRecordSnapshot(t *testing.T) {
@@ -178,7 +178,7 @@ func TestEvictedEntryStartsOver(t *testing.T) {
 	inv.Record(two, "kaspersky", "update", "block", "cutoff")
 	clock.Advance(time.Minute)
 	inv.Record(one, "kaspersky", "update", "log", "flag")
-	want := []Entry{{one, "kaspersky", "update", t2, t2, 1, "log", "flag", "host", "", ""}}
+	want := []Entry{{one, "kaspersky", "update", t2, t2, 1, "log", "flag", "host", "", "", nil}}
 	if d := sameEntries(inv.Snapshot(Filter{}), want); d != "" {
 		t.Error(d)
 	}

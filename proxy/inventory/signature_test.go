@@ -42,10 +42,10 @@ func TestRecordDecisionSignature(t *testing.T) {
 		inv.RecordDecision(addr(r.client), r.host, r.d)
 	}
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
-	hostEntry := Entry{addr("10.0.0.1"), "kaspersky", "update", at(1), at(1), 1, "block", "updates-cutoff", rules.MatchHost, "", ""}
-	mirror1 := Entry{addr("10.0.0.1"), "kaspersky", "update", at(2), at(3), 2, "block", "updates-cutoff", rules.MatchSignature, "kav-mirror.corp.example", "bases-tree"}
-	mirror2 := Entry{addr("10.0.0.2"), "kaspersky", "update", at(4), at(4), 1, "block", "updates-cutoff", rules.MatchSignature, "kav-mirror.corp.example", "bases-tree"}
-	literal := Entry{addr("10.0.0.2"), "kaspersky", "update", at(5), at(5), 1, "log", "updates-cutoff", rules.MatchSignature, "192.0.2.10", "update-index"}
+	hostEntry := Entry{addr("10.0.0.1"), "kaspersky", "update", at(1), at(1), 1, "block", "updates-cutoff", rules.MatchHost, "", "", []string{"s07.upd.kaspersky.com"}}
+	mirror1 := Entry{addr("10.0.0.1"), "kaspersky", "update", at(2), at(3), 2, "block", "updates-cutoff", rules.MatchSignature, "kav-mirror.corp.example", "bases-tree", []string{"kav-mirror.corp.example"}}
+	mirror2 := Entry{addr("10.0.0.2"), "kaspersky", "update", at(4), at(4), 1, "block", "updates-cutoff", rules.MatchSignature, "kav-mirror.corp.example", "bases-tree", []string{"kav-mirror.corp.example"}}
+	literal := Entry{addr("10.0.0.2"), "kaspersky", "update", at(5), at(5), 1, "log", "updates-cutoff", rules.MatchSignature, "192.0.2.10", "update-index", []string{"192.0.2.10"}}
 	for _, tc := range []struct {
 		f    Filter
 		want []Entry

@@ -46,12 +46,12 @@ func checkStateDir(t *testing.T, path string) {
 
 func TestLoadStateFile(t *testing.T) {
 	var (
-		e7 = Entry{addr("10.1.0.7"), "kaspersky", "update", mustTime(t, "2024-08-20T08:00:00Z"), mustTime(t, "2024-09-01T12:00:00Z"), 1200, "allow", "kaspersky-updates", "host", "", ""}
+		e7 = Entry{addr("10.1.0.7"), "kaspersky", "update", mustTime(t, "2024-08-20T08:00:00Z"), mustTime(t, "2024-09-01T12:00:00Z"), 1200, "allow", "kaspersky-updates", "host", "", "", nil}
 		// Its times are written at -04:00: 12:05Z sorts after e7.
-		e15 = Entry{addr("2001:db8::15"), "kaspersky", "update", mustTime(t, "2024-09-01T10:00:00Z"), mustTime(t, "2024-09-01T12:05:00Z"), 40, "block", "updates-cutoff", "host", "", ""}
-		e9  = Entry{addr("10.1.0.9"), "kaspersky", "licensing", mustTime(t, "2024-08-30T09:00:00Z"), mustTime(t, "2024-08-31T17:30:00Z"), 3, "log", "flag-licensing", "host", "", ""}
+		e15 = Entry{addr("2001:db8::15"), "kaspersky", "update", mustTime(t, "2024-09-01T10:00:00Z"), mustTime(t, "2024-09-01T12:05:00Z"), 40, "block", "updates-cutoff", "host", "", "", nil}
+		e9  = Entry{addr("10.1.0.9"), "kaspersky", "licensing", mustTime(t, "2024-08-30T09:00:00Z"), mustTime(t, "2024-08-31T17:30:00Z"), 3, "log", "flag-licensing", "host", "", "", nil}
 		// Written IPv4-mapped; loaded as Record would have stored it.
-		e12 = Entry{addr("10.1.0.12"), "kaspersky", "ksn", mustTime(t, "2024-07-01T00:00:00Z"), mustTime(t, "2024-07-02T00:00:00Z"), 1, "allow", "default", "host", "", ""}
+		e12 = Entry{addr("10.1.0.12"), "kaspersky", "ksn", mustTime(t, "2024-07-01T00:00:00Z"), mustTime(t, "2024-07-02T00:00:00Z"), 1, "allow", "default", "host", "", "", nil}
 	)
 	for _, tc := range []struct {
 		name      string
@@ -172,8 +172,8 @@ func TestSaveLoad(t *testing.T) {
 		got.Record(addr("127.0.0.3"), "kaspersky", "update", "allow", "default")
 		now := clock.Now()
 		want := []Entry{
-			{one, "kaspersky", "update", t0, now, 3, "allow", "reopened", "host", "", ""},
-			{addr("127.0.0.3"), "kaspersky", "update", now, now, 1, "allow", "default", "host", "", ""},
+			{one, "kaspersky", "update", t0, now, 3, "allow", "reopened", "host", "", "", nil},
+			{addr("127.0.0.3"), "kaspersky", "update", now, now, 1, "allow", "default", "host", "", "", nil},
 			oneLicensing,
 			twoUpdate,
 		}
