@@ -111,6 +111,15 @@ func decodeState(data []byte) ([]Entry, error) {
 			return nil, fmt.Errorf("entry %d: duplicate entry for %s %s/%s (%s %s)", i, e.Client, e.Vendor, e.Category, e.Match, e.Host)
 		}
 		seen[e.key()] = true
+		// State files written before hosts were kept have none; the host
+		// of a signature's entry is its one. One written with more than
+		// this build keeps (a later one's) keeps the most recent.
+		if len(e.Hosts) == 0 && e.Host != "" {
+			e.Hosts = []string{e.Host}
+		}
+		if len(e.Hosts) > maxHosts {
+			e.Hosts = e.Hosts[:maxHosts]
+		}
 		// JSON times come back in a fixed zone; UTC makes them compare
 		// and encode like the times Record stores.
 		e.FirstSeen, e.LastSeen = e.FirstSeen.UTC(), e.LastSeen.UTC()

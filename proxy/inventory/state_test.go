@@ -5,12 +5,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/feedgate/feedgate/proxy/internal/testutil"
+	"github.com/feedgate/feedgate/rules"
 )
 
 func mustTime(t testing.TB, s string) time.Time {
@@ -53,18 +55,29 @@ func TestLoadStateFile(t *testing.T) {
 		// Written IPv4-mapped; loaded as Record would have stored it.
 		e12 = Entry{addr("10.1.0.12"), "kaspersky", "ksn", mustTime(t, "2024-07-01T00:00:00Z"), mustTime(t, "2024-07-02T00:00:00Z"), 1, "allow", "default", "host", "", "", nil}
 	)
+	// The same file with hosts, the one written before them aside.
+	var (
+		h7 = Entry{addr("10.1.0.7"), "kaspersky", "update", mustTime(t, "2024-08-20T08:00:00Z"), mustTime(t, "2024-09-01T12:00:00Z"), 1200, "allow", "kaspersky-updates", "host", "", "",
+			[]string{"s07.upd.kaspersky.com", "dnl-01.geo.kaspersky.com"}}
+		h7mirror = Entry{addr("10.1.0.7"), "kaspersky", "update", mustTime(t, "2024-08-21T08:00:00Z"), mustTime(t, "2024-09-01T11:00:00Z"), 17, "allow", "kaspersky-updates", "signature", "kav-mirror.corp.example", "bases-tree",
+			[]string{"kav-mirror.corp.example"}}
+		h12 = Entry{addr("10.1.0.12"), "kaspersky", "ksn", mustTime(t, "2024-07-01T00:00:00Z"), mustTime(t, "2024-07-02T00:00:00Z"), 90, "allow", "default", "host", "", "",
+			[]string{"ksn-a.kaspersky.com", "ksn-b.kaspersky.com", "ksn-c.kaspersky.com", "ksn-d.kaspersky.com", "ksn-e.kaspersky.com", "ksn-f.kaspersky.com", "ksn-g.kaspersky.com", "ksn-h.kaspersky.com"}}
+	)
 	for _, tc := range []struct {
 		name      string
+		file      string
 		max       int
 		want      []Entry
 		evictions uint64
 	}{
-		{"all", 0, []Entry{e15, e7, e9, e12}, 0},
-		{"cap keeps the most recent", 2, []Entry{e15, e7}, 2},
-		{"cap equal to the file", 4, []Entry{e15, e7, e9, e12}, 0},
+		{"all", "state-v1.json", 0, []Entry{e15, e7, e9, e12}, 0},
+		{"cap keeps the most recent", "state-v1.json", 2, []Entry{e15, e7}, 2},
+		{"cap equal to the file", "state-v1.json", 4, []Entry{e15, e7, e9, e12}, 0},
+		{"hosts", "state-hosts.json", 0, []Entry{h7, h7mirror, e9, h12}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inv := mustNew(t, Options{MaxEntries: tc.max, StateFile: filepath.Join("testdata", "state-v1.json")})
+			inv := mustNew(t, Options{MaxEntries: tc.max, StateFile: filepath.Join("testdata", tc.file)})
 			if d := sameEntries(inv.Snapshot(Filter{}), tc.want); d != "" {
 				t.Error(d)
 			}
@@ -72,6 +85,29 @@ func TestLoadStateFile(t *testing.T) {
 				t.Errorf("Evictions() = %d; want %d", n, tc.evictions)
 			}
 		})
+	}
+}
+
+// TestLoadedHostsCarryOn checks that the hosts of a loaded entry take new
+// ones as a recorded entry's do, the oldest dropping out.
+func TestLoadedHostsCarryOn(t *testing.T) {
+	inv := mustNew(t, Options{StateFile: filepath.Join("testdata", "state-hosts.json")})
+	d := &rules.Decision{Vendor: "kaspersky", Category: "ksn", Pattern: "ksn-*.kaspersky.com", RuleName: "default"}
+	inv.RecordDecision(addr("10.1.0.12"), "ksn-c.kaspersky.com", d)
+	inv.RecordDecision(addr("10.1.0.12"), "KSN-Z.kaspersky.com", d)
+	d.Category = "update"
+	inv.RecordDecision(addr("10.1.0.7"), "s08.upd.kaspersky.com", d)
+	got := map[string][]string{}
+	for _, e := range inv.Snapshot(Filter{Match: rules.MatchHost}) {
+		got[e.Client.String()+" "+e.Category] = e.Hosts
+	}
+	want := map[string][]string{
+		"10.1.0.12 ksn":      {"ksn-z.kaspersky.com", "ksn-c.kaspersky.com", "ksn-a.kaspersky.com", "ksn-b.kaspersky.com", "ksn-d.kaspersky.com", "ksn-e.kaspersky.com", "ksn-f.kaspersky.com", "ksn-g.kaspersky.com"},
+		"10.1.0.7 update":    {"s08.upd.kaspersky.com", "s07.upd.kaspersky.com", "dnl-01.geo.kaspersky.com"},
+		"10.1.0.9 licensing": nil,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("hosts after more records:\n got  %q\n want %q", got, want)
 	}
 }
 
