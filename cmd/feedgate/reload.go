@@ -4,7 +4,10 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/feedgate/feedgate/cmd/feedgate/internal/admin"
 
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
@@ -24,7 +27,20 @@ type reloader struct {
 	m       *metrics.Metrics
 	log     *slog.Logger
 	started *config.Config // the configuration feedgate started with
+	// last is the last load or reload, for the status page; it is read
+	// without mu, which a reload holds while it loads.
+	last atomic.Pointer[admin.ReloadStatus]
 }
+
+func newReloader(file, listen string, srv *proxy.Server, m *metrics.Metrics, log *slog.Logger, started *config.Config) *reloader {
+	r := &reloader{file: file, listen: listen, srv: srv, m: m, log: log, started: started}
+	now := time.Now()
+	r.last.Store(&admin.ReloadStatus{At: now, Trigger: "start", Success: true, LastSuccess: now})
+	return r
+}
+
+// status is the last load or reload.
+func (r *reloader) status() admin.ReloadStatus { return *r.last.Load() }
 
 // reload loads and applies the policy; trigger names what asked for it.
 func (r *reloader) reload(trigger string) error {
@@ -35,7 +51,9 @@ func (r *reloader) reload(trigger string) error {
 		err = checkOpenProxy(r.listen, c)
 	}
 	if err != nil {
-		r.m.ConfigReload(false, time.Now())
+		now := time.Now()
+		r.m.ConfigReload(false, now)
+		r.last.Store(&admin.ReloadStatus{At: now, Trigger: trigger, Error: problemText(warnings, err), LastSuccess: r.status().LastSuccess})
 		r.log.Error("policy reload failed; the running policy stays in force", "trigger", trigger, "error", problemText(warnings, err))
 		return err
 	}
@@ -46,7 +64,9 @@ func (r *reloader) reload(trigger string) error {
 		r.log.Warn("some changed settings take effect only after a restart", "settings", strings.Join(fixed, ", "))
 	}
 	r.srv.SetConfig(c)
-	r.m.ConfigReload(true, time.Now())
+	now := time.Now()
+	r.m.ConfigReload(true, now)
+	r.last.Store(&admin.ReloadStatus{At: now, Trigger: trigger, Success: true, LastSuccess: now})
 	p := c.Policy
 	r.log.Info("policy reloaded", "trigger", trigger, "policy", p.Name, "file", p.File, "mode", p.Mode.String())
 	return nil

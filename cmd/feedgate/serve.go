@@ -25,6 +25,7 @@ import (
 	"github.com/feedgate/feedgate/metrics"
 	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/activity"
 	"github.com/feedgate/feedgate/proxy/evidence"
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/inventory"
@@ -149,7 +150,7 @@ func runProxy(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) in
 	if err != nil {
 		return runFailed(stderr, err)
 	}
-	rl := &reloader{file: f.config, listen: f.listen, srv: g.srv, m: g.m, log: errLog, started: c}
+	rl := newReloader(f.config, f.listen, g.srv, g.m, errLog, c)
 	g.startInventory(c.Inventory.SaveInterval)
 	g.adminHTTP = buildAdmin(g, rl, f)
 	g.webConfig = f.webConfig
@@ -274,6 +275,7 @@ type gateway struct {
 	reg             *prometheus.Registry
 	m               *metrics.Metrics
 	inv             *inventory.Inventory
+	act             *activity.Activity
 	stopInv         func() // saves the inventory once more and stops its saves
 	srv             *proxy.Server
 	proxyHTTP       *http.Server
@@ -320,12 +322,14 @@ func buildProxy(f *runFlags, c *config.Config, decisions accesslog.Sink, errLog 
 		g.tls = append(g.tls, tl)
 	}
 	g.m = metrics.New(g.reg, metrics.Options{Version: buildVersion(), Now: clock.Now})
+	// The status page's recent traffic sees every record the log does.
+	g.act = activity.New(activity.Options{})
 	own := []netip.AddrPort{addrPort(pl.Addr()), addrPort(al.Addr())}
 	for _, tl := range g.tls {
 		own = append(own, addrPort(tl.Addr()))
 	}
 	opts := proxy.Options{
-		Config: c, Metrics: g.m, AccessLog: decisions, ErrorLog: errLog, Clock: clock,
+		Config: c, Metrics: g.m, AccessLog: accesslog.Tee(decisions, g.act), ErrorLog: errLog, Clock: clock,
 		Dialer:    &upstream.Dialer{Overrides: overrides, Mark: c.Transparent.Mark},
 		Listeners: own,
 	}
@@ -414,6 +418,9 @@ func buildAdmin(g *gateway, rl *reloader, f *runFlags) *http.Server {
 		Reload:        rl.reload,
 		ReloadEnabled: f.enableReload,
 		Pprof:         f.pprof,
+		Activity:      g.act,
+		Reloads:       rl.status,
+		Wall:          time.Now,
 	})
 }
 

@@ -1,6 +1,7 @@
-// Package admin is feedgate's admin listener: metrics, health and
-// readiness, the reload endpoint, the client inventory, and the feeds and
-// PAC file devices poll. It reads the running proxy only through Deps.
+// Package admin is feedgate's admin listener: the status page and the
+// JSON APIs behind it, metrics, health and readiness, the reload
+// endpoint, the client inventory, and the feeds and PAC file devices
+// poll. It reads the running proxy only through Deps.
 //
 // Every URL is in New's table; a page is a handler in a file of its own
 // that reads what it needs from Deps, and one line in the table.
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/feedgate/feedgate/proxy/activity"
 	"github.com/feedgate/feedgate/proxy/inventory"
 	"github.com/feedgate/feedgate/rules"
 	"github.com/feedgate/feedgate/rules/config"
@@ -50,6 +52,14 @@ type Deps struct {
 	ReloadEnabled bool
 	// Pprof serves Go's profiles at /debug/pprof/ (-pprof).
 	Pprof bool
+	// Activity is the recent traffic the status page shows.
+	Activity Activity
+	// Reloads reports the last load or reload of the policy; nil shows
+	// none.
+	Reloads func() ReloadStatus
+	// Wall is the wall clock that records and the traffic counts are
+	// stamped with; nil means time.Now.
+	Wall func() time.Time
 }
 
 // policy returns the policy in force.
@@ -57,6 +67,9 @@ func (d Deps) policy() *rules.Policy { return d.Config().Policy }
 
 // New returns the admin listener's handler.
 func New(d Deps) http.Handler {
+	if d.Activity == nil {
+		d.Activity = activity.New(activity.Options{})
+	}
 	mux := http.NewServeMux()
 	if d.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -69,7 +82,15 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", readyz(d.Ready))
 	mux.HandleFunc("POST /-/reload", reloadHandler(d.Reload, d.ReloadEnabled))
+	pg := parsePages(func() *time.Location { return d.policy().Location })
+	mux.HandleFunc("GET /{$}", statusPage(d, pg))
+	mux.HandleFunc("GET /clients/{client}", clientPage(d, pg))
+	mux.Handle("GET /static/", staticHandler())
+	mux.HandleFunc("GET /api/v1/status", statusHandler(d))
+	mux.HandleFunc("GET /api/v1/traffic", trafficHandler(d))
+	mux.HandleFunc("GET /api/v1/decisions", decisionsHandler(d))
 	mux.Handle("/api/v1/clients", clientsHandler(d.Inventory))
+	mux.HandleFunc("GET /api/v1/clients/{client}", clientHandler(d))
 	mux.HandleFunc("GET /feeds/{vendor}/{file}", feedHandler(d.policy, d.Now))
 	mux.HandleFunc("GET /proxy.pac", pacHandler(d.Config, d.ProxyAddr))
 	mux.HandleFunc("GET /wpad.dat", pacHandler(d.Config, d.ProxyAddr))

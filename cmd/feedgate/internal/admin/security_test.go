@@ -24,6 +24,19 @@ func TestSecurityHeaders(t *testing.T) {
 		method, target string
 		status         int
 	}{
+		{"GET", "/", 200},
+		{"GET", "/?d_client=nope", 400},
+		{"GET", "/clients/192.0.2.1", 200},
+		{"GET", "/clients/nope", 400},
+		{"GET", "/static/status.css", 200},
+		{"GET", "/static/status.js", 200},
+		{"GET", "/static/nope.js", 404},
+		{"GET", "/api/v1/status", 200},
+		{"GET", "/api/v1/traffic", 200},
+		{"GET", "/api/v1/decisions", 200},
+		{"GET", "/api/v1/decisions?action=x", 400},
+		{"GET", "/api/v1/clients/192.0.2.1", 200},
+		{"POST", "/", 405},
 		{"GET", "/metrics", 200},
 		{"GET", "/healthz", 200},
 		{"HEAD", "/healthz", 200},
