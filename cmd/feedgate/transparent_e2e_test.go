@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -340,7 +341,49 @@ func TestTransparentBlockedAfterCutoff(t *testing.T) {
 			wantMetric(t, inst, "feedgate_requests_total", allowNone(), 0)
 			wantMetric(t, inst, "feedgate_request_duration_seconds", kindSeries("http"), 1)
 			wantMetric(t, inst, "feedgate_request_duration_seconds", kindSeries("transparent"), 2)
+
+			// The status page counts them as transparent traffic and
+			// lists them among the latest blocked requests.
+			var traffic struct {
+				Hour struct{ Explicit, Transparent, Blocked uint64 }
+			}
+			adminJSON(t, inst, "/api/v1/traffic", &traffic)
+			if traffic.Hour.Transparent != 3 || traffic.Hour.Explicit != 0 {
+				t.Errorf("/api/v1/traffic: last hour %d transparent, %d explicit; want 3 and 0", traffic.Hour.Transparent, traffic.Hour.Explicit)
+			}
+			var latest struct {
+				Decisions []struct{ Mode, Action, Host string }
+			}
+			adminJSON(t, inst, "/api/v1/decisions?action=block", &latest)
+			if len(latest.Decisions) != 3 {
+				t.Errorf("/api/v1/decisions lists %d blocked requests; want 3: %+v", len(latest.Decisions), latest.Decisions)
+			}
+			for _, d := range latest.Decisions {
+				if d.Mode != "transparent" {
+					t.Errorf("/api/v1/decisions: %+v; want mode transparent", d)
+				}
+			}
 		})
+	}
+}
+
+// adminJSON decodes a JSON answer of the admin listener into v.
+func adminJSON(t *testing.T, inst *instance, path string, v any) {
+	t.Helper()
+	c := inst.adminClient
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Get("http://" + inst.Admin + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
 	}
 }
 

@@ -119,6 +119,7 @@ func (d Deps) status() StatusReply {
 	for _, ci := range p.Catalogs {
 		r.Policy.Catalogs = append(r.Policy.Catalogs, CatalogInfo{Vendor: ci.Vendor, Version: ci.Version, File: ci.File})
 	}
+	r.Reload = ReloadStatus{Success: true} // nothing to say without a reloader
 	if d.Reloads != nil {
 		r.Reload = d.Reloads()
 	}

@@ -363,3 +363,43 @@ func TestChart(t *testing.T) {
 		t.Errorf("an empty window has bars: %+v", empty.Bars)
 	}
 }
+
+// TestPageBanners: report mode and a failed reload are said at the top of
+// every page, in words.
+func TestPageBanners(t *testing.T) {
+	at := time.Date(2024, 10, 1, 12, 0, 0, 0, time.UTC)
+	enforce := defaultPolicyDeps(t, at)
+	report := defaultPolicyDeps(t, at)
+	c := loadConfig(t, "mode = \"report\"\n"+kaspersky)
+	report.Config = func() *config.Config { return c }
+	failed := defaultPolicyDeps(t, at)
+	failed.Reloads = func() ReloadStatus {
+		return ReloadStatus{At: at, Trigger: "SIGHUP", Error: `policy.toml:3: unknown action "<blok>"`, LastSuccess: at.Add(-time.Hour)}
+	}
+	ok := defaultPolicyDeps(t, at)
+	ok.Reloads = func() ReloadStatus { return ReloadStatus{At: at, Trigger: "start", Success: true, LastSuccess: at} }
+	for _, tc := range []struct {
+		name        string
+		d           Deps
+		has, hasNot []string
+	}{
+		{"enforce", ok, nil, []string{"Report mode", "reload failed"}},
+		{"report mode", report, []string{"<strong>Report mode:</strong> nothing is blocked"}, nil},
+		{"failed reload", failed, []string{"The last reload failed", "policy.toml:3: unknown action &#34;&lt;blok&gt;&#34;"}, []string{"Report mode"}},
+		{"enforce without a reloader", enforce, nil, []string{"Report mode", "reload failed"}},
+	} {
+		for _, target := range []string{"/", "/clients/192.0.2.1"} {
+			_, body := serve(t, tc.d, "GET", target)
+			for _, s := range tc.has {
+				if !strings.Contains(body, s) {
+					t.Errorf("%s %s lacks %q", tc.name, target, s)
+				}
+			}
+			for _, s := range tc.hasNot {
+				if strings.Contains(body, s) {
+					t.Errorf("%s %s has %q", tc.name, target, s)
+				}
+			}
+		}
+	}
+}
