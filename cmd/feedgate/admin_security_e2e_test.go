@@ -228,6 +228,12 @@ func TestAdminBasicAuth(t *testing.T) {
 	if code := run([]string{"clients", "-admin", inst.Admin}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "401 Unauthorized") {
 		t.Errorf("feedgate clients without credentials: exit %d: %s; want 1 and 401", code, errOut.String())
 	}
+	// A wrong password is refused, and not repeated in the message.
+	errOut.Reset()
+	wrong := "http://" + url.UserPassword("prometheus", "wrong-secret").String() + "@" + inst.Admin
+	if code := run([]string{"clients", "-admin", wrong}, &out, &errOut); code != 1 || strings.Contains(errOut.String(), "wrong-secret") || !strings.Contains(errOut.String(), "prometheus:xxxxx@") {
+		t.Errorf("feedgate clients with a wrong password: exit %d: %s; want 1, the URL with the password redacted", code, errOut.String())
+	}
 }
 
 // TestAdminTLS: the admin listener serves HTTPS with a web config's

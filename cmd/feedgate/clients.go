@@ -46,6 +46,11 @@ func runClients(args []string, stdout, stderr io.Writer) int {
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
+	// Messages name the URL without a password given in -admin.
+	shown := u
+	if pu, err := url.Parse(u); err == nil {
+		shown = pu.Redacted()
+	}
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get(u)
 	if err != nil {
@@ -55,16 +60,16 @@ func runClients(args []string, stdout, stderr io.Writer) int {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		fmt.Fprintf(stderr, "feedgate clients: reading %s: %v\n", u, err)
+		fmt.Fprintf(stderr, "feedgate clients: reading %s: %v\n", shown, err)
 		return 1
 	}
 	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "feedgate clients: %s: %s: %s\n", u, resp.Status, strings.TrimSpace(string(body)))
+		fmt.Fprintf(stderr, "feedgate clients: %s: %s: %s\n", shown, resp.Status, strings.TrimSpace(string(body)))
 		return 1
 	}
 	var reply admin.ClientsReply
 	if err := json.Unmarshal(body, &reply); err != nil {
-		fmt.Fprintf(stderr, "feedgate clients: %s: %v\n", u, err)
+		fmt.Fprintf(stderr, "feedgate clients: %s: %v\n", shown, err)
 		return 1
 	}
 	slices.SortStableFunc(reply.Clients, func(a, b inventory.Entry) int { return b.LastSeen.Compare(a.LastSeen) })
