@@ -213,13 +213,13 @@ func (e *exchange) abort(reason string, d *rules.Decision) {
 	reason = e.reason
 	up, upgraded := e.upstream, e.upgraded
 	e.mu.Unlock()
-	if e.cancel != nil {
-		e.cancel()
-	}
 	if reason == metrics.TunnelIdle && !upgraded && e.client != nil {
 		// Cancelling fails the upstream read, and the exchange ends
 		// with what the client already has. A client that stalls its
 		// own request body is not woken by that: close it after a grace.
+		if e.cancel != nil {
+			e.cancel()
+		}
 		time.AfterFunc(abortGrace, func() {
 			if !e.done.Load() {
 				_ = e.client.Close()
@@ -227,8 +227,14 @@ func (e *exchange) abort(reason string, d *rules.Decision) {
 		})
 		return
 	}
+	// The client goes first: cancelling first would end the upstream
+	// read, and net/http could then finish a chunked response cleanly
+	// before the close, so that a cut download looked complete.
 	if e.client != nil {
 		_ = e.client.Close()
+	}
+	if e.cancel != nil {
+		e.cancel()
 	}
 	if up != nil {
 		_ = up.Close()
