@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +29,14 @@ const (
 // then a tunnel (or an intercepted tunnel) on the hijacked connection.
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	rec := s.begin(accesslog.KindConnect, clientAddr(r), r.Method, "", 0)
-	defer s.finish(rec)
+	// handed is set once an established tunnel has its own goroutine,
+	// which then finishes the record and releases what the tunnel holds.
+	handed := false
+	defer func() {
+		if !handed {
+			s.finish(rec)
+		}
+	}()
 	// The target must be in authority form, host:port, and nothing else:
 	// no path, no userinfo, not an origin-form path with a Host header.
 	target := r.RequestURI
@@ -79,13 +88,21 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.refuseHTTP(w, r, rec, rf)
 		return
 	}
-	defer s.releaseTunnelSlot(rec.Client)
+	defer func() {
+		if !handed {
+			s.releaseTunnelSlot(rec.Client)
+		}
+	}()
 	if s.certs != nil && st.policy.Intercepts(host) {
 		s.serveIntercept(w, r, rec)
 		return
 	}
 	s.m.ActiveConnect.Inc()
-	defer s.m.ActiveConnect.Dec()
+	defer func() {
+		if !handed {
+			s.m.ActiveConnect.Dec()
+		}
+	}()
 	// net/http cancels the request's context when it reads the client's
 	// EOF, which a client that sends CONNECT and half-closes at once (nc -N)
 	// causes; the tunnel must still be made and the half-close passed on.
@@ -119,12 +136,39 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		reply = established10
 	}
 	// Bytes the client pipelined behind the CONNECT headers (often the
-	// TLS ClientHello) are already in the server's buffer.
+	// TLS ClientHello) are already in the server's buffer: copied out, so
+	// that nothing of net/http's connection stays referenced.
 	var early []byte
 	if n := brw.Reader.Buffered(); n > 0 {
-		early, _ = brw.Reader.Peek(n)
+		peeked, _ := brw.Reader.Peek(n)
+		early = bytes.Clone(peeked)
 	}
-	s.serveTunnel(rec, in, conn, early, up, reply)
+	// The tunnel gets a goroutine of its own and the handler returns: an
+	// idle tunnel then holds neither net/http's connection goroutine, with
+	// the deep stack of the request it served, nor its buffered reader and
+	// writers (about 14 KiB), only the two copy loops.
+	handed = true
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			s.m.ActiveConnect.Dec()
+			s.releaseTunnelSlot(rec.Client)
+			s.finish(rec)
+		})
+	}
+	go func() {
+		// As net/http does for a handler: a panic costs this connection,
+		// not the process.
+		defer func() {
+			if p := recover(); p != nil {
+				s.errLog.Error("panic serving a tunnel", "client", rec.Client, "host", rec.Host, "panic", p, "stack", string(debug.Stack()))
+				_ = conn.Close()
+				_ = up.Close()
+				end()
+			}
+		}()
+		s.serveTunnel(rec, in, conn, early, up, reply, end)
+	}()
 }
 
 // serveTunnel relays a decided (allow or log) tunnel between a client
@@ -136,19 +180,25 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 // change) or shutdown does. early holds client bytes already read. It does
 // not depend on how the connection arrived: any net.Conn with a target
 // will do.
-func (s *Server) serveTunnel(rec *record, in rules.Tunnel, conn net.Conn, early []byte, up net.Conn, reply string) {
+//
+// It returns once the tunnel is decided and its copy loops run, each on a
+// goroutine of its own with a shallow stack; done runs once, when the
+// tunnel is over and its record is filled in (on whichever goroutine ends
+// it). An idle tunnel so holds two small goroutines and no more: not the
+// one that accepted it, read its ClientHello and decided it.
+func (s *Server) serveTunnel(rec *record, in rules.Tunnel, conn net.Conn, early []byte, up net.Conn, reply string, done func()) {
 	st := rec.st
 	rec.Status = http.StatusOK
-	t := &tunnel{client: conn, upstream: up, idle: st.cfg.Limits.TunnelIdleTimeout, in: in}
+	t := &tunnel{client: conn, upstream: up, idle: st.cfg.Limits.TunnelIdleTimeout, in: in, recycle: s.putHelloBuf}
 	if rec.Mode == accesslog.ModeTransparent {
 		t.transparent, t.prefetched = true, true
 	}
 	t.class.Store(int32(rec.Decision.Class))
 	s.live.add(t)
 	rec.live = t // the record is written before the tunnel leaves the set
+	var lifetime *time.Timer
 	if life := st.cfg.Limits.MaxTunnelLifetime; life > 0 {
-		lt := time.AfterFunc(life, func() { t.lifetimeClosed.Store(true); t.close() })
-		defer lt.Stop()
+		lifetime = time.AfterFunc(life, func() { t.lifetimeClosed.Store(true); t.close() })
 	}
 	if reply != "" {
 		if _, err := io.WriteString(conn, reply); err != nil {
@@ -156,20 +206,26 @@ func (s *Server) serveTunnel(rec *record, in rules.Tunnel, conn net.Conn, early 
 		}
 	}
 	t.run(st.counters, func() ([]byte, bool) { return s.checkHello(st, t, rec, early) },
-		func(sent, received func(int64)) bool { return s.checkRetry(st, t, rec, sent, received) })
-	s.count(rec)
-	switch {
-	case t.idleClosed.Load():
-		s.m.TunnelClosed(metrics.TunnelIdle)
-		rec.Closed = metrics.TunnelIdle
-	case t.lifetimeClosed.Load():
-		s.m.TunnelClosed(metrics.TunnelLifetime)
-		rec.Closed = metrics.TunnelLifetime
-	case t.cutBy() != nil:
-		s.m.TunnelClosed(metrics.TunnelPolicyChange)
-		rec.Closed, rec.CutRule = metrics.TunnelPolicyChange, t.cutBy().RuleName
-	}
-	rec.Sent, rec.Received = t.sent.Load(), t.received.Load()
+		func(sent, received func(int64)) bool { return s.checkRetry(st, t, rec, sent, received) },
+		func() {
+			if lifetime != nil {
+				lifetime.Stop()
+			}
+			s.count(rec)
+			switch {
+			case t.idleClosed.Load():
+				s.m.TunnelClosed(metrics.TunnelIdle)
+				rec.Closed = metrics.TunnelIdle
+			case t.lifetimeClosed.Load():
+				s.m.TunnelClosed(metrics.TunnelLifetime)
+				rec.Closed = metrics.TunnelLifetime
+			case t.cutBy() != nil:
+				s.m.TunnelClosed(metrics.TunnelPolicyChange)
+				rec.Closed, rec.CutRule = metrics.TunnelPolicyChange, t.cutBy().RuleName
+			}
+			rec.Sent, rec.Received = t.sent.Load(), t.received.Load()
+			done()
+		})
 }
 
 // tunnel relays bytes between a hijacked client connection and an upstream.
@@ -196,6 +252,9 @@ type tunnel struct {
 	// ClientHello: the copy loop then follows the handshake through the
 	// server's answer (checkRetry).
 	hello *helloState
+	// recycle takes back the buffer of the first bytes once they went
+	// upstream (Server.putHelloBuf).
+	recycle func([]byte)
 	// idle closes the tunnel after no bytes in either direction for this
 	// long; lastActive (UnixNano) is when either direction last moved.
 	idle       time.Duration
@@ -264,42 +323,57 @@ func (t *tunnel) close() {
 	})
 }
 
-// run copies both directions until both are done, passing half-closes on.
-// Nothing moves until first has decided the tunnel on the client's first
-// bytes (its ClientHello): not even a server that speaks first gets a byte
-// to the client before a decision that could be block. Then the client's
-// bytes go upstream, starting with what first returned.
+// run copies both directions until both are done, passing half-closes on,
+// then closes the tunnel and calls end. Nothing moves until first has
+// decided the tunnel on the client's first bytes (its ClientHello): not
+// even a server that speaks first gets a byte to the client before a
+// decision that could be block. Then the client's bytes go upstream,
+// starting with what first returned.
 //
 // For a tunnel that opened with a TLS ClientHello, retry then follows the
 // handshake through the server's first answer before the splice starts
 // (a HelloRetryRequest brings a second ClientHello to decide).
-func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool), retry func(sent, received func(int64)) bool) {
+//
+// The checks run on the caller's goroutine; each direction then copies on
+// a new goroutine, which starts with a small stack and keeps it, and run
+// returns. The last of the two to finish calls end.
+func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool), retry func(sent, received func(int64)) bool, end func()) {
 	t.lastActive.Store(time.Now().UnixNano())
 	b, ok := first()
 	if !ok {
 		t.close()
+		end()
 		return
 	}
 	sent := func(n int64) { t.sent.Add(n); pc.Sent(int(t.class.Load()), n) }
 	received := func(n int64) { t.received.Add(n); pc.Received(int(t.class.Load()), n) }
 	n, err := t.upstream.Write(b)
 	sent(int64(n))
+	if t.recycle != nil {
+		t.recycle(b)
+	}
 	if err != nil || t.hello != nil && !retry(sent, received) {
 		t.close()
+		end()
 		return
 	}
+	// What followed the first ClientHello went upstream: nothing of the
+	// handshake stays with an idle tunnel.
+	t.hello = nil
 	t.lastActive.Store(time.Now().UnixNano())
 	if t.idle > 0 {
 		t.kernelSawBytes() // the baseline for the first idle check
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t.pipe(t.client, t.upstream, received)
-	}()
-	t.pipe(t.upstream, t.client, sent)
-	<-done
-	t.close()
+	var left atomic.Int32
+	left.Store(2)
+	over := func() {
+		if left.Add(-1) == 0 {
+			t.close()
+			end()
+		}
+	}
+	go func() { t.pipe(t.client, t.upstream, received); over() }()
+	go func() { t.pipe(t.upstream, t.client, sent); over() }()
 }
 
 // chunk bounds one splice so that byte counters move at least every MiB

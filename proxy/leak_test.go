@@ -8,6 +8,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -612,5 +613,59 @@ func expectStatuses(t *testing.T, c *http.Client, cases []urlStatus) {
 		if resp.StatusCode != tt.status {
 			t.Errorf("GET %s: status %d; want %d", tt.url, resp.StatusCode, tt.status)
 		}
+	}
+}
+
+// TestIdleTunnelHoldsTwoGoroutines: an established tunnel, once its TLS
+// handshake went through and it sits idle, holds exactly its two copy
+// loops, started fresh with small stacks: not net/http's connection
+// goroutine, not the goroutine that read its ClientHello and decided it;
+// on the proxy port and on the transparent listener alike.
+// (docs/performance.md: memory per idle tunnel.)
+func TestIdleTunnelHoldsTwoGoroutines(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	to := newTLSOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:443", hostPort(t, to.URL))
+	e := newEnv(t, envConfig{now: betweenCutoffs, dial: n.dial, resolve: []string{"www.example.test:443:192.0.2.10"}})
+	redirected := e.redirect(t, "192.0.2.10:443")
+	const each = 10
+	var conns []*tls.Conn
+	for range each {
+		tc, err := tlsThroughTunnel(t, e, "www.example.test:443", "www.example.test", to)
+		if err != nil {
+			t.Fatalf("TLS through a CONNECT tunnel: %v", err)
+		}
+		conns = append(conns, tc)
+		if tc, err = tlsTransparent(t, redirected, "www.example.test", to.roots); err != nil {
+			t.Fatalf("TLS through the transparent listener: %v", err)
+		}
+		conns = append(conns, tc)
+	}
+	count := func() (pipes, setup int) {
+		for _, g := range goroutineDump() {
+			switch {
+			case strings.Contains(g.stack, "proxy.(*tunnel).pipe"):
+				pipes++
+			case strings.Contains(g.stack, "proxy.(*Server).ServeTransparent("):
+				// the transparent listener's accept loop, not a tunnel's
+			case strings.Contains(g.stack, "proxy.(*Server)."):
+				setup++ // the handler, the transparent connection's, the checks
+			}
+		}
+		return pipes, setup
+	}
+	want := 2 * len(conns)
+	deadline := time.Now().Add(testutil.WaitLimit)
+	pipes, setup := count()
+	for (pipes != want || setup != 0) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		pipes, setup = count()
+	}
+	if pipes != want || setup != 0 {
+		t.Errorf("%d idle tunnels hold %d copy loops and %d goroutines still in the server's handling; want %d and 0", len(conns), pipes, setup, want)
+	}
+	for _, c := range conns {
+		_ = c.Close()
 	}
 }

@@ -160,6 +160,9 @@ type Server struct {
 		stop   func() bool
 		closed bool
 	}
+	// helloBufs are the buffers a tunnel's handshake is read into; they
+	// go back once relayed, so that opening a tunnel leaves little garbage.
+	helloBufs sync.Pool
 }
 
 // New builds a Server.

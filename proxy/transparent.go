@@ -109,8 +109,15 @@ func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
 		_ = c.Close() // shutting down
 		return
 	}
-	defer s.transparent.remove(c)
-	defer c.Close()
+	// handed is set once the connection is a tunnel running on its own
+	// goroutines, which close it and take it out of the set.
+	handed := false
+	defer func() {
+		if !handed {
+			_ = c.Close()
+			s.transparent.remove(c)
+		}
+	}()
 
 	orig, err := s.originalDst(c, o)
 	if err != nil || !orig.IsValid() {
@@ -139,7 +146,10 @@ func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
 		s.serveTransparentHTTP(c, early, orig, release)
 		return
 	}
-	s.serveTransparentTunnel(c, early, proto, orig, deadline, release)
+	handed = s.serveTransparentTunnel(c, early, proto, orig, deadline, release, func() {
+		_ = c.Close()
+		s.transparent.remove(c)
+	})
 }
 
 // transparentRecord begins the record of a transparent tunnel.
@@ -161,13 +171,23 @@ var portsTransparent = targetPorts{tls: true, what: "a transparent connection"}
 // its ClientHello (if it has one) is read and decided before feedgate
 // connects anywhere, so that a blocked host's server never sees the
 // connection; then it is relayed like a CONNECT tunnel. release gives the
-// connection's slot back once it holds a tunnel slot.
-func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Protocol, orig netip.AddrPort, deadline time.Time, release func()) {
+// connection's slot back once it holds a tunnel slot. It returns true when
+// the connection became a tunnel, which then runs on goroutines of its
+// own and calls after when it is over; false when it ended here.
+func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Protocol, orig netip.AddrPort, deadline time.Time, release, after func()) (handed bool) {
 	rec := s.transparentRecord(remoteAddr(c), orig)
-	defer s.finish(rec)
+	defer func() {
+		if !handed {
+			s.finish(rec)
+		}
+	}()
 	st := rec.st
 	s.m.ActiveTransparent.Inc()
-	defer s.m.ActiveTransparent.Dec()
+	defer func() {
+		if !handed {
+			s.m.ActiveTransparent.Dec()
+		}
+	}()
 	if rf := admit(&st.cfg.Access, rec.Client, int(orig.Port()), portsTransparent); rf != nil {
 		s.reject(rec, rf)
 		return
@@ -226,7 +246,11 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 		s.reject(rec, rf)
 		return
 	}
-	defer s.releaseTunnelSlot(rec.Client)
+	defer func() {
+		if !handed {
+			s.releaseTunnelSlot(rec.Client)
+		}
+	}()
 	release()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DialTimeout)
 	up, err := s.up.DialTarget(ctx, orig.String())
@@ -245,7 +269,13 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 	// The tunnel decides again on what was read (the same hello, under
 	// the policy current now), and relays it first.
 	relayed = true
-	s.serveTunnel(rec, rules.Tunnel{Target: in.Target}, c, buf, up, "")
+	s.serveTunnel(rec, rules.Tunnel{Target: in.Target}, c, buf, up, "", func() {
+		s.releaseTunnelSlot(rec.Client)
+		s.m.ActiveTransparent.Dec()
+		s.finish(rec)
+		after()
+	})
+	return true
 }
 
 // earlySNIResult is the sni_result of a transparent tunnel that ends before

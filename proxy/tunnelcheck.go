@@ -26,14 +26,38 @@ func decideTunnel(p *rules.Policy, in rules.Tunnel, at time.Time) rules.Decision
 	return p.DecideTunnel(in)
 }
 
+// helloBufSize is the size of a pooled handshake buffer: a ClientHello or a
+// server's first flight mostly fits; a larger one grows out of the pool.
+const helloBufSize = 4096
+
+// helloBuf returns an empty handshake buffer of capacity helloBufSize.
+func (s *Server) helloBuf() []byte {
+	if p, ok := s.helloBufs.Get().(*[helloBufSize]byte); ok {
+		return p[:0]
+	}
+	return new([helloBufSize]byte)[:0]
+}
+
+// putHelloBuf gives back a buffer of helloBuf once nothing refers to its
+// bytes; a buffer that grew elsewhere is left to the collector.
+func (s *Server) putHelloBuf(b []byte) {
+	if cap(b) == helloBufSize {
+		s.helloBufs.Put((*[helloBufSize]byte)(b[:helloBufSize]))
+	}
+}
+
 // checkHello reads the client's first bytes, up to a whole ClientHello or
 // sni_timeout, decides the tunnel again with the server name it carries,
 // and returns the bytes read so that they go upstream unchanged. It
 // returns ok false when the tunnel must close: the decision is block, or
 // the client connection failed.
 func (s *Server) checkHello(st *state, t *tunnel, rec *record, early []byte) (first []byte, ok bool) {
-	buf := make([]byte, len(early), max(len(early), 4096))
-	copy(buf, early)
+	var buf []byte
+	if len(early) <= helloBufSize {
+		buf = append(s.helloBuf(), early...)
+	} else {
+		buf = bytes.Clone(early)
+	}
 	var sc hello.Scanner
 	var name []byte
 	timeout := st.cfg.TLS.SNITimeout
@@ -159,7 +183,7 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	defer func() { s.count(rec) }()
 	var sc hello.Scanner
 	var hrr bool
-	up, hs, err := readHello(t.upstream, make([]byte, 0, 4096), serverHelloTimeout, func(b []byte) hello.Status {
+	up, hs, err := readHello(t.upstream, s.helloBuf(), serverHelloTimeout, func(b []byte) hello.Status {
 		var st hello.Status
 		hrr, st = sc.ServerHelloStatus(b)
 		return st
@@ -171,6 +195,7 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 			return false
 		}
 	}
+	s.putHelloBuf(up)
 	if hs != hello.Complete || !hrr {
 		// Not a retry (or the server said nothing in time, or closed):
 		// the copy loop takes over, passing on what comes.
@@ -179,7 +204,13 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 	var sc2 hello.Scanner
 	var name []byte
 	already := len(t.hello.after)
-	cbuf := append(make([]byte, 0, max(already, 4096)), t.hello.after...)
+	var cbuf []byte
+	if already <= helloBufSize {
+		cbuf = append(s.helloBuf(), t.hello.after...)
+	} else {
+		cbuf = bytes.Clone(t.hello.after)
+	}
+	defer func() { s.putHelloBuf(cbuf) }()
 	cbuf, hs, err = readHello(t.client, cbuf, st.cfg.TLS.SNITimeout, func(b []byte) hello.Status {
 		var st hello.Status
 		name, st = sc2.SecondClientHelloServerName(b)
