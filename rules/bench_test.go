@@ -136,6 +136,45 @@ func BenchmarkDecide(b *testing.B) {
 	benchDecide(b, p, reqs)
 }
 
+// tunnelRequests is a mix for a gateway that sees HTTPS: most tunnels are
+// not the vendor's and name their CONNECT host again in the ClientHello, a
+// few are the vendor's, one names a vendor host behind an innocuous
+// CONNECT host, one connects to an address and names its host only in the
+// ClientHello, one has a second name after a HelloRetryRequest, and one
+// sends no server name.
+var tunnelRequests = []rules.Tunnel{
+	{Target: rules.Request{Host: "www.example.org", Port: 443}, SNI: "www.example.org"},
+	{Target: rules.Request{Host: "api.example.com", Port: 443}, SNI: "api.example.com"},
+	{Target: rules.Request{Host: "login.example.net", Port: 443}, SNI: "login.example.net"},
+	{Target: rules.Request{Host: "fonts.example.com", Port: 443}, SNI: "fonts.example.com"},
+	{Target: rules.Request{Host: "download.windowsupdate.com", Port: 443}, SNI: "download.windowsupdate.com"},
+	{Target: rules.Request{Host: "update.eset.com", Port: 443}, SNI: "update.eset.com"},
+	{Target: rules.Request{Host: "s07.upd.kaspersky.com", Port: 443}, SNI: "s07.upd.kaspersky.com"},
+	{Target: rules.Request{Host: "ksn-a-geo.kaspersky-labs.com", Port: 443}, SNI: "ksn-a-geo.kaspersky-labs.com"},
+	{Target: rules.Request{Host: "cdn.example.net", Port: 443}, SNI: "dnl-01.geo.kaspersky.com"},
+	{Target: rules.Request{Host: "203.0.113.7", Port: 443}, SNI: "www.example.com"},
+	{Target: rules.Request{Host: "cdn.example.net", Port: 443}, SNI: "www.example.net", RetrySNI: "www.example.org"},
+	{Target: rules.Request{Host: "192.0.2.10", Port: 443}, NoSNI: true},
+}
+
+// BenchmarkDecideTunnel decides tunnelRequests as the proxy does once a
+// tunnel's ClientHello is read: the CONNECT host and every server name.
+func BenchmarkDecideTunnel(b *testing.B) {
+	p := loadDefault(b)
+	tuns := slices.Clone(tunnelRequests)
+	for i := range tuns {
+		tuns[i].Target.Time = updatesCutoff
+	}
+	b.ReportAllocs()
+	j := 0
+	for b.Loop() {
+		p.DecideTunnel(tuns[j])
+		if j++; j == len(tuns) {
+			j = 0
+		}
+	}
+}
+
 // benchDecide cycles through reqs without a division or a copy per
 // iteration, so that the harness costs little next to Decide itself.
 func benchDecide(b *testing.B, p *rules.Policy, reqs []rules.Request) {
