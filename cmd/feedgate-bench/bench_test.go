@@ -38,8 +38,9 @@ func TestBenchSmallRun(t *testing.T) {
 	if err := run(o, &out); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	for _, row := range []string{"keep-alive req/s", "keep-alive p99 ms", "new connections req/s", "CONNECT download MB/s",
-		"RSS per idle tunnel KiB", "goroutines per idle tunnel", "proxy CPU s per GiB tunnelled"} {
+	for _, row := range []string{"keep-alive req/s", "keep-alive p99 ms", "new connections req/s", "CONNECT TLS download MB/s",
+		"CONNECT raw download MB/s", "RSS per idle tunnel KiB", "goroutines per idle tunnel", "proxy CPU s per GiB, TLS download",
+		"proxy CPU s per GiB, raw download", "machine CPU s per GiB, TLS download", "TLS download: TLS 1.3 TLS_"} {
 		if !strings.Contains(out.String(), row) {
 			t.Errorf("table has no %q row:\n%s", row, out.String())
 		}
@@ -67,7 +68,7 @@ func TestBenchSmallRun(t *testing.T) {
 	// Rates and latencies must be positive; CPU and memory deltas of so
 	// short a run may round to zero, but must be there.
 	positive := map[string]bool{"keepalive_rps": true, "keepalive_p50_ms": true, "keepalive_p99_ms": true,
-		"newconn_rps": true, "connect_mbps": true, "tunnel_goroutines": true}
+		"newconn_rps": true, "connect_tls_mbps": true, "connect_raw_mbps": true, "tunnel_goroutines": true}
 	seen := map[string]bool{}
 	for _, m := range doc.Metrics {
 		seen[m.Metric] = true

@@ -156,7 +156,7 @@ func startEvidenceFeedgate(dir, bin string, ports originPorts) (*contender, erro
 
 func startLoopback(dir, bin, name, tables string, ports originPorts) (*contender, error) {
 	args := []string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-pprof"}
-	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
+	for _, p := range ports.all() {
 		args = append(args, "-resolve", fmt.Sprintf("%s:%d:127.0.0.1", benchHost, p))
 	}
 	fg, err := startFeedgate(dir, bin, name, "", "", tables, args)

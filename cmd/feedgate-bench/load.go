@@ -242,20 +242,60 @@ func runHTTP(c *contender, workers int, d time.Duration, work func(record func(t
 	return r
 }
 
-// connectThroughput downloads size bytes through a CONNECT tunnel (or
-// directly, or through a transparent proxy) from the origin's source port,
-// in MB/s (10^6 bytes).
-func connectThroughput(c *contender, ports originPorts, size int64) (float64, error) {
+// download is one bulk transfer through a contender: its rate in MB/s
+// (10^6 bytes), and for a TLS download the negotiated version and cipher.
+type download struct {
+	mbps   float64
+	cipher string
+}
+
+// tlsThroughput downloads size bytes of TLS application data through a
+// CONNECT tunnel (or directly, or through a transparent proxy) from the
+// origin's TLS source, as a client of an HTTPS server does: the handshake
+// with the bench's server name first, then the stream.
+func tlsThroughput(c *contender, ports originPorts, size int64) (download, error) {
+	conn, br, err := openTunnel(c, ports.TLSSource)
+	if err != nil {
+		return download{}, err
+	}
+	defer conn.Close()
+	start := time.Now()
+	tc := tls.Client(tunnelConn(conn, br), &tls.Config{ServerName: benchHost, InsecureSkipVerify: true})
+	conn.SetDeadline(start.Add(30 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return download{}, fmt.Errorf("TLS handshake: %w", err)
+	}
+	conn.SetDeadline(time.Time{})
+	buf := make([]byte, 256<<10)
+	var got int64
+	for got < size {
+		n, err := tc.Read(buf)
+		got += int64(n)
+		if err != nil {
+			return download{}, fmt.Errorf("after %d bytes: %w", got, err)
+		}
+	}
+	st := tc.ConnectionState()
+	return download{
+		mbps:   float64(got) / time.Since(start).Seconds() / 1e6,
+		cipher: tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite),
+	}, nil
+}
+
+// rawThroughput downloads size bytes through a CONNECT tunnel (or
+// directly, or through a transparent proxy) from the origin's raw source,
+// after a ClientHello: the tunnel's cost without the TLS of its ends.
+func rawThroughput(c *contender, ports originPorts, size int64) (download, error) {
 	conn, br, err := openTunnel(c, ports.Source)
 	if err != nil {
-		return 0, err
+		return download{}, err
 	}
 	defer conn.Close()
 	// A TLS client speaks first: its ClientHello goes through feedgate's
 	// SNI check, and the source streams once it has it.
 	start := time.Now()
 	if _, err := conn.Write(benchHello); err != nil {
-		return 0, fmt.Errorf("sending the ClientHello: %w", err)
+		return download{}, fmt.Errorf("sending the ClientHello: %w", err)
 	}
 	buf := make([]byte, 256<<10)
 	var got int64
@@ -267,10 +307,10 @@ func connectThroughput(c *contender, ports originPorts, size int64) (float64, er
 		n, err := conn.Read(buf)
 		got += int64(n)
 		if err != nil {
-			return 0, fmt.Errorf("after %d bytes: %w", got, err)
+			return download{}, fmt.Errorf("after %d bytes: %w", got, err)
 		}
 	}
-	return float64(got) / time.Since(start).Seconds() / 1e6, nil
+	return download{mbps: float64(got) / time.Since(start).Seconds() / 1e6}, nil
 }
 
 // benchHelloName is the server name in benchHello, which no rule selects.
@@ -326,6 +366,22 @@ func openTunnel(c *contender, port int) (net.Conn, *bufio.Reader, error) {
 	return conn, br, nil
 }
 
+// tunnelConn is conn, read through br if the proxy sent more than its
+// reply to the CONNECT.
+func tunnelConn(conn net.Conn, br *bufio.Reader) net.Conn {
+	if br.Buffered() == 0 {
+		return conn
+	}
+	return bufferedConn{conn, br}
+}
+
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
 // tunnelResult is the cost of idle tunnels held open through a proxy.
 type tunnelResult struct {
 	bytesPerTunnel      float64
@@ -361,9 +417,9 @@ func idleTunnels(c *contender, ports originPorts, n int) (tunnelResult, error) {
 				if i >= n {
 					return
 				}
-				conn, _, err := openTunnel(c, ports.TLS)
+				conn, br, err := openTunnel(c, ports.TLS)
 				if err == nil {
-					tc := tls.Client(conn, &tls.Config{ServerName: benchHost, InsecureSkipVerify: true})
+					tc := tls.Client(tunnelConn(conn, br), &tls.Config{ServerName: benchHost, InsecureSkipVerify: true})
 					conn.SetDeadline(time.Now().Add(30 * time.Second))
 					if err = tc.Handshake(); err == nil {
 						conn.SetDeadline(time.Time{})

@@ -14,10 +14,12 @@
 //   - plain-HTTP keep-alive requests/s, p50/p99 latency, and the proxy's
 //     and the machine's CPU time per request;
 //   - new-connection requests/s (Connection: close);
-//   - CONNECT tunnel throughput on a large download, MB/s;
+//   - CONNECT tunnel throughput on a large download, MB/s: TLS
+//     application data after a handshake through the tunnel, as clients
+//     tunnel, and raw bytes after a ClientHello, the tunnel alone;
+//   - the proxy's and the machine's CPU seconds per GiB of each download;
 //   - resident memory (and goroutines) per idle CONNECT tunnel, with a TLS
-//     handshake done through each;
-//   - the proxy's CPU seconds per GiB tunnelled.
+//     handshake done through each.
 //
 // Usage (from the repository root; apt-get install -y squid tinyproxy first
 // to include them; the namespace contenders need root, iproute2 and
@@ -32,6 +34,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -80,7 +83,7 @@ func main() {
 	flag.StringVar(&o.tinyproxy, "tinyproxy", "tinyproxy", "tinyproxy binary; skipped if not found")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
 	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy, evidence: feedgate-evidence, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
-	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run")
+	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run: keepalive, newconn, connect-tls, connect-raw (connect: both), tunnels")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "feedgate-bench:", err)
@@ -127,11 +130,25 @@ var metricRows = []struct {
 	{"keepalive_cpu_us", "proxy CPU µs per keep-alive request", false},
 	{"keepalive_machine_cpu_us", "machine CPU µs per keep-alive request", false},
 	{"newconn_rps", "new connections req/s", true},
-	{"connect_mbps", "CONNECT download MB/s", true},
+	{"connect_tls_mbps", "CONNECT TLS download MB/s", true},
+	{"connect_tls_cpu_s_per_gib", "proxy CPU s per GiB, TLS download", false},
+	{"connect_tls_machine_cpu_s_per_gib", "machine CPU s per GiB, TLS download", false},
+	{"connect_raw_mbps", "CONNECT raw download MB/s", true},
+	{"connect_raw_cpu_s_per_gib", "proxy CPU s per GiB, raw download", false},
+	{"connect_raw_machine_cpu_s_per_gib", "machine CPU s per GiB, raw download", false},
 	{"tunnel_rss_kib", "RSS per idle tunnel KiB", false},
 	{"tunnel_goroutines", "goroutines per idle tunnel", false},
-	{"cpu_s_per_gib", "proxy CPU s per GiB tunnelled", false},
-	{"machine_cpu_s_per_gib", "machine CPU s per GiB (all processes + kernel)", false},
+}
+
+// bulkMeasures are the two downloads through a tunnel: TLS application
+// data end to end, as clients tunnel it, and raw bytes after a
+// ClientHello, the tunnel alone. The -measure name connect runs both.
+var bulkMeasures = []struct {
+	measure, metric, label string
+	download               func(*contender, originPorts, int64) (download, error)
+}{
+	{"connect-tls", "connect_tls", "CONNECT TLS", tlsThroughput},
+	{"connect-raw", "connect_raw", "CONNECT raw", rawThroughput},
 }
 
 func run(o options, out io.Writer) error {
@@ -273,25 +290,35 @@ func run(o options, out io.Writer) error {
 		}
 	}
 	size := o.downloadMiB << 20
-	for round := 1; round <= o.rounds && want("connect"); round++ {
-		for _, c := range roundOrder(contenders, round) {
-			var cpu0 float64
-			if !c.direct() {
-				cpu0 = cpuSeconds(c.pids())
+	gib := float64(size) / (1 << 30)
+	ciphers := map[string]bool{}
+	for _, b := range bulkMeasures {
+		for round := 1; round <= o.rounds && (want(b.measure) || want("connect")); round++ {
+			for _, c := range roundOrder(contenders, round) {
+				var cpu0 float64
+				if !c.direct() {
+					cpu0 = cpuSeconds(c.pids())
+				}
+				busy0 := machineBusySeconds()
+				d, err := b.download(c, c.ports, size)
+				if err != nil {
+					return fmt.Errorf("%s %s download: %w", c.name, b.label, err)
+				}
+				res.add(b.metric+"_machine_cpu_s_per_gib", c.name, (machineBusySeconds()-busy0)/gib)
+				res.add(b.metric+"_mbps", c.name, d.mbps)
+				if !c.direct() {
+					res.add(b.metric+"_cpu_s_per_gib", c.name, (cpuSeconds(c.pids())-cpu0)/gib)
+				}
+				if d.cipher != "" {
+					ciphers[d.cipher] = true
+				}
+				progress("round %d %-20s %s %7.0f MB/s", round, c.name, b.label, d.mbps)
 			}
-			busy0 := machineBusySeconds()
-			mbps, err := connectThroughput(c, c.ports, size)
-			if err != nil {
-				return fmt.Errorf("%s CONNECT throughput: %w", c.name, err)
-			}
-			res.add("machine_cpu_s_per_gib", c.name, (machineBusySeconds()-busy0)/(float64(size)/(1<<30)))
-			res.add("connect_mbps", c.name, mbps)
-			if !c.direct() {
-				cpu := cpuSeconds(c.pids()) - cpu0
-				res.add("cpu_s_per_gib", c.name, cpu/(float64(size)/(1<<30)))
-			}
-			progress("round %d %-20s CONNECT %7.0f MB/s", round, c.name, mbps)
 		}
+	}
+	if len(ciphers) > 0 {
+		notes = append(notes, "TLS download: "+strings.Join(slices.Sorted(maps.Keys(ciphers)), ", ")+
+			", crypto/tls's default choice on both ends (client in the bench, server in the origin); the proxies relay it unread")
 	}
 	for round := 1; round <= o.rounds && o.tunnels > 0 && want("tunnels"); round++ {
 		for _, c := range roundOrder(contenders, round) {
@@ -395,7 +422,7 @@ func transparentSummary(res results, names []string) string {
 		return ""
 	}
 	var parts []string
-	for _, m := range []struct{ key, label string }{{"keepalive_rps", "keep-alive req/s"}, {"connect_mbps", "bulk (CONNECT-equivalent) MB/s"}} {
+	for _, m := range []struct{ key, label string }{{"keepalive_rps", "keep-alive req/s"}, {"connect_tls_mbps", "TLS bulk (CONNECT-equivalent) MB/s"}, {"connect_raw_mbps", "raw bulk (CONNECT-equivalent) MB/s"}} {
 		pr := pairedRatios(res[m.key]["feedgate-transparent"], res[m.key]["feedgate-ns"])
 		if len(pr) == 0 {
 			continue

@@ -170,7 +170,7 @@ func startNamespaced(dir, bin string, cl *cleanups) ([]*contender, error) {
 	cl.add(func() { origin.Process.Kill(); origin.Wait() })
 
 	nft := exec.Command("ip", "netns", "exec", n.gateway, "nft", "-f", "-")
-	nft.Stdin = strings.NewReader(redirectRuleset(vethGatewayClient, []int{ports.HTTP, ports.TLS, ports.Source}, nsTransparentPort))
+	nft.Stdin = strings.NewReader(redirectRuleset(vethGatewayClient, ports.all(), nsTransparentPort))
 	if out, err := nft.CombinedOutput(); err != nil {
 		return nil, errNoNamespaces{fmt.Errorf("nft in %s: %v: %s", n.gateway, err, strings.TrimSpace(string(out)))}
 	}
@@ -180,7 +180,7 @@ func startNamespaced(dir, bin string, cl *cleanups) ([]*contender, error) {
 	args := []string{"-listen", net.JoinHostPort(nsGatewayClientSide, strconv.Itoa(nsProxyPort)),
 		"-transparent", net.JoinHostPort("0.0.0.0", strconv.Itoa(nsTransparentPort)),
 		"-admin", "127.0.0.1:0", "-pprof"}
-	for _, p := range []int{ports.HTTP, ports.TLS, ports.Source} {
+	for _, p := range ports.all() {
 		args = append(args, "-resolve", fmt.Sprintf("%s:%d:%s", benchHost, p, nsOriginAddr))
 	}
 	args = append(args, "-resolve", fmt.Sprintf("%s:%d:%s", benchHelloName, ports.Source, nsOriginAddr))

@@ -27,12 +27,16 @@ const (
 
 // originPorts are the ports of the origin process.
 type originPorts struct {
-	HTTP   int `json:"http"`   // plain HTTP: /small and /large
-	TLS    int `json:"tls"`    // TLS listener for tunnels (HTTPS /small)
-	Source int `json:"source"` // raw TCP: streams bytes until the client closes
+	HTTP      int `json:"http"`       // plain HTTP: /small and /large
+	TLS       int `json:"tls"`        // TLS listener for tunnels (HTTPS /small)
+	Source    int `json:"source"`     // raw TCP: streams bytes until the client closes
+	TLSSource int `json:"tls_source"` // TLS: streams bytes after the handshake until the client closes
 }
 
-// serveOrigin is the origin process: it listens on three ports of host
+// all lists the ports, for the proxies' name mappings and redirects.
+func (p originPorts) all() []int { return []int{p.HTTP, p.TLS, p.Source, p.TLSSource} }
+
+// serveOrigin is the origin process: it listens on four ports of host
 // (loopback, or its address in the origin namespace), prints them as one
 // JSON line and serves until killed. It runs in its own process so that its
 // CPU and garbage collection are not the load generator's.
@@ -71,6 +75,10 @@ func serveOrigin(host string) error {
 	if err != nil {
 		return err
 	}
+	bl, bp, err := listen()
+	if err != nil {
+		return err
+	}
 	cert, err := selfSigned(benchHost)
 	if err != nil {
 		return err
@@ -81,7 +89,8 @@ func serveOrigin(host string) error {
 	go srv.Serve(hl)
 	go tlsSrv.ServeTLS(tl, "", "")
 	go serveSource(sl)
-	if err := json.NewEncoder(os.Stdout).Encode(originPorts{HTTP: hp, TLS: tp, Source: sp}); err != nil {
+	go serveTLSSource(bl, cert)
+	if err := json.NewEncoder(os.Stdout).Encode(originPorts{HTTP: hp, TLS: tp, Source: sp, TLSSource: bp}); err != nil {
 		return err
 	}
 	select {}
@@ -103,6 +112,34 @@ func serveSource(l net.Listener) {
 			}
 			for {
 				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// serveTLSSource completes a TLS handshake on every connection and then
+// streams application data, a megabyte per write, until the client
+// closes: a download as a client sees it through a tunnel. The cipher is
+// what crypto/tls picks by default on both ends (TLS 1.3 with AES-GCM on
+// a CPU with AES instructions); the bench reports the one negotiated.
+func serveTLSSource(l net.Listener, cert tls.Certificate) {
+	buf := make([]byte, 1<<20)
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			tc := tls.Server(c, conf)
+			defer tc.Close()
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			for {
+				if _, err := tc.Write(buf); err != nil {
 					return
 				}
 			}
