@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 func TestBenchSmallRun(t *testing.T) {
 	jsonFile := filepath.Join(t.TempDir(), "bench.json")
 	o := options{
-		rounds: 1, duration: 300 * time.Millisecond, conns: 4, newConns: 2, tunnels: 20,
+		rounds: 1, duration: 300 * time.Millisecond, conns: 4, newConns: 2, tunnels: 20, settle: 200 * time.Millisecond,
 		downloadMiB: 8, squidWorkers: 1, squid: "squid", tinyproxy: "tinyproxy",
 		without: "squid,tinyproxy,transparent", measure: "keepalive,newconn,connect,tunnels", jsonOut: jsonFile,
 	}

@@ -45,6 +45,30 @@ type contender struct {
 	// exports one.
 	goroutines func() (float64, error)
 	stop       func()
+	// restart stops the contender's processes and starts new ones; nil
+	// for direct traffic. Each round of idle tunnels starts from a new
+	// process: one that earlier loads (or rounds) have left with freed
+	// but resident memory hands it to the tunnels, and its RSS hardly
+	// grows.
+	restart func() error
+	// originPid is the origin process this contender reaches, whose
+	// memory is reported beside the contender's.
+	originPid int
+}
+
+// restartable gives c a restart that stops its processes and starts new
+// ones with start, taking over their address, processes and stop.
+func restartable(c *contender, start func() (*contender, error)) {
+	c.restart = func() error {
+		c.stop()
+		n, err := start()
+		if err != nil {
+			c.stop = func() {}
+			return err
+		}
+		c.proxy, c.pids, c.goroutines, c.stop = n.proxy, n.pids, n.goroutines, n.stop
+		return nil
+	}
 }
 
 // direct reports whether no proxy stands between client and origin.
@@ -166,7 +190,7 @@ func startLoopback(dir, bin, name, tables string, ports originPorts) (*contender
 	fmt.Fprintf(os.Stderr, "%s: proxy %s, admin %s (profiles at /debug/pprof/)\n", name, fg.proxy, fg.admin)
 	return &contender{
 		name: name, proxy: fg.proxy, host: benchHost,
-		pids: func() []int { return []int{fg.pid} },
+		pids: func() []int { return processTree(fg.pid) },
 		goroutines: func() (float64, error) {
 			return scrapeGauge(http.DefaultClient, "http://"+fg.admin+"/metrics", "go_goroutines")
 		},

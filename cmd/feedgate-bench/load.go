@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -386,15 +387,22 @@ func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 type tunnelResult struct {
 	bytesPerTunnel      float64
 	goroutinesPerTunnel float64 // NaN if the proxy does not report it
+	// What the same tunnels cost the client (this process) and the
+	// origin, which the contender's figure must not include.
+	clientBytesPerTunnel, originBytesPerTunnel float64
 }
 
 // idleTunnels opens n tunnels to the origin's TLS port through the proxy,
-// completes a TLS handshake through each, and measures the proxy's
-// resident memory (and goroutines) per tunnel while they sit idle.
-func idleTunnels(c *contender, ports originPorts, n int) (tunnelResult, error) {
-	settle := func() { runtime.GC(); time.Sleep(time.Second) }
-	settle()
-	rss0 := rssBytes(c.pids())
+// completes a TLS handshake through each, leaves them idle for settle, and
+// measures the proxy's resident memory (and goroutines) per tunnel. It
+// waits settle before it starts as well, for a contender just started.
+func idleTunnels(c *contender, ports originPorts, n int, settle time.Duration) (tunnelResult, error) {
+	// The client's own garbage is collected before each reading, so that
+	// its collector does not run while the contender's memory is read.
+	wait := func() { runtime.GC(); time.Sleep(settle) }
+	wait()
+	self, origin := []int{os.Getpid()}, []int{c.originPid}
+	rss0, self0, origin0 := rssBytes(c.pids()), rssBytes(self), rssBytes(origin)
 	g0, gerr := goroutines(c)
 	conns := make([]net.Conn, n)
 	defer func() {
@@ -441,9 +449,14 @@ func idleTunnels(c *contender, ports originPorts, n int) (tunnelResult, error) {
 	if firstErr != nil {
 		return tunnelResult{}, firstErr
 	}
-	settle()
-	rss1 := rssBytes(c.pids())
-	r := tunnelResult{bytesPerTunnel: float64(rss1-rss0) / float64(n), goroutinesPerTunnel: nan()}
+	wait()
+	rss1, self1, origin1 := rssBytes(c.pids()), rssBytes(self), rssBytes(origin)
+	r := tunnelResult{
+		bytesPerTunnel:       float64(rss1-rss0) / float64(n),
+		goroutinesPerTunnel:  nan(),
+		clientBytesPerTunnel: float64(self1-self0) / float64(n),
+		originBytesPerTunnel: float64(origin1-origin0) / float64(n),
+	}
 	if g1, err := goroutines(c); err == nil && gerr == nil {
 		r.goroutinesPerTunnel = (g1 - g0) / float64(n)
 	}

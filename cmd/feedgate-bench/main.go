@@ -62,6 +62,7 @@ type options struct {
 	jsonOut      string
 	without      string
 	measure      string
+	settle       time.Duration
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 64, "keep-alive connections")
 	flag.IntVar(&o.newConns, "new-conns", 32, "concurrent workers opening a new connection per request")
 	flag.IntVar(&o.tunnels, "tunnels", 2000, "idle CONNECT tunnels held open for the memory measurement")
+	flag.DurationVar(&o.settle, "settle", 2*time.Second, "idle time of the tunnels (and of a restarted contender before them) before its memory is read")
 	flag.Int64Var(&o.downloadMiB, "download", 1024, "MiB downloaded through one tunnel per throughput round")
 	flag.IntVar(&o.squidWorkers, "squid-workers", runtime.NumCPU(), "Squid SMP workers")
 	flag.StringVar(&o.feedgate, "feedgate", "", "feedgate binary (default: go build ./cmd/feedgate)")
@@ -201,43 +203,44 @@ func run(o options, out io.Writer) error {
 		}
 	}
 	contenders := []*contender{{name: "direct", host: "127.0.0.1", origin: "127.0.0.1"}}
-	fg, err := startLoopbackFeedgate(dir, bin, ports)
-	if err != nil {
+	// start starts a contender on loopback, which is stopped on return
+	// and can be restarted.
+	start := func(start func() (*contender, error)) error {
+		c, err := start()
+		if err != nil {
+			return err
+		}
+		restartable(c, start)
+		cl.add(func() { c.stop() })
+		contenders = append(contenders, c)
+		return nil
+	}
+	if err := start(func() (*contender, error) { return startLoopbackFeedgate(dir, bin, ports) }); err != nil {
 		return err
 	}
-	cl.add(fg.stop)
-	contenders = append(contenders, fg)
 	without := strings.Split(o.without, ",")
 	if !slices.Contains(without, "evidence") {
-		ev, err := startEvidenceFeedgate(dir, bin, ports)
-		if err != nil {
+		if err := start(func() (*contender, error) { return startEvidenceFeedgate(dir, bin, ports) }); err != nil {
 			return err
 		}
-		cl.add(ev.stop)
-		contenders = append(contenders, ev)
 	}
 	if bin, err := exec.LookPath(o.squid); err == nil && !slices.Contains(without, "squid") {
-		sq, err := startSquid(dir, bin, ports, o.squidWorkers)
-		if err != nil {
+		if err := start(func() (*contender, error) { return startSquid(dir, bin, ports, o.squidWorkers) }); err != nil {
 			return err
 		}
-		cl.add(sq.stop)
-		contenders = append(contenders, sq)
 	} else {
 		fmt.Fprintln(os.Stderr, "squid: not installed (apt-get install -y squid) or left out; skipped")
 	}
 	if bin, err := exec.LookPath(o.tinyproxy); err == nil && !slices.Contains(without, "tinyproxy") {
-		tp, err := startTinyproxy(dir, bin)
-		if err != nil {
+		if err := start(func() (*contender, error) { return startTinyproxy(dir, bin) }); err != nil {
 			return err
 		}
-		cl.add(tp.stop)
-		contenders = append(contenders, tp)
 	} else {
 		fmt.Fprintln(os.Stderr, "tinyproxy: not installed (apt-get install -y tinyproxy) or left out; skipped")
 	}
 	for _, c := range contenders {
 		c.ports = ports
+		c.originPid = originCmd.Process.Pid
 	}
 	var notes []string
 	if !slices.Contains(without, "transparent") {
@@ -325,7 +328,10 @@ func run(o options, out io.Writer) error {
 			if c.direct() {
 				continue
 			}
-			r, err := idleTunnels(c, c.ports, o.tunnels)
+			if err := c.restart(); err != nil {
+				return fmt.Errorf("%s: restarting for the idle tunnels: %w", c.name, err)
+			}
+			r, err := idleTunnels(c, c.ports, o.tunnels, o.settle)
 			if err != nil {
 				return fmt.Errorf("%s idle tunnels: %w", c.name, err)
 			}
@@ -333,10 +339,15 @@ func run(o options, out io.Writer) error {
 			if !math.IsNaN(r.goroutinesPerTunnel) {
 				res.add("tunnel_goroutines", c.name, r.goroutinesPerTunnel)
 			}
-			progress("round %d %-20s %d idle tunnels: %.1f KiB each", round, c.name, o.tunnels, r.bytesPerTunnel/1024)
+			progress("round %d %-20s %d idle tunnels: %.1f KiB each (%+.1f KiB each in the client, this process; %+.1f in the origin)",
+				round, c.name, o.tunnels, r.bytesPerTunnel/1024, r.clientBytesPerTunnel/1024, r.originBytesPerTunnel/1024)
 			// Let closed tunnels drain before the next contender.
 			time.Sleep(time.Second)
 		}
+	}
+	if want("tunnels") && o.tunnels > 0 {
+		notes = append(notes, fmt.Sprintf("idle tunnels: each round restarts the contender, opens %d tunnels with a TLS handshake through each, leaves them idle for %s and reads the resident memory of the contender's process tree (VmRSS), before and after; the client's memory is in the bench's process, not counted",
+			o.tunnels, o.settle))
 	}
 
 	names := make([]string, len(contenders))

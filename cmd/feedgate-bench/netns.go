@@ -184,11 +184,15 @@ func startNamespaced(dir, bin string, cl *cleanups) ([]*contender, error) {
 		args = append(args, "-resolve", fmt.Sprintf("%s:%d:%s", benchHost, p, nsOriginAddr))
 	}
 	args = append(args, "-resolve", fmt.Sprintf("%s:%d:%s", benchHelloName, ports.Source, nsOriginAddr))
-	fg, err := startFeedgate(dir, bin, "feedgate-ns", n.gateway, fmt.Sprintf("allowed_clients = [%q]\n", nsClientNet), "", args)
+	start := func() (*feedgateProcess, error) {
+		return startFeedgate(dir, bin, "feedgate-ns", n.gateway, fmt.Sprintf("allowed_clients = [%q]\n", nsClientNet), "", args)
+	}
+	fg, err := start()
 	if err != nil {
 		return nil, err
 	}
-	cl.add(fg.stop)
+	// fg is replaced by a restart: what reads it reads the one running.
+	cl.add(func() { fg.stop() })
 	fmt.Fprintf(os.Stderr, "feedgate-ns: proxy %s, transparent :%d, admin %s in namespace %s (profiles: ip netns exec %[4]s curl http://%[3]s/debug/pprof/)\n",
 		fg.proxy, nsTransparentPort, fg.admin, n.gateway)
 
@@ -196,10 +200,22 @@ func startNamespaced(dir, bin string, cl *cleanups) ([]*contender, error) {
 	goroutines := func() (float64, error) {
 		return scrapeGauge(admin, "http://"+fg.admin+"/metrics", "go_goroutines")
 	}
-	pids := func() []int { return []int{fg.pid} }
-	explicit := &contender{name: "feedgate-ns", proxy: fg.proxy, host: benchHost, ports: ports,
-		dial: clientDial.dial, pids: pids, goroutines: goroutines}
-	transparent := &contender{name: "feedgate-transparent", origin: nsOriginAddr, host: benchHost, ports: ports,
-		dial: clientDial.dial, pids: pids, goroutines: goroutines}
+	pids := func() []int { return processTree(fg.pid) }
+	// Both contenders are this one feedgate: restarting either restarts
+	// it, at the same addresses.
+	restart := func() error {
+		fg.stop()
+		next, err := start()
+		if err != nil {
+			fg = &feedgateProcess{stop: func() {}}
+			return err
+		}
+		fg = next
+		return nil
+	}
+	explicit := &contender{name: "feedgate-ns", proxy: fg.proxy, host: benchHost, ports: ports, originPid: origin.Process.Pid,
+		dial: clientDial.dial, pids: pids, goroutines: goroutines, restart: restart}
+	transparent := &contender{name: "feedgate-transparent", origin: nsOriginAddr, host: benchHost, ports: ports, originPid: origin.Process.Pid,
+		dial: clientDial.dial, pids: pids, goroutines: goroutines, restart: restart}
 	return []*contender{explicit, transparent}, nil
 }
