@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,20 +12,16 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The bench re-executes itself as the origin; in tests, itself is the
-	// test binary.
-	if os.Getenv(originEnv) != "" {
-		err := serveOrigin(os.Getenv(originEnv))
-		fmt.Fprintln(os.Stderr, "origin:", err)
-		os.Exit(1)
-	}
+	// The bench re-executes itself as the origin and the stdlib-go proxy;
+	// in tests, itself is the test binary.
+	serveChild()
 	os.Exit(m.Run())
 }
 
 // TestBenchSmallRun runs the whole comparison, briefly, against direct
-// traffic and feedgate on loopback (with and without the tamper-evident
-// log), and checks the table and the JSON have
-// every row. The namespace contenders are left out: tests stay on loopback.
+// traffic, feedgate on loopback (with and without the tamper-evident log)
+// and the stdlib-go proxy, and checks the table and the JSON have every
+// row. The namespace contenders are left out: tests stay on loopback.
 func TestBenchSmallRun(t *testing.T) {
 	jsonFile := filepath.Join(t.TempDir(), "bench.json")
 	o := options{
@@ -59,11 +54,13 @@ func TestBenchSmallRun(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatalf("JSON output: %v", err)
 	}
-	if strings.Join(doc.Contenders, ",") != "direct,feedgate,feedgate-evidence" {
-		t.Errorf("contenders %v; want direct, feedgate and feedgate-evidence", doc.Contenders)
+	if strings.Join(doc.Contenders, ",") != "direct,feedgate,feedgate-evidence,stdlib-go" {
+		t.Errorf("contenders %v; want direct, feedgate, feedgate-evidence and stdlib-go", doc.Contenders)
 	}
-	if !strings.Contains(out.String(), "feedgate-evidence/feedgate") {
-		t.Errorf("table has no feedgate-evidence/feedgate column:\n%s", out.String())
+	for _, col := range []string{"feedgate-evidence/feedgate", "feedgate/stdlib-go"} {
+		if !strings.Contains(out.String(), col) {
+			t.Errorf("table has no %s column:\n%s", col, out.String())
+		}
 	}
 	// Rates and latencies must be positive; CPU and memory deltas of so
 	// short a run may round to zero, but must be there.
@@ -72,12 +69,15 @@ func TestBenchSmallRun(t *testing.T) {
 	seen := map[string]bool{}
 	for _, m := range doc.Metrics {
 		seen[m.Metric] = true
-		v := m.Median["feedgate"]
-		switch {
-		case v == nil:
-			t.Errorf("metric %s: no feedgate median", m.Metric)
-		case positive[m.Metric] && *v <= 0:
-			t.Errorf("metric %s: feedgate median %v; want a positive number", m.Metric, *v)
+		for _, c := range []string{"feedgate", "stdlib-go"} {
+			v := m.Median[c]
+			switch {
+			case c == "stdlib-go" && m.Metric == "tunnel_goroutines": // it exports no count
+			case v == nil:
+				t.Errorf("metric %s: no %s median", m.Metric, c)
+			case positive[m.Metric] && *v <= 0:
+				t.Errorf("metric %s: %s median %v; want a positive number", m.Metric, c, *v)
+			}
 		}
 	}
 	for m := range positive {

@@ -1,11 +1,14 @@
-// Command feedgate-bench compares feedgate with direct traffic, Squid and
-// tinyproxy in one run, on loopback, and feedgate's transparent listener
-// with its explicit proxy port in network namespaces, and prints one table.
+// Command feedgate-bench compares feedgate with direct traffic, Squid,
+// tinyproxy and a forward proxy of Go's standard library in one run, on
+// loopback, and feedgate's transparent listener with its explicit proxy
+// port in network namespaces, and prints one table.
 //
-// It starts an origin (plain HTTP, TLS and a raw byte source) in a process
+// It starts an origin (plain HTTP, TLS, a TLS byte source and a raw byte
+// source) in a process
 // of its own, builds and starts feedgate with -resolve, starts Squid and
 // tinyproxy with their own configurations in a temporary directory when
-// they are installed, and, as root, builds a client, a gateway and an
+// they are installed, starts the stdlib-go proxy (stdlibproxy.go) in a
+// process of its own, and, as root, builds a client, a gateway and an
 // origin namespace (see netns.go) with a second origin and a second
 // feedgate in them. It measures, alternating the contenders round by
 // round, with its own load generator, which opens its connections to the
@@ -66,11 +69,7 @@ type options struct {
 }
 
 func main() {
-	if os.Getenv(originEnv) != "" {
-		err := serveOrigin(os.Getenv(originEnv)) // returns only on failure
-		fmt.Fprintln(os.Stderr, "origin:", err)
-		os.Exit(1)
-	}
+	serveChild()
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per measurement and contender; medians are reported")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measured time of one HTTP round (after a warm-up of a fifth of it)")
@@ -84,12 +83,29 @@ func main() {
 	flag.StringVar(&o.squid, "squid", "squid", "Squid binary; skipped if not found")
 	flag.StringVar(&o.tinyproxy, "tinyproxy", "tinyproxy", "tinyproxy binary; skipped if not found")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
-	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, tinyproxy, evidence: feedgate-evidence, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
+	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, stdlib-go, tinyproxy, evidence: feedgate-evidence, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
 	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run: keepalive, newconn, connect-tls, connect-raw (connect: both), tunnels")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "feedgate-bench:", err)
 		os.Exit(1)
+	}
+}
+
+// serveChild serves as the process that the bench re-executed itself as,
+// if the environment says it is one, and exits; else it returns.
+func serveChild() {
+	for _, c := range []struct {
+		env, name string
+		serve     func(string) error // returns only on failure
+	}{
+		{originEnv, "origin", serveOrigin},
+		{stdlibProxyEnv, "stdlib-go", serveStdlibProxy},
+	} {
+		if v := os.Getenv(c.env); v != "" {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", c.name, c.serve(v))
+			os.Exit(1)
+		}
 	}
 }
 
@@ -230,6 +246,11 @@ func run(o options, out io.Writer) error {
 		}
 	} else {
 		fmt.Fprintln(os.Stderr, "squid: not installed (apt-get install -y squid) or left out; skipped")
+	}
+	if !slices.Contains(without, "stdlib-go") {
+		if err := start(startStdlibProxy); err != nil {
+			return err
+		}
 	}
 	if bin, err := exec.LookPath(o.tinyproxy); err == nil && !slices.Contains(without, "tinyproxy") {
 		if err := start(func() (*contender, error) { return startTinyproxy(dir, bin) }); err != nil {
@@ -376,6 +397,9 @@ func (r ratioColumn) label() string { return r.num + "/" + r.den }
 // ratioColumns are the ratios worth a column for these contenders.
 func ratioColumns(names []string) []ratioColumn {
 	cols := []ratioColumn{{"feedgate", "direct"}, {"feedgate", "squid"}}
+	if slices.Contains(names, "stdlib-go") {
+		cols = append(cols, ratioColumn{"feedgate", "stdlib-go"})
+	}
 	if slices.Contains(names, "feedgate-evidence") {
 		cols = append(cols, ratioColumn{"feedgate-evidence", "feedgate"})
 	}

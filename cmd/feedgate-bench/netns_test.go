@@ -142,6 +142,9 @@ func TestRatioColumns(t *testing.T) {
 	if got := label(ratioColumns([]string{"direct", "feedgate"})); got != "feedgate/direct feedgate/squid" {
 		t.Errorf("loopback only: %s", got)
 	}
+	if got := label(ratioColumns([]string{"direct", "feedgate", "squid", "stdlib-go"})); got != "feedgate/direct feedgate/squid feedgate/stdlib-go" {
+		t.Errorf("with stdlib-go: %s", got)
+	}
 	if got := label(ratioColumns([]string{"direct", "feedgate", "feedgate-ns", "feedgate-transparent"})); got != "feedgate/direct feedgate/squid feedgate-transparent/feedgate-ns" {
 		t.Errorf("with the namespace contenders: %s", got)
 	}

@@ -172,28 +172,40 @@ const originEnv = "FEEDGATE_BENCH_ORIGIN"
 // startOrigin re-executes this program as the origin process, listening on
 // host, inside the network namespace netns unless it is "".
 func startOrigin(netns, host string) (*exec.Cmd, originPorts, error) {
+	var ports originPorts
+	cmd, err := startSelf(originEnv, host, netns, &ports)
+	if err != nil {
+		return nil, originPorts{}, fmt.Errorf("origin: %w", err)
+	}
+	return cmd, ports, nil
+}
+
+// startSelf re-executes this program (or its test binary) with env set to
+// value, inside the network namespace netns unless it is "", and decodes
+// the JSON line it prints first, its addresses, into v.
+func startSelf(env, value, netns string, v any) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, originPorts{}, err
+		return nil, err
 	}
 	cmd := exec.Command(self)
 	if netns != "" {
 		cmd = exec.Command("ip", "netns", "exec", netns, self)
 	}
-	cmd.Env = append(os.Environ(), originEnv+"="+host)
+	cmd.Env = append(os.Environ(), env+"="+value)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, originPorts{}, err
+		return nil, err
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, originPorts{}, err
+		return nil, err
 	}
-	var ports originPorts
-	if err := json.NewDecoder(out).Decode(&ports); err != nil {
+	if err := json.NewDecoder(out).Decode(v); err != nil {
 		cmd.Process.Kill()
-		return nil, originPorts{}, fmt.Errorf("origin did not report its ports: %w", err)
+		cmd.Wait()
+		return nil, fmt.Errorf("did not report its ports: %w", err)
 	}
 	go io.Copy(io.Discard, out)
-	return cmd, ports, nil
+	return cmd, nil
 }
