@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +121,39 @@ func readRest(br *bufio.Reader) (string, error) {
 	var b strings.Builder
 	_, err := br.WriteTo(&b)
 	return b.String(), err
+}
+
+func TestFormatSpread(t *testing.T) {
+	tests := []struct {
+		rounds []float64
+		want   string
+	}{
+		{nil, "-"},
+		{[]float64{8397}, "8397"},
+		{[]float64{8201, 8397, 8590}, "8397 ±194"},
+		{[]float64{32.4, 32.7, 32.4}, "32.4 ±0.2"},
+		{[]float64{0.48, 0.16, 0.32}, "0.32 ±0.16"},
+		{[]float64{1, 2, 3, 4}, "2.50 ±1.50"},
+	}
+	for _, tt := range tests {
+		if got := formatSpread(tt.rounds); got != tt.want {
+			t.Errorf("formatSpread(%v) = %q; want %q", tt.rounds, got, tt.want)
+		}
+	}
+}
+
+func TestTableCells(t *testing.T) {
+	res := results{}
+	for _, r := range [][2]float64{{1300, 1000}, {1200, 1000}, {1500, 1100}} { // feedgate, squid
+		res.add("keepalive_rps", "feedgate", r[0])
+		res.add("keepalive_rps", "squid", r[1])
+	}
+	got := tableCells(res, []string{"feedgate", "squid"})
+	want := [][]string{
+		{"metric", "feedgate", "squid", "feedgate/direct", "feedgate/squid"},
+		{"keep-alive req/s", "1300 ±150", "1000 ±50", "-", "1.30x ±0.08"},
+	}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("tableCells =\n%q\nwant\n%q", got, want)
+	}
 }

@@ -410,30 +410,12 @@ func ratioColumns(names []string) []ratioColumn {
 }
 
 func printTable(w io.Writer, res results, names []string, o options, notes []string) {
-	fmt.Fprintf(w, "feedgate-bench: %d rounds, medians; %s per HTTP round, %d keep-alive conns, %d new-connection workers, %d MiB per download, %d idle tunnels; %d CPUs, %s\n\n",
+	fmt.Fprintf(w, "feedgate-bench: %d rounds; %s per HTTP round, %d keep-alive conns, %d new-connection workers, %d MiB per download, %d idle tunnels; %d CPUs, %s\n",
 		o.rounds, o.duration, o.conns, o.newConns, o.downloadMiB, o.tunnels, runtime.NumCPU(), runtime.Version())
-	cols := ratioColumns(names)
+	fmt.Fprintf(w, "%s\n\n", spreadLegend)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "metric\t")
-	for _, n := range names {
-		fmt.Fprintf(tw, "%s\t", n)
-	}
-	for _, c := range cols {
-		fmt.Fprintf(tw, "%s\t", c.label())
-	}
-	fmt.Fprint(tw, "\n")
-	for _, m := range metricRows {
-		if len(res[m.key]) == 0 {
-			continue
-		}
-		fmt.Fprintf(tw, "%s\t", m.label)
-		for _, n := range names {
-			fmt.Fprintf(tw, "%s\t", format(res.median(m.key, n)))
-		}
-		for _, c := range cols {
-			fmt.Fprintf(tw, "%s\t", formatRatio(ratio(res.median(m.key, c.num), res.median(m.key, c.den))))
-		}
-		fmt.Fprint(tw, "\n")
+	for _, row := range tableCells(res, names) {
+		fmt.Fprintf(tw, "%s\t\n", strings.Join(row, "\t"))
 	}
 	tw.Flush()
 	if len(notes) > 0 {
@@ -445,6 +427,62 @@ func printTable(w io.Writer, res results, names []string, o options, notes []str
 	if t := transparentSummary(res, names); t != "" {
 		fmt.Fprintln(w, t)
 	}
+}
+
+// spreadLegend says what a cell of the table is.
+const spreadLegend = "Each cell: the median of the rounds ± half their range (max − min); ratio columns: the ratio of the medians ± half the range of the round-by-round ratios."
+
+// tableCells is the table: a header row, then one row per metric measured,
+// with a cell per contender and per ratio column.
+func tableCells(res results, names []string) [][]string {
+	cols := ratioColumns(names)
+	header := append([]string{"metric"}, names...)
+	for _, c := range cols {
+		header = append(header, c.label())
+	}
+	rows := [][]string{header}
+	for _, m := range metricRows {
+		if len(res[m.key]) == 0 {
+			continue
+		}
+		row := []string{m.label}
+		for _, n := range names {
+			row = append(row, formatSpread(res[m.key][n]))
+		}
+		for _, c := range cols {
+			row = append(row, formatRatioSpread(ratio(res.median(m.key, c.num), res.median(m.key, c.den)),
+				pairedRatios(res[m.key][c.num], res[m.key][c.den])))
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// halfRange is half of max − min: the ± of the table's cells.
+func halfRange(vs []float64) float64 {
+	if len(vs) == 0 {
+		return nan()
+	}
+	return (slices.Max(vs) - slices.Min(vs)) / 2
+}
+
+// formatSpread formats the median of vs and, for more than one round,
+// half their range, to the median's precision.
+func formatSpread(vs []float64) string {
+	m := median(vs)
+	if math.IsNaN(m) || len(vs) < 2 {
+		return format(m)
+	}
+	return fmt.Sprintf("%s ±%.*f", format(m), decimals(m), halfRange(vs))
+}
+
+// formatRatioSpread formats a ratio of medians and, for more than one
+// pair of rounds, half the range of the rounds' ratios.
+func formatRatioSpread(r float64, rounds []float64) string {
+	if math.IsNaN(r) || len(rounds) < 2 {
+		return formatRatio(r)
+	}
+	return fmt.Sprintf("%s ±%.2f", formatRatio(r), halfRange(rounds))
 }
 
 // transparentSummary compares the transparent contender with the explicit
@@ -510,15 +548,22 @@ func roundOrder(cs []*contender, round int) []*contender {
 }
 
 func format(v float64) string {
-	switch {
-	case math.IsNaN(v):
+	if math.IsNaN(v) {
 		return "-"
-	case math.Abs(v) >= 100:
-		return fmt.Sprintf("%.0f", v)
-	case math.Abs(v) >= 10:
-		return fmt.Sprintf("%.1f", v)
 	}
-	return fmt.Sprintf("%.2f", v)
+	return fmt.Sprintf("%.*f", decimals(v), v)
+}
+
+// decimals is how many decimals a figure of v's size is given: three
+// significant digits, and every digit of the integer part.
+func decimals(v float64) int {
+	switch {
+	case math.Abs(v) >= 100:
+		return 0
+	case math.Abs(v) >= 10:
+		return 1
+	}
+	return 2
 }
 
 func formatRatio(v float64) string {
@@ -530,11 +575,14 @@ func formatRatio(v float64) string {
 
 func writeJSON(path string, res results, names []string, o options, notes []string) error {
 	type row struct {
-		Metric string               `json:"metric"`
-		Label  string               `json:"label"`
-		Median map[string]*float64  `json:"median"`
-		Rounds map[string][]float64 `json:"rounds"`
-		Ratios map[string]*float64  `json:"ratios"`
+		Metric    string               `json:"metric"`
+		Label     string               `json:"label"`
+		Median    map[string]*float64  `json:"median"`
+		HalfRange map[string]*float64  `json:"half_range"`
+		Rounds    map[string][]float64 `json:"rounds"`
+		Ratios    map[string]*float64  `json:"ratios"`
+		// RatioRounds are the round-by-round ratios, pair by pair.
+		RatioRounds map[string][]float64 `json:"ratio_rounds"`
 	}
 	ptr := func(v float64) *float64 {
 		if math.IsNaN(v) {
@@ -555,12 +603,17 @@ func writeJSON(path string, res results, names []string, o options, notes []stri
 		if len(res[m.key]) == 0 {
 			continue
 		}
-		r := row{Metric: m.key, Label: m.label, Median: map[string]*float64{}, Rounds: res[m.key], Ratios: map[string]*float64{}}
+		r := row{Metric: m.key, Label: m.label, Median: map[string]*float64{}, HalfRange: map[string]*float64{}, Rounds: res[m.key],
+			Ratios: map[string]*float64{}, RatioRounds: map[string][]float64{}}
 		for _, n := range names {
 			r.Median[n] = ptr(res.median(m.key, n))
+			r.HalfRange[n] = ptr(halfRange(res[m.key][n]))
 		}
 		for _, c := range ratioColumns(names) {
 			r.Ratios[c.label()] = ptr(ratio(res.median(m.key, c.num), res.median(m.key, c.den)))
+			if pr := pairedRatios(res[m.key][c.num], res[m.key][c.den]); len(pr) > 0 {
+				r.RatioRounds[c.label()] = pr
+			}
 		}
 		doc.Metrics = append(doc.Metrics, r)
 	}
