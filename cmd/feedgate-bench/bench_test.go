@@ -58,6 +58,14 @@ func TestBenchSmallRun(t *testing.T) {
 	if strings.Join(doc.Contenders, ",") != "direct,feedgate,feedgate-evidence,stdlib-go" {
 		t.Errorf("contenders %v; want direct, feedgate, feedgate-evidence and stdlib-go", doc.Contenders)
 	}
+	// Squid is left out: the goals against it cannot be judged, the one
+	// on feedgate's own memory can.
+	if n := strings.Count(out.String(), goalNoSquid); n != 4 {
+		t.Errorf("%d goals cannot be judged without Squid; want 4:\n%s", n, out.String())
+	}
+	if !strings.Contains(out.String(), "RSS per idle tunnel after a TLS handshake") {
+		t.Errorf("no verdict on the memory per tunnel:\n%s", out.String())
+	}
 	for _, col := range []string{"feedgate-evidence/feedgate", "feedgate/stdlib-go"} {
 		if !strings.Contains(out.String(), col) {
 			t.Errorf("table has no %s column:\n%s", col, out.String())

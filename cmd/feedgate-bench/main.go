@@ -376,8 +376,10 @@ func run(o options, out io.Writer) error {
 		names[i] = c.name
 	}
 	printTable(out, res, names, o, notes)
+	verdicts := judgeGoals(res, names)
+	printGoals(out, verdicts)
 	if o.jsonOut != "" {
-		return writeJSON(o.jsonOut, res, names, o, notes)
+		return writeJSON(o.jsonOut, res, names, o, notes, verdicts)
 	}
 	return nil
 }
@@ -573,7 +575,7 @@ func formatRatio(v float64) string {
 	return fmt.Sprintf("%.2fx", v)
 }
 
-func writeJSON(path string, res results, names []string, o options, notes []string) error {
+func writeJSON(path string, res results, names []string, o options, notes []string, verdicts []verdict) error {
 	type row struct {
 		Metric    string               `json:"metric"`
 		Label     string               `json:"label"`
@@ -591,14 +593,19 @@ func writeJSON(path string, res results, names []string, o options, notes []stri
 		return &v
 	}
 	doc := struct {
-		Time       string   `json:"time"`
-		GoVersion  string   `json:"go_version"`
-		CPUs       int      `json:"cpus"`
-		Rounds     int      `json:"rounds"`
-		Contenders []string `json:"contenders"`
-		Notes      []string `json:"notes,omitempty"`
-		Metrics    []row    `json:"metrics"`
-	}{time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU(), o.rounds, names, notes, nil}
+		Time       string     `json:"time"`
+		GoVersion  string     `json:"go_version"`
+		CPUs       int        `json:"cpus"`
+		Rounds     int        `json:"rounds"`
+		Contenders []string   `json:"contenders"`
+		Notes      []string   `json:"notes,omitempty"`
+		Metrics    []row      `json:"metrics"`
+		Goals      []goalJSON `json:"goals"`
+	}{time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU(), o.rounds, names, notes, nil, nil}
+	for _, v := range verdicts {
+		doc.Goals = append(doc.Goals, goalJSON{Goal: v.goal.label, Metric: v.goal.metric, Target: v.goal.want(),
+			Figure: ptr(v.figure), Evidence: v.evidence, Status: v.status})
+	}
 	for _, m := range metricRows {
 		if len(res[m.key]) == 0 {
 			continue
@@ -629,6 +636,16 @@ func writeJSON(path string, res results, names []string, o options, notes []stri
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)
+}
+
+// goalJSON is a verdict in the JSON output.
+type goalJSON struct {
+	Goal     string   `json:"goal"`
+	Metric   string   `json:"metric"`
+	Target   string   `json:"target"`
+	Figure   *float64 `json:"figure"`
+	Evidence string   `json:"evidence,omitempty"`
+	Status   string   `json:"status"`
 }
 
 // cleanups stops what a run started, last started first, once: when the run
