@@ -25,7 +25,15 @@ func TestMain(m *testing.M) {
 // row. The namespace contenders are left out: tests stay on loopback.
 func TestBenchSmallRun(t *testing.T) {
 	jsonFile := filepath.Join(t.TempDir(), "bench.json")
-	o := options{
+	mdFile := filepath.Join(t.TempDir(), "performance.md")
+	md, err := os.ReadFile(filepath.Join("testdata", "performance.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mdFile, md, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := options{markdown: mdFile, args: []string{"-markdown", mdFile},
 		rounds: 1, duration: 300 * time.Millisecond, conns: 4, newConns: 2, tunnels: 20, settle: 200 * time.Millisecond,
 		downloadMiB: 8, squidWorkers: 1, squid: "squid", tinyproxy: "tinyproxy",
 		without: "squid,tinyproxy,transparent", measure: "keepalive,newconn,connect,tunnels", jsonOut: jsonFile,
@@ -39,6 +47,17 @@ func TestBenchSmallRun(t *testing.T) {
 		"proxy CPU s per GiB, raw download", "machine CPU s per GiB, TLS download", "TLS download: TLS 1.3 TLS_"} {
 		if !strings.Contains(out.String(), row) {
 			t.Errorf("table has no %q row:\n%s", row, out.String())
+		}
+	}
+	md, err = os.ReadFile(mdFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []string{"| metric | direct | feedgate | feedgate-evidence | stdlib-go |", "| keep-alive req/s |",
+		"| RSS per idle tunnel after a TLS handshake |", "**Command:** `go run ./cmd/feedgate-bench -markdown " + mdFile + "`",
+		"**Fewer than 3 rounds", "Text after the markers"} {
+		if !strings.Contains(string(md), part) {
+			t.Errorf("the Markdown file has no %q:\n%s", part, md)
 		}
 	}
 	var doc struct {

@@ -103,8 +103,8 @@ func judge(g goal, res results, names []string) verdict {
 		}
 		f, s := ratio(fg, direct), ratio(sq, direct)
 		v.figure = ratio(f, s)
-		v.evidence = fmt.Sprintf("%s Squid's (feedgate %s direct, Squid %s; %s, %s, direct %s)",
-			goalRatio(v.figure), goalRatio(f), goalRatio(s), format(fg), format(sq), format(direct))
+		v.evidence = fmt.Sprintf("%s Squid's (feedgate %s = %s direct, Squid %s = %s, direct %s)",
+			goalRatio(v.figure), format(fg), goalRatio(f), format(sq), goalRatio(s), format(direct))
 	}
 	met := v.figure <= g.target
 	if g.atLeast {

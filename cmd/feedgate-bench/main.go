@@ -28,7 +28,11 @@
 // to include them; the namespace contenders need root, iproute2 and
 // nftables, and are skipped with a note without them):
 //
-//	go run ./cmd/feedgate-bench [-rounds 3] [-duration 3s] [-json FILE]
+//	go run ./cmd/feedgate-bench [-rounds 3] [-duration 3s] [-json FILE] [-markdown docs/performance.md]
+//
+// -markdown rewrites the part of a Markdown file between the comments
+// <!-- feedgate-bench:begin --> and <!-- feedgate-bench:end --> with the
+// machine, the date, the command, the table and issue 17's goals.
 package main
 
 import (
@@ -66,6 +70,9 @@ type options struct {
 	without      string
 	measure      string
 	settle       time.Duration
+	markdown     string
+	// args are the command's arguments, for the report.
+	args []string
 }
 
 func main() {
@@ -85,7 +92,9 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
 	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, stdlib-go, tinyproxy, evidence: feedgate-evidence, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
 	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run: keepalive, newconn, connect-tls, connect-raw (connect: both), tunnels")
+	flag.StringVar(&o.markdown, "markdown", "", "rewrite the part of the Markdown `FILE` between "+markdownBegin+" and "+markdownEnd+" with this run's machine, command, table and goals")
 	flag.Parse()
+	o.args = os.Args[1:]
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "feedgate-bench:", err)
 		os.Exit(1)
@@ -170,6 +179,12 @@ var bulkMeasures = []struct {
 }
 
 func run(o options, out io.Writer) error {
+	if o.markdown != "" {
+		if err := checkMarkdown(o.markdown); err != nil {
+			return err
+		}
+	}
+	loadStart := loadAverage()
 	// 2,000 tunnels need more descriptors than the usual soft limit.
 	var lim syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
@@ -379,7 +394,17 @@ func run(o options, out io.Writer) error {
 	verdicts := judgeGoals(res, names)
 	printGoals(out, verdicts)
 	if o.jsonOut != "" {
-		return writeJSON(o.jsonOut, res, names, o, notes, verdicts)
+		if err := writeJSON(o.jsonOut, res, names, o, notes, verdicts); err != nil {
+			return err
+		}
+	}
+	if o.markdown != "" {
+		ri := machineInfo(o, slices.Contains(names, "squid"))
+		ri.loadStart, ri.loadAfter = loadStart, loadAverage()
+		if err := writeMarkdown(o.markdown, markdownSection(ri, o, res, names, notes, verdicts)); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "feedgate-bench: wrote the results into %s\n", o.markdown)
 	}
 	return nil
 }
