@@ -115,6 +115,13 @@ func TestBenchSmallRun(t *testing.T) {
 	}
 }
 
+func TestUnknownMeasurement(t *testing.T) {
+	err := run(options{rounds: 1, measure: "keepalive,tunnel"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `"tunnel"`) {
+		t.Errorf("run with -measure keepalive,tunnel: %v; want an error naming tunnel", err)
+	}
+}
+
 func TestReadResponse(t *testing.T) {
 	tests := []struct {
 		name, in string

@@ -178,7 +178,15 @@ var bulkMeasures = []struct {
 	{"connect-raw", "connect_raw", "CONNECT raw", rawThroughput},
 }
 
+// measures are the names -measure takes.
+var measures = []string{"keepalive", "newconn", "connect", "connect-tls", "connect-raw", "tunnels"}
+
 func run(o options, out io.Writer) error {
+	for _, m := range strings.Split(o.measure, ",") {
+		if !slices.Contains(measures, m) {
+			return fmt.Errorf("-measure: unknown measurement %q (want some of %s)", m, strings.Join(measures, ", "))
+		}
+	}
 	if o.markdown != "" {
 		if err := checkMarkdown(o.markdown); err != nil {
 			return err

@@ -157,8 +157,12 @@ func markdownSection(ri runInfo, o options, res results, names []string, notes [
 		fmt.Fprintf(&b, "- **Load average** (1, 5, 15 min): %s at the start, %s at the end\n", ri.loadStart, ri.loadAfter)
 	}
 	fmt.Fprintf(&b, "- **Command:** `%s`\n", ri.command)
-	fmt.Fprintf(&b, "- **Settings:** %d rounds, alternating the contenders; %s per HTTP round, %d keep-alive connections, %d new-connection workers, %d MiB per download, %d idle tunnels\n",
-		o.rounds, o.duration, o.conns, o.newConns, o.downloadMiB, o.tunnels)
+	rounds := fmt.Sprintf("%d rounds, alternating the contenders", o.rounds)
+	if o.rounds == 1 {
+		rounds = "1 round"
+	}
+	fmt.Fprintf(&b, "- **Settings:** %s; %s per HTTP round, %d keep-alive connections, %d new-connection workers, %d MiB per download, %d idle tunnels\n",
+		rounds, o.duration, o.conns, o.newConns, o.downloadMiB, o.tunnels)
 	if o.rounds < 3 {
 		fmt.Fprintf(&b, "\n**Fewer than 3 rounds: a check that the bench runs, not a result.**\n")
 	}

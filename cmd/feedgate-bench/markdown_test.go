@@ -98,7 +98,7 @@ func TestMarkdownErrors(t *testing.T) {
 		t.Errorf("a file without markers was changed: %q", b)
 	}
 	// A run with -markdown fails before it measures anything.
-	o := options{rounds: 1, markdown: noMarkers}
+	o := options{rounds: 1, markdown: noMarkers, measure: "keepalive"}
 	if err := run(o, nil); err == nil || !strings.Contains(err.Error(), markdownBegin) {
 		t.Errorf("run with a file without markers: %v; want an error naming the markers", err)
 	}
