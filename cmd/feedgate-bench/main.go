@@ -4,15 +4,15 @@
 // port in network namespaces, and prints one table.
 //
 // It starts an origin (plain HTTP, TLS, a TLS byte source and a raw byte
-// source) in a process
-// of its own, builds and starts feedgate with -resolve, starts Squid and
-// tinyproxy with their own configurations in a temporary directory when
-// they are installed, starts the stdlib-go proxy (stdlibproxy.go) in a
-// process of its own, and, as root, builds a client, a gateway and an
-// origin namespace (see netns.go) with a second origin and a second
-// feedgate in them. It measures, alternating the contenders round by
-// round, with its own load generator, which opens its connections to the
-// namespace contenders from inside the client namespace:
+// source) in a process of its own, builds and starts feedgate with
+// -resolve, starts Squid and tinyproxy with their own configurations in a
+// temporary directory when they are installed, starts the stdlib-go proxy
+// (stdlibproxy.go) in a process of its own, and, as root, builds a
+// client, a gateway and an origin namespace (see netns.go) with a second
+// origin and a second feedgate in them. It measures, alternating the
+// contenders round by round, with its own load generator, which opens its
+// connections to the namespace contenders from inside the client
+// namespace:
 //
 //   - plain-HTTP keep-alive requests/s, p50/p99 latency, and the proxy's
 //     and the machine's CPU time per request;
