@@ -106,6 +106,19 @@ func judge(g goal, res results, names []string) verdict {
 		v.evidence = fmt.Sprintf("%s Squid's (feedgate %s = %s direct, Squid %s = %s, direct %s)",
 			goalRatio(v.figure), format(fg), goalRatio(f), format(sq), goalRatio(s), format(direct))
 	}
+	// The rounds' range, beside the medians' figure, shows how far one
+	// run's noise could move it.
+	rounds := res[g.metric]["feedgate"]
+	if g.basis != own {
+		rounds = pairedRatios(rounds, res[g.metric]["squid"])
+	}
+	if len(rounds) > 1 {
+		f := func(x float64) string { return fmt.Sprintf("%.2f", x) }
+		if g.basis != own {
+			f = goalRatio
+		}
+		v.evidence += fmt.Sprintf("; rounds from %s to %s", f(slices.Min(rounds)), f(slices.Max(rounds)))
+	}
 	met := v.figure <= g.target
 	if g.atLeast {
 		met = v.figure >= g.target
