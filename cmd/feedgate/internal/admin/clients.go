@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"time"
@@ -29,8 +30,9 @@ type errorReply struct {
 // {"clients":[...], "count":N, "evictions":E, "generated_at":...}, filtered
 // by the query parameters vendor, category, match ("host", or "signature"
 // for the requests a catalog signature found on hosts that are not the
-// vendor's) and since (RFC 3339, or a Go duration such as "24h" meaning
-// that long before now). The handler does
+// vendor's), action (the last action: allow, log or block), client (an IP
+// address) and since (RFC 3339, or a Go duration such as "24h" meaning
+// that long before now), as the status page filters it. The handler does
 // not look at the path: the caller mounts it where it belongs.
 func clientsHandler(inv *inventory.Inventory) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -47,10 +49,24 @@ func clientsHandler(inv *inventory.Inventory) http.HandlerFunc {
 			return
 		}
 		now := inv.Now()
-		f := inventory.Filter{Vendor: q.Get("vendor"), Category: q.Get("category"), Match: q.Get("match")}
+		f := inventory.Filter{Vendor: q.Get("vendor"), Category: q.Get("category"), Match: q.Get("match"), Action: q.Get("action")}
 		if f.Match != "" && f.Match != rules.MatchHost && f.Match != rules.MatchSignature {
 			writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("match %q: want %q or %q", f.Match, rules.MatchHost, rules.MatchSignature)})
 			return
+		}
+		switch f.Action {
+		case "", "allow", "log", "block":
+		default:
+			writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("action %q: want allow, log or block (the last action)", f.Action)})
+			return
+		}
+		if s := q.Get("client"); s != "" {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("client %q: want an IP address", s)})
+				return
+			}
+			f.Client = a
 		}
 		if s := q.Get("since"); s != "" {
 			if f.Since, err = parseSince(s, now); err != nil {

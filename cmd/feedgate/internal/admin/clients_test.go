@@ -66,6 +66,10 @@ func TestClientsHandler(t *testing.T) {
 		{"empty parameters", "?vendor=&category=&since=", []string{three, oneLicensing, twoUpdate, oneUpdate}},
 		{"match host", "?match=host", []string{three, oneLicensing, twoUpdate, oneUpdate}},
 		{"match signature", "?match=signature", []string{}},
+		{"last action", "?action=block", []string{twoUpdate, oneUpdate}},
+		{"client", "?client=127.0.0.1", []string{oneLicensing, oneUpdate}},
+		{"client mapped", "?client=::ffff:127.0.0.1", []string{oneLicensing, oneUpdate}},
+		{"client and last action", "?client=127.0.0.1&action=allow", []string{oneLicensing}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rr := httptest.NewRecorder()
@@ -177,6 +181,8 @@ func TestClientsHandlerErrors(t *testing.T) {
 		errorHas             string
 	}{
 		{"bad since", http.MethodGet, "/api/v1/clients?since=yesterday", http.StatusBadRequest, `since "yesterday"`},
+		{"bad action", http.MethodGet, "/api/v1/clients?action=deny", http.StatusBadRequest, `action "deny"`},
+		{"bad client", http.MethodGet, "/api/v1/clients?client=me", http.StatusBadRequest, `client "me"`},
 		{"since in days", http.MethodGet, "/api/v1/clients?since=7d", http.StatusBadRequest, "duration such as 24h"},
 		{"negative since", http.MethodGet, "/api/v1/clients?since=-1h", http.StatusBadRequest, "negative"},
 		{"date without time", http.MethodGet, "/api/v1/clients?since=2024-09-01", http.StatusBadRequest, "RFC 3339"},
