@@ -197,6 +197,33 @@ func TestStatusPageInBrowser(t *testing.T) {
 	b.screenshot("status-client.png")
 	b.noProblems("client drill-down")
 
+	// Readable from a small laptop to a wall screen: the page never
+	// scrolls sideways (wide tables scroll inside their panels), and the
+	// text grows with the window.
+	var fonts []float64
+	for _, size := range []struct {
+		name          string
+		width, height int64
+	}{{"laptop", 1280, 800}, {"wall", 2560, 1440}} {
+		b.must("viewport "+size.name, chromedp.EmulateViewport(size.width, size.height),
+			chromedp.Navigate(home+"?refresh=off"), chromedp.WaitVisible(chromedp.CSS("#categories")))
+		fit := eval[struct {
+			Page float64 `json:"page"`
+			View float64 `json:"view"`
+			Font float64 `json:"font"`
+		}](b, `({page: document.documentElement.scrollWidth, view: window.innerWidth, font: parseFloat(getComputedStyle(document.documentElement).fontSize)})`)
+		if fit.Page > fit.View {
+			t.Errorf("at %dx%d the page is %v px wide in a %v px window: it scrolls sideways", size.width, size.height, fit.Page, fit.View)
+		}
+		fonts = append(fonts, fit.Font)
+		b.screenshot("status-" + size.name + ".png")
+	}
+	if fonts[1] <= fonts[0] {
+		t.Errorf("the wall screen's text is %vpx, the laptop's %vpx; want it larger on the wall", fonts[1], fonts[0])
+	}
+	b.must("viewport reset", chromedp.EmulateReset())
+	b.noProblems("viewports")
+
 	// Escaped in the HTML and in the JSON, as served.
 	_, page := getAdmin(t, inst, "/?refresh=off")
 	_, api := getAdmin(t, inst, "/api/v1/decisions")
