@@ -41,38 +41,15 @@ func clientsHandler(inv *inventory.Inventory) http.HandlerFunc {
 			writeJSON(w, r, http.StatusMethodNotAllowed, errorReply{fmt.Sprintf("method %s not allowed: use GET", r.Method)})
 			return
 		}
-		// url.ParseQuery rather than r.URL.Query, which silently drops a
-		// malformed pair: a filter typed wrong must not widen the answer.
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("query: %v", err)})
-			return
-		}
+		q, err := query(r)
+		var f inventory.Filter
 		now := inv.Now()
-		f := inventory.Filter{Vendor: q.Get("vendor"), Category: q.Get("category"), Match: q.Get("match"), Action: q.Get("action")}
-		if f.Match != "" && f.Match != rules.MatchHost && f.Match != rules.MatchSignature {
-			writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("match %q: want %q or %q", f.Match, rules.MatchHost, rules.MatchSignature)})
+		if err == nil {
+			f, err = clientsFilter(q, now)
+		}
+		if err != nil {
+			writeJSON(w, r, http.StatusBadRequest, errorReply{err.Error()})
 			return
-		}
-		switch f.Action {
-		case "", "allow", "log", "block":
-		default:
-			writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("action %q: want allow, log or block (the last action)", f.Action)})
-			return
-		}
-		if s := q.Get("client"); s != "" {
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				writeJSON(w, r, http.StatusBadRequest, errorReply{fmt.Sprintf("client %q: want an IP address", s)})
-				return
-			}
-			f.Client = a
-		}
-		if s := q.Get("since"); s != "" {
-			if f.Since, err = parseSince(s, now); err != nil {
-				writeJSON(w, r, http.StatusBadRequest, errorReply{err.Error()})
-				return
-			}
 		}
 		clients, evictions := inv.SnapshotWithEvictions(f)
 		writeJSON(w, r, http.StatusOK, ClientsReply{
@@ -82,6 +59,35 @@ func clientsHandler(inv *inventory.Inventory) http.HandlerFunc {
 			GeneratedAt: now,
 		})
 	}
+}
+
+// clientsFilter reads an inventory filter from q: vendor, category, match
+// ("host" or "signature"), action (the last action), client (an IP
+// address) and since. The API and the status page read it alike.
+func clientsFilter(q url.Values, now time.Time) (inventory.Filter, error) {
+	f := inventory.Filter{Vendor: q.Get("vendor"), Category: q.Get("category"), Match: q.Get("match"), Action: q.Get("action")}
+	if f.Match != "" && f.Match != rules.MatchHost && f.Match != rules.MatchSignature {
+		return f, fmt.Errorf("match %q: want %q or %q", f.Match, rules.MatchHost, rules.MatchSignature)
+	}
+	switch f.Action {
+	case "", "allow", "log", "block":
+	default:
+		return f, fmt.Errorf("action %q: want allow, log or block (the last action)", f.Action)
+	}
+	if s := q.Get("client"); s != "" {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return f, fmt.Errorf("client %q: want an IP address", s)
+		}
+		f.Client = a
+	}
+	if s := q.Get("since"); s != "" {
+		var err error
+		if f.Since, err = parseSince(s, now); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
 }
 
 // parseSince parses the since parameter: an RFC 3339 time, or a duration

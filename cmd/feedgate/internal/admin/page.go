@@ -159,8 +159,9 @@ func statusPage(d Deps, t pages) http.HandlerFunc {
 		}
 		now := d.wall()
 		hour, day := d.Activity.Hour(now), d.Activity.Day(now)
-		p.Hour = newChart("Last hour, per minute", "minute", hour, func(t time.Time) string { return t.In(d.policy().Location).Format("15:04") }, 15)
-		p.Day = newChart("Last day, per hour", "hour", day, func(t time.Time) string { return t.In(d.policy().Location).Format("15:04") }, 6)
+		clock := func(t time.Time) string { return t.In(d.policy().Location).Format("15:04") }
+		p.Hour = newChart("Last hour, per minute", "minute", hour, clock, 15)
+		p.Day = newChart("Last day, per hour", "hour", day, clock, 6)
 		p.Totals = totals(hour.Totals, day.Totals)
 
 		pol := d.policy()
@@ -186,16 +187,21 @@ func statusPage(d Deps, t pages) http.HandlerFunc {
 		}
 
 		p.ClientFilter.Category, p.ClientFilter.Action, p.ClientFilter.Since = q.Get("c_category"), q.Get("c_action"), q.Get("c_since")
-		cf, action, err := clientsQuery(url.Values{"action": {p.ClientFilter.Action}, "since": {p.ClientFilter.Since}}, "", d.Inventory.Now())
+		cq := url.Values{"action": {p.ClientFilter.Action}, "since": {p.ClientFilter.Since}}
+		var cerr error
 		if vendor, category, ok := strings.Cut(p.ClientFilter.Category, "/"); ok {
-			cf.Vendor, cf.Category = vendor, category
+			cq.Set("vendor", vendor)
+			cq.Set("category", category)
 		} else if p.ClientFilter.Category != "" {
-			err = fmt.Errorf("c_category %q: want vendor/category", p.ClientFilter.Category)
+			cerr = fmt.Errorf("c_category %q: want vendor/category", p.ClientFilter.Category)
 		}
-		if err != nil {
-			p.Errors = append(p.Errors, "Clients filter: "+err.Error())
+		var cf inventory.Filter
+		if cerr == nil {
+			cf, cerr = clientsFilter(cq, d.Inventory.Now())
+		}
+		if cerr != nil {
+			p.Errors = append(p.Errors, "Clients filter: "+cerr.Error())
 		} else {
-			cf.Action = action
 			p.Clients = d.Inventory.Snapshot(cf)
 			p.ClientsTotal = len(p.Clients)
 			p.Clients = p.Clients[:min(len(p.Clients), pageClients)]

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"cmp"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -242,26 +241,6 @@ func decisionsQuery(q url.Values, prefix string) (activity.Filter, int, error) {
 	return f, limit, nil
 }
 
-// clientsQuery reads the inventory filter of the status page from q:
-// vendor, category, action (the last action) and since; prefix is the
-// parameters' prefix on the HTML page.
-func clientsQuery(q url.Values, prefix string, now time.Time) (inventory.Filter, string, error) {
-	f := inventory.Filter{Vendor: q.Get(prefix + "vendor"), Category: q.Get(prefix + "category")}
-	action := q.Get(prefix + "action")
-	switch action {
-	case "", "allow", "log", "block":
-	default:
-		return f, "", fmt.Errorf("%saction %q: want allow, log or block", prefix, action)
-	}
-	if s := q.Get(prefix + "since"); s != "" {
-		var err error
-		if f.Since, err = parseSince(s, now); err != nil {
-			return f, "", err
-		}
-	}
-	return f, action, nil
-}
-
 // query parses a request's query strictly: a filter typed wrong must not
 // widen the answer.
 func query(r *http.Request) (url.Values, error) {
@@ -314,7 +293,7 @@ func (d Deps) client(addr netip.Addr) ClientReply {
 	}
 	r.Known = len(r.Entries) > 0
 	slices.Sort(r.Categories)
-	slices.SortFunc(r.Hosts, func(a, b string) int { return cmp.Compare(a, b) })
+	slices.Sort(r.Hosts)
 	r.Decisions = d.Activity.Latest(activity.Filter{Client: addr}, defaultDecisions)
 	return r
 }
