@@ -8,11 +8,9 @@
 package accesslog
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"time"
 
@@ -171,117 +169,4 @@ func (t tee) Write(r *Record) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// JSON writes each record as one JSON object per line, through log/slog's
-// JSON handler: "time", "level" (INFO, or WARN if Flagged), "msg"
-// ("request"), then the record's fields (see docs/decision-log.md).
-type JSON struct{ h slog.Handler }
-
-// NewJSON writes JSON lines to w.
-func NewJSON(w io.Writer) *JSON {
-	return &JSON{h: slog.NewJSONHandler(w, nil)}
-}
-
-// Write implements Sink.
-func (j *JSON) Write(r *Record) error {
-	level := slog.LevelInfo
-	if r.Flagged() {
-		level = slog.LevelWarn
-	}
-	sr := slog.NewRecord(r.Time, level, "request", 0)
-	var buf [30]slog.Attr
-	sr.AddAttrs(r.appendAttrs(buf[:0])...)
-	return j.h.Handle(context.Background(), sr)
-}
-
-// appendAttrs appends the record's fields in the order the JSON format
-// has them; fields that do not apply are left out.
-func (r *Record) appendAttrs(attrs []slog.Attr) []slog.Attr {
-	attrs = append(attrs,
-		slog.String("kind", r.Kind),
-		slog.String("client", addrString(r.Client)),
-		slog.String("method", r.Method),
-		slog.String("host", r.Host),
-		slog.Int("port", r.Port),
-	)
-	if r.HasPath() {
-		attrs = append(attrs, slog.String("path", r.Path))
-	}
-	if r.Decided {
-		d := &r.Decision
-		attrs = append(attrs,
-			slog.String("vendor", d.Vendor),
-			slog.String("category", d.Category),
-		)
-		// What classified the request: a catalog host pattern, or a
-		// signature on its path, which also finds the hosts that are not
-		// the vendor's (internal update mirrors).
-		if m := d.MatchedBy(); m != "" {
-			attrs = append(attrs, slog.String("match", m))
-			if d.Signature != "" {
-				attrs = append(attrs, slog.String("signature", d.Signature))
-			}
-		}
-		attrs = append(attrs,
-			slog.String("rule", d.RuleName),
-			slog.String("action", d.Action.String()),
-			slog.Bool("flagged", d.Action == rules.Log),
-		)
-		if d.Reported {
-			attrs = append(attrs, slog.Bool("report_only", true))
-		}
-		if d.ClientGroup != "" {
-			attrs = append(attrs, slog.String("client_group", d.ClientGroup))
-		}
-	}
-	if r.Rejected != "" {
-		attrs = append(attrs, slog.String("rejected", r.Rejected))
-	}
-	attrs = append(attrs,
-		slog.Int("status", r.Status),
-		slog.Int64("bytes_sent", r.Sent),
-		slog.Int64("bytes_received", r.Received),
-		slog.Float64("duration_seconds", r.Duration.Seconds()),
-		slog.String("policy", r.Policy),
-	)
-	if r.SNIResult != "" {
-		attrs = append(attrs, slog.String("sni", r.SNI), slog.String("sni_result", r.SNIResult))
-	}
-	if r.SNIRetry != "" {
-		attrs = append(attrs, slog.String("sni_retry", r.SNIRetry))
-	}
-	if r.Closed != "" {
-		attrs = append(attrs, slog.String("closed", r.Closed))
-	}
-	if r.CutRule != "" {
-		attrs = append(attrs, slog.String("cut_rule", r.CutRule))
-	}
-	if r.Error != "" {
-		attrs = append(attrs, slog.String("error", r.Error))
-	}
-	if r.Mode != "" {
-		attrs = append(attrs, slog.String("mode", r.Mode), slog.String("original_dst", addrPortString(r.OriginalDst)))
-		if r.HostVerify != "" {
-			attrs = append(attrs, slog.String("host_verify", r.HostVerify))
-		}
-	}
-	return attrs
-}
-
-// addrPortString is "" for a connection without an original destination
-// (one made to the transparent port itself), where AddrPort.String would
-// write "invalid AddrPort".
-func addrPortString(ap netip.AddrPort) string {
-	if !ap.IsValid() {
-		return ""
-	}
-	return ap.String()
-}
-
-func addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }

@@ -27,7 +27,7 @@ func NewWriter(w io.Writer, interval time.Duration) *Writer {
 	return l
 }
 
-// Write implements io.Writer. slog handlers write one whole record per call.
+// Write implements io.Writer. Sinks write one whole record per call.
 func (l *Writer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
