@@ -93,7 +93,7 @@ type envConfig struct {
 // env is one running proxy with its collaborators.
 type env struct {
 	srv      *proxy.Server
-	hs       *http.Server
+	hs       *proxy.Front
 	addr     string
 	proxyURL *url.URL
 	reg      *prometheus.Registry

@@ -163,6 +163,8 @@ type Server struct {
 	// helloBufs are the buffers a tunnel's handshake is read into; they
 	// go back once relayed, so that opening a tunnel leaves little garbage.
 	helloBufs sync.Pool
+	// frontBufs are the buffers of the HTTP/1.x connections Front serves.
+	frontBufs frontBufs
 }
 
 // New builds a Server.
@@ -849,17 +851,19 @@ func (b *countingBody) Read(p []byte) (int, error) {
 
 func (b *countingBody) Close() error { return b.rc.Close() }
 
-// HTTPServer returns an http.Server for the proxy listener with timeouts
-// suited to a forward proxy: bounded header reads and idle keep-alive, but no
-// read or write deadline, which would cut long downloads.
-func (s *Server) HTTPServer() *http.Server {
-	return &http.Server{
+// HTTPServer returns the server for the proxy listener (see Front), with
+// timeouts suited to a forward proxy: bounded header reads and idle
+// keep-alive, but no read or write deadline, which would cut long
+// downloads.
+func (s *Server) HTTPServer() *Front {
+	return &Front{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
 		ConnState:         s.connState,
+		bufs:              &s.frontBufs,
 		// A policy change cuts an exchange by closing its connection.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)

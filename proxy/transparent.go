@@ -340,15 +340,8 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 	// Requests on one HTTP/1.x connection are served one after another,
 	// so they share rd without a lock.
 	rd := newRedirected(orig)
-	done := make(chan struct{})
-	var once sync.Once
-	// A handler that hijacked the connection (a websocket) goes on
-	// serving it after the server let go of it.
-	var handlers sync.WaitGroup
-	hs := &http.Server{
+	fr := &Front{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			handlers.Add(1)
-			defer handlers.Done()
 			s.serveTransparentRequest(w, r, rd)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -363,14 +356,12 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 			if cs == http.StateHijacked {
 				release()
 			}
-			if cs == http.StateClosed || cs == http.StateHijacked {
-				once.Do(func() { close(done) })
-			}
 		},
+		bufs: &s.frontBufs,
 	}
-	_ = hs.Serve(&oneConnListener{conn: conn})
-	<-done
-	handlers.Wait()
+	// It returns once the connection closed, or once a handler that
+	// hijacked it (a websocket) is done with it.
+	fr.ServeConn(conn)
 }
 
 // serveTransparentRequest serves one request of a transparent HTTP

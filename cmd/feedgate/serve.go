@@ -278,7 +278,7 @@ type gateway struct {
 	act             *activity.Activity
 	stopInv         func() // saves the inventory once more and stops its saves
 	srv             *proxy.Server
-	proxyHTTP       *http.Server
+	proxyHTTP       *proxy.Front
 	adminHTTP       *http.Server
 	// webConfig is -web.config.file, which the exporter toolkit reads
 	// again for every TLS handshake and every request.
