@@ -74,6 +74,8 @@ type Front struct {
 // frontBufs pools the buffered readers and writers of connections.
 type frontBufs struct {
 	readers, writers sync.Pool
+	// pends hold a response's first bytes until its length is known.
+	pends sync.Pool
 }
 
 func (f *Front) pools() *frontBufs {
@@ -747,7 +749,7 @@ type frontResponse struct {
 	// counts body bytes.
 	contentLength, written int64
 	pend                   []byte
-	pendBuf                [pendMax]byte
+	pendBuf                *[pendMax]byte
 	wantsClose             bool
 	wants10KeepAlive       bool
 	bodyDone               bool
@@ -826,7 +828,12 @@ func (w *frontResponse) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if !w.committed {
-		if w.pend == nil {
+		if w.pendBuf == nil {
+			if b, ok := w.fc.f.pools().pends.Get().(*[pendMax]byte); ok {
+				w.pendBuf = b
+			} else {
+				w.pendBuf = new([pendMax]byte)
+			}
 			w.pend = w.pendBuf[:0]
 		}
 		if len(w.pend)+len(p) <= pendMax {
@@ -931,9 +938,12 @@ func (w *frontResponse) commit(final bool) error {
 		return err
 	}
 	if len(w.pend) > 0 && !w.noBody {
-		p := w.pend
-		w.pend = nil
-		_, err = w.writeBody(p)
+		_, err = w.writeBody(w.pend)
+	}
+	w.pend = nil
+	if w.pendBuf != nil {
+		w.fc.f.pools().pends.Put(w.pendBuf)
+		w.pendBuf = nil
 	}
 	return err
 }
