@@ -257,6 +257,8 @@ type frontConn struct {
 	lastMethod string
 	// watch is the client watch of the current exchange (see watchDelay).
 	watch clientWatch
+	// cur is the response being served.
+	cur *frontResponse
 }
 
 // limitReader bounds what a request's headers may read; the bound is
@@ -518,7 +520,8 @@ func (fc *frontConn) readRequest(ctx context.Context, first bool) (*frontRespons
 		}
 	}
 	if hasBody {
-		req.Body = &frontBody{rc: req.Body, w: w}
+		w.body = &frontBody{rc: req.Body, w: w}
+		req.Body = w.body
 	}
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	return w, nil
@@ -600,6 +603,8 @@ func (fc *frontConn) closeWriteAndWait() {
 func (fc *frontConn) serveOne(w *frontResponse) bool {
 	req := w.req.WithContext(w.ctx)
 	w.req = req
+	fc.cur = w
+	defer func() { fc.cur = nil }()
 	if req.Body == nil || req.Body == http.NoBody {
 		fc.watch.arm(fc, w)
 	}
@@ -608,6 +613,9 @@ func (fc *frontConn) serveOne(w *frontResponse) bool {
 	w.cancel()
 	if fc.hijacked {
 		return false
+	}
+	if w.body != nil {
+		w.body.end()
 	}
 	if err := w.finish(); err != nil {
 		return false
@@ -627,6 +635,11 @@ func (fc *frontConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	fc.watch.disarm(fc)
 	fc.hijacked = true
+	if w := fc.cur; w != nil {
+		w.cmu.Lock()
+		w.sealed = true
+		w.cmu.Unlock()
+	}
 	// A hijacked connection is the handler's: Shutdown does not wait for it.
 	fc.f.addConn(fc, false)
 	_ = fc.c.SetDeadline(time.Time{})
@@ -744,7 +757,14 @@ type frontResponse struct {
 	closeAfter  bool
 	unreadBody  bool
 	canContinue bool
-	wroteCont   bool
+	// wroteCont is set once "100 Continue" went out; sealed once the
+	// head did or the connection was hijacked, after which no interim
+	// answer may be written. cmu orders the body's reader, which may run
+	// in another goroutine (the upstream transport's), with the handler.
+	cmu       sync.Mutex
+	wroteCont atomic.Bool
+	sealed    bool
+	body      *frontBody
 	// contentLength is what the handler declared (-1: none); written
 	// counts body bytes.
 	contentLength, written int64
@@ -752,7 +772,7 @@ type frontResponse struct {
 	pendBuf                *[pendMax]byte
 	wantsClose             bool
 	wants10KeepAlive       bool
-	bodyDone               bool
+	bodyDone               atomic.Bool
 	clientGone             atomic.Bool
 }
 
@@ -767,7 +787,7 @@ func (w *frontResponse) WriteHeader(code int) {
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		// An informational reply goes out at once; the final one follows.
-		if code == http.StatusContinue && w.wroteCont {
+		if code == http.StatusContinue && w.wroteCont.Load() {
 			return
 		}
 		w.writeInformational(code)
@@ -784,13 +804,18 @@ func (w *frontResponse) WriteHeader(code int) {
 }
 
 func (w *frontResponse) writeInformational(code int) {
+	w.cmu.Lock()
+	defer w.cmu.Unlock()
+	if w.sealed {
+		return
+	}
 	bw := w.fc.bw
 	_, _ = bw.WriteString("HTTP/1.1 " + strconv.Itoa(code) + " " + http.StatusText(code) + "\r\n")
 	_ = w.header.Write(bw)
 	_, _ = bw.WriteString("\r\n")
 	_ = bw.Flush()
 	if code == http.StatusContinue {
-		w.wroteCont = true
+		w.wroteCont.Store(true)
 	}
 }
 
@@ -875,6 +900,9 @@ func (w *frontResponse) commit(final bool) error {
 		return nil
 	}
 	w.committed = true
+	w.cmu.Lock()
+	w.sealed = true
+	w.cmu.Unlock()
 	h := w.header
 	req := w.req
 	status := w.status
@@ -898,7 +926,7 @@ func (w *frontResponse) commit(final bool) error {
 	}
 	// A request body the handler did not read, when continuing was
 	// never offered to it, means closing (its bytes are still coming).
-	if !w.bodyDone && req.ContentLength != 0 && w.canContinue && !w.wroteCont {
+	if !w.bodyDone.Load() && req.ContentLength != 0 && w.canContinue && !w.wroteCont.Load() {
 		w.closeAfter = true
 	}
 	h.Del("Transfer-Encoding")
@@ -988,12 +1016,12 @@ func (w *frontResponse) finish() error {
 	}
 	// What the handler left of the request body is read (up to a bound)
 	// so that the next request can be; otherwise the connection closes.
-	if body := w.req.Body; body != nil && body != http.NoBody && !w.bodyDone && !w.closeAfter {
-		if w.canContinue && !w.wroteCont {
+	if w.body != nil && !w.bodyDone.Load() && !w.closeAfter {
+		if w.canContinue && !w.wroteCont.Load() {
 			w.closeAfter, w.unreadBody = true, true
 			return nil
 		}
-		n, err := io.CopyN(io.Discard, body, maxDrainBytes+1)
+		n, err := io.CopyN(io.Discard, w.body.rc, maxDrainBytes+1)
 		if n > maxDrainBytes || err != nil && err != io.EOF {
 			w.closeAfter, w.unreadBody = true, true
 		}
@@ -1055,21 +1083,45 @@ func (w *frontResponse) ReadFrom(src io.Reader) (int64, error) {
 
 type onlyWriter struct{ io.Writer }
 
-// frontBody notes when the handler read the whole request body.
+// frontBody is the request body the handler sees. It notes when the body
+// was read to its end, and end cuts off every reader once the handler has
+// returned: the upstream transport may still be reading it in a goroutine
+// of its own, and the connection's buffers are about to serve the next
+// request or go back to the pool.
 type frontBody struct {
-	rc io.ReadCloser
-	w  *frontResponse
+	mu     sync.Mutex
+	rc     io.ReadCloser
+	w      *frontResponse
+	closed bool
 }
 
 func (b *frontBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
-		b.w.bodyDone = true
+		b.w.bodyDone.Store(true)
 	}
 	return n, err
 }
 
-func (b *frontBody) Close() error { return b.rc.Close() }
+// Close stops the handler's reading. What is left is drained (up to a
+// bound) or the connection closes when the response is done: net/http's
+// body would read all of it here, in whichever goroutine closed it.
+func (b *frontBody) Close() error {
+	b.end()
+	return nil
+}
+
+// end waits for a read in progress and refuses any later one.
+func (b *frontBody) end() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
 
 // continueReader sends "100 Continue" when the handler first reads a
 // body the client waits to send.
@@ -1079,14 +1131,18 @@ type continueReader struct {
 }
 
 func (r *continueReader) Read(p []byte) (int, error) {
-	w := r.w
-	if !w.wroteCont && !w.committed && !w.fc.hijacked {
-		w.wroteCont = true
-		bw := w.fc.bw
-		_, _ = bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := bw.Flush(); err != nil {
-			return 0, err
+	if w := r.w; !w.wroteCont.Load() {
+		w.cmu.Lock()
+		if !w.sealed && !w.wroteCont.Load() {
+			w.wroteCont.Store(true)
+			bw := w.fc.bw
+			_, _ = bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			if err := bw.Flush(); err != nil {
+				w.cmu.Unlock()
+				return 0, err
+			}
 		}
+		w.cmu.Unlock()
 	}
 	return r.rc.Read(p)
 }
