@@ -206,7 +206,7 @@ func (l *loader) decode(name string, v any) (*fileCtx, bool) {
 	f.lines = lines.Parse(string(data))
 	md, err := toml.Decode(string(data), v)
 	if err != nil {
-		line, msg := lines.DecodeError(err)
+		line, msg := lines.DecodeError(string(data), err)
 		l.problems = append(l.problems, Problem{File: name, Line: line, Message: msg})
 		return f, false
 	}

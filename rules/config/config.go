@@ -94,7 +94,7 @@ func Load(src rules.Source, name string, opts rules.Options) (*Config, []rules.P
 	var sf file
 	md, err := toml.Decode(string(data), &sf)
 	if err != nil {
-		line, msg := lines.DecodeError(err)
+		line, msg := lines.DecodeError(string(data), err)
 		return nil, nil, &rules.ConfigError{Problems: []rules.Problem{{File: name, Line: line, Message: msg}}}
 	}
 	decoded := map[string]bool{}

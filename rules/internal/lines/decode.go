@@ -43,13 +43,20 @@ func KeyPath(k toml.Key, lines Index, claimed map[string]bool) string {
 
 var typeErrLine = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
 
-// DecodeError positions an error of toml.Decode: a syntax error at its
-// line, a type error ("incompatible types") at the line its message names
-// with the key it names; line is 0 when none is known.
-func DecodeError(err error) (line int, msg string) {
+// DecodeError positions an error of toml.Decode of data: a syntax error at
+// its line, a type error ("incompatible types") at the line its message
+// names with the key it names; line is 0 when none is known.
+func DecodeError(data string, err error) (line int, msg string) {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		return pe.Position.Line, pe.Message
+		line = pe.Position.Line
+		if start := pe.Position.Start; start > 0 && start <= len(data) {
+			// The byte offset, not the library's line count, which is
+			// one short for an error at the end of the input (an escape
+			// cut off by it: line 0 on the first line).
+			line = 1 + strings.Count(data[:start], "\n")
+		}
+		return line, pe.Message
 	}
 	if m := typeErrLine.FindStringSubmatch(err.Error()); m != nil {
 		n, _ := strconv.Atoi(m[1])
