@@ -506,7 +506,7 @@ func (fc *frontConn) readRequest(ctx context.Context, first bool) (*frontRespons
 		_ = fc.c.SetReadDeadline(time.Time{})
 	}
 	req.RemoteAddr = fc.remote
-	w := &frontResponse{fc: fc, req: req, header: make(http.Header, 8), contentLength: -1}
+	w := &frontResponse{fc: fc, req: req, contentLength: -1}
 	w.wantsClose = req.Close
 	w.wants10KeepAlive = req.ProtoMajor == 1 && req.ProtoMinor == 0 && hasToken(req.Header["Connection"], "keep-alive")
 	if expect := req.Header.Get("Expect"); expect != "" {
@@ -776,7 +776,14 @@ type frontResponse struct {
 	clientGone             atomic.Bool
 }
 
-func (w *frontResponse) Header() http.Header { return w.header }
+// Header makes the map on first use: a CONNECT that is answered on the
+// hijacked connection never needs it.
+func (w *frontResponse) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
 
 func (w *frontResponse) WriteHeader(code int) {
 	if w.fc.hijacked || w.status != 0 {
@@ -903,7 +910,7 @@ func (w *frontResponse) commit(final bool) error {
 	w.cmu.Lock()
 	w.sealed = true
 	w.cmu.Unlock()
-	h := w.header
+	h := w.Header()
 	req := w.req
 	status := w.status
 	w.noBody = !bodyAllowed(status) || req.Method == http.MethodHead
