@@ -126,7 +126,10 @@ func (f *Front) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		go f.ServeConn(c)
+		// The connection is counted before the next is accepted, as
+		// net/http's server does: max_connections holds for a burst.
+		fc := f.newConn(c)
+		go f.serveConn(fc)
 	}
 }
 
@@ -305,10 +308,20 @@ const noLimit = 1 << 62
 // ServeConn serves the requests of one connection until it closes or is
 // hijacked.
 func (f *Front) ServeConn(c net.Conn) {
+	f.serveConn(f.newConn(c))
+}
+
+// newConn tracks c and reports it new (ConnState), which may refuse it.
+func (f *Front) newConn(c net.Conn) *frontConn {
 	fc := &frontConn{f: f, c: c, remote: c.RemoteAddr().String()}
 	fc.lr = limitReader{c: c, remain: noLimit}
 	f.addConn(fc, true)
 	f.state(c, http.StateNew)
+	return fc
+}
+
+func (f *Front) serveConn(fc *frontConn) {
+	c := fc.c
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
 			f.logf("http: panic serving %v: %v\n%s", fc.remote, p, debug.Stack())
