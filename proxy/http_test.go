@@ -5,12 +5,16 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy/accesslog"
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // TestHTTPAllowedReachesOrigin: an allowed plain-HTTP request reaches the
@@ -399,4 +403,45 @@ func TestHTTPDefaultBlockPolicy(t *testing.T) {
 	if got := o.Hits(); got != 1 {
 		t.Errorf("origin handled %d requests; want 1", got)
 	}
+}
+
+// TestHTTPClientGoneWhileUpstreamWaits: a client that closes its
+// connection while the upstream has not answered cancels the upstream
+// request, and the record says so (499). proxy.Front watches the client
+// once an exchange has waited a while (TestFrontClientWatch); the
+// transparent listener's connections are served by the same code.
+func TestHTTPClientGoneWhileUpstreamWaits(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	cancelled := make(chan struct{}, 1)
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(testutil.WaitLimit):
+			_, _ = io.WriteString(w, "too late")
+		}
+	}))
+	t.Cleanup(o.Close)
+	e := newEnv(t, envConfig{resolve: []string{resolveTo("www.example.test", 80, hostPort(t, o.URL))}})
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET http://www.example.test/hang HTTP/1.1\r\nHost: www.example.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-arrived:
+	case <-time.After(testutil.WaitLimit):
+		t.Fatal("the request did not reach the origin")
+	}
+	_ = c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(testutil.WaitLimit):
+		t.Fatal("the upstream request was not cancelled after the client went away")
+	}
+	e.waitRecord(t, map[string]any{"path": "/hang", "status": float64(accesslog.StatusClientClosed)})
 }
