@@ -137,9 +137,13 @@ func (d *Dialer) dial(ctx context.Context, network, addr string, guard func(neti
 		timeout = 10 * time.Second
 	}
 	// One deadline covers resolving and connecting: a resolver that hangs
-	// is as much a timeout as a SYN that is never answered.
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// is as much a timeout as a SYN that is never answered. A caller's
+	// deadline that comes first is enough (and costs no second timer).
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	dial := d.Dial
 	if dial == nil {
 		nd := &net.Dialer{KeepAlive: 30 * time.Second}
