@@ -124,7 +124,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "feedgate: "+upstreamDetail(err, reason)+" ("+r.Host+")", rec.Status)
 		return
 	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
+	conn, early, err := takeOver(w)
 	if err != nil {
 		_ = up.Close()
 		rec.Status = http.StatusHTTPVersionNotSupported
@@ -134,14 +134,6 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	reply := established11
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		reply = established10
-	}
-	// Bytes the client pipelined behind the CONNECT headers (often the
-	// TLS ClientHello) are already in the server's buffer: copied out, so
-	// that nothing of net/http's connection stays referenced.
-	var early []byte
-	if n := brw.Reader.Buffered(); n > 0 {
-		peeked, _ := brw.Reader.Peek(n)
-		early = bytes.Clone(peeked)
 	}
 	// The tunnel gets a goroutine of its own and the handler returns: an
 	// idle tunnel then holds neither net/http's connection goroutine, with
@@ -169,6 +161,29 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		}()
 		s.serveTunnel(rec, in, conn, early, up, reply, end)
 	}()
+}
+
+// takeOver hijacks the client connection of a CONNECT and returns the
+// bytes the client pipelined behind it (often the TLS ClientHello) as a
+// copy of their own, so that nothing of the server's connection stays
+// referenced: directly from the proxy port's Front, through a buffered
+// reader from any other http.ResponseWriter.
+func takeOver(w http.ResponseWriter) (net.Conn, []byte, error) {
+	if t, ok := w.(interface {
+		TakeOver() (net.Conn, []byte, error)
+	}); ok {
+		return t.TakeOver()
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	var early []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		peeked, _ := brw.Reader.Peek(n)
+		early = bytes.Clone(peeked)
+	}
+	return conn, early, nil
 }
 
 // serveTunnel relays a decided (allow or log) tunnel between a client

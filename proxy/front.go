@@ -336,8 +336,10 @@ func (f *Front) serveConn(fc *frontConn) {
 	}()
 	fc.br = f.getReader(&fc.lr)
 	fc.bw = f.getWriter(c)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	// The connection's context cancels nothing itself: each request's
+	// context is cancelled when its exchange ends. A cancelable parent
+	// would allocate a set of children per connection.
+	ctx := context.Background()
 	if f.ConnContext != nil {
 		ctx = f.ConnContext(ctx, c)
 	}
@@ -448,7 +450,7 @@ func hostHeader(head []byte) (n int, value string) {
 // headerComplete reports whether the buffered bytes hold a whole request
 // head, so that reading it cannot block.
 func headerComplete(b []byte) bool {
-	return strings.Contains(string(b), "\r\n\r\n") || strings.Contains(string(b), "\n\n")
+	return bytes.Contains(b, []byte("\r\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
 func (fc *frontConn) readRequest(ctx context.Context, first bool) (*frontResponse, error) {
@@ -618,7 +620,9 @@ func (fc *frontConn) serveOne(w *frontResponse) bool {
 	w.req = req
 	fc.cur = w
 	defer func() { fc.cur = nil }()
-	if req.Body == nil || req.Body == http.NoBody {
+	// A CONNECT is answered at once, or its tunnel takes the connection
+	// over: it needs no watch.
+	if (req.Body == nil || req.Body == http.NoBody) && req.Method != http.MethodConnect {
 		fc.watch.arm(fc, w)
 	}
 	fc.f.Handler.ServeHTTP(w, req)
@@ -642,7 +646,9 @@ func (fc *frontConn) serveOne(w *frontResponse) bool {
 	return true
 }
 
-func (fc *frontConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
+// takeOver hands the connection over with the bytes the client sent
+// behind the request (a copy), and gives the buffers back.
+func (fc *frontConn) takeOver() (net.Conn, []byte, error) {
 	if fc.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
@@ -667,20 +673,27 @@ func (fc *frontConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
 		rest = append(rest, b...)
 	}
 	fc.release()
+	fc.f.state(fc.c, http.StateHijacked)
+	return fc.c, rest, nil
+}
+
+func (fc *frontConn) hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rest, err := fc.takeOver()
+	if err != nil {
+		return nil, nil, err
+	}
 	// The bytes come first in a reader of their own, buffered already
 	// (callers take them from Buffered), then the connection.
 	var br *bufio.Reader
 	if len(rest) > 0 {
-		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), fc.c), len(rest))
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c), len(rest))
 		if _, err := br.Peek(len(rest)); err != nil {
 			return nil, nil, fmt.Errorf("proxy: hijack: %w", err)
 		}
 	} else {
-		br = bufio.NewReaderSize(fc.c, 16)
+		br = bufio.NewReaderSize(c, 16)
 	}
-	brw := bufio.NewReadWriter(br, bufio.NewWriterSize(fc.c, 16))
-	fc.f.state(fc.c, http.StateHijacked)
-	return fc.c, brw, nil
+	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, 16)), nil
 }
 
 // clientWatch notices a client that closes its connection while its
@@ -1084,6 +1097,16 @@ func (w *frontResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	return w.fc.hijack()
+}
+
+// TakeOver is Hijack for a caller that wants the bytes the client sent
+// behind the request as a slice of its own rather than in a buffered
+// reader (a CONNECT tunnel): fewer allocations per tunnel.
+func (w *frontResponse) TakeOver() (net.Conn, []byte, error) {
+	if w.status != 0 || w.committed {
+		return nil, nil, errors.New("proxy: take over after the response began")
+	}
+	return w.fc.takeOver()
 }
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController.
