@@ -515,7 +515,7 @@ func (fc *frontConn) readRequest(ctx context.Context, first bool) (*frontRespons
 		}
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	if hasBody || !complete || first {
+	if hasBody || !complete {
 		// The body is read without a deadline (uploads may be slow), as
 		// net/http's server does without ReadTimeout.
 		_ = fc.c.SetReadDeadline(time.Time{})
