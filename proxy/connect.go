@@ -354,6 +354,14 @@ func (t *tunnel) close() {
 // returns. The last of the two to finish calls end.
 func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool), retry func(sent, received func(int64)) bool, end func()) {
 	t.lastActive.Store(time.Now().UnixNano())
+	// feedgate's listeners leave TCP keep-alive off (it costs four system
+	// calls per connection, and plain HTTP needs none); a tunnel may sit
+	// idle for long, so its client is probed as Go's listeners would.
+	if ka, ok := t.client.(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	}); ok {
+		_ = ka.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9})
+	}
 	b, ok := first()
 	if !ok {
 		t.close()

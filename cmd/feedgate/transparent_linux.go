@@ -25,7 +25,7 @@ func listenTransparent(addr string, tproxy bool) (net.Listener, error) {
 			network = "tcp6"
 		}
 	}
-	lc := net.ListenConfig{}
+	lc := proxyListenConfig()
 	if tproxy {
 		lc.Control = func(network, _ string, c syscall.RawConn) error {
 			var serr error
