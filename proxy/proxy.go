@@ -856,18 +856,26 @@ func (b *countingBody) Close() error { return b.rc.Close() }
 // keep-alive, but no read or write deadline, which would cut long
 // downloads.
 func (s *Server) HTTPServer() *Front {
+	f := s.newFront(s)
+	f.ConnState = s.connState
+	// A policy change cuts an exchange by closing its connection.
+	f.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return f
+}
+
+// newFront is a Front for h with the settings every listener of feedgate
+// shares (the proxy port and each transparent connection) and the
+// server's pooled buffers.
+func (s *Server) newFront(h http.Handler) *Front {
 	return &Front{
-		Handler:           s,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
-		ConnState:         s.connState,
 		bufs:              &s.frontBufs,
-		// A policy change cuts an exchange by closing its connection.
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, c)
-		},
 	}
 }
 

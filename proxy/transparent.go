@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -340,24 +339,17 @@ func (s *Server) serveTransparentHTTP(c net.Conn, early []byte, orig netip.AddrP
 	// Requests on one HTTP/1.x connection are served one after another,
 	// so they share rd without a lock.
 	rd := newRedirected(orig)
-	fr := &Front{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.serveTransparentRequest(w, r, rd)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
-		// A policy change cuts an exchange by closing its connection.
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, c)
-		},
-		ConnState: func(_ net.Conn, cs http.ConnState) {
-			if cs == http.StateHijacked {
-				release()
-			}
-		},
-		bufs: &s.frontBufs,
+	fr := s.newFront(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveTransparentRequest(w, r, rd)
+	}))
+	// A policy change cuts an exchange by closing its connection.
+	fr.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	fr.ConnState = func(_ net.Conn, cs http.ConnState) {
+		if cs == http.StateHijacked {
+			release()
+		}
 	}
 	// It returns once the connection closed, or once a handler that
 	// hijacked it (a websocket) is done with it.
