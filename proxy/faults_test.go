@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -349,4 +352,171 @@ func resetMidBody(c *net.TCPConn) {
 	_, _ = io.Copy(io.Discard, req.Body)
 	_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
 	_ = c.SetLinger(0)
+}
+
+// faultNet is a docNet with two faulty destinations: dialing panicDial
+// panics, and a connection to panicWrite panics at its first write. They
+// stand for a bug anywhere between accepting a connection and relaying
+// its bytes.
+type faultNet struct {
+	*docNet
+	panicDial  map[string]bool
+	panicWrite string
+	// writeConns are the connections to panicWrite, to check that
+	// feedgate closed them.
+	mu         sync.Mutex
+	writeConns []*panicWriteConn
+}
+
+func (n *faultNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if n.panicDial[addr] {
+		panic("test: the dial of " + addr + " panics")
+	}
+	c, err := n.docNet.dial(ctx, network, addr)
+	if err != nil || addr != n.panicWrite {
+		return c, err
+	}
+	pc := &panicWriteConn{Conn: c}
+	n.mu.Lock()
+	n.writeConns = append(n.writeConns, pc)
+	n.mu.Unlock()
+	return pc, nil
+}
+
+// openWriteConns counts the connections to panicWrite still open.
+func (n *faultNet) openWriteConns() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	open := 0
+	for _, c := range n.writeConns {
+		if !c.closed.Load() {
+			open++
+		}
+	}
+	return open
+}
+
+type panicWriteConn struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+func (c *panicWriteConn) Write([]byte) (int, error) { panic("test: a write upstream panics") }
+
+func (c *panicWriteConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+// TestPanicIsContained: a panic while feedgate serves a connection, on any
+// way in (a plain-HTTP request and a CONNECT on the proxy port, a TLS and
+// a plain-HTTP connection on the transparent listener), before or after
+// the tunnel is handed to its own goroutines, costs that connection and
+// nothing else. The panic reaches the operational log as an error with
+// its stack, the request's record is written, the connection and the
+// upstream are closed, the gauges drop back and the slot is given back
+// (max_tunnels = 1: the tunnel after each panic needs it), and the proxy
+// serves the next request and tunnel.
+func TestPanicIsContained(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	to := newTLSOrigin(t)
+	n := &faultNet{docNet: newDocNet(), panicDial: map[string]bool{"192.0.2.50:80": true, "192.0.2.50:443": true}, panicWrite: "192.0.2.51:443"}
+	n.route("192.0.2.10:80", hostPort(t, o.URL))
+	n.route("192.0.2.10:443", hostPort(t, to.URL))
+	n.route("192.0.2.51:443", hostPort(t, to.URL))
+	opsLog := &testutil.SyncBuffer{}
+	cfg := policyWith(t, "[limits]\nmax_tunnels = 1\n")
+	cfg.dial, cfg.errorLog = n.dial, opsLog
+	cfg.resolve = []string{
+		"www.example.test:80:192.0.2.10", "www.example.test:443:192.0.2.10",
+		"dial.example.test:80:192.0.2.50", "dial.example.test:443:192.0.2.50",
+		"write.example.test:443:192.0.2.51",
+	}
+	e := newEnv(t, cfg)
+	transparent := map[string]string{
+		"dial:80": e.redirect(t, "192.0.2.50:80"), "dial:443": e.redirect(t, "192.0.2.50:443"),
+		"write:443": e.redirect(t, "192.0.2.51:443"),
+	}
+	c, _ := e.client(t, to.roots)
+
+	for _, tt := range []struct {
+		name  string
+		fault func(t *testing.T)
+		// record is the record the connection must leave.
+		record map[string]any
+		// write: the fault is the upstream connection's first write,
+		// which must be closed afterwards.
+		write bool
+	}{
+		{"http-dial", func(t *testing.T) {
+			if resp, err := c.Get("http://dial.example.test/hello"); err == nil {
+				resp.Body.Close()
+				t.Fatalf("GET answered %d; want the connection closed", resp.StatusCode)
+			}
+		}, map[string]any{"kind": "http", "host": "dial.example.test"}, false},
+		{"connect-dial", func(t *testing.T) {
+			conn := e.dial(t)
+			if _, err := io.WriteString(conn, connectRequest("dial.example.test:443")); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, conn, nil)
+		}, map[string]any{"kind": "connect", "host": "dial.example.test"}, false},
+		{"connect-write", func(t *testing.T) {
+			if resp, err := c.Get("https://write.example.test/hello"); err == nil {
+				resp.Body.Close()
+				t.Fatalf("GET answered %d; want the tunnel closed", resp.StatusCode)
+			}
+		}, map[string]any{"kind": "connect", "host": "write.example.test"}, true},
+		{"transparent-tls-dial", func(t *testing.T) {
+			if _, err := tlsTransparent(t, transparent["dial:443"], "www.example.test", to.roots); err == nil {
+				t.Fatal("TLS handshake succeeded; want the connection closed")
+			}
+		}, map[string]any{"kind": "transparent", "original_dst": "192.0.2.50:443"}, false},
+		{"transparent-tls-write", func(t *testing.T) {
+			if _, err := tlsTransparent(t, transparent["write:443"], "www.example.test", to.roots); err == nil {
+				t.Fatal("TLS handshake succeeded; want the connection closed")
+			}
+		}, map[string]any{"kind": "transparent", "original_dst": "192.0.2.51:443"}, true},
+		{"transparent-http-dial", func(t *testing.T) {
+			conn := dialTransparent(t, transparent["dial:80"])
+			if _, err := io.WriteString(conn, "GET /hello HTTP/1.1\r\nHost: www.example.test\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, conn, nil)
+		}, map[string]any{"kind": "http", "mode": "transparent", "original_dst": "192.0.2.50:80"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			panicsBefore := strings.Count(opsLog.String(), "level=ERROR msg=")
+			tt.fault(t)
+			waitFor(t, "the panic in the operational log", func() bool {
+				return strings.Count(opsLog.String(), "level=ERROR msg=") > panicsBefore
+			})
+			if logged := opsLog.String(); !strings.Contains(logged, "panic") || !strings.Contains(logged, "goroutine ") {
+				t.Errorf("the operational log has no panic with its stack:\n%s", logged)
+			}
+			e.waitRecord(t, tt.record)
+			e.waitIdle(t)
+			if tt.write {
+				waitFor(t, "the upstream connection to close", func() bool { return n.openWriteConns() == 0 })
+			}
+			// The proxy serves on, and the one tunnel slot is free.
+			if resp, body := get(t, c, "https://www.example.test/hello"); resp.StatusCode != http.StatusOK {
+				t.Errorf("a tunnel after the panic: %d %q; want 200", resp.StatusCode, body)
+			}
+			if resp, body := get(t, c, "http://www.example.test/hello"); resp.StatusCode != http.StatusOK {
+				t.Errorf("a request after the panic: %d %q; want 200", resp.StatusCode, body)
+			}
+			c.CloseIdleConnections()
+			e.waitIdle(t)
+		})
+	}
+	// A plain-HTTP handler that panicked never disarmed the watch Front
+	// starts on its client after 250 ms (the default ClientWatchDelay);
+	// fired on the released connection, it once took the whole process
+	// down. Outlive it, then serve again.
+	time.Sleep(3 * 250 * time.Millisecond)
+	if resp, body := get(t, c, "http://www.example.test/hello"); resp.StatusCode != http.StatusOK {
+		t.Errorf("a request after the watch delay: %d %q; want 200", resp.StatusCode, body)
+	}
 }

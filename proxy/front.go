@@ -323,8 +323,13 @@ func (f *Front) newConn(c net.Conn) *frontConn {
 func (f *Front) serveConn(fc *frontConn) {
 	c := fc.c
 	defer func() {
-		if p := recover(); p != nil && p != http.ErrAbortHandler {
-			f.logf("http: panic serving %v: %v\n%s", fc.remote, p, debug.Stack())
+		if p := recover(); p != nil {
+			// The handler did not return: its client watch may still
+			// be armed, and must not fire on released buffers.
+			fc.watch.disarm(fc)
+			if p != http.ErrAbortHandler {
+				f.logf("http: panic serving %v: %v\n%s", fc.remote, p, debug.Stack())
+			}
 		}
 		f.addConn(fc, false)
 		if fc.hijacked {

@@ -296,6 +296,16 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// errorWriter routes the front end's own log lines (a handler's panic,
+// with its stack) to the operational log as errors: each is a bug that
+// cost a client its connection.
+type errorWriter struct{ l *slog.Logger }
+
+func (w errorWriter) Write(p []byte) (int, error) {
+	w.l.Error("http server", "message", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 type recordKey struct{}
 
 // upstream performs one round trip and wraps the response body so that a
@@ -874,7 +884,7 @@ func (s *Server) newFront(h http.Handler) *Front {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(slogWriter{s.errLog}, "", 0),
+		ErrorLog:          log.New(errorWriter{s.errLog}, "", 0),
 		bufs:              &s.frontBufs,
 	}
 }

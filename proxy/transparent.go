@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,6 +94,15 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // serveTransparentConn serves one redirected connection.
 func (s *Server) serveTransparentConn(c net.Conn, o TransparentOptions) {
 	client := remoteAddr(c)
+	// As for a request or tunnel on the proxy port: a panic costs this
+	// connection, not the process. Registered first, this runs last, once
+	// the deferred calls below have closed the connection, written its
+	// record and given its slots back.
+	defer func() {
+		if p := recover(); p != nil {
+			s.errLog.Error("panic serving a transparent connection", "client", client, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
 	// The connection holds a connection slot until it becomes a tunnel
 	// or a websocket, which holds a tunnel slot instead, as a hijacked
 	// CONNECT does.
@@ -265,6 +275,11 @@ func (s *Server) serveTransparentTunnel(c net.Conn, early []byte, proto sniff.Pr
 		rec.Status, rec.Error = upstreamStatus(reason), reason
 		return
 	}
+	defer func() {
+		if !handed {
+			_ = up.Close() // serveTunnel panicked
+		}
+	}()
 	// The tunnel decides again on what was read (the same hello, under
 	// the policy current now), and relays it first.
 	relayed = true
