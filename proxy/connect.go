@@ -354,14 +354,7 @@ func (t *tunnel) close() {
 // returns. The last of the two to finish calls end.
 func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool), retry func(sent, received func(int64)) bool, end func()) {
 	t.lastActive.Store(time.Now().UnixNano())
-	// feedgate's listeners leave TCP keep-alive off (it costs four system
-	// calls per connection, and plain HTTP needs none); a tunnel may sit
-	// idle for long, so its client is probed as Go's listeners would.
-	if ka, ok := t.client.(interface {
-		SetKeepAliveConfig(net.KeepAliveConfig) error
-	}); ok {
-		_ = ka.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9})
-	}
+	probeIdleClient(t.client)
 	b, ok := first()
 	if !ok {
 		t.close()
@@ -397,6 +390,20 @@ func (t *tunnel) run(pc *metrics.PolicyCounters, first func() ([]byte, bool), re
 	}
 	go func() { t.pipe(t.client, t.upstream, received); over() }()
 	go func() { t.pipe(t.upstream, t.client, sent); over() }()
+}
+
+// probeIdleClient turns TCP keep-alive on for the client connection of a
+// tunnel or websocket, with the probes Go's listeners would send.
+// feedgate's listeners leave it off: it costs four system calls per
+// connection, and plain HTTP needs none. A long-lived connection may sit
+// idle for long, and a client that vanished without a FIN would hold its
+// slot until the idle timeout.
+func probeIdleClient(c net.Conn) {
+	if ka, ok := c.(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	}); ok {
+		_ = ka.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9})
+	}
 }
 
 // chunk bounds one splice so that byte counters move at least every MiB

@@ -164,6 +164,12 @@ func (e *exchange) upgrade(upstream io.Closer, lifetime time.Duration) {
 	e.mu.Unlock()
 	if aborted && upstream != nil {
 		_ = upstream.Close()
+		return
+	}
+	// The exchange became a long-lived connection (a websocket): probe
+	// its client as a tunnel's.
+	if e.client != nil {
+		probeIdleClient(e.client)
 	}
 }
 

@@ -18,7 +18,8 @@ import (
 // connection, which plain HTTP does not need: feedgate's own timeouts
 // close idle connections), and a tunnel turns it on for its client
 // connection. Read from the kernel's socket table: the timer of an idle
-// connection with keep-alive on is the keep-alive timer (2).
+// connection with keep-alive on is the keep-alive timer (2). A websocket
+// is as long-lived as a tunnel and gets it too.
 func TestTCPKeepAliveOnlyOnTunnels(t *testing.T) {
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,10 +35,34 @@ func TestTCPKeepAliveOnlyOnTunnels(t *testing.T) {
 			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
 		}
 	}()
+	// ws answers an upgrade with 101 and then holds the connection.
+	ws, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.Close() })
+	go func() {
+		for {
+			c, err := ws.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				fmt.Fprint(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+				_, _ = io.Copy(io.Discard, br)
+			}()
+		}
+	}()
 	origin := newOrigin(t, nil, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 	inst := start(t,
 		"-resolve", "www.example.test:80:127.0.0.1:"+origin.port(),
-		"-resolve", "www.example.test:443:"+up.Addr().String())
+		"-resolve", "www.example.test:443:"+up.Addr().String(),
+		"-resolve", "ws.example.test:80:"+ws.Addr().String())
 
 	// An idle keep-alive connection after one plain request.
 	plain, err := net.Dial("tcp", inst.Proxy)
@@ -60,6 +85,19 @@ func TestTCPKeepAliveOnlyOnTunnels(t *testing.T) {
 	resp, err = http.ReadResponse(bufio.NewReader(tun), &http.Request{Method: http.MethodConnect})
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+
+	// An idle websocket.
+	sock, err := net.Dial("tcp", inst.Proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	fmt.Fprint(sock, "GET http://ws.example.test/ws HTTP/1.1\r\nHost: ws.example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(sock), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("websocket upgrade: %v %v; want 101", resp, err)
 	}
 
 	timer := func(c net.Conn) int {
@@ -85,13 +123,19 @@ func TestTCPKeepAliveOnlyOnTunnels(t *testing.T) {
 		return -1
 	}
 	const keepAliveTimer = 2
-	deadline := time.Now().Add(10 * time.Second)
-	for timer(tun) != keepAliveTimer {
-		// The tunnel's goroutine turns it on just after the 200.
-		if time.Now().After(deadline) {
-			t.Fatalf("the tunnel's client connection has timer %d; want the keep-alive timer (%d)", timer(tun), keepAliveTimer)
+	for _, c := range []struct {
+		what string
+		conn net.Conn
+	}{{"tunnel", tun}, {"websocket", sock}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for timer(c.conn) != keepAliveTimer {
+			// The tunnel's goroutine turns it on just after the 200; the
+			// websocket's exchange with the upstream's 101.
+			if time.Now().After(deadline) {
+				t.Fatalf("the %s's client connection has timer %d; want the keep-alive timer (%d)", c.what, timer(c.conn), keepAliveTimer)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	if got := timer(plain); got == keepAliveTimer {
 		t.Errorf("an idle plain-HTTP client connection has the keep-alive timer armed; want TCP keep-alive off")
