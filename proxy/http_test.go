@@ -408,40 +408,59 @@ func TestHTTPDefaultBlockPolicy(t *testing.T) {
 // TestHTTPClientGoneWhileUpstreamWaits: a client that closes its
 // connection while the upstream has not answered cancels the upstream
 // request, and the record says so (499). proxy.Front watches the client
-// once an exchange has waited a while (TestFrontClientWatch); the
-// transparent listener's connections are served by the same code.
+// once an exchange has waited a while (TestFrontClientWatch), on the
+// proxy port and on the transparent listener alike.
 func TestHTTPClientGoneWhileUpstreamWaits(t *testing.T) {
 	t.Parallel()
-	arrived := make(chan struct{}, 1)
-	cancelled := make(chan struct{}, 1)
-	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		select {
-		case <-r.Context().Done():
-			cancelled <- struct{}{}
-		case <-time.After(testutil.WaitLimit):
-			_, _ = io.WriteString(w, "too late")
-		}
-	}))
-	t.Cleanup(o.Close)
-	e := newEnv(t, envConfig{resolve: []string{resolveTo("www.example.test", 80, hostPort(t, o.URL))}})
-	c, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
+	for _, transparent := range []bool{false, true} {
+		name := map[bool]string{false: "proxy-port", true: "transparent"}[transparent]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			arrived := make(chan struct{}, 1)
+			cancelled := make(chan struct{}, 1)
+			o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				arrived <- struct{}{}
+				select {
+				case <-r.Context().Done():
+					cancelled <- struct{}{}
+				case <-time.After(testutil.WaitLimit):
+					_, _ = io.WriteString(w, "too late")
+				}
+			}))
+			t.Cleanup(o.Close)
+			// On the transparent listener the connection was going to a
+			// documentation address, which the test network routes to
+			// the origin.
+			n := newDocNet()
+			n.route("192.0.2.10:80", hostPort(t, o.URL))
+			e := newEnv(t, envConfig{dial: n.dial, resolve: []string{resolveTo("www.example.test", 80, hostPort(t, o.URL))}})
+			addr, req := e.addr, "GET http://www.example.test/hang HTTP/1.1\r\nHost: www.example.test\r\n\r\n"
+			if transparent {
+				addr, req = e.redirect(t, "192.0.2.10:80"), "GET /hang HTTP/1.1\r\nHost: www.example.test\r\n\r\n"
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-arrived:
+			case <-time.After(testutil.WaitLimit):
+				t.Fatal("the request did not reach the origin")
+			}
+			_ = c.Close()
+			select {
+			case <-cancelled:
+			case <-time.After(testutil.WaitLimit):
+				t.Fatal("the upstream request was not cancelled after the client went away")
+			}
+			want := map[string]any{"path": "/hang", "status": float64(accesslog.StatusClientClosed)}
+			if transparent {
+				want["mode"] = "transparent"
+			}
+			e.waitRecord(t, want)
+		})
 	}
-	if _, err := io.WriteString(c, "GET http://www.example.test/hang HTTP/1.1\r\nHost: www.example.test\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-arrived:
-	case <-time.After(testutil.WaitLimit):
-		t.Fatal("the request did not reach the origin")
-	}
-	_ = c.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(testutil.WaitLimit):
-		t.Fatal("the upstream request was not cancelled after the client went away")
-	}
-	e.waitRecord(t, map[string]any{"path": "/hang", "status": float64(accesslog.StatusClientClosed)})
 }
