@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
@@ -95,35 +92,21 @@ func (s *Server) serveIntercept(w http.ResponseWriter, r *http.Request, rec *rec
 	rec.SNIResult = "intercepted"
 	rec.SNI = tc.ConnectionState().ServerName
 
-	done := make(chan struct{})
-	var once sync.Once
-	// A handler that hijacked the connection (a websocket) goes on
-	// serving it after the server let go of it.
-	var handlers sync.WaitGroup
-	hs := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			handlers.Add(1)
-			defer handlers.Done()
-			s.serveInner(w, r, canon, port)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       st.cfg.Limits.TunnelIdleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(io.Discard, "", 0),
-		// Cutting an inner exchange closes the client's TCP connection
-		// under the TLS layer.
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, conn)
-		},
-		ConnState: func(_ net.Conn, cs http.ConnState) {
-			if cs == http.StateClosed || cs == http.StateHijacked {
-				once.Do(func() { close(done) })
-			}
-		},
+	// The requests inside are served by the proxy port's front end, with
+	// its limits, its error log and its client watch; the idle timeout
+	// between them is the tunnels'.
+	fr := s.newFront(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveInner(w, r, canon, port)
+	}))
+	fr.IdleTimeout = st.cfg.Limits.TunnelIdleTimeout
+	// Cutting an inner exchange closes the client's TCP connection under
+	// the TLS layer.
+	fr.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, conn)
 	}
-	_ = hs.Serve(&oneConnListener{conn: tc})
-	<-done
-	handlers.Wait()
+	// It returns once the connection closed, or once a handler that
+	// hijacked it (a websocket) is done with it.
+	fr.ServeConn(tc)
 	_ = conn.Close()
 	outer.stop()
 	if reason, d := outer.closedBy(); reason != "" {
@@ -179,32 +162,3 @@ type prefixConn struct {
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// oneConnListener hands an http.Server a single connection; the second
-// Accept ends Serve, while the connection goes on being served.
-type oneConnListener struct {
-	mu   sync.Mutex
-	conn net.Conn
-}
-
-var errListenerDone = errors.New("proxy: one-connection listener done")
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.conn == nil {
-		return nil, errListenerDone
-	}
-	c := l.conn
-	l.conn = nil
-	return c, nil
-}
-
-func (l *oneConnListener) Close() error { return nil }
-
-func (l *oneConnListener) Addr() net.Addr { return dummyAddr{} }
-
-type dummyAddr struct{}
-
-func (dummyAddr) Network() string { return "tcp" }
-func (dummyAddr) String() string  { return "intercepted" }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
@@ -211,4 +212,44 @@ func TestInterceptWebsocket(t *testing.T) {
 	}
 	tc.Close()
 	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/chat", "status": 101})
+}
+
+// TestInterceptClientGoneWhileUpstreamWaits: inside an intercepted
+// connection too, a client that leaves while the upstream has not answered
+// cancels the upstream request (the front end watches the client through
+// the TLS layer), and the record says 499.
+func TestInterceptClientGoneWhileUpstreamWaits(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	cancelled := make(chan struct{}, 1)
+	e, _, pool := interceptEnvWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(testutil.WaitLimit):
+			_, _ = io.WriteString(w, "too late")
+		}
+	}))
+	conn, resp := openTunnel(t, e, "www.kaspersky.com:443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	tc := tls.Client(conn, &tls.Config{RootCAs: pool, ServerName: "www.kaspersky.com"})
+	_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
+	if _, err := io.WriteString(tc, "GET /hang HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-arrived:
+	case <-time.After(testutil.WaitLimit):
+		t.Fatal("the request did not reach the origin")
+	}
+	_ = tc.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(testutil.WaitLimit):
+		t.Fatal("the upstream request was not cancelled after the client went away")
+	}
+	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/hang", "status": float64(accesslog.StatusClientClosed)})
 }
