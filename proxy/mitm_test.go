@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,14 @@ func interceptEnv(t *testing.T) (*env, *tlsOrigin, *x509.CertPool) {
 // usual originHandler).
 func interceptEnvWith(t *testing.T, h http.Handler) (*env, *tlsOrigin, *x509.CertPool) {
 	t.Helper()
+	cfg, o, pool := interceptConfig(t, h)
+	return newEnv(t, cfg), o, pool
+}
+
+// interceptConfig is the envConfig of interceptEnvWith, with its origin and
+// the roots a client needs.
+func interceptConfig(t *testing.T, h http.Handler) (envConfig, *tlsOrigin, *x509.CertPool) {
+	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile, err := intercept.CreateCA(dir, "", time.Now())
 	if err != nil {
@@ -40,14 +49,14 @@ func interceptEnvWith(t *testing.T, h http.Handler) (*env, *tlsOrigin, *x509.Cer
 	o := newTLSOriginWith(t, h)
 	p := defaultPolicyWith(t, fmt.Sprintf("[tls.intercept]\nhosts = [\"www.kaspersky.com\"]\nca_cert = %q\nca_key = %q\n",
 		filepath.ToSlash(certFile), filepath.ToSlash(keyFile)))
-	e := newEnv(t, envConfig{policy: p, now: betweenCutoffs, roots: o.roots, ca: ca,
-		resolve: []string{"www.kaspersky.com:443:" + hostPort(t, o.URL), "s01.upd.kaspersky.com:443:" + hostPort(t, o.URL)}})
+	cfg := envConfig{policy: p, now: betweenCutoffs, roots: o.roots, ca: ca,
+		resolve: []string{"www.kaspersky.com:443:" + hostPort(t, o.URL), "s01.upd.kaspersky.com:443:" + hostPort(t, o.URL)}}
 	// The client trusts feedgate's CA, and the origin's certificate for
 	// the hosts that are tunnelled rather than intercepted.
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	pool.AddCert(o.Certificate())
-	return e, o, pool
+	return cfg, o, pool
 }
 
 // TestIntercept: a client that trusts feedgate's CA gets path-level
@@ -252,4 +261,36 @@ func TestInterceptClientGoneWhileUpstreamWaits(t *testing.T) {
 		t.Fatal("the upstream request was not cancelled after the client went away")
 	}
 	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/hang", "status": float64(accesslog.StatusClientClosed)})
+}
+
+// TestInterceptDialPanicIsContained: the upstream of an intercepted
+// request is dialed by net/http's transport on a goroutine of its own; a
+// panic in the dial fails that request with a 502 and an error in the
+// operational log, and the proxy serves on (TestPanicIsContained covers
+// the other ways in).
+func TestInterceptDialPanicIsContained(t *testing.T) {
+	t.Parallel()
+	cfg, o, pool := interceptConfig(t, nil)
+	n := &faultNet{docNet: newDocNet(), panicDial: map[string]bool{"192.0.2.50:443": true}}
+	opsLog := &testutil.SyncBuffer{}
+	cfg.dial, cfg.errorLog = n.dial, opsLog
+	// The intercepted host's upstream is the panicking address; a host
+	// that is tunnelled still reaches the origin.
+	cfg.resolve = []string{"www.kaspersky.com:443:192.0.2.50", "s01.upd.kaspersky.com:443:" + hostPort(t, o.URL)}
+	e := newEnv(t, cfg)
+	c, _ := e.client(t, pool)
+	resp, body := get(t, c, "https://www.kaspersky.com/small")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("an intercepted request whose dial panicked: %d %q; want 502", resp.StatusCode, body)
+	}
+	if strings.Contains(body, "panic") || strings.Contains(body, "192.0.2.50") {
+		t.Errorf("the reply %q shows the panic or the upstream's address", body)
+	}
+	if logged := opsLog.String(); !strings.Contains(logged, `level=ERROR msg="panic dialing upstream"`) || !strings.Contains(logged, "goroutine ") {
+		t.Errorf("the operational log has no panic with its stack:\n%s", logged)
+	}
+	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/small", "status": 502})
+	if resp, body := get(t, c, "https://s01.upd.kaspersky.com/small"); resp.StatusCode != http.StatusOK {
+		t.Errorf("a tunnel after the panic: %d %q; want 200", resp.StatusCode, body)
+	}
 }

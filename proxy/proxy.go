@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,8 +256,11 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	tr := &http.Transport{
 		// Only upstream_proxy decides on a parent; the environment counts
 		// only when it says "env".
-		Proxy:                 s.up.ParentFor,
-		DialContext:           dial,
+		Proxy: s.up.ParentFor,
+		// net/http dials on goroutines of its own, where a panic in the
+		// dialer (feedgate's resolution, destination policy and parents)
+		// would end the process: it fails that one dial instead.
+		DialContext:           s.containPanics(dial),
 		TLSClientConfig:       tlsConfig(s.opts.RootCAs),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: s.opts.ResponseHeaderTimeout,
@@ -285,6 +289,20 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	})
 	gp.OnResponse().DoFunc(s.onResponse)
 	return gp
+}
+
+// containPanics turns a panic in dial into an error for that dial, logged
+// with its stack.
+func (s *Server) containPanics(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.errLog.Error("panic dialing upstream", "address", addr, "panic", p, "stack", string(debug.Stack()))
+				c, err = nil, fmt.Errorf("dialing %s: panic: %v", addr, p)
+			}
+		}()
+		return dial(ctx, network, addr)
+	}
 }
 
 // slogWriter routes goproxy's own log lines to the operational log at debug
