@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/intercept"
 	"github.com/feedgate/feedgate/proxy/internal/testutil"
+	"github.com/feedgate/feedgate/rules/config"
 )
 
 // interceptEnv runs the default policy with www.kaspersky.com intercepted,
@@ -37,18 +39,8 @@ func interceptEnvWith(t *testing.T, h http.Handler) (*env, *tlsOrigin, *x509.Cer
 // the roots a client needs.
 func interceptConfig(t *testing.T, h http.Handler) (envConfig, *tlsOrigin, *x509.CertPool) {
 	t.Helper()
-	dir := t.TempDir()
-	certFile, keyFile, err := intercept.CreateCA(dir, "", time.Now())
-	if err != nil {
-		t.Fatalf("CreateCA: %v", err)
-	}
-	ca, err := intercept.LoadCA(certFile, keyFile, time.Now())
-	if err != nil {
-		t.Fatalf("LoadCA: %v", err)
-	}
 	o := newTLSOriginWith(t, h)
-	p := defaultPolicyWith(t, fmt.Sprintf("[tls.intercept]\nhosts = [\"www.kaspersky.com\"]\nca_cert = %q\nca_key = %q\n",
-		filepath.ToSlash(certFile), filepath.ToSlash(keyFile)))
+	ca, p := interceptPolicy(t, "www.kaspersky.com")
 	cfg := envConfig{policy: p, now: betweenCutoffs, roots: o.roots, ca: ca,
 		resolve: []string{"www.kaspersky.com:443:" + hostPort(t, o.URL), "s01.upd.kaspersky.com:443:" + hostPort(t, o.URL)}}
 	// The client trusts feedgate's CA, and the origin's certificate for
@@ -57,6 +49,26 @@ func interceptConfig(t *testing.T, h http.Handler) (envConfig, *tlsOrigin, *x509
 	pool.AddCert(ca.Cert)
 	pool.AddCert(o.Certificate())
 	return cfg, o, pool
+}
+
+// interceptPolicy makes an interception CA and returns it with the default
+// policy that intercepts hosts with it.
+func interceptPolicy(t *testing.T, hosts ...string) (*intercept.CA, *config.Config) {
+	t.Helper()
+	certFile, keyFile, err := intercept.CreateCA(t.TempDir(), "", time.Now())
+	if err != nil {
+		t.Fatalf("CreateCA: %v", err)
+	}
+	ca, err := intercept.LoadCA(certFile, keyFile, time.Now())
+	if err != nil {
+		t.Fatalf("LoadCA: %v", err)
+	}
+	quoted := make([]string, len(hosts))
+	for i, h := range hosts {
+		quoted[i] = strconv.Quote(h)
+	}
+	return ca, defaultPolicyWith(t, fmt.Sprintf("[tls.intercept]\nhosts = [%s]\nca_cert = %q\nca_key = %q\n",
+		strings.Join(quoted, ", "), filepath.ToSlash(certFile), filepath.ToSlash(keyFile)))
 }
 
 // TestIntercept: a client that trusts feedgate's CA gets path-level

@@ -41,10 +41,11 @@ const (
 	// addresses x ~20 KiB of buffers, under 3 MiB), the metric series
 	// (closed label sets), the fake resolver's list of lookups (one short
 	// string per failed lookup) and the test's own tallies; runs measured
-	// +1.3 to +1.7 MiB, and +2.6 MiB once the transparent listener's
-	// clients joined. Everything else a request allocates must be garbage
-	// by then. 16 MiB leaves six times the measured growth for allocator
-	// noise, yet a run makes ~3,500 requests under -race (~30,000
+	// +1.3 to +1.7 MiB, +2.6 MiB once the transparent listener's
+	// clients joined, and +3.5 MiB with intercepted connections (a leaf
+	// certificate, pooled upstream TLS connections). Everything else a
+	// request allocates must be garbage by then. 16 MiB leaves over four
+	// times the measured growth for allocator noise, yet a run makes ~3,500 requests under -race (~30,000
 	// without), so keeping a connection's buffers (>= 8 KiB), a body or
 	// a goroutine's heap per request or per tunnel would cross it. The
 	// log reports the growth per request of each run.
@@ -81,6 +82,9 @@ type soakOp struct {
 	// verify is the host_verify result of a transparent request, "" for
 	// the proxy port's.
 	verify string
+	// outer is the CONNECT an intercepted request is sent in: its record
+	// and count come with each request (status 200). nil for the rest.
+	outer *soakOp
 	// do sends one request. sent reports that the request went out (so
 	// the proxy must decide and record it); status is what the client
 	// saw (0 if no response); err is an unexpected outcome.
@@ -307,6 +311,54 @@ func (c *soakClient) connect(host string, status int, hdr, hdrValue string) (boo
 	return true, status, nil
 }
 
+// soakIntercepted is the host feedgate intercepts in the soak.
+const soakIntercepted = "www.kaspersky.com"
+
+// intercepted opens a tunnel to soakIntercepted, which feedgate
+// intercepts, and sends GET path inside it over TLS with feedgate's leaf
+// certificate; the inner response must have status, the header hdr (if
+// named) and the body (if body is not nil).
+func (c *soakClient) intercepted(path string, status int, hdr, hdrValue string, body func([]byte) bool) (bool, int, error) {
+	conn, err := net.DialTimeout("tcp", c.e.addr, soakOpLimit)
+	if err != nil {
+		return false, 0, fmt.Errorf("dial proxy: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(soakOpLimit))
+	if _, err := io.WriteString(conn, connectRequest(soakIntercepted+":443")); err != nil {
+		return false, 0, fmt.Errorf("writing CONNECT: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return false, 0, fmt.Errorf("CONNECT to an intercepted host: %v, %v; want 200", resp, err)
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: soakIntercepted, RootCAs: c.roots, NextProtos: []string{"http/1.1"}})
+	defer tc.Close()
+	if err := tc.Handshake(); err != nil {
+		return false, 0, fmt.Errorf("TLS handshake with feedgate's leaf: %w", err)
+	}
+	if _, err := io.WriteString(tc, "GET "+path+" HTTP/1.1\r\nHost: "+soakIntercepted+"\r\nConnection: close\r\n\r\n"); err != nil {
+		return false, 0, fmt.Errorf("writing over TLS: %w", err)
+	}
+	inner, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return true, 0, fmt.Errorf("reading over TLS: %w", err)
+	}
+	b, err := io.ReadAll(inner.Body)
+	switch {
+	case err != nil:
+		return true, inner.StatusCode, fmt.Errorf("status %d, body cut short after %d bytes: %v", inner.StatusCode, len(b), err)
+	case inner.StatusCode != status:
+		return true, inner.StatusCode, fmt.Errorf("status %d; want %d (body %.100q)", inner.StatusCode, status, b)
+	case hdr != "" && inner.Header.Get(hdr) != hdrValue:
+		return true, inner.StatusCode, fmt.Errorf("%s %q; want %q", hdr, inner.Header.Get(hdr), hdrValue)
+	case body != nil && !body(b):
+		return true, inner.StatusCode, fmt.Errorf("unexpected body (%d bytes) %.100q", len(b), b)
+	}
+	return true, inner.StatusCode, nil
+}
+
 // transparentTLS opens a connection to the transparent listener for port
 // 443 and makes a TLS handshake naming sni. For an allowed name it GETs
 // /hello over TLS (status 200); for a blocked one it checks for the
@@ -344,6 +396,10 @@ func (c *soakClient) transparentTLS(sni string, blocked bool) (bool, int, error)
 
 func soakOps() []*soakOp {
 	hello := func(b []byte) bool { return string(b) == "hello from origin\n" }
+	// The CONNECT of an intercepted request: recorded and counted with
+	// its host's decision, once per request (each opens a tunnel).
+	interceptConnect := &soakOp{name: "intercept CONNECT", key: soakKey{"connect", soakIntercepted, "log", ""},
+		vendor: "kaspersky", category: "web", rule: "sales-cutoff-flag", exactStatus: true}
 	return []*soakOp{
 		{name: "http allow", weight: 6, key: soakKey{"http", "www.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
@@ -415,6 +471,16 @@ func soakOps() []*soakOp {
 		{name: "transparent tls block", weight: 2, key: soakKey{"transparent", "store.kaspersky.com", "block", "transparent"}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store",
 			exactStatus: true, verify: metrics.VerifyMismatch,
 			do: func(c *soakClient) (bool, int, error) { return c.transparentTLS("store.kaspersky.com", true) }},
+		{name: "intercept log (TLS)", weight: 2, key: soakKey{"mitm", soakIntercepted, "log", ""}, vendor: "kaspersky", category: "web", rule: "sales-cutoff-flag",
+			exactStatus: true, outer: interceptConnect,
+			do: func(c *soakClient) (bool, int, error) {
+				return c.intercepted("/hello", 200, "X-Origin", "hello", hello)
+			}},
+		{name: "intercept block (TLS)", weight: 2, key: soakKey{"mitm", soakIntercepted, "block", ""}, vendor: "kaspersky", category: "store", rule: "sales-cutoff-store",
+			exactStatus: true, outer: interceptConnect,
+			do: func(c *soakClient) (bool, int, error) {
+				return c.intercepted("/renewal-center/home", 403, "X-Feedgate-Rule", "sales-cutoff-store", nil)
+			}},
 		{name: "connect dns failure", weight: 1, key: soakKey{"connect", "nx.example.test", "allow", ""}, vendor: "none", category: "none", rule: "default", exactStatus: true,
 			do: func(c *soakClient) (bool, int, error) {
 				return c.connect("nx.example.test", 502, "X-Feedgate-Error", metrics.ReasonDNS)
@@ -504,7 +570,8 @@ func soakHeapInuse() uint64 {
 // reset part-way through a body, a name that does not resolve, a refused
 // port), and the transparent listener: plain HTTP allowed, logged by a
 // signature and blocked on keep-alive connections, TLS logged, allowed with a forged name, and
-// blocked. Each client counts what it sent. Afterwards:
+// blocked; and an intercepted host, with a request logged and one blocked by its path
+// inside the TLS that feedgate terminates. Each client counts what it sent. Afterwards:
 //
 //   - every request has exactly one decision record, by kind, host and
 //     action, with the status the client saw;
@@ -537,11 +604,21 @@ func TestSoak(t *testing.T) {
 	n := newDocNet()
 	n.route("192.0.2.10:80", hostPort(t, o.URL))
 	n.route("192.0.2.10:443", hostPort(t, to.URL))
+	// One host is intercepted: the client trusts feedgate's CA for it,
+	// and feedgate the origin's certificate upstream.
+	ca, policy := interceptPolicy(t, soakIntercepted)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	roots.AddCert(to.Certificate())
 	e := newEnv(t, envConfig{
-		now:   betweenCutoffs,
-		logTo: log,
-		dial:  n.dial,
+		policy: policy,
+		ca:     ca,
+		roots:  to.roots,
+		now:    betweenCutoffs,
+		logTo:  log,
+		dial:   n.dial,
 		resolve: []string{
+			soakIntercepted + ":443:" + hostPort(t, to.URL),
 			// The names the transparent clients send, where their
 			// connections were going.
 			"tp.example.test:80:192.0.2.10",
@@ -581,7 +658,7 @@ func TestSoak(t *testing.T) {
 	clients := make([]*soakClient, soakClients)
 	var wg sync.WaitGroup
 	for i := range clients {
-		c := &soakClient{e: e, roots: to.roots, rng: rand.New(rand.NewPCG(uint64(i), 0x50a4)), tpHTTP: tpHTTP, tpTLS: tpTLS,
+		c := &soakClient{e: e, roots: roots, rng: rand.New(rand.NewPCG(uint64(i), 0x50a4)), tpHTTP: tpHTTP, tpTLS: tpTLS,
 			sent: map[soakKey]int{}, statuses: map[soakStatusKey]int{}, took: map[string]*soakLatency{}}
 		clients[i] = c
 		wg.Add(1)
@@ -600,6 +677,10 @@ func TestSoak(t *testing.T) {
 					c.sent[op.key]++
 					if op.exactStatus && err == nil {
 						c.statuses[soakStatusKey{op.key, status}]++
+					}
+					if op.outer != nil {
+						c.sent[op.outer.key]++
+						c.statuses[soakStatusKey{op.outer.key, http.StatusOK}]++
 					}
 				}
 				if err != nil {
@@ -687,8 +768,14 @@ func TestSoak(t *testing.T) {
 	// feedgate_requests_total moved by the client-side counts, per label
 	// set, and nowhere else.
 	wantReqs := map[string]float64{}
+	counted := map[soakKey]bool{} // an outer op serves several ops
 	for _, op := range ops {
-		wantReqs[fmt.Sprintf("action=%s,category=%s,rule=%s,vendor=%s", op.key.action, op.category, op.rule, op.vendor)] += float64(sent[op.key])
+		for _, o := range []*soakOp{op, op.outer} {
+			if o != nil && !counted[o.key] {
+				counted[o.key] = true
+				wantReqs[fmt.Sprintf("action=%s,category=%s,rule=%s,vendor=%s", o.key.action, o.category, o.rule, o.vendor)] += float64(sent[o.key])
+			}
+		}
 	}
 	soakCheckDeltas(t, "feedgate_requests_total", reqsBefore, soakFamily(t, e, "feedgate_requests_total"), wantReqs)
 	wantErrs := map[string]float64{
