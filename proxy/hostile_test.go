@@ -119,6 +119,28 @@ type recordingOrigin struct {
 
 func newRecordingOrigin(tb testing.TB) *recordingOrigin {
 	tb.Helper()
+	o, s := unstartedRecordingOrigin(tb)
+	s.Start()
+	return o
+}
+
+// newRecordingOriginTLS is newRecordingOrigin over TLS, with the test
+// certificate (tlsNames), and the roots that verify it.
+func newRecordingOriginTLS(tb testing.TB) (*recordingOrigin, *x509.CertPool) {
+	tb.Helper()
+	cert, err := testCert()
+	if err != nil {
+		tb.Fatalf("test certificate: %v", err)
+	}
+	o, s := unstartedRecordingOrigin(tb)
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	s.StartTLS()
+	roots := x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	return o, roots
+}
+
+func unstartedRecordingOrigin(tb testing.TB) (*recordingOrigin, *httptest.Server) {
 	o := &recordingOrigin{origin: &origin{}}
 	inner := originHandler(o.origin)
 	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -130,10 +152,9 @@ func newRecordingOrigin(tb testing.TB) *recordingOrigin {
 		inner.ServeHTTP(w, r)
 	}))
 	s.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.Start()
 	o.Server = s
 	tb.Cleanup(s.Close)
-	return o
+	return o, s
 }
 
 // mark returns a position in the request log for since.
@@ -456,13 +477,22 @@ func randomBytes(n int) string {
 // originGot returns a check that the origin received the request for uri
 // with Host www.example.test, and no header named in absent.
 func originGot(uri string, absent ...string) func(t *testing.T, got seenRequest) {
+	return originGotHost("www.example.test", uri, absent...)
+}
+
+// originGotHost is originGot for a request to host (in any case, with or
+// without the port).
+func originGotHost(host, uri string, absent ...string) func(t *testing.T, got seenRequest) {
 	return func(t *testing.T, got seenRequest) {
 		t.Helper()
 		if got.uri != uri {
 			t.Errorf("origin got request-target %q; want %q", got.uri, uri)
 		}
-		if got.host != "www.example.test" {
-			t.Errorf("origin got Host %q; want %q", got.host, "www.example.test")
+		if h, _, err := net.SplitHostPort(got.host); err == nil && h != "" {
+			got.host = h
+		}
+		if !strings.EqualFold(strings.TrimSuffix(got.host, "."), host) {
+			t.Errorf("origin got Host %q; want %q", got.host, host)
 		}
 		for _, h := range absent {
 			if v, ok := got.header[http.CanonicalHeaderKey(h)]; ok {
@@ -969,4 +999,134 @@ func framingCases(post, hostHdr, clte, tecl string) []hostileCase {
 		{name: "cl-conflicting", status: 400, raw: post + "cl-conflict HTTP/1.1\r\n" + hostHdr +
 			"Content-Length: 5\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(clte)) + clte},
 	}
+}
+
+// The hostile input of an intercepted connection: requests inside TLS that
+// feedgate terminates, for the tunnel's host (www.kaspersky.com, whose
+// store paths are blocked between the cut-offs and whose other paths are
+// logged and forwarded), and requests that try to leave that host.
+
+// interceptHostileCases are those requests; hidden requests, paths and
+// checks are the other ways in's, with the intercepted host.
+func interceptHostileCases(tb testing.TB) []hostileCase {
+	tb.Helper()
+	const host = "www.kaspersky.com"
+	const hdr = "Host: " + host + "\r\n"
+	hidden := "GET " + smuggledPath + " HTTP/1.1\r\n" + hdr + "\r\n"
+	clte := "0\r\n\r\n" + hidden
+	tecl := chunkOf(hidden) + "0\r\n\r\n"
+	get := func(path string, extra ...string) string {
+		return "GET /h/" + path + " HTTP/1.1\r\n" + hdr + strings.Join(extra, "") + "\r\n"
+	}
+	withHost := func(path, h string) string { return "GET /h/" + path + " HTTP/1.1\r\nHost: " + h + "\r\n\r\n" }
+	forwarded := func(name, raw, uri string, absent ...string) hostileCase {
+		return hostileCase{name: name, raw: raw, want: wantForwarded, check: originGotHost(host, uri, absent...)}
+	}
+	store := func(name, target string) hostileCase {
+		return hostileCase{name: name, raw: "GET " + target + " HTTP/1.1\r\n" + hdr + "\r\n", want: wantBlocked, status: 403, rule: "sales-cutoff-store"}
+	}
+	cases := []hostileCase{
+		// Malformed request lines get the front end's 400 (or 505).
+		{name: "missing-version", raw: "GET /h/missing-version\r\n" + hdr + "\r\n", status: 400},
+		{name: "http09-request", raw: "GET /h/http09\r\n\r\n", status: 400},
+		{name: "garbage-method", raw: "G{}T /h/garbage-method HTTP/1.1\r\n" + hdr + "\r\n"},
+		{name: "two-spaces-after-method", raw: "GET  /h/two-spaces HTTP/1.1\r\n" + hdr + "\r\n", status: 400},
+		{name: "lower-case-version", raw: "GET /h/lower-version http/1.1\r\n" + hdr + "\r\n", status: 400},
+		{name: "version-2.0", raw: "GET /h/version-2 HTTP/2.0\r\n" + hdr + "\r\n", status: 505},
+		{name: "http2-preface", raw: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"},
+		{name: "asterisk-form", raw: "OPTIONS * HTTP/1.1\r\n" + hdr + "\r\n", want: wantDecided},
+		{name: "authority-form", raw: "GET " + host + ":443 HTTP/1.1\r\n" + hdr + "\r\n", status: 400},
+		{name: "connect-inside", method: "CONNECT", raw: connectRequest(host + ":443"), status: 400,
+			comment: "a tunnel inside the tunnel would carry bytes no decision sees"},
+		{name: "connect-inside-to-other-host", method: "CONNECT", raw: connectRequest("www.example.test:443"), status: 421},
+		forwarded("lf-only-line-endings", "GET /h/lf-only HTTP/1.1\nHost: "+host+"\n\n", "/h/lf-only"),
+
+		// Hosts: the tunnel's host, however it is spelled, is served;
+		// any other gets 421, so that a tunnel decided for one host
+		// carries no request for another.
+		{name: "no-host-header", raw: "GET /h/no-host HTTP/1.1\r\n\r\n", status: 400},
+		{name: "two-host-headers", raw: get("two-hosts", hdr), status: 400},
+		{name: "malformed-host-header", raw: withHost("bad-host", "www.kasper sky.com"), status: 400},
+		{name: "other-host", raw: withHost("other-host", "www.example.test"), status: 421},
+		{name: "other-host-blocked", raw: withHost("other-blocked", "dnl-01.geo.kaspersky.com"), status: 421},
+		{name: "other-host-absolute-uri", raw: "GET https://www.example.test/h/other-abs HTTP/1.1\r\n" + hdr + "\r\n", status: 421,
+			comment: "the absolute URI wins over the Host header (RFC 9112 section 3.2.2)"},
+		{name: "empty-host-header", raw: withHost("empty-host", ""), status: 421},
+		{name: "host-with-userinfo", raw: withHost("userinfo", "user@"+host), status: 400},
+		{name: "absolute-uri-with-userinfo", raw: "GET https://user@" + host + "/h/abs-userinfo HTTP/1.1\r\n" + hdr + "\r\n", status: 400},
+		forwarded("host-upper-case", withHost("upper", "WWW.KASPERSKY.COM"), "/h/upper"),
+		forwarded("host-with-port", withHost("port", host+":443"), "/h/port"),
+		forwarded("host-trailing-dot", withHost("dot", host+"."), "/h/dot"),
+		forwarded("absolute-uri-same-host", "GET https://"+host+"/h/abs HTTP/1.1\r\n"+hdr+"\r\n", "/h/abs"),
+
+		// Store paths spelled as origins read them.
+		store("store-path", "/renewal-center/home"),
+		store("store-path-dot-segment", "/./renewal-center/home"),
+		store("store-path-dot-dot", "/x/../renewal-center/home"),
+		store("store-path-percent-encoded", "/%72enewal-center/home"),
+		store("store-path-double-slash", "//renewal-center//home"),
+		store("store-path-with-query", "/renewal-center/home?from=hostile"),
+		store("store-path-absolute-uri", "https://"+host+"/renewal-center/home"),
+
+		// Headers.
+		{name: "one-80KiB-header", raw: get("big-header", "X-Big: "+strings.Repeat("a", 80<<10)+"\r\n"), status: 431},
+		{name: "bare-cr-in-value", raw: get("bare-cr", "X-A: a\rX-Injected: yes\r\n"), status: 400},
+		{name: "nul-in-value", raw: get("nul", "X-A: a\x00b\r\n"), status: 400},
+		{name: "space-in-header-name", raw: get("name-space", "X Bad: 1\r\n"), status: 400},
+		forwarded("encoded-crlf-in-path", get("a%0d%0aX-Injected:%20yes"), "/h/a%0d%0aX-Injected:%20yes", "X-Injected"),
+		{name: "chunk-size-not-hex", raw: "POST /echo HTTP/1.1\r\n" + hdr + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"},
+
+		// Bytes that are not HTTP.
+		{name: "random-binary", raw: randomBytes(8 << 10)},
+		{name: "nul-bytes", raw: strings.Repeat("\x00", 1<<10) + "\r\n\r\n"},
+	}
+	return append(cases, framingCases("POST /h/", hdr, clte, tecl)...)
+}
+
+// TestHostileInputIntercepted sends each of interceptHostileCases inside a
+// connection that feedgate intercepts (a CONNECT, then TLS with feedgate's
+// leaf) and checks it as TestHostileInput checks the proxy port's, then
+// that interception still serves and blocks.
+func TestHostileInputIntercepted(t *testing.T) {
+	t.Parallel()
+	o, originRoots := newRecordingOriginTLS(t)
+	ca, policy := interceptPolicy(t, "www.kaspersky.com")
+	// Panics are reported by the front ends to the operational log.
+	panics := &panicLog{}
+	e := newEnv(t, envConfig{policy: policy, ca: ca, roots: originRoots, now: betweenCutoffs, errorLog: panics,
+		resolve: []string{"www.kaspersky.com:443:" + hostPort(t, o.URL)}})
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	intercepted := func(tb testing.TB) net.Conn {
+		tb.Helper()
+		conn := e.dial(tb)
+		if _, err := io.WriteString(conn, connectRequest("www.kaspersky.com:443")); err != nil {
+			tb.Fatalf("CONNECT: %v", err)
+		}
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != http.StatusOK {
+			tb.Fatalf("CONNECT to the intercepted host: %v, %v; want 200", resp, err)
+		}
+		tc := tls.Client(conn, &tls.Config{ServerName: "www.kaspersky.com", RootCAs: pool, NextProtos: []string{"http/1.1"}})
+		if err := tc.Handshake(); err != nil {
+			tb.Fatalf("TLS handshake with feedgate's leaf: %v", err)
+		}
+		return tc
+	}
+	runHostileCases(t, interceptHostileCases(t), e, o, panics,
+		func(tb testing.TB, _ hostileCase) net.Conn { return intercepted(tb) },
+		func(tb testing.TB) {
+			tb.Helper()
+			c := intercepted(tb)
+			defer c.Close()
+			normalRequest(tb, c, "GET /hello HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n", "hello from origin\n")
+			if _, err := io.WriteString(c, "GET /renewal-center/home HTTP/1.1\r\nHost: www.kaspersky.com\r\nConnection: close\r\n\r\n"); err != nil {
+				tb.Fatalf("blocked request: writing: %v", err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != http.StatusForbidden {
+				tb.Fatalf("blocked request after the case: %v, %v; want 403", resp, err)
+			}
+		})
 }
