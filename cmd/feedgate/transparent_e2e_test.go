@@ -878,3 +878,114 @@ func TestTransparentMark(t *testing.T) {
 	}
 	oneRecord(t, exactRecords(t, inst, 1), map[string]any{"mode": "transparent", "host": "www.example.test"}, map[string]any{"status": 200})
 }
+
+// tproxyMark marks the packets the gateway delivers to feedgate's TPROXY
+// sockets; its policy route makes them local.
+const tproxyMark = 1
+
+// tproxy sets the gateway up for TPROXY instead of REDIRECT, with the
+// ruleset and routes of docs/transparent.md (TPROXY with nftables): the
+// client's web traffic keeps its destination address and is delivered to
+// feedgate's transparent sockets (IP_TRANSPARENT), marked, and the mark's
+// routing table makes every address local. What no feedgate socket takes
+// (feedgate is down) is refused in forward, not sent on.
+func (n *topology) tproxy(t *testing.T) {
+	t.Helper()
+	rules := fmt.Sprintf(`table inet %s {
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		meta l4proto tcp socket transparent 1 meta mark set %[3]d accept
+		fib daddr type local return
+		iifname %[2]q tcp dport { 80, 443 } tproxy to :%[4]d meta mark set %[3]d accept
+	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname %[2]q tcp dport { 80, 443 } reject with tcp reset
+	}
+}
+`, nftTable, gwClientIf, tproxyMark, redirectTo)
+	file := filepath.Join(t.TempDir(), "tproxy.nft")
+	if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(n.ip, "netns", "exec", string(n.gw), n.nft, "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("nft -f (in %s): %v\n%s", n.gw, err, out)
+	}
+	mark := fmt.Sprint(tproxyMark)
+	for _, fam := range []struct{ flag, all string }{{"-4", "0.0.0.0/0"}, {"-6", "::/0"}} {
+		n.run("-n", string(n.gw), fam.flag, "rule", "add", "fwmark", mark, "lookup", "100")
+		n.run("-n", string(n.gw), fam.flag, "route", "add", "local", fam.all, "dev", "lo", "table", "100")
+	}
+}
+
+// TestTransparentTProxy: with TPROXY (transparent_tproxy) the gateway
+// delivers the client's connections to feedgate without rewriting their
+// destination; feedgate reads it from the socket's local address and
+// decides and relays them as it does redirected ones, over IPv4 and IPv6,
+// plain HTTP and TLS, allowed and blocked. With feedgate down, the
+// documented ruleset fails closed.
+func TestTransparentTProxy(t *testing.T) {
+	n := newTopology(t)
+	o := n.serveOrigins()
+	n.tproxy(t)
+	for _, f := range families() {
+		t.Run(f.name, func(t *testing.T) {
+			args := append(transparentArgs(), "-transparent.tproxy", "-at", afterUpdates)
+			inst := n.feedgate(t, transparentPolicy(t, "", ""), append(args, resolveTo(f.origin)...)...)
+			_, plainHits0 := o.plain.counts(f.origin)
+			_, tlsHits0 := o.tls.counts(f.origin)
+
+			res := n.curl(t, "--resolve", "www.example.test:80:"+curlAddr(f.origin), "http://www.example.test/teapot")
+			if res.status != "418" || res.body != "short and stout\n" || !strings.Contains(res.headers, "X-Origin-Host: www.example.test") {
+				t.Errorf("curl http: status %s body %q headers %q stderr %q; want the origin's 418", res.status, res.body, res.headers, res.stderr)
+			}
+			res = n.curl(t, "--cacert", o.caFile, "--resolve", "www.example.test:443:"+curlAddr(f.origin), "https://www.example.test/")
+			if res.status != "200" || res.body != originPayload {
+				t.Errorf("curl https: status %s body %q stderr %q; want the origin's 200", res.status, res.body, res.stderr)
+			}
+			res = n.curl(t, "--resolve", "dnl-01.geo.kaspersky.com:80:"+curlAddr(f.origin), "http://dnl-01.geo.kaspersky.com/bases/av/kdb/i386/base.kdc")
+			if res.status != "403" || !strings.Contains(res.headers, "X-Feedgate-Rule: updates-cutoff") {
+				t.Errorf("blocked HTTP: status %s headers %q stderr %q; want 403 from updates-cutoff", res.status, res.headers, res.stderr)
+			}
+			res = n.curl(t, "--cacert", o.caFile, "--resolve", "dnl-01.geo.kaspersky.com:443:"+curlAddr(f.origin), "https://dnl-01.geo.kaspersky.com/bases/")
+			wantTLSAlert(t, "blocked HTTPS", res)
+
+			if _, h := o.plain.counts(f.origin); h != plainHits0+1 {
+				t.Errorf("the HTTP origin got %d requests; want 1 (the allowed one)", h-plainHits0)
+			}
+			if _, h := o.tls.counts(f.origin); h != tlsHits0+1 {
+				t.Errorf("the TLS origin got %d requests; want 1 (the allowed one)", h-tlsHits0)
+			}
+			settled(t, inst)
+			recs := exactRecords(t, inst, 4)
+			allowed := map[string]any{"action": "allow", "rule": "default"}
+			blocked := map[string]any{"vendor": "kaspersky", "category": "update", "action": "block", "rule": "updates-cutoff"}
+			oneRecord(t, recs, map[string]any{"host": "www.example.test", "kind": "http"}, transparentFields(f.client, dst(f.origin, 80), allowed))
+			oneRecord(t, recs, map[string]any{"host": "www.example.test", "kind": "transparent"}, transparentFields(f.client, dst(f.origin, 443), allowed))
+			oneRecord(t, recs, map[string]any{"host": "dnl-01.geo.kaspersky.com", "kind": "http"}, transparentFields(f.client, dst(f.origin, 80), blocked))
+			oneRecord(t, recs, map[string]any{"host": "dnl-01.geo.kaspersky.com", "kind": "transparent"}, transparentFields(f.client, dst(f.origin, 443), blocked))
+
+			// With feedgate down, nothing takes the packets: the
+			// gateway refuses the connections instead of forwarding
+			// them to the origin.
+			if err := inst.stop(); err != nil {
+				t.Fatalf("stopping feedgate: %v", err)
+			}
+			_, plainHits0 = o.plain.counts(f.origin)
+			_, tlsHits0 = o.tls.counts(f.origin)
+			for _, url := range []string{"http://dnl-01.geo.kaspersky.com/bases/av/kdb/i386/base.kdc", "https://dnl-01.geo.kaspersky.com/bases/"} {
+				res := n.curl(t, "--cacert", o.caFile, "--connect-timeout", "5",
+					"--resolve", "dnl-01.geo.kaspersky.com:80:"+curlAddr(f.origin), "--resolve", "dnl-01.geo.kaspersky.com:443:"+curlAddr(f.origin), url)
+				if res.exitCode != 7 {
+					t.Errorf("curl %s with feedgate down: exit %d, status %s, stderr %q; want the connection refused (exit 7)", url, res.exitCode, res.status, res.stderr)
+				}
+			}
+			if _, h := o.plain.counts(f.origin); h != plainHits0 {
+				t.Errorf("with feedgate down the HTTP origin got %d requests; want none", h-plainHits0)
+			}
+			if _, h := o.tls.counts(f.origin); h != tlsHits0 {
+				t.Errorf("with feedgate down the TLS origin got %d requests; want none", h-tlsHits0)
+			}
+		})
+	}
+}
