@@ -363,6 +363,9 @@ func TestTransparentBlockedAfterCutoff(t *testing.T) {
 					t.Errorf("/api/v1/decisions: %+v; want mode transparent", d)
 				}
 			}
+
+			// With feedgate down, the redirect finds no listener.
+			failsClosed(t, n, o, f, inst)
 		})
 	}
 }
@@ -965,27 +968,32 @@ func TestTransparentTProxy(t *testing.T) {
 			oneRecord(t, recs, map[string]any{"host": "dnl-01.geo.kaspersky.com", "kind": "http"}, transparentFields(f.client, dst(f.origin, 80), blocked))
 			oneRecord(t, recs, map[string]any{"host": "dnl-01.geo.kaspersky.com", "kind": "transparent"}, transparentFields(f.client, dst(f.origin, 443), blocked))
 
-			// With feedgate down, nothing takes the packets: the
-			// gateway refuses the connections instead of forwarding
-			// them to the origin.
-			if err := inst.stop(); err != nil {
-				t.Fatalf("stopping feedgate: %v", err)
-			}
-			_, plainHits0 = o.plain.counts(f.origin)
-			_, tlsHits0 = o.tls.counts(f.origin)
-			for _, url := range []string{"http://dnl-01.geo.kaspersky.com/bases/av/kdb/i386/base.kdc", "https://dnl-01.geo.kaspersky.com/bases/"} {
-				res := n.curl(t, "--cacert", o.caFile, "--connect-timeout", "5",
-					"--resolve", "dnl-01.geo.kaspersky.com:80:"+curlAddr(f.origin), "--resolve", "dnl-01.geo.kaspersky.com:443:"+curlAddr(f.origin), url)
-				if res.exitCode != 7 {
-					t.Errorf("curl %s with feedgate down: exit %d, status %s, stderr %q; want the connection refused (exit 7)", url, res.exitCode, res.status, res.stderr)
-				}
-			}
-			if _, h := o.plain.counts(f.origin); h != plainHits0 {
-				t.Errorf("with feedgate down the HTTP origin got %d requests; want none", h-plainHits0)
-			}
-			if _, h := o.tls.counts(f.origin); h != tlsHits0 {
-				t.Errorf("with feedgate down the TLS origin got %d requests; want none", h-tlsHits0)
-			}
+			failsClosed(t, n, o, f, inst)
 		})
+	}
+}
+
+// failsClosed stops inst and checks that the gateway then refuses the
+// client's connections to a blocked update server, plain and TLS, instead
+// of forwarding them: the origin sees nothing.
+func failsClosed(t *testing.T, n *topology, o *origins, f family, inst *instance) {
+	t.Helper()
+	if err := inst.stop(); err != nil {
+		t.Fatalf("stopping feedgate: %v", err)
+	}
+	_, plainHits0 := o.plain.counts(f.origin)
+	_, tlsHits0 := o.tls.counts(f.origin)
+	for _, url := range []string{"http://dnl-01.geo.kaspersky.com/bases/av/kdb/i386/base.kdc", "https://dnl-01.geo.kaspersky.com/bases/"} {
+		res := n.curl(t, "--cacert", o.caFile, "--connect-timeout", "5",
+			"--resolve", "dnl-01.geo.kaspersky.com:80:"+curlAddr(f.origin), "--resolve", "dnl-01.geo.kaspersky.com:443:"+curlAddr(f.origin), url)
+		if res.exitCode != 7 {
+			t.Errorf("curl %s with feedgate down: exit %d, status %s, stderr %q; want the connection refused (exit 7)", url, res.exitCode, res.status, res.stderr)
+		}
+	}
+	if _, h := o.plain.counts(f.origin); h != plainHits0 {
+		t.Errorf("with feedgate down the HTTP origin got %d requests; want none", h-plainHits0)
+	}
+	if _, h := o.tls.counts(f.origin); h != tlsHits0 {
+		t.Errorf("with feedgate down the TLS origin got %d requests; want none", h-tlsHits0)
 	}
 }
