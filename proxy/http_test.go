@@ -416,17 +416,8 @@ func TestHTTPClientGoneWhileUpstreamWaits(t *testing.T) {
 		name := map[bool]string{false: "proxy-port", true: "transparent"}[transparent]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			arrived := make(chan struct{}, 1)
-			cancelled := make(chan struct{}, 1)
-			o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				arrived <- struct{}{}
-				select {
-				case <-r.Context().Done():
-					cancelled <- struct{}{}
-				case <-time.After(testutil.WaitLimit):
-					_, _ = io.WriteString(w, "too late")
-				}
-			}))
+			h := newHangingOrigin()
+			o := httptest.NewServer(h)
 			t.Cleanup(o.Close)
 			// On the transparent listener the connection was going to a
 			// documentation address, which the test network routes to
@@ -442,25 +433,50 @@ func TestHTTPClientGoneWhileUpstreamWaits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := io.WriteString(c, req); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-arrived:
-			case <-time.After(testutil.WaitLimit):
-				t.Fatal("the request did not reach the origin")
-			}
-			_ = c.Close()
-			select {
-			case <-cancelled:
-			case <-time.After(testutil.WaitLimit):
-				t.Fatal("the upstream request was not cancelled after the client went away")
-			}
+			h.leaveWhileWaiting(t, c, req)
 			want := map[string]any{"path": "/hang", "status": float64(accesslog.StatusClientClosed)}
 			if transparent {
 				want["mode"] = "transparent"
 			}
 			e.waitRecord(t, want)
 		})
+	}
+}
+
+// hangingOrigin answers no request before testutil.WaitLimit, and reports
+// each request's arrival and the cancellation of its context.
+type hangingOrigin struct{ arrived, cancelled chan struct{} }
+
+func newHangingOrigin() *hangingOrigin {
+	return &hangingOrigin{arrived: make(chan struct{}, 1), cancelled: make(chan struct{}, 1)}
+}
+
+func (h *hangingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.arrived <- struct{}{}
+	select {
+	case <-r.Context().Done():
+		h.cancelled <- struct{}{}
+	case <-time.After(testutil.WaitLimit):
+		_, _ = io.WriteString(w, "too late")
+	}
+}
+
+// leaveWhileWaiting sends req on c, closes c once the request reached the
+// origin, and fails t unless the upstream request is then cancelled.
+func (h *hangingOrigin) leaveWhileWaiting(t *testing.T, c net.Conn, req string) {
+	t.Helper()
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.arrived:
+	case <-time.After(testutil.WaitLimit):
+		t.Fatal("the request did not reach the origin")
+	}
+	_ = c.Close()
+	select {
+	case <-h.cancelled:
+	case <-time.After(testutil.WaitLimit):
+		t.Fatal("the upstream request was not cancelled after the client went away")
 	}
 }

@@ -241,37 +241,15 @@ func TestInterceptWebsocket(t *testing.T) {
 // the TLS layer), and the record says 499.
 func TestInterceptClientGoneWhileUpstreamWaits(t *testing.T) {
 	t.Parallel()
-	arrived := make(chan struct{}, 1)
-	cancelled := make(chan struct{}, 1)
-	e, _, pool := interceptEnvWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		select {
-		case <-r.Context().Done():
-			cancelled <- struct{}{}
-		case <-time.After(testutil.WaitLimit):
-			_, _ = io.WriteString(w, "too late")
-		}
-	}))
+	h := newHangingOrigin()
+	e, _, pool := interceptEnvWith(t, h)
 	conn, resp := openTunnel(t, e, "www.kaspersky.com:443")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("CONNECT: %d", resp.StatusCode)
 	}
 	tc := tls.Client(conn, &tls.Config{RootCAs: pool, ServerName: "www.kaspersky.com"})
 	_ = tc.SetDeadline(time.Now().Add(testutil.WaitLimit))
-	if _, err := io.WriteString(tc, "GET /hang HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-arrived:
-	case <-time.After(testutil.WaitLimit):
-		t.Fatal("the request did not reach the origin")
-	}
-	_ = tc.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(testutil.WaitLimit):
-		t.Fatal("the upstream request was not cancelled after the client went away")
-	}
+	h.leaveWhileWaiting(t, tc, "GET /hang HTTP/1.1\r\nHost: www.kaspersky.com\r\n\r\n")
 	e.waitRecord(t, map[string]any{"kind": "mitm", "path": "/hang", "status": float64(accesslog.StatusClientClosed)})
 }
 

@@ -111,10 +111,10 @@ func TestStorePathSpellingsLive(t *testing.T) {
 	}
 }
 
-// TestWebsocketCutAtCutoffLive: a websocket to an update host opened two
-// seconds before the updates cut-off is closed when the policy clock
-// passes it.
-func TestWebsocketCutAtCutoffLive(t *testing.T) {
+// wsUpstream listens on loopback, answers each connection's upgrade request
+// with 101 and hands the connection to serve.
+func wsUpstream(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) net.Listener {
+	t.Helper()
 	ws, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -133,16 +133,26 @@ func TestWebsocketCutAtCutoffLive(t *testing.T) {
 					return
 				}
 				fmt.Fprint(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					fmt.Fprint(c, line)
-				}
+				serve(c, br)
 			}()
 		}
 	}()
+	return ws
+}
+
+// TestWebsocketCutAtCutoffLive: a websocket to an update host opened two
+// seconds before the updates cut-off is closed when the policy clock
+// passes it.
+func TestWebsocketCutAtCutoffLive(t *testing.T) {
+	ws := wsUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			fmt.Fprint(c, line)
+		}
+	})
 	inst := start(t, "-at", "2024-09-29T03:59:58Z", "-resolve", "s01.upd.kaspersky.com:80:"+ws.Addr().String())
 	c, err := net.Dial("tcp", inst.Proxy)
 	if err != nil {

@@ -36,28 +36,7 @@ func TestTCPKeepAliveOnlyOnTunnels(t *testing.T) {
 		}
 	}()
 	// ws answers an upgrade with 101 and then holds the connection.
-	ws, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ws.Close() })
-	go func() {
-		for {
-			c, err := ws.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				fmt.Fprint(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-				_, _ = io.Copy(io.Discard, br)
-			}()
-		}
-	}()
+	ws := wsUpstream(t, func(_ net.Conn, br *bufio.Reader) { _, _ = io.Copy(io.Discard, br) })
 	origin := newOrigin(t, nil, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 	inst := start(t,
 		"-resolve", "www.example.test:80:127.0.0.1:"+origin.port(),
