@@ -46,6 +46,7 @@ const usage = `usage:
   feedgate report [-config FILE] [-from TIME] [-until TIME] [-format html|json|csv] [-o FILE] [-key VERIFIER] [-top N] FILE...
   feedgate clients [-admin URL] [-vendor V] [-category C] [-match host|signature] [-since TIME]
   feedgate export -format edl|hosts|dnsmasq|rpz|squid [-config FILE] [-vendor V] [-action A] [-at TIME]
+  feedgate export -format pac [-config FILE] [-proxy HOST:PORT]
   feedgate version
 
 Without -config, feedgate uses its built-in policy (the US 2024 Kaspersky timeline).

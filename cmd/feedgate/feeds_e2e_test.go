@@ -112,7 +112,8 @@ func TestExportRPZLoadsInBind(t *testing.T) {
 
 // TestPACInNode: the PAC file, evaluated by Node.js, sends a Kaspersky host
 // to the proxy with no DIRECT fallback and another host DIRECT; with
-// pac_all, every host goes to the proxy.
+// pac_all, every host goes to the proxy. feedgate export -format pac
+// writes the file the admin listener serves.
 func TestPACInNode(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -131,10 +132,19 @@ func TestPACInNode(t *testing.T) {
 				t.Fatal(err)
 			}
 			inst := start(t, "-config", policy)
+			// feedgate export -format pac writes the same file, for a
+			// plain web server.
+			var exported, errOut strings.Builder
+			if code := run([]string{"export", "-format", "pac", "-config", policy}, &exported, &errOut); code != 0 {
+				t.Fatalf("export -format pac: exit %d: %s", code, errOut.String())
+			}
 			for _, path := range []string{"/proxy.pac", "/wpad.dat"} {
 				resp, body := getAdmin(t, inst, path)
 				if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ns-proxy-autoconfig" {
 					t.Fatalf("%s: %d %q", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+				}
+				if body != exported.String() {
+					t.Errorf("%s differs from feedgate export -format pac:\n%s\n---\n%s", path, body, exported.String())
 				}
 				pac := filepath.Join(dir, "proxy.pac")
 				if err := os.WriteFile(pac, []byte(body), 0o644); err != nil {
@@ -168,5 +178,46 @@ func TestPACInNode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExportPAC: feedgate export -format pac takes the proxy address from
+// -proxy or pac_proxy, and refuses what a PAC file cannot express.
+func TestExportPAC(t *testing.T) {
+	dir := t.TempDir()
+	withProxy := filepath.Join(dir, "pac.toml")
+	if err := os.WriteFile(withProxy, []byte("pac_proxy = \"proxy.corp.example:3128\"\ncatalogs = [\"builtin:catalog/kaspersky.toml\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		want string // in stdout (code 0) or stderr
+	}{
+		{"pac_proxy", []string{"-config", withProxy}, 0, `return "PROXY proxy.corp.example:3128";`},
+		{"-proxy overrides pac_proxy", []string{"-config", withProxy, "-proxy", "gw.corp.example:8080"}, 0, `return "PROXY gw.corp.example:8080";`},
+		{"-proxy with the built-in policy", []string{"-proxy", "[2001:db8::1]:3128"}, 0, `return "PROXY [2001:db8::1]:3128";`},
+		{"no address", nil, 2, "needs the address clients reach the proxy at"},
+		{"bad -proxy", []string{"-proxy", "gw.corp.example"}, 2, `-proxy "gw.corp.example": want HOST:PORT`},
+		{"port out of range", []string{"-proxy", "gw.corp.example:70000"}, 2, "want HOST:PORT"},
+		{"-at", []string{"-config", withProxy, "-at", afterUpdates}, 2, "-format pac takes no -at"},
+		{"-action and -vendor", []string{"-config", withProxy, "-action", "log", "-vendor", "kaspersky"}, 2, "takes no -action, -vendor"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut strings.Builder
+			code := run(append([]string{"export", "-format", "pac"}, tt.args...), &out, &errOut)
+			got := out.String()
+			if code != 0 {
+				got = errOut.String()
+			}
+			if code != tt.code || !strings.Contains(got, tt.want) {
+				t.Errorf("exit %d, %q; want exit %d and %q", code, got, tt.code, tt.want)
+			}
+		})
+	}
+	var errOut strings.Builder
+	if code := run([]string{"export", "-format", "rpz", "-proxy", "gw.corp.example:8080"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "-proxy is for -format pac") {
+		t.Errorf("export -format rpz -proxy: exit %d, %q; want 2 and a word on -proxy", code, errOut.String())
 	}
 }

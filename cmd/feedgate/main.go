@@ -10,6 +10,7 @@
 //	feedgate evidence keygen -dir DIR [-name NAME]
 //	feedgate verify -key VERIFIER [-allow-tail] FILE...
 //	feedgate report [-config FILE] [-from T] [-until T] [-format html|json|csv] [-o FILE] [-key VERIFIER] FILE...
+//	feedgate export -format edl|hosts|dnsmasq|rpz|squid|pac [-config FILE] [...]
 //	feedgate version
 package main
 
