@@ -1055,6 +1055,43 @@ func TestTransparentHelloRetryRequest(t *testing.T) {
 			"sni_retry": "www1.example.test", "sni_result": metrics.SNIMatch, "host_verify": "match", "action": "allow"})
 	})
 
+	t.Run("second-hello-elsewhere", func(t *testing.T) {
+		// www2.example.test resolves elsewhere; it replaces www1 in the
+		// second ClientHello only (same length). In strict mode the
+		// tunnel is refused as a first name that resolves elsewhere is;
+		// by default it goes on (the server then refuses the changed
+		// hello) and the record shows the mismatch.
+		for _, strict := range []bool{false, true} {
+			cfg := envConfig{dial: n.dial, resolve: []string{"www1.example.test:443:192.0.2.10", "www2.example.test:443:198.51.100.7"}}
+			if strict {
+				cfg.policy = defaultPolicyKeys(t, `transparent_verify = "strict"`)
+			}
+			e := newEnv(t, cfg)
+			addr := e.redirect(t, "192.0.2.10:443")
+			c := dialTransparent(t, addr)
+			rc := &recordingConn{Conn: c, r: c}
+			rw := &helloRewriter{Conn: rc, from: []byte("www1.example.test"), to: []byte("www2.example.test")}
+			if err := tls.Client(rw, clientCfg).Handshake(); err == nil {
+				t.Fatalf("strict %v: the handshake succeeded", strict)
+			}
+			want := map[string]any{"kind": "transparent", "sni": "www1.example.test", "sni_retry": "www2.example.test", "host_verify": "mismatch"}
+			if strict {
+				if got := rc.Bytes(); !bytes.HasSuffix(got, []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49}) {
+					t.Errorf("strict: the client's last bytes %x; want an access_denied alert", got[max(0, len(got)-16):])
+				}
+				want["rejected"] = metrics.RejectHostVerify
+				r := e.waitRecord(t, want)
+				if _, ok := r["action"]; ok {
+					t.Errorf("strict: the refused tunnel's record has action %v; want none (not a decision)", r["action"])
+				}
+			} else {
+				want["action"] = "allow"
+				_ = c.Close() // the tunnel, and its record, end with the client
+				e.waitRecord(t, want)
+			}
+		}
+	})
+
 	t.Run("second-hello-blocked", func(t *testing.T) {
 		c := dialTransparent(t, addr)
 		rc := &recordingConn{Conn: c, r: c}

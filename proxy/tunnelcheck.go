@@ -235,6 +235,17 @@ func (s *Server) checkRetry(st *state, t *tunnel, rec *record, sent, received fu
 		if !t.transparent && !sameHost(canon, in.Target.Host) {
 			rec.SNIResult = metrics.SNIMismatch
 		}
+		// A transparent tunnel's second name is checked against where
+		// the connection goes, as its first was (transparent_verify),
+		// unless the first already failed: the record keeps that.
+		if t.transparent && canon != in.SNI && rec.HostVerify == metrics.VerifyMatch {
+			if rf := s.verifyHost(rec, canon, newRedirected(rec.OriginalDst)); rf != nil {
+				s.reject(rec, rf)
+				rec.Decided = false // refused, as a first name would be: not a decision
+				denyTLS(t.client)
+				return false
+			}
+		}
 	}
 	if !s.settleTunnel(t, rec, in, false) {
 		_ = t.client.SetWriteDeadline(time.Now().Add(time.Second))
