@@ -279,12 +279,17 @@ func (n *topology) exec(ns netns) []string { return []string{n.ip, "netns", "exe
 
 // redirectRules is the gateway's nftables ruleset: the client's web
 // traffic, and the client's connections to feedgate's explicit port (to
-// test the loop guard), go to the transparent port.
+// test the loop guard), go to the transparent port, and QUIC is dropped,
+// as docs/transparent.md says.
 func redirectRules() string {
 	return fmt.Sprintf(`table inet %s {
 	chain pre {
 		type nat hook prerouting priority dstnat;
-		iifname %q tcp dport { 80, 443, %d } redirect to :%d
+		iifname %[2]q tcp dport { 80, 443, %[3]d } redirect to :%[4]d
+	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname %[2]q udp dport 443 counter drop
 	}
 }
 `, nftTable, gwClientIf, gwProxyPort, redirectTo)

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -364,6 +365,7 @@ func TestTransparentBlockedAfterCutoff(t *testing.T) {
 				}
 			}
 
+			quicDropped(t, n, f)
 			// With feedgate down, the redirect finds no listener.
 			failsClosed(t, n, o, f, inst)
 		})
@@ -887,26 +889,20 @@ func TestTransparentMark(t *testing.T) {
 const tproxyMark = 1
 
 // tproxy sets the gateway up for TPROXY instead of REDIRECT, with the
-// ruleset and routes of docs/transparent.md (TPROXY with nftables): the
-// client's web traffic keeps its destination address and is delivered to
-// feedgate's transparent sockets (IP_TRANSPARENT), marked, and the mark's
-// routing table makes every address local. What no feedgate socket takes
-// (feedgate is down) is refused in forward, not sent on.
+// ruleset of docs/transparent.md (TPROXY with nftables), read from the
+// document, and its policy routes: the client's web traffic keeps its
+// destination address and is delivered to feedgate's transparent sockets
+// (IP_TRANSPARENT), marked, and the mark's routing table makes every
+// address local. What no feedgate socket takes (feedgate is down) is
+// refused in forward, not sent on, and QUIC is dropped.
 func (n *topology) tproxy(t *testing.T) {
 	t.Helper()
-	rules := fmt.Sprintf(`table inet %s {
-	chain prerouting {
-		type filter hook prerouting priority mangle; policy accept;
-		meta l4proto tcp socket transparent 1 meta mark set %[3]d accept
-		fib daddr type local return
-		iifname %[2]q tcp dport { 80, 443 } tproxy to :%[4]d meta mark set %[3]d accept
+	rules := docRuleset(t, "### TPROXY with nftables")
+	rules = strings.ReplaceAll(rules, `"lan0"`, strconv.Quote(gwClientIf))
+	rules = strings.Replace(rules, "table inet feedgate {", "table inet "+nftTable+" {", 1)
+	if !strings.Contains(rules, fmt.Sprintf("tproxy to :%d meta mark set %d", redirectTo, tproxyMark)) {
+		t.Fatalf("the documented TPROXY ruleset no longer sends to :%d with mark %d; the test's constants need updating:\n%s", redirectTo, tproxyMark, rules)
 	}
-	chain forward {
-		type filter hook forward priority filter; policy accept;
-		iifname %[2]q tcp dport { 80, 443 } reject with tcp reset
-	}
-}
-`, nftTable, gwClientIf, tproxyMark, redirectTo)
 	file := filepath.Join(t.TempDir(), "tproxy.nft")
 	if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
@@ -968,6 +964,7 @@ func TestTransparentTProxy(t *testing.T) {
 			oneRecord(t, recs, map[string]any{"host": "dnl-01.geo.kaspersky.com", "kind": "http"}, transparentFields(f.client, dst(f.origin, 80), blocked))
 			oneRecord(t, recs, map[string]any{"host": "dnl-01.geo.kaspersky.com", "kind": "transparent"}, transparentFields(f.client, dst(f.origin, 443), blocked))
 
+			quicDropped(t, n, f)
 			failsClosed(t, n, o, f, inst)
 		})
 	}
@@ -996,4 +993,76 @@ func failsClosed(t *testing.T, n *topology, o *origins, f family, inst *instance
 	if _, h := o.tls.counts(f.origin); h != tlsHits0 {
 		t.Errorf("with feedgate down the TLS origin got %d requests; want none", h-tlsHits0)
 	}
+}
+
+// docRuleset returns the first nftables table in docs/transparent.md after
+// the line heading.
+func docRuleset(t *testing.T, heading string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/transparent.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	i := strings.Index(doc, "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("docs/transparent.md has no %q", heading)
+	}
+	doc = doc[i:]
+	start := strings.Index(doc, "table inet feedgate {")
+	end := strings.Index(doc[max(start, 0):], "\n}\n")
+	if start < 0 || end < 0 {
+		t.Fatalf("no nftables table under %q in docs/transparent.md", heading)
+	}
+	return doc[start : start+end+3]
+}
+
+// quicDropped sends a UDP datagram from the client to the origin's port
+// 443 and checks that the gateway's forward rule counted and dropped it:
+// the origin's UDP socket gets nothing.
+func quicDropped(t *testing.T, n *topology, f family) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := n.origin.do(func() (err error) {
+		pc, err = net.ListenPacket("udp", dst(f.origin, 443))
+		return err
+	}); err != nil {
+		t.Fatalf("UDP listener on the origin: %v", err)
+	}
+	defer pc.Close()
+	before := quicDrops(t, n)
+	if err := n.client.do(func() error {
+		c, err := net.Dial("udp", dst(f.origin, 443))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("a QUIC Initial would be here"))
+		return err
+	}); err != nil {
+		t.Fatalf("UDP from the client: %v", err)
+	}
+	waitFor(t, "the gateway to count the dropped datagram", func() (bool, string) {
+		c := quicDrops(t, n)
+		return c > before, fmt.Sprintf("%d drops counted, %d before", c, before)
+	})
+	_ = pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, from, err := pc.ReadFrom(make([]byte, 64)); err == nil {
+		t.Errorf("the origin got a UDP datagram to port 443 from %v; want it dropped at the gateway", from)
+	}
+}
+
+// quicDrops reads the packet count of the gateway's QUIC drop rule.
+func quicDrops(t *testing.T, n *topology) int {
+	t.Helper()
+	out, err := exec.Command(n.ip, "netns", "exec", string(n.gw), n.nft, "list", "chain", "inet", nftTable, "forward").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list chain forward: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`udp dport 443 counter packets (\d+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no counted QUIC drop rule in the gateway's forward chain:\n%s", out)
+	}
+	c, _ := strconv.Atoi(string(m[1]))
+	return c
 }
