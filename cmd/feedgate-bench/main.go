@@ -9,8 +9,9 @@
 // temporary directory when they are installed, starts the stdlib-go proxy
 // (stdlibproxy.go) in a process of its own, and, as root, builds a
 // client, a gateway and an origin namespace (see netns.go) with a second
-// origin and a second feedgate in them. It measures, alternating the
-// contenders round by round, with its own load generator, which opens its
+// origin and a second feedgate in them. It measures, interleaving the
+// contenders round by round and rotating their order (roundOrder), with
+// its own load generator, which opens its
 // connections to the namespace contenders from inside the client
 // namespace:
 //
@@ -565,21 +566,37 @@ func pairedRatios(a, b []float64) []float64 {
 	return rs
 }
 
-// roundOrder is the order of the contenders in a round: as given, except
-// that the two namespace contenders, which share one feedgate, swap places
-// every other round. Whichever of them ran second was up to a fifth slower
-// on a busy machine, in either order.
+// roundOrder is the order of the contenders in a round. They are rotated
+// by one place per round, so that over as many rounds as there are
+// contenders each runs once in every place: a contender that runs right
+// after another's heavy load, on this shared machine, can run up to a
+// fifth slower. The two namespace contenders, which share one feedgate,
+// move as one and swap places every other round.
 func roundOrder(cs []*contender, round int) []*contender {
-	cs = slices.Clone(cs)
-	if round%2 == 1 {
-		return cs
+	var units [][]*contender
+	pair := -1 // the unit of the namespace pair
+	for _, c := range cs {
+		if c.name == "feedgate-ns" || c.name == "feedgate-transparent" {
+			if pair >= 0 {
+				units[pair] = append(units[pair], c)
+				continue
+			}
+			pair = len(units)
+		}
+		units = append(units, []*contender{c})
 	}
-	i := slices.IndexFunc(cs, func(c *contender) bool { return c.name == "feedgate-ns" })
-	j := slices.IndexFunc(cs, func(c *contender) bool { return c.name == "feedgate-transparent" })
-	if i >= 0 && j >= 0 {
-		cs[i], cs[j] = cs[j], cs[i]
+	if len(units) == 0 {
+		return nil
 	}
-	return cs
+	k := (round - 1) % len(units)
+	out := make([]*contender, 0, len(cs))
+	for _, u := range slices.Concat(units[k:], units[:k]) {
+		if len(u) == 2 && round%2 == 0 {
+			u = []*contender{u[1], u[0]}
+		}
+		out = append(out, u...)
+	}
+	return out
 }
 
 func format(v float64) string {

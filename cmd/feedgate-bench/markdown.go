@@ -157,7 +157,7 @@ func markdownSection(ri runInfo, o options, res results, names []string, notes [
 		fmt.Fprintf(&b, "- **Load average** (1, 5, 15 min): %s at the start, %s at the end\n", ri.loadStart, ri.loadAfter)
 	}
 	fmt.Fprintf(&b, "- **Command:** `%s`\n", ri.command)
-	rounds := fmt.Sprintf("%d rounds, alternating the contenders", o.rounds)
+	rounds := fmt.Sprintf("%d rounds, the contenders interleaved and their order rotated each round", o.rounds)
 	if o.rounds == 1 {
 		rounds = "1 round"
 	}

@@ -106,9 +106,10 @@ func TestRoundOrder(t *testing.T) {
 		want  string
 	}{
 		{1, "direct,feedgate,feedgate-ns,feedgate-transparent"},
-		{2, "direct,feedgate,feedgate-transparent,feedgate-ns"},
-		{3, "direct,feedgate,feedgate-ns,feedgate-transparent"},
+		{2, "feedgate,feedgate-transparent,feedgate-ns,direct"},
+		{3, "feedgate-ns,feedgate-transparent,direct,feedgate"},
 		{4, "direct,feedgate,feedgate-transparent,feedgate-ns"},
+		{5, "feedgate,feedgate-ns,feedgate-transparent,direct"},
 	}
 	for _, tt := range tests {
 		if got := names(roundOrder(cs, tt.round)); got != tt.want {
@@ -119,8 +120,19 @@ func TestRoundOrder(t *testing.T) {
 		t.Errorf("roundOrder changed its argument: %s", got)
 	}
 	loopback := cs[:2]
-	if got := names(roundOrder(loopback, 2)); got != "direct,feedgate" {
-		t.Errorf("round 2 without the namespace contenders: %s; want direct,feedgate", got)
+	if got := names(roundOrder(loopback, 2)); got != "feedgate,direct" {
+		t.Errorf("round 2 without the namespace contenders: %s; want feedgate,direct", got)
+	}
+	// Over as many rounds as contenders, each runs once in each place.
+	bench := []*contender{{name: "direct"}, {name: "feedgate"}, {name: "squid"}, {name: "stdlib-go"}}
+	for _, c := range bench {
+		seen := map[int]bool{}
+		for round := 1; round <= len(bench); round++ {
+			seen[slices.Index(roundOrder(bench, round), c)] = true
+		}
+		if len(seen) != len(bench) {
+			t.Errorf("%s ran in places %v over %d rounds; want each place once", c.name, seen, len(bench))
+		}
 	}
 }
 
