@@ -1,7 +1,9 @@
 package rules
 
 import (
+	"maps"
 	"math/bits"
+	"slices"
 	"unsafe"
 )
 
@@ -29,12 +31,20 @@ type suffixSlot struct {
 
 // freeze builds the suffix table. The matcher must not change afterwards.
 func (m *hostMatcher) freeze() {
+	// Children are numbered in label order, not map order, so that the
+	// table (and so the instructions a lookup takes) is the same in every
+	// run.
 	nodes := []*node{&m.root}
+	parents := []int32{0}
+	labels := []string{""}
 	var number func(n *node)
 	number = func(n *node) {
-		for _, c := range n.children {
+		for _, label := range slices.Sorted(maps.Keys(n.children)) {
+			c := n.children[label]
 			c.index = int32(len(nodes))
 			nodes = append(nodes, c)
+			parents = append(parents, n.index)
+			labels = append(labels, label)
 			number(c)
 		}
 	}
@@ -45,20 +55,7 @@ func (m *hostMatcher) freeze() {
 	}
 	t := suffixTable{slots: make([]suffixSlot, size), mask: size - 1, nodes: nodes}
 	for _, c := range nodes[1:] {
-		label := c.key
-		for i := 0; i < len(label); i++ {
-			if label[i] == '.' {
-				label = label[:i]
-				break
-			}
-		}
-		parent := int32(0)
-		for _, p := range nodes {
-			if p.children[label] == c {
-				parent = p.index
-				break
-			}
-		}
+		label, parent := labels[c.index], parents[c.index]
 		h := labelHash(label, 0, len(label))
 		i := slotIndex(h, parent, t.mask)
 		for t.slots[i].node != 0 {
