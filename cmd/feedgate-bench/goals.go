@@ -117,17 +117,27 @@ func judge(g goal, res results, names []string) verdict {
 		if g.basis != own {
 			f = goalRatio
 		}
-		v.evidence += fmt.Sprintf("; rounds from %s to %s", f(slices.Min(rounds)), f(slices.Max(rounds)))
-	}
-	met := v.figure <= g.target
-	if g.atLeast {
-		met = v.figure >= g.target
+		meeting := 0
+		for _, r := range rounds {
+			if g.meets(r) {
+				meeting++
+			}
+		}
+		v.evidence += fmt.Sprintf("; rounds from %s to %s, %d of %d meeting it", f(slices.Min(rounds)), f(slices.Max(rounds)), meeting, len(rounds))
 	}
 	v.status = goalNotMet
-	if met {
+	if g.meets(v.figure) {
 		v.status = goalMet
 	}
 	return v
+}
+
+// meets reports whether a figure meets the goal.
+func (g goal) meets(figure float64) bool {
+	if g.atLeast {
+		return figure >= g.target
+	}
+	return figure <= g.target
 }
 
 // printGoals prints the verdicts after the table.
