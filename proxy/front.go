@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Front serves HTTP/1.x on feedgate's listening sockets: the proxy port
@@ -506,15 +508,15 @@ func (fc *frontConn) readRequest(ctx context.Context, first bool) (*frontRespons
 	if req.ProtoAtLeast(1, 1) && nHost == 0 && req.Method != http.MethodConnect && !h2Preface {
 		return nil, frontBadRequest("missing required Host header")
 	}
-	if nHost == 1 && !validHostHeader(host) {
+	if nHost == 1 && !httpguts.ValidHostHeader(host) {
 		return nil, frontBadRequest("malformed Host header")
 	}
 	for k, vv := range req.Header {
-		if !validHeaderFieldName(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return nil, frontBadRequest("invalid header name")
 		}
 		for _, v := range vv {
-			if !validHeaderFieldValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return nil, frontBadRequest("invalid header value")
 			}
 		}
@@ -1207,65 +1209,4 @@ func hasToken(values []string, token string) bool {
 		}
 	}
 	return false
-}
-
-// validHostHeader is httpguts.ValidHostHeader, which net/http's server
-// applies: no byte that is not allowed in a URL host or authority.
-func validHostHeader(h string) bool {
-	for i := 0; i < len(h); i++ {
-		if !validHostByte[h[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-var validHostByte = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for _, c := range "!$%&'()*+,-.:;=[]_~" {
-		t[c] = true
-	}
-	return t
-}()
-
-// validHeaderFieldName is httpguts.ValidHeaderFieldName: a token
-// (RFC 9110 section 5.1).
-func validHeaderFieldName(v string) bool {
-	if v == "" {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if !isTokenByte(v[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func isTokenByte(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-// validHeaderFieldValue is httpguts.ValidHeaderFieldValue: no control
-// byte but horizontal tab.
-func validHeaderFieldValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
