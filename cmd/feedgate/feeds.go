@@ -6,11 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"strconv"
 	"strings"
 
 	"github.com/feedgate/feedgate/rules"
+	"github.com/feedgate/feedgate/rules/config"
 	"github.com/feedgate/feedgate/rules/feeds"
 )
 
@@ -90,15 +89,10 @@ func exportPAC(fs *flag.FlagSet, file, proxyAddr string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "feedgate export: -format pac needs the address clients reach the proxy at: -proxy HOST:PORT, or pac_proxy in the policy")
 		return 2
 	}
-	if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || !validPort(port) {
+	if !config.ValidPACProxy(addr) {
 		fmt.Fprintf(stderr, "feedgate export: -proxy %q: want HOST:PORT\n", addr)
 		return 2
 	}
 	_, _ = stdout.Write(feeds.PAC(c.Policy, addr, c.PAC.All))
 	return 0
-}
-
-func validPort(s string) bool {
-	n, err := strconv.Atoi(s)
-	return err == nil && n > 0 && n <= 65535
 }

@@ -193,12 +193,16 @@ func (f *fileCtx) optionalDuration(table, key string, v, min time.Duration, minT
 }
 
 func (f *fileCtx) parsePAC(proxy string, all bool) PAC {
-	if proxy != "" {
-		host, port, err := net.SplitHostPort(proxy)
-		n, perr := strconv.Atoi(port)
-		if err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-			f.errorf("pac_proxy", "pac_proxy %q: want host:port, the address clients use to reach this proxy", proxy)
-		}
+	if proxy != "" && !ValidPACProxy(proxy) {
+		f.errorf("pac_proxy", "pac_proxy %q: want host:port, the address clients use to reach this proxy", proxy)
 	}
 	return PAC{Proxy: proxy, All: all}
+}
+
+// ValidPACProxy reports whether s can be a PAC file's proxy address:
+// host:port, with a host and a port from 1 to 65535.
+func ValidPACProxy(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	n, perr := strconv.Atoi(port)
+	return err == nil && host != "" && perr == nil && n >= 1 && n <= 65535
 }
