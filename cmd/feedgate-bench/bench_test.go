@@ -36,13 +36,14 @@ func TestBenchSmallRun(t *testing.T) {
 	o := options{markdown: mdFile, args: []string{"-markdown", mdFile},
 		rounds: 1, duration: 300 * time.Millisecond, conns: 4, newConns: 2, tunnels: 20, settle: 200 * time.Millisecond,
 		downloadMiB: 8, squidWorkers: 1, squid: "squid", tinyproxy: "tinyproxy",
-		without: "squid,tinyproxy,transparent", measure: "keepalive,newconn,connect,tunnels", jsonOut: jsonFile,
+		without: "squid,tinyproxy,transparent", measure: "keepalive,fixedrate,newconn,connect,tunnels", jsonOut: jsonFile,
 	}
 	var out bytes.Buffer
 	if err := run(o, &out); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	for _, row := range []string{"keep-alive req/s", "keep-alive p99 ms", "new connections req/s", "CONNECT TLS download MB/s",
+	for _, row := range []string{"keep-alive req/s", "keep-alive p99 ms", "fixed-rate req/s", "fixed-rate p99 ms",
+		"fixed rate: ", "'s keep-alive throughput (", "new connections req/s", "CONNECT TLS download MB/s",
 		"CONNECT raw download MB/s", "RSS per idle tunnel KiB", "goroutines per idle tunnel", "proxy CPU s per GiB, TLS download",
 		"proxy CPU s per GiB, raw download", "machine CPU s per GiB, TLS download", "TLS download: TLS 1.3 TLS_"} {
 		if !strings.Contains(out.String(), row) {
@@ -93,6 +94,7 @@ func TestBenchSmallRun(t *testing.T) {
 	// Rates and latencies must be positive; CPU and memory deltas of so
 	// short a run may round to zero, but must be there.
 	positive := map[string]bool{"keepalive_rps": true, "keepalive_p50_ms": true, "keepalive_p99_ms": true,
+		"fixedrate_rps": true, "fixedrate_p50_ms": true, "fixedrate_p99_ms": true,
 		"newconn_rps": true, "connect_tls_mbps": true, "connect_raw_mbps": true, "tunnel_goroutines": true}
 	seen := map[string]bool{}
 	for _, m := range doc.Metrics {
@@ -119,6 +121,55 @@ func TestUnknownMeasurement(t *testing.T) {
 	err := run(options{rounds: 1, measure: "keepalive,tunnel"}, nil)
 	if err == nil || !strings.Contains(err.Error(), `"tunnel"`) {
 		t.Errorf("run with -measure keepalive,tunnel: %v; want an error naming tunnel", err)
+	}
+}
+
+// TestFixedRateNeedsARate: without keep-alive figures to take it from,
+// the fixed rate must be given.
+func TestFixedRateNeedsARate(t *testing.T) {
+	err := run(options{rounds: 1, measure: "fixedrate,newconn"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "-rate") {
+		t.Errorf("run with -measure fixedrate and no -rate: %v; want an error asking for -rate", err)
+	}
+}
+
+func TestFixedRateFor(t *testing.T) {
+	proxy := func(name string) *contender { return &contender{name: name, pids: func() []int { return nil }} }
+	direct := &contender{name: "direct"}
+	res := results{}
+	for name, rps := range map[string][]float64{"direct": {40000, 42000, 41000}, "feedgate": {16000, 17000, 18000}, "squid": {12000, 13000, 12500}} {
+		for _, v := range rps {
+			res.add("keepalive_rps", name, v)
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		rate       float64
+		contenders []*contender
+		want       float64
+		note       string // "" for an error
+	}{
+		{"the lowest proxy sets it", 0, []*contender{direct, proxy("feedgate"), proxy("squid")}, 7500, "60 % of squid's keep-alive throughput (12500 req/s"},
+		{"direct traffic does not count", 0, []*contender{direct, proxy("feedgate")}, 10200, "60 % of feedgate's keep-alive throughput (17000 req/s"},
+		{"-rate wins", 9000, []*contender{direct, proxy("squid")}, 9000, "fixed rate: 9000 req/s in all over 64 keep-alive connections (-rate)"},
+		{"no proxy", 0, []*contender{direct}, 0, ""},
+		{"a proxy not measured", 0, []*contender{direct, proxy("tinyproxy")}, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rate, note, err := fixedRateFor(options{rate: tc.rate, conns: 64}, res, tc.contenders)
+			if tc.note == "" {
+				if err == nil {
+					t.Fatalf("rate %v, note %q; want an error", rate, note)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rate != tc.want || !strings.Contains(note, tc.note) {
+				t.Errorf("rate %v, note %q; want %v and a note with %q", rate, note, tc.want, tc.note)
+			}
+		})
 	}
 }
 

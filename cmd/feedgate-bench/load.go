@@ -132,8 +132,33 @@ func readResponse(br *bufio.Reader) (status int, closing bool, err error) {
 // keepAlive runs conns connections, each sending requests one after the
 // other on one keep-alive connection, for d (after a warm-up of d/5).
 func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
+	return paced(c, port, conns, 0, d)
+}
+
+// fixedRate sends rate requests per second in all over conns keep-alive
+// connections, each connection on its own schedule, for d (after a
+// warm-up of d/5). A request's latency counts from the time it was due,
+// not from when it was sent: a proxy that stalls delays the requests
+// queued behind the stall, and they count it too (wrk2's correction for
+// coordinated omission). A contender that cannot keep up shows as
+// requests/s below the rate.
+func fixedRate(c *contender, port int, conns int, rate float64, d time.Duration) httpResult {
+	return paced(c, port, conns, rate, d)
+}
+
+// paced is keepAlive with rate 0 (each connection sends its next request
+// as soon as the last response is read) and fixedRate otherwise.
+func paced(c *contender, port int, conns int, rate float64, d time.Duration) httpResult {
+	var interval time.Duration
+	if rate > 0 {
+		interval = time.Duration(float64(conns) / rate * float64(time.Second))
+	}
+	start := time.Now()
+	var workers atomic.Int64
 	return runHTTP(c, conns, d, func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
 		req := request(c, port, "/small", false)
+		// The connections' schedules are spread evenly over one interval.
+		due := start.Add(time.Duration(workers.Add(1)) * interval / time.Duration(conns))
 		for !stop.Load() {
 			conn, err := c.connect(port)
 			if err != nil {
@@ -144,6 +169,12 @@ func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
 			br := bufio.NewReaderSize(conn, 16<<10)
 			for !stop.Load() {
 				t0 := time.Now()
+				if interval > 0 {
+					if wait := due.Sub(t0); wait > 0 {
+						time.Sleep(wait)
+					}
+					t0, due = due, due.Add(interval)
+				}
 				if _, err = conn.Write(req); err != nil {
 					break
 				}

@@ -17,6 +17,8 @@
 //
 //   - plain-HTTP keep-alive requests/s, p50/p99 latency, and the proxy's
 //     and the machine's CPU time per request;
+//   - the p50/p99 latency of the same requests at a fixed rate below every
+//     proxy's saturation (fixedRate);
 //   - new-connection requests/s (Connection: close);
 //   - CONNECT tunnel throughput on a large download, MB/s: TLS
 //     application data after a handshake through the tunnel, as clients
@@ -49,6 +51,7 @@ import (
 	"os/signal"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,6 +63,7 @@ type options struct {
 	rounds       int
 	duration     time.Duration
 	conns        int
+	rate         float64
 	newConns     int
 	tunnels      int
 	downloadMiB  int64
@@ -82,6 +86,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per measurement and contender; medians are reported")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measured time of one HTTP round (after a warm-up of a fifth of it)")
 	flag.IntVar(&o.conns, "conns", 64, "keep-alive connections")
+	flag.Float64Var(&o.rate, "rate", 0, "requests/s in all of the fixed-rate measurement (default: "+strconv.Itoa(fixedRateShare)+" % of the lowest keep-alive req/s of a proxy in this run)")
 	flag.IntVar(&o.newConns, "new-conns", 32, "concurrent workers opening a new connection per request")
 	flag.IntVar(&o.tunnels, "tunnels", 2000, "idle CONNECT tunnels held open for the memory measurement")
 	flag.DurationVar(&o.settle, "settle", 2*time.Second, "idle time of the tunnels (and of a restarted contender before them) before its memory is read")
@@ -92,7 +97,7 @@ func main() {
 	flag.StringVar(&o.tinyproxy, "tinyproxy", "tinyproxy", "tinyproxy binary; skipped if not found")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to `FILE` (- for stdout)")
 	flag.StringVar(&o.without, "without", "", "comma-separated contenders to leave out (squid, stdlib-go, tinyproxy, evidence: feedgate-evidence, transparent: the namespace pair feedgate-ns and feedgate-transparent)")
-	flag.StringVar(&o.measure, "measure", "keepalive,newconn,connect,tunnels", "comma-separated measurements to run: keepalive, newconn, connect-tls, connect-raw (connect: both), tunnels")
+	flag.StringVar(&o.measure, "measure", "keepalive,fixedrate,newconn,connect,tunnels", "comma-separated measurements to run: keepalive, fixedrate, newconn, connect-tls, connect-raw (connect: both), tunnels")
 	flag.StringVar(&o.markdown, "markdown", "", "rewrite the part of the Markdown `FILE` between "+markdownBegin+" and "+markdownEnd+" with this run's machine, command, table and goals")
 	flag.Parse()
 	o.args = os.Args[1:]
@@ -157,6 +162,9 @@ var metricRows = []struct {
 	{"keepalive_p99_ms", "keep-alive p99 ms", false},
 	{"keepalive_cpu_us", "proxy CPU µs per keep-alive request", false},
 	{"keepalive_machine_cpu_us", "machine CPU µs per keep-alive request", false},
+	{"fixedrate_rps", "fixed-rate req/s", true},
+	{"fixedrate_p50_ms", "fixed-rate p50 ms", false},
+	{"fixedrate_p99_ms", "fixed-rate p99 ms", false},
 	{"newconn_rps", "new connections req/s", true},
 	{"connect_tls_mbps", "CONNECT TLS download MB/s", true},
 	{"connect_tls_cpu_s_per_gib", "proxy CPU s per GiB, TLS download", false},
@@ -180,13 +188,22 @@ var bulkMeasures = []struct {
 }
 
 // measures are the names -measure takes.
-var measures = []string{"keepalive", "newconn", "connect", "connect-tls", "connect-raw", "tunnels"}
+var measures = []string{"keepalive", "fixedrate", "newconn", "connect", "connect-tls", "connect-raw", "tunnels"}
+
+// fixedRateShare is the default rate of the fixed-rate measurement, in per
+// cent of the lowest keep-alive throughput of a proxy in the same run:
+// below every contender's saturation, so that its latency is its own
+// service and queueing, not the queue of a saturated machine.
+const fixedRateShare = 60
 
 func run(o options, out io.Writer) error {
 	for _, m := range strings.Split(o.measure, ",") {
 		if !slices.Contains(measures, m) {
 			return fmt.Errorf("-measure: unknown measurement %q (want some of %s)", m, strings.Join(measures, ", "))
 		}
+	}
+	if ms := strings.Split(o.measure, ","); slices.Contains(ms, "fixedrate") && !slices.Contains(ms, "keepalive") && o.rate <= 0 {
+		return errors.New("-measure fixedrate: give -rate, or measure keepalive too, whose lowest proxy throughput sets the rate")
 	}
 	if o.markdown != "" {
 		if err := checkMarkdown(o.markdown); err != nil {
@@ -327,6 +344,22 @@ func run(o options, out io.Writer) error {
 				if !c.direct() {
 					res.add("keepalive_cpu_us", c.name, (cpuSeconds(c.pids())-cpu0)/float64(r.all)*1e6)
 				}
+			}
+		}
+	}
+	if want("fixedrate") {
+		rate, note, err := fixedRateFor(o, res, contenders)
+		if err != nil {
+			return err
+		}
+		notes = append(notes, note)
+		for round := 1; round <= o.rounds; round++ {
+			for _, c := range roundOrder(contenders, round) {
+				r := fixedRate(c, c.ports.HTTP, o.conns, rate, o.duration)
+				progress("round %d %-20s fixed rate %8.0f req/s p50 %v p99 %v errors %d", round, c.name, r.rps, r.p50, r.p99, r.errors)
+				res.add("fixedrate_rps", c.name, r.rps)
+				res.add("fixedrate_p50_ms", c.name, float64(r.p50)/1e6)
+				res.add("fixedrate_p99_ms", c.name, float64(r.p99)/1e6)
 			}
 		}
 	}
@@ -720,4 +753,30 @@ func (c *cleanups) run() {
 		c.fns[i]()
 	}
 	c.fns = nil
+}
+
+// fixedRateFor returns the rate of the fixed-rate measurement, -rate or
+// fixedRateShare of the lowest median keep-alive throughput of a proxy
+// in res, and the table's note that says which.
+func fixedRateFor(o options, res results, contenders []*contender) (float64, string, error) {
+	const how = "latency counted from each request's due time, so that a stall counts for the requests queued behind it; " +
+		"the keep-alive p99 above is measured at saturation, where it is the queue of a machine that client, origin and proxy share"
+	if o.rate > 0 {
+		return o.rate, fmt.Sprintf("fixed rate: %.0f req/s in all over %d keep-alive connections (-rate); %s", o.rate, o.conns, how), nil
+	}
+	lowest, by := math.Inf(1), ""
+	for _, c := range contenders {
+		if c.direct() {
+			continue
+		}
+		if m := res.median("keepalive_rps", c.name); m < lowest {
+			lowest, by = m, c.name
+		}
+	}
+	if by == "" || lowest <= 0 || math.IsNaN(lowest) {
+		return 0, "", errors.New("fixed rate: no proxy's keep-alive throughput to set the rate from; give -rate")
+	}
+	rate := math.Round(lowest * fixedRateShare / 100)
+	return rate, fmt.Sprintf("fixed rate: %.0f req/s in all over %d keep-alive connections, %d %% of %s's keep-alive throughput (%.0f req/s, the lowest of the proxies); %s",
+		rate, o.conns, fixedRateShare, by, lowest, how), nil
 }
