@@ -132,78 +132,100 @@ func readResponse(br *bufio.Reader) (status int, closing bool, err error) {
 // keepAlive runs conns connections, each sending requests one after the
 // other on one keep-alive connection, for d (after a warm-up of d/5).
 func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
-	return paced(c, port, conns, 0, d)
-}
-
-// fixedRate sends rate requests per second in all over conns keep-alive
-// connections, each connection on its own schedule, for d (after a
-// warm-up of d/5). A request's latency counts from the time it was due,
-// not from when it was sent: a proxy that stalls delays the requests
-// queued behind the stall, and they count it too (wrk2's correction for
-// coordinated omission). A contender that cannot keep up shows as
-// requests/s below the rate.
-func fixedRate(c *contender, port int, conns int, rate float64, d time.Duration) httpResult {
-	return paced(c, port, conns, rate, d)
-}
-
-// paced is keepAlive with rate 0 (each connection sends its next request
-// as soon as the last response is read) and fixedRate otherwise.
-func paced(c *contender, port int, conns int, rate float64, d time.Duration) httpResult {
-	var interval time.Duration
-	if rate > 0 {
-		interval = time.Duration(float64(conns) / rate * float64(time.Second))
-	}
-	start := time.Now()
-	var workers atomic.Int64
-	return runHTTP(c, conns, d, func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
-		req := request(c, port, "/small", false)
-		// The connections' schedules are spread evenly over one interval.
-		due := start.Add(time.Duration(workers.Add(1)) * interval / time.Duration(conns))
-		for !stop.Load() {
-			conn, err := c.connect(port)
-			if err != nil {
-				errs.Add(1)
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			br := bufio.NewReaderSize(conn, 16<<10)
+	return runHTTP(c, conns, d, nil, func(_ int, record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
+		sendOnConns(c, port, stop, errs, func(send func() (ok, keep bool)) {
 			for !stop.Load() {
 				t0 := time.Now()
-				if interval > 0 {
-					if wait := due.Sub(t0); wait > 0 {
-						time.Sleep(wait)
-					}
-					t0, due = due, due.Add(interval)
+				ok, keep := send()
+				if ok {
+					record(time.Since(t0))
 				}
-				if _, err = conn.Write(req); err != nil {
-					break
-				}
-				var status int
-				var closing bool
-				if status, closing, err = readResponse(br); err != nil {
-					break
-				}
-				if status != 200 {
-					err = fmt.Errorf("status %d", status)
-					break
-				}
-				record(time.Since(t0))
-				if closing { // the proxy does not keep the connection
-					break
+				if !keep {
+					return
 				}
 			}
-			if err != nil && !stop.Load() {
-				errs.Add(1)
-			}
-			conn.Close()
-		}
+		})
 	})
+}
+
+// fixedRate runs conns keep-alive connections that together send rate
+// requests/s, for d (after a warm-up of d/5). A request's latency counts
+// from the time it was due, not from when it was sent: a proxy that
+// stalls delays the requests queued behind the stall, and they count it
+// too (wrk2's correction for coordinated omission). A contender that
+// cannot keep up shows as requests/s below the rate.
+func fixedRate(c *contender, port int, conns int, rate float64, d time.Duration) httpResult {
+	due := make([]chan time.Time, conns)
+	for i := range due {
+		due[i] = make(chan time.Time, dueBacklog)
+	}
+	begin := func(stop *atomic.Bool, errs *atomic.Int64) {
+		go func() {
+			// The thread that precisePacer locks and tunes ends with
+			// this goroutine.
+			pace(time.Now(), rate, due, stop, errs, precisePacer())
+		}()
+	}
+	return runHTTP(c, conns, d, begin, func(i int, record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
+		sendOnConns(c, port, stop, errs, func(send func() (ok, keep bool)) {
+			for t0 := range due[i] {
+				if stop.Load() {
+					return
+				}
+				ok, keep := send()
+				if ok {
+					record(time.Since(t0))
+				}
+				if !keep {
+					return
+				}
+			}
+		})
+	})
+}
+
+// sendOnConns runs requests on keep-alive connections to the contender
+// until stop: it opens a connection and runs loop with a send on it,
+// which writes one request, reads its response and reports whether it
+// succeeded and whether the connection can take another; when loop
+// returns, the connection closes and, unless stop, the next one opens. A
+// failed request counts as an error.
+func sendOnConns(c *contender, port int, stop *atomic.Bool, errs *atomic.Int64, loop func(send func() (ok, keep bool))) {
+	req := request(c, port, "/small", false)
+	for !stop.Load() {
+		conn, err := c.connect(port)
+		if err != nil {
+			errs.Add(1)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		br := bufio.NewReaderSize(conn, 16<<10)
+		loop(func() (ok, keep bool) {
+			var status int
+			var closing bool
+			_, err := conn.Write(req)
+			if err == nil {
+				status, closing, err = readResponse(br)
+			}
+			if err == nil && status != 200 {
+				err = fmt.Errorf("status %d", status)
+			}
+			if err != nil {
+				if !stop.Load() {
+					errs.Add(1)
+				}
+				return false, false
+			}
+			return true, !closing
+		})
+		conn.Close()
+	}
 }
 
 // newConnections runs conns workers that each open a new connection per
 // request (Connection: close), for d.
 func newConnections(c *contender, port int, conns int, d time.Duration) httpResult {
-	return runHTTP(c, conns, d, func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
+	return runHTTP(c, conns, d, nil, func(_ int, record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
 		req := request(c, port, "/small", true)
 		br := bufio.NewReaderSize(nil, 16<<10)
 		for !stop.Load() {
@@ -233,18 +255,22 @@ func newConnections(c *contender, port int, conns int, d time.Duration) httpResu
 }
 
 // runHTTP runs workers for a warm-up of d/5 and then for d, and summarises
-// the latencies recorded in the measured part.
-func runHTTP(c *contender, workers int, d time.Duration, work func(record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64)) httpResult {
+// the latencies recorded in the measured part. begin, unless nil, is
+// called first with the flag that stops the workers.
+func runHTTP(c *contender, workers int, d time.Duration, begin func(stop *atomic.Bool, errs *atomic.Int64), work func(i int, record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64)) httpResult {
 	var stop, measuring atomic.Bool
 	var errs, all atomic.Int64
 	lats := make([][]time.Duration, workers)
 	var wg sync.WaitGroup
+	if begin != nil {
+		begin(&stop, &errs)
+	}
 	for i := range workers {
 		lats[i] = make([]time.Duration, 0, 1<<16)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			work(func(l time.Duration) {
+			work(i, func(l time.Duration) {
 				all.Add(1)
 				if measuring.Load() {
 					lats[i] = append(lats[i], l)

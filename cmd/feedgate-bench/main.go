@@ -760,6 +760,7 @@ func (c *cleanups) run() {
 // in res, and the table's note that says which.
 func fixedRateFor(o options, res results, contenders []*contender) (float64, string, error) {
 	const how = "latency counted from each request's due time, so that a stall counts for the requests queued behind it; " +
+		"the requests are released by one pacer thread that sleeps with nanosleep, since time.Sleep wakes up to a millisecond late and that would count as latency; " +
 		"the keep-alive p99 above is measured at saturation, where it is the queue of a machine that client, origin and proxy share"
 	if o.rate > 0 {
 		return o.rate, fmt.Sprintf("fixed rate: %.0f req/s in all over %d keep-alive connections (-rate); %s", o.rate, o.conns, how), nil
