@@ -133,16 +133,8 @@ func readResponse(br *bufio.Reader) (status int, closing bool, err error) {
 // other on one keep-alive connection, for d (after a warm-up of d/5).
 func keepAlive(c *contender, port int, conns int, d time.Duration) httpResult {
 	return runHTTP(c, conns, d, nil, func(_ int, record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
-		sendOnConns(c, port, stop, errs, func(send func() (ok, keep bool)) {
-			for !stop.Load() {
-				t0 := time.Now()
-				ok, keep := send()
-				if ok {
-					record(time.Since(t0))
-				}
-				if !keep {
-					return
-				}
+		sendOnConns(c, port, stop, errs, record, func(send func(t0 time.Time) (keep bool)) {
+			for !stop.Load() && send(time.Now()) {
 			}
 		})
 	})
@@ -167,16 +159,9 @@ func fixedRate(c *contender, port int, conns int, rate float64, d time.Duration)
 		}()
 	}
 	return runHTTP(c, conns, d, begin, func(i int, record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64) {
-		sendOnConns(c, port, stop, errs, func(send func() (ok, keep bool)) {
+		sendOnConns(c, port, stop, errs, record, func(send func(t0 time.Time) (keep bool)) {
 			for t0 := range due[i] {
-				if stop.Load() {
-					return
-				}
-				ok, keep := send()
-				if ok {
-					record(time.Since(t0))
-				}
-				if !keep {
+				if stop.Load() || !send(t0) {
 					return
 				}
 			}
@@ -186,11 +171,11 @@ func fixedRate(c *contender, port int, conns int, rate float64, d time.Duration)
 
 // sendOnConns runs requests on keep-alive connections to the contender
 // until stop: it opens a connection and runs loop with a send on it,
-// which writes one request, reads its response and reports whether it
-// succeeded and whether the connection can take another; when loop
+// which writes one request, reads its response, records its latency from
+// t0 and reports whether the connection can take another; when loop
 // returns, the connection closes and, unless stop, the next one opens. A
 // failed request counts as an error.
-func sendOnConns(c *contender, port int, stop *atomic.Bool, errs *atomic.Int64, loop func(send func() (ok, keep bool))) {
+func sendOnConns(c *contender, port int, stop *atomic.Bool, errs *atomic.Int64, record func(time.Duration), loop func(send func(t0 time.Time) (keep bool))) {
 	req := request(c, port, "/small", false)
 	for !stop.Load() {
 		conn, err := c.connect(port)
@@ -200,7 +185,7 @@ func sendOnConns(c *contender, port int, stop *atomic.Bool, errs *atomic.Int64, 
 			continue
 		}
 		br := bufio.NewReaderSize(conn, 16<<10)
-		loop(func() (ok, keep bool) {
+		loop(func(t0 time.Time) (keep bool) {
 			var status int
 			var closing bool
 			_, err := conn.Write(req)
@@ -214,9 +199,10 @@ func sendOnConns(c *contender, port int, stop *atomic.Bool, errs *atomic.Int64, 
 				if !stop.Load() {
 					errs.Add(1)
 				}
-				return false, false
+				return false
 			}
-			return true, !closing
+			record(time.Since(t0))
+			return !closing
 		})
 		conn.Close()
 	}
