@@ -242,7 +242,7 @@ func newConnections(c *contender, port int, conns int, d time.Duration) httpResu
 
 // runHTTP runs workers for a warm-up of d/5 and then for d, and summarises
 // the latencies recorded in the measured part. begin, unless nil, is
-// called first with the flag that stops the workers.
+// called first with the flag that stops the workers and their error count.
 func runHTTP(c *contender, workers int, d time.Duration, begin func(stop *atomic.Bool, errs *atomic.Int64), work func(i int, record func(time.Duration), stop *atomic.Bool, errs *atomic.Int64)) httpResult {
 	var stop, measuring atomic.Bool
 	var errs, all atomic.Int64
