@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // connCountingOrigin is an origin that counts the TCP connections it
@@ -99,4 +102,41 @@ func TestUpstreamClosedIdleConnectionIsRetried(t *testing.T) {
 	if got := e.value(t, upstreamErrSeries("reset")) + e.value(t, upstreamErrSeries("other")); got != 0 {
 		t.Errorf("retried stale connections were counted as %v upstream errors; want 0", got)
 	}
+}
+
+// TestAbandonedDownloadIsNotDrained: a client that goes away in the middle
+// of a long download frees the upstream connection too. The proxy must
+// not read the rest of the body first (net/http's body Close does, to keep
+// the connection), which for an update base could be a gigabyte fetched
+// for nobody, with the exchange's record held back until it ends.
+func TestAbandonedDownloadIsNotDrained(t *testing.T) {
+	quit, gone := make(chan struct{}), make(chan struct{})
+	line := []byte("chunk " + dripPad + "\n")
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(gone)
+		rc := http.NewResponseController(w)
+		for {
+			if _, err := w.Write(line); err != nil || rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-quit:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}))
+	t.Cleanup(func() { close(quit); o.Close() })
+	e := newEnv(t, envConfig{resolve: []string{"www.example.test:80:" + hostPort(t, o.URL)}})
+	c := e.dial(t)
+	download(t, c, "http://www.example.test/stream", "www.example.test")
+	c.Close()
+	select {
+	case <-gone:
+	case <-time.After(testutil.WaitLimit):
+		t.Fatalf("the origin still streams %v after the client went away: the proxy is draining the body", testutil.WaitLimit)
+	}
+	e.waitRecord(t, map[string]any{"host": "www.example.test", "path": "/stream"})
 }

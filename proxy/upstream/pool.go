@@ -184,11 +184,15 @@ func (b *pooledBody) release(reuse bool) {
 	if !b.stop() {
 		reuse = false // the client's context ended and poisoned the deadline
 	}
+	if !reuse {
+		// The connection goes first: net/http's body Close reads the rest
+		// of the body, to keep the connection, and an abandoned download
+		// may be a gigabyte that nobody will read.
+		b.uc.conn.Close()
+	}
 	b.rc.Close()
 	if reuse {
 		b.pool.put(b.addr, b.uc)
-	} else {
-		b.uc.conn.Close()
 	}
 }
 
