@@ -2,8 +2,9 @@
 //
 // A front handler owns every request. It decides with the current policy
 // before anything goes upstream; blocked requests get a pre-rendered 403.
-// Plain-HTTP requests that pass are forwarded by goproxy with a transport we
-// configure; CONNECT is handled here (hijack, dial, one-write replies and a
+// Plain-HTTP requests that pass are forwarded over feedgate's own pool of
+// upstream connections (forward.go), or a transport it configures; goproxy
+// relays websocket upgrades. CONNECT is handled here (hijack, dial, one-write replies and a
 // counted splice loop), because goproxy's tunnel path drops pipelined bytes,
 // answers a reject with a bare EOF and offers no byte counts without losing
 // half-close and zero-copy.
@@ -138,6 +139,7 @@ type Server struct {
 	// policy or through the parent proxy (upstream_proxy).
 	up    *upstream.Router
 	gp    *goproxy.ProxyHttpServer
+	tr    *http.Transport
 	pool  *upstream.Pool
 	state atomic.Pointer[state]
 	live  liveSet
@@ -272,6 +274,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		DisableCompression: true,
 	}
 	gp.Tr = tr
+	s.tr = tr
 	// Every upstream round trip goes through upstream(), which watches the
 	// response body for failures after the headers arrived.
 	rt := goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
@@ -420,39 +423,45 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 	if resp != nil || ctx.Error == nil {
 		return resp
 	}
-	rec, _ := ctx.Req.Context().Value(recordKey{}).(*record)
+	return s.failed(ctx.Req, ctx.Error)
+}
+
+// failed is the reply to a request whose round trip failed with err, and
+// notes the failure in its record.
+func (s *Server) failed(req *http.Request, err error) *http.Response {
+	rec, _ := req.Context().Value(recordKey{}).(*record)
 	if rec != nil && rec.clientErr.Load() {
-		resp := goproxy.NewResponse(ctx.Req, goproxy.ContentTypeText, http.StatusBadRequest,
+		resp := goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusBadRequest,
 			"feedgate: malformed request body\n")
 		resp.Close = true
 		return resp
 	}
 	var destErr *upstream.DestinationError
-	if errors.As(ctx.Error, &destErr) {
+	if errors.As(err, &destErr) {
 		s.m.Rejected(metrics.RejectDestination)
 		if rec != nil {
 			rec.Rejected = metrics.RejectDestination
 		}
-		resp := goproxy.NewResponse(ctx.Req, goproxy.ContentTypeText, http.StatusForbidden,
+		resp := goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusForbidden,
 			"feedgate: request refused: "+destErr.Error()+"\n")
 		resp.Header.Set("X-Feedgate-Reason", metrics.RejectDestination)
 		return resp
 	}
-	if ctx.Req.Context().Err() != nil && errors.Is(ctx.Error, context.Canceled) {
+	if req.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away before the upstream answered: not an
 		// upstream failure. 499 is the usual log status for it.
 		if rec != nil {
 			rec.clientGone = true
 		}
-		return errorResponse(ctx.Req, metrics.ReasonOther, "the client closed the request")
+		return errorResponse(req, metrics.ReasonOther, "the client closed the request")
 	}
-	reason := upstreamReason(ctx.Error)
+	reason := upstreamReason(err)
 	s.m.UpstreamError(reason)
 	if rec != nil {
 		rec.Error = reason
 	}
-	s.errLog.Debug("upstream error", "host", ctx.Req.URL.Host, "reason", reason, "error", ctx.Error)
-	return errorResponse(ctx.Req, reason, upstreamDetail(ctx.Error, reason))
+	s.errLog.Debug("upstream error", "host", req.URL.Host, "reason", reason, "error", err)
+	return errorResponse(req, reason, upstreamDetail(err, reason))
 }
 
 // closeAfterChunked closes the client connection after a response to a
@@ -639,7 +648,12 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, kind strin
 		r.Body = &countingBody{rc: r.Body, rec: rec}
 	}
 	cw := &countingWriter{ResponseWriter: w, ex: ex, rec: rec}
-	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(ctx, recordKey{}, rec)))
+	fr := r.WithContext(context.WithValue(ctx, recordKey{}, rec))
+	if fr.Header.Get("Upgrade") != "" {
+		s.gp.ServeHTTP(cw, fr)
+	} else {
+		s.forward(cw, fr)
+	}
 	ex.stop()
 	if cw.hijacked != nil {
 		// goproxy returns from a websocket as soon as one side ends but
