@@ -140,3 +140,39 @@ func TestAbandonedDownloadIsNotDrained(t *testing.T) {
 	}
 	e.waitRecord(t, map[string]any{"host": "www.example.test", "path": "/stream"})
 }
+
+// TestInterimResponsesAreNotFinal: an upstream may send 1xx responses
+// (103 Early Hints, an unasked-for 100 Continue) before the final one. The
+// proxy must wait for the final response, and must not put the connection
+// back in the pool with that response still unread: the next request sent
+// on it would get the previous request's answer.
+func TestInterimResponsesAreNotFinal(t *testing.T) {
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	t.Cleanup(o.Close)
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	e := newEnv(t, envConfig{resolve: []string{"www.example.test:80:127.0.0.1:" + port}})
+	c := e.dial(t)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		fmt.Fprintf(c, "GET http://www.example.test/r%d HTTP/1.1\r\nHost: www.example.test\r\n\r\n", i)
+		// A client skips interim responses, as net/http's does.
+		var resp *http.Response
+		for resp == nil || resp.StatusCode < 200 {
+			var err error
+			if resp, err = http.ReadResponse(br, nil); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != fmt.Sprintf("ok /r%d", i) {
+			t.Fatalf("request %d: %d %q; want 200 %q", i, resp.StatusCode, body, fmt.Sprintf("ok /r%d", i))
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -112,7 +113,7 @@ func (p *Pool) send(uc *upConn, req *http.Request) (*http.Response, error) {
 		stop()
 		return nil, err
 	}
-	resp, err := http.ReadResponse(uc.br, req)
+	resp, err := readFinal(uc.br, req)
 	if err != nil {
 		stop()
 		return nil, err
@@ -137,6 +138,29 @@ func (p *Pool) send(uc *upConn, req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: upstreamAddr(req), reusable: reusable, idle: idle, stop: stop}
 	return resp, nil
+}
+
+// maxInterim bounds the interim responses read before the final one, as
+// net/http's transport does.
+const maxInterim = 5
+
+// readFinal reads the response to req, skipping interim (1xx) responses,
+// as net/http's transport does: 103 Early Hints, or a 100 Continue nobody
+// asked for. Taken for final, one would end the exchange with an empty
+// body and leave the real response in the connection, for the next
+// request sent on it to read as its own.
+func readFinal(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	for range maxInterim {
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		resp.Body.Close() // an interim response has no body
+	}
+	return nil, fmt.Errorf("upstream sent more than %d interim responses", maxInterim)
 }
 
 // aLongTimeAgo is a deadline in the past, which makes a blocked read or
