@@ -105,9 +105,11 @@ func (p *Pool) send(uc *upConn, req *http.Request) (*http.Response, error) {
 	// One AfterFunc covers the whole exchange, body included: a client
 	// that goes away cuts the upstream read short. pooledBody stops it.
 	stop := context.AfterFunc(req.Context(), func() { uc.conn.SetDeadline(aLongTimeAgo) })
-	if err := req.Write(uc.bw); err != nil {
-		stop()
-		return nil, err
+	if !writeHead(uc.bw, req) {
+		if err := req.Write(uc.bw); err != nil {
+			stop()
+			return nil, err
+		}
 	}
 	if err := uc.bw.Flush(); err != nil {
 		stop()
