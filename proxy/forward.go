@@ -28,8 +28,10 @@ func (s *Server) forward(w *countingWriter, r *http.Request) {
 	h := w.Header()
 	clear(h)
 	for k, vs := range resp.Header {
-		// Assigned, not Set: the upstream's spelling is kept.
-		h[k] = append(h[k], vs...)
+		// Assigned, not Set: the upstream's spelling is kept. The values
+		// are shared rather than copied: resp is not used after this
+		// exchange, and Set, Del and Add leave a shared slice as it is.
+		h[k] = vs
 	}
 	// Trailers the upstream announced are announced to the client, which
 	// makes the response chunked, so that they can follow the body.

@@ -74,7 +74,7 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			uc = &upConn{conn: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 4<<10)}
 		}
-		resp, err := p.send(uc, req)
+		resp, err := p.send(uc, req, addr)
 		if err == nil {
 			return resp, nil
 		}
@@ -96,7 +96,7 @@ func staleConn(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-func (p *Pool) send(uc *upConn, req *http.Request) (*http.Response, error) {
+func (p *Pool) send(uc *upConn, req *http.Request, addr string) (*http.Response, error) {
 	// One deadline bounds writing the request and reading the response
 	// headers; the body may then take as long as it takes.
 	if p.ResponseHeaderTimeout > 0 {
@@ -138,7 +138,7 @@ func (p *Pool) send(uc *upConn, req *http.Request) (*http.Response, error) {
 	if p.BodyIdle != nil {
 		idle = p.BodyIdle()
 	}
-	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: upstreamAddr(req), reusable: reusable, idle: idle, stop: stop}
+	resp.Body = &pooledBody{rc: resp.Body, uc: uc, pool: p, addr: addr, reusable: reusable, idle: idle, stop: stop}
 	return resp, nil
 }
 
