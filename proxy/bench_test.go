@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -98,5 +99,38 @@ func BenchmarkAllowedHTTP(b *testing.B) {
 	}
 	if w.status != http.StatusOK {
 		b.Fatalf("status %d; want 200", w.status)
+	}
+}
+
+// BenchmarkNewConnection measures an allowed plain-HTTP request on a
+// connection of its own, as feedgate-bench's new-connection load sends
+// it: the proxy port's accept, the front end's connection set-up, the
+// request, the pooled round trip to a loopback origin, the response and
+// the close.
+func BenchmarkNewConnection(b *testing.B) {
+	o := newOrigin(b)
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	e := newEnv(b, envConfig{now: afterCutoffs, logTo: io.Discard, resolve: []string{"www.example.test:80:127.0.0.1:" + port}})
+	req := []byte("GET http://www.example.test/hello HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n")
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for err == nil && n < len(buf) {
+			var m int
+			m, err = c.Read(buf[n:])
+			n += m
+		}
+		c.Close()
+		if err != io.EOF || !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200 ")) {
+			b.Fatalf("response %q, %v; want a 200 and the connection closed", buf[:n], err)
+		}
 	}
 }
