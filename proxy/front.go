@@ -341,7 +341,6 @@ func (f *Front) serveConn(fc *frontConn) {
 		_ = c.Close()
 		f.state(c, http.StateClosed)
 	}()
-	reserveStack(len(fc.remote))
 	fc.br = f.getReader(&fc.lr)
 	fc.bw = f.getWriter(c)
 	// The connection's context cancels nothing itself: each request's
@@ -364,8 +363,9 @@ const stackReserve = 5 << 10
 // it; a connection's goroutine otherwise grew twice, deep in the
 // request's path (in the parser, and again in the round trip), where the
 // walk over a dozen frames cost about 5 % of feedgate's CPU per new
-// connection. Here there are two frames to walk. A tunnel's connection
-// goroutine ends at the hand-off, so idle tunnels keep none of this.
+// connection. Called once the first request has begun to arrive, it has
+// three frames to walk. A tunnel's connection goroutine ends at the
+// hand-off, so idle tunnels keep none of this.
 //
 //go:noinline
 func reserveStack(i int) byte {
@@ -425,6 +425,11 @@ func (fc *frontConn) serve(ctx context.Context) {
 		}
 		if _, err := fc.br.Peek(1); err != nil {
 			return
+		}
+		if first {
+			// Not before: a connection that has sent nothing keeps its
+			// small stack.
+			reserveStack(len(fc.remote))
 		}
 		fc.idle.Store(false)
 		if f.closing.Load() {
