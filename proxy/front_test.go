@@ -10,6 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"testing"
@@ -287,4 +290,71 @@ func TestFrontHijackHandsOverBufferedBytes(t *testing.T) {
 	if want := `buffered "\x16\x03\x01early"`; string(got) != want {
 		t.Errorf("hijacker saw %q; want %q", got, want)
 	}
+}
+
+// TestStackReservedOnlyForRequests: a connection's goroutine grows its
+// stack to what serving a request takes (reserveStack) once the first
+// byte of a request has arrived, not at accept: a connection that sends
+// nothing keeps a small stack. The same connections, once their requests
+// have begun, show the reserve, so that the check cannot pass for want of
+// seeing anything.
+func TestStackReservedOnlyForRequests(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	const n = 1000
+	// waitReading waits until every connection's goroutine waits for
+	// bytes, inside the request parser or not, and returns the stack
+	// memory per connection.
+	waitReading := func(inParser bool, before int64) int64 {
+		t.Helper()
+		count := func() int {
+			k := 0
+			for _, g := range goroutineDump() {
+				if strings.Contains(g.stack, "proxy.(*frontConn).serve(") &&
+					strings.Contains(g.stack, "internal/poll.runtime_pollWait") &&
+					strings.Contains(g.stack, "proxy.(*frontConn).readRequest(") == inParser {
+					k++
+				}
+			}
+			return k
+		}
+		deadline := time.Now().Add(testutil.WaitLimit)
+		for count() != n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if k := count(); k != n {
+			t.Fatalf("%d connection goroutines waiting to read (in the parser: %v); want %d", k, inParser, n)
+		}
+		return (stackBytes() - before) / n
+	}
+	// A collection frees the stacks cached from earlier tests, so that
+	// the connections' stacks are new memory; none may run after it,
+	// since a collection shrinks stacks that are mostly unused.
+	runtime.GC()
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	before := stackBytes()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conns[i] = e.dial(t)
+	}
+	silent := waitReading(false, before)
+	for _, c := range conns {
+		if _, err := c.Write([]byte("G")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begun := waitReading(true, before)
+	// The stacks grow from 2 KiB to 8 KiB (from 4 KiB with the race
+	// detector, whose stack guard is larger). Other goroutines' stacks,
+	// freed meanwhile, blur each figure by a few hundred bytes.
+	if begun-silent < 3<<10 {
+		t.Errorf("stack per connection: %d bytes while it has sent nothing, %d once its request has begun; want the 8 KiB reserve only in the second", silent, begun)
+	}
+}
+
+// stackBytes is the memory the runtime holds for goroutine stacks.
+func stackBytes() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64())
 }
