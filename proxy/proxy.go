@@ -4,10 +4,10 @@
 // before anything goes upstream; blocked requests get a pre-rendered 403.
 // Plain-HTTP requests that pass are forwarded over feedgate's own pool of
 // upstream connections (forward.go), or a transport it configures; goproxy
-// relays websocket upgrades. CONNECT is handled here (hijack, dial, one-write replies and a
-// counted splice loop), because goproxy's tunnel path drops pipelined bytes,
-// answers a reject with a bare EOF and offers no byte counts without losing
-// half-close and zero-copy.
+// relays websocket upgrades. CONNECT is handled here (hijack, dial,
+// one-write replies and a counted splice loop), because goproxy's tunnel
+// path drops pipelined bytes, answers a reject with a bare EOF and offers no
+// byte counts without losing half-close and zero-copy.
 package proxy
 
 import (
