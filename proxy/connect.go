@@ -204,7 +204,7 @@ func takeOver(w http.ResponseWriter) (net.Conn, []byte, error) {
 func (s *Server) serveTunnel(rec *record, in rules.Tunnel, conn net.Conn, early []byte, up net.Conn, reply string, done func()) {
 	st := rec.st
 	rec.Status = http.StatusOK
-	t := &tunnel{client: conn, upstream: up, idle: st.cfg.Limits.TunnelIdleTimeout, in: in, recycle: s.putHelloBuf}
+	t := &tunnel{client: conn, upstream: up, idle: st.cfg.Limits.TunnelIdleTimeout, in: in, recycle: s.putHelloBuf, bufs: &s.relayBufs}
 	if rec.Mode == accesslog.ModeTransparent {
 		t.transparent, t.prefetched = true, true
 	}
@@ -270,6 +270,8 @@ type tunnel struct {
 	// recycle takes back the buffer of the first bytes once they went
 	// upstream (Server.putHelloBuf).
 	recycle func([]byte)
+	// bufs lends the copy loops their buffers (Server.relayBufs).
+	bufs *relayBufs
 	// idle closes the tunnel after no bytes in either direction for this
 	// long; lastActive (UnixNano) is when either direction last moved.
 	idle       time.Duration
@@ -282,7 +284,7 @@ type tunnel struct {
 }
 
 // kernelSawBytes reports whether either socket received bytes since the
-// last check. The other direction may be busy inside a splice chunk, whose
+// last check. The other direction may be busy inside a chunk, whose
 // bytes the copy loop learns of only when the chunk ends; the kernel's
 // counters see them at once. When the kernel cannot tell, it answers true:
 // an unknown state never closes a tunnel.
@@ -346,7 +348,7 @@ func (t *tunnel) close() {
 // starting with what first returned.
 //
 // For a tunnel that opened with a TLS ClientHello, retry then follows the
-// handshake through the server's first answer before the splice starts
+// handshake through the server's first answer before the copy starts
 // (a HelloRetryRequest brings a second ClientHello to decide).
 //
 // The checks run on the caller's goroutine; each direction then copies on
@@ -406,10 +408,9 @@ func probeIdleClient(c net.Conn) {
 	}
 }
 
-// chunk bounds one splice so that byte counters move at least every MiB
-// while the copy stays on the kernel's zero-copy path: io.Copy hands the
-// LimitedReader to (*net.TCPConn).ReadFrom, which splices from a TCP source
-// wrapped in an io.LimitedReader.
+// chunk bounds the bytes one copy moves before pipe accounts for them, so
+// that byte counters move at least every MiB and the idle deadline is
+// renewed no more often.
 const chunk = 1 << 20
 
 // pipe copies src to dst. At a clean end of src it half-closes dst so the
@@ -418,31 +419,20 @@ const chunk = 1 << 20
 // Each chunk starts with a read deadline one idle timeout away. A deadline
 // that expires after some bytes moved, or while the other direction moved
 // recently, only starts a new chunk: the tunnel closes when neither
-// direction moved for the idle timeout. No wrapper comes between the
-// connections, so the copy stays on splice.
+// direction moved for the idle timeout.
 func (t *tunnel) pipe(dst, src net.Conn, count func(int64)) {
 	lr := &io.LimitedReader{R: src}
+	r := newRelay(t.bufs, src)
 	for {
 		lr.N = chunk
 		if t.idle > 0 {
 			_ = src.SetReadDeadline(time.Now().Add(t.idle))
 		}
-		n, err := copyChunk(dst, lr)
+		n, err := r.copyChunk(dst, lr)
 		if !t.chunkDone(dst, lr, n, err, count) {
 			return
 		}
 	}
-}
-
-// copyChunk is io.Copy(dst, lr), which for two TCP connections is dst's
-// ReadFrom and a splice. Called directly, it leaves two frames off the
-// stack an idle tunnel sits on, so that its copy loops fit in the smallest
-// goroutine stack (2 KiB) instead of twice that.
-func copyChunk(dst net.Conn, lr *io.LimitedReader) (int64, error) {
-	if tc, ok := dst.(*net.TCPConn); ok {
-		return tc.ReadFrom(lr)
-	}
-	return io.Copy(dst, lr)
 }
 
 // chunkDone accounts for one chunk of pipe and reports whether to copy

@@ -7,6 +7,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/feedgate/feedgate/metrics"
+	"github.com/feedgate/feedgate/proxy"
 	"github.com/feedgate/feedgate/proxy/accesslog"
 	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
@@ -668,4 +670,72 @@ func TestIdleTunnelHoldsTwoGoroutines(t *testing.T) {
 	for _, c := range conns {
 		_ = c.Close()
 	}
+}
+
+// TestIdleTunnelHoldsNoCopyBuffer: a tunnel's copy loops take a buffer for
+// the bytes in flight and give it back when the socket has nothing more,
+// so tunnels that carried 4 MiB each way hold none once idle, whichever
+// way they came in. A client that stops reading keeps one (the bytes wait
+// in it), which shows the count is live; it gets every byte once it reads.
+func TestIdleTunnelHoldsNoCopyBuffer(t *testing.T) {
+	to := newTLSOrigin(t)
+	n := newDocNet()
+	n.route("192.0.2.10:443", hostPort(t, to.URL))
+	e := newEnv(t, envConfig{now: betweenCutoffs, dial: n.dial, resolve: []string{"www.example.test:443:192.0.2.10"}})
+	redirected := e.redirect(t, "192.0.2.10:443")
+	held := func() int64 { return proxy.RelayBuffersHeld(e.srv) }
+	waitHeld := func(what string, ok func(int64) bool) {
+		t.Helper()
+		deadline := time.Now().Add(testutil.WaitLimit)
+		for !ok(held()) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if h := held(); !ok(h) {
+			t.Fatalf("%s: tunnels hold %d copy buffers", what, h)
+		}
+	}
+	var conns []*tls.Conn
+	for range 5 {
+		tc, err := tlsThroughTunnel(t, e, "www.example.test:443", "www.example.test", to)
+		if err != nil {
+			t.Fatalf("TLS through a CONNECT tunnel: %v", err)
+		}
+		conns = append(conns, tc)
+		if tc, err = tlsTransparent(t, redirected, "www.example.test", to.roots); err != nil {
+			t.Fatalf("TLS through the transparent listener: %v", err)
+		}
+		conns = append(conns, tc)
+	}
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for i, c := range conns {
+		if got := tlsGet(t, c, "www.example.test", "/big"); !bytes.Equal(got, bigBody) {
+			t.Fatalf("tunnel %d: /big came through as %d bytes, not the %d served", i, len(got), len(bigBody))
+		}
+	}
+	waitHeld("10 idle tunnels", func(h int64) bool { return h == 0 })
+
+	// Eight responses of 4 MiB outgrow the sockets' buffers, so the
+	// download direction waits in its write.
+	stalled, err := tlsThroughTunnel(t, e, "www.example.test:443", "www.example.test", to)
+	if err != nil {
+		t.Fatalf("TLS through a CONNECT tunnel: %v", err)
+	}
+	conns = append(conns, stalled)
+	const responses = 8
+	if _, err := io.WriteString(stalled, strings.Repeat("GET /big HTTP/1.1\r\nHost: www.example.test\r\n\r\n", responses)); err != nil {
+		t.Fatalf("pipelined GETs: %v", err)
+	}
+	waitHeld("a client that stopped reading", func(h int64) bool { return h >= 1 })
+	br := bufio.NewReader(stalled)
+	for i := range responses {
+		resp, body := readResponse(t, br)
+		if resp.StatusCode != http.StatusOK || body != string(bigBody) {
+			t.Fatalf("response %d after the stall: status %d, %d bytes; want 200 and the %d served", i, resp.StatusCode, len(body), len(bigBody))
+		}
+	}
+	waitHeld("after the stalled client read everything", func(h int64) bool { return h == 0 })
 }

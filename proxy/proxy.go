@@ -5,9 +5,10 @@
 // Plain-HTTP requests that pass are forwarded over feedgate's own pool of
 // upstream connections (forward.go), or a transport it configures; goproxy
 // relays websocket upgrades. CONNECT is handled here (hijack, dial,
-// one-write replies and a counted splice loop), because goproxy's tunnel
-// path drops pipelined bytes, answers a reject with a bare EOF and offers no
-// byte counts without losing half-close and zero-copy.
+// one-write replies and counted copy loops that hold no buffer while idle,
+// relay.go), because goproxy's tunnel path drops pipelined bytes, answers
+// a reject with a bare EOF and offers no byte counts without losing
+// half-close.
 package proxy
 
 import (
@@ -166,6 +167,8 @@ type Server struct {
 	// helloBufs are the buffers a tunnel's handshake is read into; they
 	// go back once relayed, so that opening a tunnel leaves little garbage.
 	helloBufs sync.Pool
+	// relayBufs are the buffers tunnels copy through while bytes move.
+	relayBufs relayBufs
 	// frontBufs are the buffers of the HTTP/1.x connections Front serves.
 	frontBufs frontBufs
 }
@@ -923,7 +926,8 @@ func (s *Server) newFront(h http.Handler) *Front {
 
 // connState enforces max_connections. Counting happens here rather than in
 // a listener wrapper, because a wrapped connection would no longer be a
-// *net.TCPConn once hijacked, and tunnels would lose the kernel's splice.
+// *net.TCPConn once hijacked, and a tunnel's copy loops would have to hold
+// a buffer while they wait (relay.go).
 func (s *Server) connState(c net.Conn, cs http.ConnState) {
 	switch cs {
 	case http.StateNew:

@@ -9,7 +9,7 @@ import (
 
 // bytesReceived returns how many bytes the kernel has received on c
 // (TCP_INFO's bytes_received), and false when it cannot tell. A tunnel's
-// copy loop only learns of bytes when a splice chunk ends, so whether the
+// copy loop only learns of bytes when a chunk ends, so whether the
 // other direction is alive is asked of the kernel, which needs no wrapper
 // around the connection. (last_data_recv would be the obvious field, but on
 // loopback it does not track each arriving segment.)

@@ -129,12 +129,12 @@ func (p *parentProxy) proxyAuthorization() string { return p.auth }
 //
 // On success the connection is positioned right after the reply's headers,
 // with no deadline set. It is the connection dial returned (a
-// *net.TCPConn for a TCP dialer, so that the tunnel's copy loop can
-// splice) unless the parent sent bytes beyond the headers in the same
-// read: a server that speaks first (SMTP, SSH) can have its greeting
-// arrive with the 200. Those bytes cannot be pushed back into the socket,
-// so then a wrapper replays them first, at the cost of splice on that
-// tunnel's download direction.
+// *net.TCPConn for a TCP dialer, so that the tunnel's copy loop can wait
+// on the socket without holding a buffer) unless the parent sent bytes
+// beyond the headers in the same read: a server that speaks first (SMTP,
+// SSH) can have its greeting arrive with the 200. Those bytes cannot be
+// pushed back into the socket, so then a wrapper replays them first, and
+// that tunnel's download direction holds its copy buffer while it waits.
 //
 // A reply other than 2xx is a *ParentError; any failure closes the
 // connection.
@@ -352,15 +352,6 @@ func (c *replayConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return fmt.Errorf("half-close is not supported on %T", c.Conn)
-}
-
-// ReadFrom lets writes into the tunnel keep the wrapped connection's fast
-// path (splice from a TCP source).
-func (c *replayConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
 // SyscallConn gives access to the wrapped socket, so that the tunnel's idle

@@ -300,7 +300,8 @@ func TestParentConnectTunnel(t *testing.T) {
 				t.Fatalf("dialConnect: %v", err)
 			}
 			defer conn.Close()
-			// Nothing followed the headers: the raw socket, for splice.
+			// Nothing followed the headers: the raw socket, which the tunnel's
+			// copy loop can wait on without a buffer.
 			if _, ok := conn.(*net.TCPConn); !ok {
 				t.Errorf("dialConnect returned %T; want *net.TCPConn", conn)
 			}
