@@ -571,8 +571,11 @@ func transparentSummary(res results, names []string) string {
 		}
 		r := median(pr)
 		verdict := "within 5 %"
-		if r < 0.95 {
+		switch {
+		case r < 0.95:
 			verdict = "more than 5 % behind"
+		case r > 1.05:
+			verdict = "more than 5 % ahead"
 		}
 		part := fmt.Sprintf("%s %s", m.label, formatRatio(r))
 		if len(pr) > 1 {

@@ -169,10 +169,13 @@ func TestTransparentSummary(t *testing.T) {
 		res.add("keepalive_rps", "feedgate-ns", r[0])
 		res.add("keepalive_rps", "feedgate-transparent", r[1])
 	}
+	res.add("connect_tls_mbps", "feedgate-ns", 800)
+	res.add("connect_tls_mbps", "feedgate-transparent", 880)
 	res.add("connect_raw_mbps", "feedgate-ns", 1000)
 	res.add("connect_raw_mbps", "feedgate-transparent", 900)
 	got := transparentSummary(res, names)
 	want := "feedgate-transparent/feedgate-ns: keep-alive req/s 0.97x round by round (from 0.90x to 1.01x; 0.90x of the medians): within 5 %; " +
+		"TLS bulk (CONNECT-equivalent) MB/s 1.10x: more than 5 % ahead; " +
 		"raw bulk (CONNECT-equivalent) MB/s 0.90x: more than 5 % behind"
 	if got != want {
 		t.Errorf("transparentSummary =\n%s\nwant\n%s", got, want)
