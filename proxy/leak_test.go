@@ -631,19 +631,7 @@ func TestIdleTunnelHoldsTwoGoroutines(t *testing.T) {
 	n.route("192.0.2.10:443", hostPort(t, to.URL))
 	e := newEnv(t, envConfig{now: betweenCutoffs, dial: n.dial, resolve: []string{"www.example.test:443:192.0.2.10"}})
 	redirected := e.redirect(t, "192.0.2.10:443")
-	const each = 10
-	var conns []*tls.Conn
-	for range each {
-		tc, err := tlsThroughTunnel(t, e, "www.example.test:443", "www.example.test", to)
-		if err != nil {
-			t.Fatalf("TLS through a CONNECT tunnel: %v", err)
-		}
-		conns = append(conns, tc)
-		if tc, err = tlsTransparent(t, redirected, "www.example.test", to.roots); err != nil {
-			t.Fatalf("TLS through the transparent listener: %v", err)
-		}
-		conns = append(conns, tc)
-	}
+	conns := tlsTunnelPairs(t, e, redirected, to, 10)
 	count := func() (pipes, setup int) {
 		for _, g := range goroutineDump() {
 			switch {
@@ -672,6 +660,26 @@ func TestIdleTunnelHoldsTwoGoroutines(t *testing.T) {
 	}
 }
 
+// tlsTunnelPairs opens n tunnels to www.example.test (192.0.2.10:443, to)
+// through the CONNECT port and n through the transparent listener at
+// redirected, each with a TLS handshake done.
+func tlsTunnelPairs(t *testing.T, e *env, redirected string, to *tlsOrigin, n int) []*tls.Conn {
+	t.Helper()
+	var conns []*tls.Conn
+	for range n {
+		tc, err := tlsThroughTunnel(t, e, "www.example.test:443", "www.example.test", to)
+		if err != nil {
+			t.Fatalf("TLS through a CONNECT tunnel: %v", err)
+		}
+		conns = append(conns, tc)
+		if tc, err = tlsTransparent(t, redirected, "www.example.test", to.roots); err != nil {
+			t.Fatalf("TLS through the transparent listener: %v", err)
+		}
+		conns = append(conns, tc)
+	}
+	return conns
+}
+
 // TestIdleTunnelHoldsNoCopyBuffer: a tunnel's copy loops take a buffer for
 // the bytes in flight and give it back when the socket has nothing more,
 // so tunnels that carried 4 MiB each way hold none once idle, whichever
@@ -694,18 +702,7 @@ func TestIdleTunnelHoldsNoCopyBuffer(t *testing.T) {
 			t.Fatalf("%s: tunnels hold %d copy buffers", what, h)
 		}
 	}
-	var conns []*tls.Conn
-	for range 5 {
-		tc, err := tlsThroughTunnel(t, e, "www.example.test:443", "www.example.test", to)
-		if err != nil {
-			t.Fatalf("TLS through a CONNECT tunnel: %v", err)
-		}
-		conns = append(conns, tc)
-		if tc, err = tlsTransparent(t, redirected, "www.example.test", to.roots); err != nil {
-			t.Fatalf("TLS through the transparent listener: %v", err)
-		}
-		conns = append(conns, tc)
-	}
+	conns := tlsTunnelPairs(t, e, redirected, to, 5)
 	defer func() {
 		for _, c := range conns {
 			_ = c.Close()
