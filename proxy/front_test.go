@@ -9,11 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,26 +81,11 @@ type frontCase struct {
 
 func loadFrontCases(t *testing.T) []frontCase {
 	t.Helper()
-	data, err := os.ReadFile("testdata/front-requests.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cases []frontCase
-	for i, line := range strings.Split(string(data), "\n") {
-		if line = strings.TrimSpace(line); line == "" || line[0] == '#' {
-			continue
-		}
-		parts := strings.SplitN(line, "|", 3)
-		if len(parts) != 3 {
-			t.Fatalf("front-requests.txt:%d: want name | handler | request", i+1)
-		}
-		raw, err := strconv.Unquote(strings.TrimSpace(parts[2]))
-		if err != nil {
-			t.Fatalf("front-requests.txt:%d: %v", i+1, err)
-		}
-		c := frontCase{name: strings.TrimSpace(parts[0]), handler: strings.TrimSpace(parts[1]), raw: []byte(raw)}
+	for _, r := range testutil.ReadTable(t, "testdata/front-requests.txt", "handler") {
+		c := frontCase{name: r.Name, handler: r.Field, raw: []byte(r.Raw)}
 		if frontHandlers[c.handler] == nil {
-			t.Fatalf("front-requests.txt:%d: no handler %q", i+1, c.handler)
+			t.Fatalf("front-requests.txt:%d: no handler %q", r.Line, c.handler)
 		}
 		cases = append(cases, c)
 	}

@@ -5,33 +5,19 @@ import (
 	"bytes"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/feedgate/feedgate/proxy/internal/testutil"
 )
 
 // readHeads reads testdata/request-heads.txt: name, who and request.
 func readHeads(t testing.TB) [][3]string {
 	t.Helper()
-	data, err := os.ReadFile("testdata/request-heads.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rows [][3]string
-	for i, line := range strings.Split(string(data), "\n") {
-		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.SplitN(line, "|", 3)
-		if len(f) != 3 {
-			t.Fatalf("request-heads.txt:%d: want name | who | request", i+1)
-		}
-		raw, err := strconv.Unquote(strings.TrimSpace(f[2]))
-		if err != nil {
-			t.Fatalf("request-heads.txt:%d: %v", i+1, err)
-		}
-		rows = append(rows, [3]string{strings.TrimSpace(f[0]), strings.TrimSpace(f[1]), raw})
+	for _, r := range testutil.ReadTable(t, "testdata/request-heads.txt", "who") {
+		rows = append(rows, [3]string{r.Name, r.Field, r.Raw})
 	}
 	return rows
 }
